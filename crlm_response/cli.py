@@ -1,0 +1,260 @@
+"""The `crlm-response` command line: parse arguments, call one library function, render, set the exit code.
+
+Exit codes: 0 success, 1 input errors (a file or value the tool cannot use), 2 usage errors (a wrong option
+or argument; click's own code).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+
+from . import __version__
+from .assessment import assess, get_rules
+from .errors import EXIT_INPUT_ERROR, CrlmError, SettingsError
+from .render import render_assessment, render_rule_set, render_rules_list, to_json
+from .rules import builtin_ids, describe, main_citation
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _console(stderr: bool = False) -> Console:
+    interactive = (sys.stderr if stderr else sys.stdout).isatty()
+    width = None if interactive else int(os.environ.get("COLUMNS", "140"))
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+
+
+class CrlmGroup(click.Group):
+    """Turns library errors into `Error: ...` lines and exit code 1; never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CrlmError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except MemoryError:
+            raise click.ClickException("out of memory; see README 'Safety and limits'") from None
+        except Exception as exc:  # noqa: BLE001 - the last guard before a user would see a traceback
+            if os.environ.get("CRLM_DEBUG"):
+                raise
+            raise click.ClickException(
+                f"internal error ({type(exc).__name__}: {exc}); please report it with the input "
+                "(set CRLM_DEBUG=1 to see the traceback)") from None
+
+
+def parse_set_options(values: Sequence[str], extra_ids: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """`recist1.1.sd_min_days=56` -> {"recist1.1": {"sd_min_days": 56}}; rule-set ids may contain dots."""
+    out: dict[str, dict[str, Any]] = {}
+    ids = sorted(set(builtin_ids()) | set(extra_ids), key=len, reverse=True)
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: write RULESET.PARAMETER=VALUE, e.g. recist1.1.sd_min_days=56",
+                                     param_hint="--set")
+        key = key.strip()
+        rule_id = next((i for i in ids if key.startswith(i + ".")), None)
+        if rule_id is None:
+            raise click.BadParameter(f"{item!r}: `{key}` does not start with a rule set id ({', '.join(builtin_ids())})",
+                                     param_hint="--set")
+        name = key[len(rule_id) + 1:]
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        rules = get_rules(rule_id)
+        if name not in rules.schema.parameters:
+            raise click.BadParameter(f"{item!r}: `{rule_id}` has no parameter `{name}`; parameters: "
+                                     + ", ".join(sorted(rules.schema.parameters)), param_hint="--set")
+        out.setdefault(rule_id, {})[name] = value
+    return out
+
+
+def _criteria_option(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    ids = [v.strip() for v in value.split(",") if v.strip()]
+    if ids == ["all"]:
+        return ids
+    for rule_id in ids:
+        if rule_id not in builtin_ids() and not Path(rule_id).is_file():
+            raise click.BadParameter(f"unknown criteria `{rule_id}`; choose from {', '.join(builtin_ids())}, `all`, "
+                                     "or give a rule file", param_hint="--criteria")
+    return ids
+
+
+criteria_opt = click.option("--criteria", "-c", metavar="IDS",
+                            help="Comma-separated rule-set ids or files, or `all` (default: the case's own list, "
+                                 "else RECIST 1.1, toxicity and every set whose inputs the case has).")
+set_opt = click.option("--set", "set_values", multiple=True, metavar="ID.PARAM=VALUE",
+                       help="Override a rule-set parameter, e.g. --set recist1.1.confirmation_required=true "
+                            "(repeatable; wins over the case's settings).")
+
+
+@click.group(cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="crlm-response")
+def cli() -> None:
+    """Response criteria and chemotherapy toxicity flags for colorectal liver metastases.
+
+    Assess one patient's lesion tables with RECIST 1.1, Choi, Chun morphologic criteria and more, score
+    whole trials, and compare criteria sets. Exit codes: 0 success, 1 input error, 2 usage error.
+    """
+
+
+@cli.command("assess", context_settings=CONTEXT_SETTINGS)
+@click.argument("case_file", type=click.Path(dir_okay=False, path_type=Path))
+@criteria_opt
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Terminal tables, or the machine-readable JSON contract.")
+@click.option("--explain", is_flag=True, help="Add one line per decision: the rule that fired and its numbers.")
+@set_opt
+@click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 1).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of stdout.")
+def assess_cmd(case_file: Path, criteria: str | None, fmt: str, explain: bool, set_values: tuple[str, ...],
+               strict: bool, output: Path | None) -> None:
+    """Assess one case file: response per timepoint, best overall response, toxicity flags.
+
+    Example:
+
+        crlm-response assess sample_cases/folfox_bev_partial_response.yaml --explain
+    """
+    requested = _criteria_option(criteria)
+    settings = parse_set_options(set_values, requested or ())
+    try:
+        result = assess(case_file, criteria=requested, settings=settings, explain=True, strict=strict)
+    except SettingsError as exc:
+        if exc.location.key and exc.location.key.split(".")[0] in settings and set_values:
+            raise click.BadParameter(exc.message, param_hint="--set") from None
+        raise
+    data = result.to_dict()
+    if fmt == "json":
+        text = to_json(data)
+        if output:
+            from .writers import write_text
+
+            write_text(output, text)
+        else:
+            click.echo(text, nl=False)
+        return
+    if output:
+        from .writers import write_text
+
+        console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
+        render_assessment(console, data, explain=explain)
+        write_text(output, console.export_text())
+        return
+    render_assessment(_console(), data, explain=explain)
+
+
+@cli.group("rules", cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
+def rules_group() -> None:
+    """List, show and validate rule sets (criteria as YAML data)."""
+
+
+@rules_group.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def rules_list(fmt: str) -> None:
+    """List the shipped rule sets with their main citation and the inputs they need.
+
+    Example:
+
+        crlm-response rules list
+    """
+    rows = []
+    for rule_id in builtin_ids():
+        rules = get_rules(rule_id)
+        rows.append({"id": rules.id, "name": rules.schema.name, "kind": rules.schema.kind,
+                     "inputs": rules.schema.inputs, "citation": main_citation(rules),
+                     "description": " ".join(rules.schema.description.split())})
+    if fmt == "json":
+        click.echo(to_json({"rule_sets": rows}), nl=False)
+    else:
+        render_rules_list(_console(), rows)
+
+
+@rules_group.command("show")
+@click.argument("rule_set")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def rules_show(rule_set: str, fmt: str) -> None:
+    """Show one rule set: parameters with units and citations, decision lists, flags, references.
+
+    Example:
+
+        crlm-response rules show recist1.1
+    """
+    if rule_set not in builtin_ids() and not Path(rule_set).is_file():
+        raise click.BadParameter(f"unknown rule set `{rule_set}`; choose from {', '.join(builtin_ids())} or give a file",
+                                 param_hint="RULE_SET")
+    info = describe(get_rules(rule_set))
+    if fmt == "json":
+        click.echo(to_json(info), nl=False)
+    else:
+        render_rule_set(_console(), info)
+
+
+@rules_group.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def rules_validate(files: tuple[Path, ...]) -> None:
+    """Check rule files against the schema and the metric vocabulary (with `extends:` resolved).
+
+    Example:
+
+        crlm-response rules validate my_site_recist.yaml
+    """
+    from .rules import load_rules
+
+    failures = 0
+    for file in files:
+        try:
+            rules = load_rules(file)
+        except CrlmError as exc:
+            failures += 1
+            click.echo(f"Error: {exc}", err=True)
+            continue
+        chain = " -> ".join(rules.chain)
+        click.echo(f"{file}: OK ({rules.id}; {len(rules.schema.parameters)} parameters, {len(rules.outputs)} outputs, "
+                   f"{len(rules.flags)} flags; {chain})")
+    if failures:
+        sys.exit(EXIT_INPUT_ERROR)
+
+
+@rules_group.command("metrics")
+@click.option("--level", type=click.Choice(["lesion", "timepoint", "subject"]), help="Only this level.")
+def rules_metrics(level: str | None) -> None:
+    """List the vocabulary rule conditions may use: metrics with level, type, unit and meaning.
+
+    Example:
+
+        crlm-response rules metrics --level timepoint
+    """
+    from rich.table import Table
+
+    from .conditions import FUNCTIONS
+    from .metrics import METRICS
+
+    table = Table(show_edge=False)
+    for column in ("name", "level", "type", "unit", "meaning"):
+        table.add_column(column)
+    for name, m in sorted(METRICS.items(), key=lambda kv: (kv[1].level, kv[0])):
+        if level and m.level != level:
+            continue
+        table.add_row(name, m.level, m.type, m.unit, m.doc.split("\n")[0])
+    console = _console()
+    console.print(table)
+    console.print("Functions: " + "; ".join(FUNCTIONS.values()))
+
+
+def main() -> None:
+    cli(prog_name="crlm-response")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,479 @@
+"""Rule conditions: small Python-like expressions, parsed with `ast`, checked, compiled to numpy.
+
+A condition such as ``100 * (sum_mm - nadir_mm) >= pd_pct_from_nadir * nadir_mm and mm_from_nadir >= 5``
+is parsed with Python's own parser but never executed by Python: only a closed set of node types is
+accepted (comparisons, and/or/not, + - * /, numbers, quoted words, names from the rule vocabulary, and a few
+named functions), every name is checked against the vocabulary when the rule file is loaded, and the tree
+is compiled to vectorised numpy operations over whole metric columns.
+
+Numeric comparisons treat values within 1e-9 (relative) as equal. Measurements have at most a few decimals,
+so this never changes a real decision, and it keeps exact thresholds exact: a sum that is 20 % above the
+nadir on paper is 20 % above it here too, whatever binary floating point makes of 12.6 - 10.5.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from .errors import ConditionError
+
+ValueType = Literal["number", "bool", "text", "list", "any"]
+Evaluator = Callable[["Env"], Any]
+
+FUNCTIONS: dict[str, str] = {
+    "known": "known(x): true where x is reported (not missing)",
+    "missing": "missing(x): true where x is not reported",
+    "abs": "abs(x): absolute value",
+    "min": "min(a, b, ...): smallest value, ignoring missing ones",
+    "max": "max(a, b, ...): largest value, ignoring missing ones",
+    "at_least": "at_least(x, t, inclusive): x >= t if inclusive else x > t",
+    "at_most": "at_most(x, t, inclusive): x <= t if inclusive else x < t",
+    "baseline": "baseline(name): the value of `name` at the subject's (or lesion's) baseline",
+    "has_agent": "has_agent('oxaliplatin'): the subject's treatment includes that agent",
+}
+
+RELATIVE_TOLERANCE = 1e-9
+MAX_CONDITION_LENGTH = 2000
+MAX_CONDITION_NODES = 400
+
+
+class Vocabulary(Protocol):
+    """What names a condition may use, and their types."""
+
+    def type_of(self, name: str) -> ValueType | None: ...
+
+    def describe(self) -> str: ...
+
+
+class Env(Protocol):
+    """Values for the names of a compiled condition, as numpy arrays of one length or scalars."""
+
+    n: int
+
+    def get(self, name: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Compiled:
+    evaluate: Evaluator
+    type: ValueType
+
+
+def _tolerance(a: Any, b: Any) -> Any:
+    with np.errstate(invalid="ignore"):
+        return RELATIVE_TOLERANCE * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
+
+
+def _as_float(x: Any) -> Any:
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        return np.array([np.nan if v is None else v for v in x], dtype=float)
+    return np.asarray(x, dtype=float) if isinstance(x, np.ndarray) else (np.nan if x is None else x)
+
+
+def _num_compare(op: ast.cmpop, a: Any, b: Any) -> Any:
+    a = _as_float(a)
+    b = _as_float(b)
+    with np.errstate(invalid="ignore"):
+        tol = _tolerance(a, b)
+        if isinstance(op, ast.GtE):
+            return a >= b - tol
+        if isinstance(op, ast.Gt):
+            return a > b + tol
+        if isinstance(op, ast.LtE):
+            return a <= b + tol
+        if isinstance(op, ast.Lt):
+            return a < b - tol
+        if isinstance(op, ast.Eq):
+            return np.abs(a - b) <= tol
+        if isinstance(op, ast.NotEq):
+            return ~(np.abs(a - b) <= tol) & ~np.isnan(a) & ~np.isnan(b)
+    raise AssertionError(op)
+
+
+def _text_equal(a: Any, b: Any) -> Any:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        result = np.asarray(a == b if isinstance(a, np.ndarray) else b == a)
+        return result.astype(bool)
+    return a == b
+
+
+def _truth(x: Any) -> Any:
+    """Yes/no values are stored as 1.0 / 0.0 / NaN; NaN (not reported) is not true."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == bool:
+            return x
+        if x.dtype == object:
+            return np.array([v is True or v == 1 for v in x], dtype=bool)
+        return x == 1
+    return bool(x is True or (x is not None and not (isinstance(x, float) and math.isnan(x)) and x == 1))
+
+
+def _is_known(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        if x.dtype == object:
+            return np.array([v is not None and not (isinstance(v, float) and math.isnan(v)) for v in x], dtype=bool)
+        if x.dtype.kind == "f":
+            return ~np.isnan(x)
+        return np.ones(x.shape, dtype=bool)
+    return not (x is None or (isinstance(x, float) and math.isnan(x)))
+
+
+class _Compiler:
+    def __init__(self, vocabulary: Vocabulary, where: str, source: str) -> None:
+        self.vocabulary = vocabulary
+        self.where = where
+        self.source = source
+        self.names: set[str] = set()
+
+    def fail(self, message: str, hint: str | None = None) -> ConditionError:
+        return ConditionError(f"{message} in `{self.source}`", key=self.where, hint=hint)
+
+    def name(self, name: str) -> Compiled:
+        vtype = self.vocabulary.type_of(name)
+        if vtype is None:
+            raise self.fail(f"unknown word `{name}`", hint=self.vocabulary.describe())
+        self.names.add(name)
+        return Compiled(lambda env, _n=name: env.get(_n), vtype)
+
+    def compile(self, node: ast.AST) -> Compiled:
+        method = getattr(self, "node_" + type(node).__name__, None)
+        if method is None:
+            raise self.fail(f"`{ast.unparse(node) if isinstance(node, ast.expr) else type(node).__name__}` is not "
+                            "allowed", hint="conditions use names, numbers, 'words', comparisons, and/or/not, "
+                            "+ - * /, and the functions " + ", ".join(FUNCTIONS))
+        result: Compiled = method(node)
+        return result
+
+    def node_Expression(self, node: ast.Expression) -> Compiled:
+        return self.compile(node.body)
+
+    def node_Constant(self, node: ast.Constant) -> Compiled:
+        value = node.value
+        if isinstance(value, bool):
+            return Compiled(lambda env, _v=value: _v, "bool")
+        if isinstance(value, int | float):
+            return Compiled(lambda env, _v=float(value): _v, "number")
+        if isinstance(value, str):
+            return Compiled(lambda env, _v=value: _v, "text")
+        if value is None:
+            return Compiled(lambda env: None, "any")
+        raise self.fail(f"constant {value!r} is not allowed")
+
+    def node_Name(self, node: ast.Name) -> Compiled:
+        if node.id in ("true", "false"):
+            return Compiled(lambda env, _v=node.id == "true": _v, "bool")
+        return self.name(node.id)
+
+    def node_Subscript(self, node: ast.Subscript) -> Compiled:
+        if not isinstance(node.value, ast.Name) or not isinstance(node.slice, ast.Constant) or not isinstance(
+            node.slice.value, int
+        ):
+            raise self.fail("only a parameter list indexed by a number (`name[0]`) is allowed")
+        inner = self.name(node.value.id)
+        if inner.type != "list":
+            raise self.fail(f"`{node.value.id}` is not a list")
+        index = node.slice.value
+        return Compiled(lambda env, _i=inner.evaluate, _k=index: float(_i(env)[_k]), "number")
+
+    def node_UnaryOp(self, node: ast.UnaryOp) -> Compiled:
+        operand = self.compile(node.operand)
+        if isinstance(node.op, ast.Not):
+            self.expect(operand, "bool", node.operand)
+            return Compiled(lambda env, _o=operand.evaluate: np.logical_not(_truth(_o(env))), "bool")
+        if isinstance(node.op, ast.USub | ast.UAdd):
+            self.expect(operand, "number", node.operand)
+            sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
+            return Compiled(lambda env, _o=operand.evaluate, _s=sign: _s * _as_float(_o(env)), "number")
+        raise self.fail("this operator is not allowed")
+
+    def node_BoolOp(self, node: ast.BoolOp) -> Compiled:
+        parts = [self.compile(v) for v in node.values]
+        for part, value in zip(parts, node.values, strict=True):
+            self.expect(part, "bool", value)
+        combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+
+        def evaluate(env: Env, _parts: list[Compiled] = parts) -> Any:
+            result = _truth(_parts[0].evaluate(env))
+            for part in _parts[1:]:
+                result = combine(result, _truth(part.evaluate(env)))
+            return result
+
+        return Compiled(evaluate, "bool")
+
+    def node_BinOp(self, node: ast.BinOp) -> Compiled:
+        left, right = self.compile(node.left), self.compile(node.right)
+        self.expect(left, "number", node.left)
+        self.expect(right, "number", node.right)
+        ops: dict[type, Callable[[Any, Any], Any]] = {
+            ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: _safe_divide,
+        }
+        fn = ops.get(type(node.op))
+        if fn is None:
+            raise self.fail("only + - * / are allowed")
+
+        def evaluate(env: Env, _l: Evaluator = left.evaluate, _r: Evaluator = right.evaluate) -> Any:
+            with np.errstate(invalid="ignore", over="ignore"):
+                return fn(_as_float(_l(env)), _as_float(_r(env)))
+
+        return Compiled(evaluate, "number")
+
+    def node_Compare(self, node: ast.Compare) -> Compiled:
+        left = self.compile(node.left)
+        steps: list[Evaluator] = []
+        current = left
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
+            if isinstance(op, ast.In | ast.NotIn):
+                if not isinstance(right_node, ast.Tuple | ast.List):
+                    raise self.fail("`in` needs a literal list, e.g. target in ('CR', 'PR')")
+                options = [self.compile(e) for e in right_node.elts]
+                if any(not isinstance(e, ast.Constant) for e in right_node.elts):
+                    raise self.fail("`in` lists hold only constants")
+                values = [e.value for e in right_node.elts if isinstance(e, ast.Constant)]
+                steps.append(self._membership(current, values, isinstance(op, ast.NotIn)))
+                current = options[0] if options else current
+                continue
+            right = self.compile(right_node)
+            steps.append(self._comparison(op, current, right, node))
+            current = right
+
+        def evaluate(env: Env, _steps: list[Evaluator] = steps) -> Any:
+            result = _steps[0](env)
+            for step in _steps[1:]:
+                result = np.logical_and(result, step(env))
+            return result
+
+        return Compiled(evaluate, "bool")
+
+    def _membership(self, left: Compiled, values: list[Any], negate: bool) -> Evaluator:
+        numeric = left.type in ("number", "bool")
+
+        def evaluate(env: Env, _l: Evaluator = left.evaluate) -> Any:
+            x = _l(env)
+            hit: Any = False
+            for value in values:
+                if numeric and isinstance(value, int | float):
+                    hit = np.logical_or(hit, _num_compare(ast.Eq(), x, float(value)))
+                else:
+                    hit = np.logical_or(hit, _text_equal(x, value))
+            if negate:
+                return np.logical_and(np.logical_not(hit), _is_known(x))
+            return hit
+
+        return evaluate
+
+    def _comparison(self, op: ast.cmpop, left: Compiled, right: Compiled, node: ast.AST) -> Evaluator:
+        types = {left.type, right.type} - {"any"}
+        if isinstance(op, ast.Eq | ast.NotEq):
+            if types <= {"number", "bool"} and types:
+                return lambda env, _l=left.evaluate, _r=right.evaluate: _num_compare(op, _l(env), _r(env))
+            if len(types) > 1:
+                raise self.fail(f"cannot compare a {left.type} with a {right.type}")
+            if isinstance(op, ast.Eq):
+                return lambda env, _l=left.evaluate, _r=right.evaluate: _text_equal(_l(env), _r(env))
+            return lambda env, _l=left.evaluate, _r=right.evaluate: np.logical_and(
+                np.logical_not(_text_equal(_l(env), _r(env))), _is_known(_l(env)))
+        if not types <= {"number"}:
+            raise self.fail(f"`{ast.unparse(node)}` orders values that are not numbers")
+        return lambda env, _l=left.evaluate, _r=right.evaluate: _num_compare(op, _l(env), _r(env))
+
+    def node_Call(self, node: ast.Call) -> Compiled:
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+            raise self.fail(f"`{ast.unparse(node.func)}` is not a known function",
+                            hint="functions: " + ", ".join(FUNCTIONS))
+        if node.keywords:
+            raise self.fail("functions take positional arguments only")
+        fname = node.func.id
+        args = node.args
+        if fname == "baseline":
+            if len(args) != 1 or not isinstance(args[0], ast.Name):
+                raise self.fail("baseline() takes one name, e.g. baseline(spleen_volume_ml)")
+            inner = self.name(args[0].id)
+            return self.name_as(f"baseline:{args[0].id}", inner.type)
+        if fname == "has_agent":
+            if len(args) != 1 or not isinstance(args[0], ast.Constant) or not isinstance(args[0].value, str):
+                raise self.fail("has_agent() takes one quoted agent name, e.g. has_agent('oxaliplatin')")
+            return self.name_as(f"agent:{args[0].value.strip().lower()}", "bool")
+        compiled = [self.compile(a) for a in args]
+        if fname in ("known", "missing"):
+            if len(compiled) != 1:
+                raise self.fail(f"{fname}() takes one argument")
+            want = fname == "known"
+            return Compiled(lambda env, _a=compiled[0].evaluate, _w=want: _is_known(_a(env)) == _w, "bool")
+        if fname == "abs":
+            if len(compiled) != 1:
+                raise self.fail("abs() takes one argument")
+            self.expect(compiled[0], "number", args[0])
+            return Compiled(lambda env, _a=compiled[0].evaluate: np.abs(_as_float(_a(env))), "number")
+        if fname in ("min", "max"):
+            if len(compiled) < 2:
+                raise self.fail(f"{fname}() takes two or more arguments")
+            for c, a in zip(compiled, args, strict=True):
+                self.expect(c, "number", a)
+            reduce = np.fmin if fname == "min" else np.fmax
+
+            def evaluate(env: Env, _cs: list[Compiled] = compiled) -> Any:
+                result = _as_float(_cs[0].evaluate(env))
+                for c in _cs[1:]:
+                    result = reduce(result, _as_float(c.evaluate(env)))
+                return result
+
+            return Compiled(evaluate, "number")
+        # at_least / at_most
+        if len(compiled) != 3:
+            raise self.fail(f"{fname}() takes three arguments: value, threshold, inclusive")
+        self.expect(compiled[0], "number", args[0])
+        self.expect(compiled[1], "number", args[1])
+        self.expect(compiled[2], "bool", args[2])
+        strict_op, loose_op = (ast.Gt(), ast.GtE()) if fname == "at_least" else (ast.Lt(), ast.LtE())
+
+        def bounded(env: Env, _c: list[Compiled] = compiled) -> Any:
+            x, t, inclusive = _c[0].evaluate(env), _c[1].evaluate(env), _truth(_c[2].evaluate(env))
+            return np.where(inclusive, _num_compare(loose_op, x, t), _num_compare(strict_op, x, t))
+
+        return Compiled(bounded, "bool")
+
+    def name_as(self, name: str, vtype: ValueType) -> Compiled:
+        if self.vocabulary.type_of(name) is None:
+            raise self.fail(f"unknown word `{name}`", hint=self.vocabulary.describe())
+        self.names.add(name)
+        return Compiled(lambda env, _n=name: env.get(_n), vtype)
+
+    def expect(self, compiled: Compiled, wanted: ValueType, node: ast.AST) -> None:
+        if compiled.type in (wanted, "any"):
+            return
+        if wanted == "number" and compiled.type == "bool":
+            return
+        text = ast.unparse(node) if isinstance(node, ast.expr) else "?"
+        hint = "compare it, e.g. `x > 0` or `x == 'CR'`" if wanted == "bool" else None
+        raise self.fail(f"`{text}` is a {compiled.type}, but a {wanted} is needed here", hint=hint)
+
+
+def _safe_divide(a: Any, b: Any) -> Any:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = np.divide(a, b)
+    return np.where(np.asarray(b) == 0, np.nan, result)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A compiled, vocabulary-checked condition. Call `evaluate(env)` for a boolean array of length env.n."""
+
+    source: str
+    names: frozenset[str]
+    _compiled: Compiled
+
+    def evaluate(self, env: Env) -> np.ndarray:
+        value = self._compiled.evaluate(env)
+        result = np.asarray(_truth(value) if self._compiled.type != "bool" else value)
+        if result.dtype != bool:
+            result = _truth(result) if result.dtype != object else np.array([bool(v) for v in result])
+        return np.broadcast_to(np.asarray(result, dtype=bool), (env.n,)).copy()
+
+
+def compile_condition(source: str, vocabulary: Vocabulary, where: str) -> Condition:
+    """Parse and check a condition; raise ConditionError naming `where` and the offending word."""
+    if not isinstance(source, str):
+        if isinstance(source, bool):
+            source = "true" if source else "false"
+        else:
+            raise ConditionError(f"a condition must be text, not {type(source).__name__}", key=where)
+    text = source.strip()
+    if not text:
+        raise ConditionError("empty condition", key=where)
+    if len(text) > MAX_CONDITION_LENGTH:
+        raise ConditionError(f"condition longer than {MAX_CONDITION_LENGTH} characters", key=where)
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise ConditionError(f"cannot parse `{text}`: {exc.msg}", key=where,
+                             hint="write e.g. `pct_from_baseline <= -30 and not new_lesions`") from None
+    if sum(1 for _ in ast.walk(tree)) > MAX_CONDITION_NODES:
+        raise ConditionError(f"condition has more than {MAX_CONDITION_NODES} parts", key=where)
+    compiler = _Compiler(vocabulary, where, text)
+    compiled = compiler.compile(tree)
+    if compiled.type not in ("bool", "any"):
+        raise ConditionError(f"`{text}` is a {compiled.type}, not a yes/no condition", key=where,
+                             hint="compare it, e.g. `sum_mm > 0`")
+    return Condition(text, frozenset(compiler.names), compiled)
+
+
+# --------------------------------------------------------------------------------------------------
+# Explanation templates: "sum {sum_mm} mm, {pct_from_baseline}% from baseline {baseline_sum_mm} mm".
+# --------------------------------------------------------------------------------------------------
+
+
+def format_value(value: Any, spec: str = "") -> str:
+    """Numbers with at most two decimals (no trailing zeros), yes/no for booleans, n/a for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | float | np.integer | np.floating):
+        number = float(value)
+        if spec:
+            return format(number, spec)
+        text = f"{number:.2f}".rstrip("0").rstrip(".")
+        return "0" if text == "-0" else text
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Template:
+    """An explanation text with `{name}` fields from the vocabulary (no attribute or index access)."""
+
+    source: str
+    fields: tuple[tuple[str, str], ...]
+
+    def render(self, values: Mapping[str, Any]) -> str:
+        out: list[str] = []
+        for literal, name, spec, _conv in string.Formatter().parse(self.source):
+            out.append(literal)
+            if name is not None:
+                out.append(format_value(values.get(name), spec or ""))
+        return "".join(out)
+
+
+def compile_template(source: str, vocabulary: Vocabulary, where: str) -> Template:
+    source = " ".join(source.split())  # folded YAML text keeps no stray newlines
+    fields: list[tuple[str, str]] = []
+    try:
+        parsed = list(string.Formatter().parse(source))
+    except ValueError as exc:
+        raise ConditionError(f"bad explanation text: {exc}", key=where, hint="use {name} for values, {{ for a brace")
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if conversion or not name.isidentifier():
+            raise ConditionError(f"`{{{name}}}` is not allowed in an explanation", key=where,
+                                 hint="use plain names such as {sum_mm}")
+        if vocabulary.type_of(name) is None:
+            raise ConditionError(f"unknown word `{name}` in explanation", key=where, hint=vocabulary.describe())
+        if spec:
+            try:
+                format(1.5, spec)
+            except ValueError:
+                raise ConditionError(f"bad number format `{spec}` for {name}", key=where) from None
+        fields.append((name, spec or ""))
+    return Template(source, tuple(fields))
+
+
+def constant_names(vocabulary_names: Mapping[str, Any]) -> dict[str, ValueType]:
+    """Types of parameter values, for the vocabulary."""
+    out: dict[str, ValueType] = {}
+    for name, value in vocabulary_names.items():
+        if isinstance(value, bool):
+            out[name] = "bool"
+        elif isinstance(value, int | float):
+            out[name] = "number"
+        elif isinstance(value, list):
+            out[name] = "list"
+        else:
+            out[name] = "text"
+    return out

@@ -1,0 +1,431 @@
+"""The engine: prepared lesion tables + one rule set -> categories, best response, flags, warnings.
+
+One code path scores one case or a whole trial: every step works on whole columns (all subjects at once).
+The rule set decides everything clinical; the engine only knows how to evaluate checks, ordered decision
+lists, tables, aggregates and flags, and how to sequence visits into a best overall response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .bor import BorSettings, best_overall_response, persist_category
+from .conditions import format_value
+from .errors import RuleSetError
+from .metrics import Context, Level
+from .rules import CompiledOutput, LoadedRuleSet, check_parameter_value, report_items
+from .tables import Prepared
+
+WARNING_COLUMNS = ["subject_id", "criteria", "code", "timepoint", "lesion_id", "message"]
+FLAG_COLUMNS = ["subject_id", "flag", "timepoint", "day", "lesion_id", "grade", "evidence", "explanation",
+                "citation", "evidence_level"]
+
+
+class _LevelEnv:
+    """The condition environment at one level (see conditions.Env)."""
+
+    def __init__(self, ctx: Context, level: Level) -> None:
+        self.ctx = ctx
+        self.level = level
+        self.n = ctx.n[level]
+
+    def get(self, name: str) -> Any:
+        try:
+            return self.ctx.get(name, self.level)
+        except KeyError as exc:
+            raise RuleSetError(f"a metric used here needs the parameter {exc.args[0]!r}, which this rule set "
+                               "does not define") from None
+
+
+@dataclass
+class RuleSetResult:
+    """Everything one rule set says about a cohort, as tables (one row per follow-up, lesion, subject)."""
+
+    rule_set: LoadedRuleSet
+    params: dict[str, Any]
+    timepoints: pd.DataFrame
+    lesions: pd.DataFrame
+    baseline: pd.DataFrame
+    best: pd.DataFrame | None
+    flags: pd.DataFrame
+    warnings: pd.DataFrame
+
+    @property
+    def id(self) -> str:
+        return self.rule_set.id
+
+
+def resolve_params(rule_set: LoadedRuleSet, *overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Rule-file defaults, then each override in turn (case `settings`, then `--set`), all checked."""
+    params = rule_set.default_params
+    for layer in overrides:
+        for name, value in layer.items():
+            params[name] = check_parameter_value(rule_set, name, value, f"{rule_set.id}.{name}")
+    return params
+
+
+def _scope(ctx: Context, out: CompiledOutput, env: _LevelEnv) -> np.ndarray:
+    if out.where is not None:
+        return out.where.evaluate(env)
+    if out.spec.level == "timepoint":
+        return np.asarray(ctx.value("is_follow_up"), dtype=bool)
+    return ~np.asarray(ctx.value("is_lesion_baseline"), dtype=bool)
+
+
+def _decide(out: CompiledOutput, env: _LevelEnv, scope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ordered decision list: the first rule that holds decides. Returns (values, index of the rule)."""
+    n = env.n
+    values = np.full(n, None, dtype=object)
+    fired = np.full(n, -1, dtype=np.int64)
+    open_rows = scope.copy()
+    for k, rule in enumerate(out.rules):
+        if not open_rows.any():
+            break
+        hit = open_rows if rule.condition is None else open_rows & rule.condition.evaluate(env)
+        values[hit] = rule.result
+        fired[hit] = k
+        open_rows &= ~hit
+    return values, fired
+
+
+def _aggregate(ctx: Context, out: CompiledOutput, params: Mapping[str, Any], scope: np.ndarray) -> np.ndarray:
+    agg = out.spec.aggregate
+    assert agg is not None
+    method = params.get(agg.method, agg.method) if agg.method in params else agg.method
+    source = ctx.value(agg.source)
+    n_visits = ctx.n["timepoint"]
+    eligible = np.array([v is not None for v in source], dtype=bool)
+    if agg.ignore:
+        eligible &= ~np.isin(source.astype(str), [str(v) for v in agg.ignore])
+    result = np.full(n_visits, None, dtype=object)
+    if method == "any":
+        wanted = [str(v) for v in agg.values]
+        hit = eligible & np.isin(source.astype(str), wanted)
+        result[scope] = False
+        result[(ctx.per_visit_count(hit) > 0) & scope] = True
+        return result
+    visit = ctx.lesion_visit
+    if method == "worst":
+        order = [str(v) for v in agg.order]
+        rank = np.full(len(source), np.inf)
+        for r, value in enumerate(order):
+            rank[eligible & (source.astype(str) == value)] = r
+        for value in agg.unknown:
+            rank[eligible & (source.astype(str) == str(value))] = 0.5
+        best = ctx.per_visit_reduce(rank, eligible & np.isfinite(rank), "min")
+        for r, value in enumerate(order):
+            result[(best == r) & scope] = agg.order[r]
+        if agg.unknown:
+            result[(best == 0.5) & scope] = agg.unknown[0]
+    elif method == "largest_lesion":
+        size = np.nan_to_num(ctx.value(agg.size), nan=-1.0)
+        rows = np.flatnonzero(eligible)
+        if len(rows):
+            frame = pd.DataFrame({"visit": visit[rows], "size": size[rows], "row": rows})
+            top = frame.sort_values(["visit", "size", "row"], ascending=[True, False, True]).drop_duplicates("visit")
+            chosen = np.full(n_visits, -1, dtype=np.int64)
+            chosen[top["visit"].to_numpy()] = top["row"].to_numpy()
+            has = (chosen >= 0) & scope
+            result[has] = source[chosen[has]]
+    else:
+        raise RuleSetError(f"unknown aggregate method {method!r} in {out.spec.name}")
+    if agg.empty is not None:
+        result[scope & np.array([v is None for v in result], dtype=bool)] = agg.empty
+    return result
+
+
+def _render_rows(template: Any, ctx: Context, level: Level, rows: np.ndarray) -> list[str]:
+    if template is None:
+        return [""] * len(rows)
+    columns = {name: ctx.get(name, level) for name, _ in template.fields}
+    out = []
+    for row in rows:
+        values = {}
+        for name, column in columns.items():
+            values[name] = column[row] if isinstance(column, np.ndarray) else column
+        out.append(template.render(values))
+    return out
+
+
+def _warning_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=WARNING_COLUMNS) if rows else pd.DataFrame(columns=WARNING_COLUMNS)
+
+
+def score(prepared: Prepared, rule_set: LoadedRuleSet, params: Mapping[str, Any] | None = None,
+          explain: bool = False) -> RuleSetResult:
+    """Apply one rule set to every subject of `prepared`.
+
+    `params` are the resolved parameters (see `resolve_params`); `explain` adds, per timepoint, one line per
+    decision naming the rule and the numbers it saw.
+    """
+    params = dict(params if params is not None else rule_set.default_params)
+    ctx = Context(prepared, params)
+    envs = {level: _LevelEnv(ctx, level) for level in ("lesion", "timepoint", "subject")}
+    visits, lesions = prepared.visits, prepared.lesions
+    visit_subject = visits["subject_id"].to_numpy(dtype=object)
+    visit_id = visits["timepoint"].to_numpy(dtype=object)
+    lesion_subject = lesions["subject_id"].to_numpy(dtype=object)
+    lesion_visit_id = lesions["timepoint"].to_numpy(dtype=object)
+    lesion_id = lesions["lesion_id"].to_numpy(dtype=object)
+    warnings: list[dict[str, Any]] = []
+
+    def add_warnings(level: Level, mask: np.ndarray, code: str, template: Any) -> None:
+        rows = np.flatnonzero(mask)
+        if not len(rows):
+            return
+        messages = _render_rows(template, ctx, level, rows)
+        for row, message in zip(rows, messages, strict=True):
+            if level == "lesion":
+                subject, tp, lesion = lesion_subject[row], lesion_visit_id[row], lesion_id[row]
+            else:
+                subject, tp, lesion = visit_subject[row], visit_id[row], None
+            warnings.append({"subject_id": subject, "criteria": rule_set.id, "code": code, "timepoint": tp,
+                             "lesion_id": lesion, "message": message})
+
+    for check in rule_set.checks:
+        level = check.spec.level
+        add_warnings(level, check.condition.evaluate(envs[level]), check.spec.code, check.template)
+
+    fired_by_output: dict[str, np.ndarray] = {}
+    for out in rule_set.outputs:
+        level: Level = out.spec.level
+        env = envs[level]
+        scope = _scope(ctx, out, env)
+        if out.spec.aggregate is not None:
+            values = _aggregate(ctx, out, params, scope)
+            fired = np.where(scope, 0, -1)
+        else:
+            values, fired = _decide(out, env, scope)
+            for k, rule in enumerate(out.rules):
+                code = getattr(rule.rule, "warn", None)
+                if code:
+                    add_warnings(level, fired == k, code, rule.template)
+        persist = out.spec.persist
+        if persist is not None and bool(params.get(persist.parameter)):
+            values = _persist(ctx, values, persist.category, persist.replaces, params)
+        ctx.store(out.spec.name, level, values)
+        fired_by_output[out.spec.name] = fired
+
+    flags = _flags(ctx, rule_set, envs, visits, lesions, explain)
+    timepoints = _timepoint_table(ctx, rule_set, visits, fired_by_output, explain)
+    lesion_table = _lesion_table(ctx, rule_set, lesions)
+    baseline = _baseline_table(ctx, rule_set, visits)
+    best = None
+    if rule_set.schema.best_response is not None:
+        best, bor_warnings = _best(ctx, rule_set, visits, params)
+        warnings.extend(bor_warnings)
+    return RuleSetResult(rule_set, params, timepoints, lesion_table, baseline, best, flags,
+                         _warning_frame(warnings))
+
+
+def _persist(ctx: Context, values: np.ndarray, keep: Any, replaces: list[Any], params: Mapping[str, Any]) -> np.ndarray:
+    """RECIST FAQ: once PR is assigned (and confirmed, when confirmation is required) it stays until PD."""
+    subject = ctx.visit_subject
+    follow = np.asarray(ctx.value("is_follow_up"), dtype=bool)
+    out = values.copy()
+    if bool(params.get("confirmation_required")):
+        settings = BorSettings.from_params(dict(params))
+        rows = np.flatnonzero(follow)
+        day = ctx.prepared.visits["day"].to_numpy(dtype=float)
+        result = best_overall_response(subject[rows], day[rows], values[rows],
+                                       BorSettings(confirmation_required=True,
+                                                   min_confirmation_interval_days=settings.min_confirmation_interval_days,
+                                                   max_ne_between_confirmation=settings.max_ne_between_confirmation,
+                                                   accept_sd_between_pr_confirmation=settings.accept_sd_between_pr_confirmation,
+                                                   stop_at_first_pd=False))
+        anchor = np.zeros(len(values), dtype=bool)
+        anchor[rows] = result.confirmed & (values[rows] == keep)
+        reached = pd.Series(anchor.astype(np.int64)).groupby(subject).cumsum().to_numpy() > 0
+        stopped = pd.Series((values == "PD").astype(np.int64)).groupby(subject).cumsum().to_numpy() > 0
+        swap = reached & ~anchor & ~stopped & np.isin(values.astype(str), [str(r) for r in replaces])
+        out[swap] = keep
+        return out
+    out[follow] = persist_category(subject[follow], values[follow], keep, replaces)
+    return out
+
+
+def _flags(ctx: Context, rule_set: LoadedRuleSet, envs: dict[str, _LevelEnv], visits: pd.DataFrame,
+           lesions: pd.DataFrame, explain: bool) -> pd.DataFrame:
+    rows: list[dict[str, Any]] = []
+    citations = rule_set.schema.citations
+    for flag in rule_set.flags:
+        level: Level = flag.spec.level
+        env = envs[level]
+        follow = ctx.get("is_follow_up", level)
+        mask = flag.condition.evaluate(env) & np.asarray(follow, dtype=bool)
+        ctx.store(flag.spec.flag, level, mask)
+        hits = np.flatnonzero(mask)
+        if not len(hits):
+            continue
+        grade = np.full(env.n, None, dtype=object)
+        open_rows = mask.copy()
+        for rule in flag.grade:
+            hit = open_rows if rule.condition is None else open_rows & rule.condition.evaluate(env)
+            grade[hit] = rule.result
+            open_rows &= ~hit
+        notes = [(c.evaluate(env), text) for c, text in flag.context]
+        evidence_columns = {name: ctx.get(name, level) for name in flag.spec.evidence}
+        explanations = _render_rows(flag.template, ctx, level, hits)
+        table = lesions if level == "lesion" else visits
+        for row, because in zip(hits, explanations, strict=True):
+            evidence = {name: _plain(col[row] if isinstance(col, np.ndarray) else col)
+                        for name, col in evidence_columns.items()}
+            extra = [text for hold, text in notes if hold[row]]
+            rows.append({
+                "subject_id": table["subject_id"].iat[row],
+                "flag": flag.spec.flag,
+                "timepoint": table["timepoint"].iat[row],
+                "day": _plain(ctx.get("day", level)[row]),
+                "lesion_id": table["lesion_id"].iat[row] if level == "lesion" else None,
+                "grade": _plain(grade[row]),
+                "evidence": evidence,
+                "explanation": " ".join([because] + extra).strip(),
+                "citation": _expand_citation(flag.spec.citation, citations),
+                "evidence_level": flag.spec.evidence_level,
+            })
+    frame = pd.DataFrame(rows, columns=FLAG_COLUMNS)
+    return frame
+
+
+def _expand_citation(text: str, citations: Mapping[str, str]) -> str:
+    return text
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python; NaN -> None; values rounded to 2 decimals for reporting."""
+    if value is None:
+        return None
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        if np.isnan(value):
+            return None
+        return round(float(value), 2)
+    if isinstance(value, np.str_):
+        return str(value)
+    return value
+
+
+def _timepoint_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame,
+                     fired: dict[str, np.ndarray], explain: bool) -> pd.DataFrame:
+    follow = np.flatnonzero(~ctx.visit_is_baseline)
+    columns: dict[str, Any] = {
+        "subject_id": visits["subject_id"].to_numpy(dtype=object)[follow],
+        "timepoint": visits["timepoint"].to_numpy(dtype=object)[follow],
+        "day": visits["day"].to_numpy(dtype=float)[follow].astype(np.int64),
+    }
+    for key, name in report_items(rule_set.schema.report.timepoint):
+        if key in columns:
+            continue
+        columns[key] = np.asarray(ctx.get(name, "timepoint"))[follow]
+    for out in rule_set.outputs:
+        if out.spec.level == "timepoint" and out.spec.report:
+            columns[out.spec.name] = ctx.value(out.spec.name)[follow]
+    table = pd.DataFrame(columns)
+    if explain:
+        table["explanation"] = _explanations(ctx, rule_set, fired, follow)
+    return table
+
+
+def _explanations(ctx: Context, rule_set: LoadedRuleSet, fired: dict[str, np.ndarray],
+                  rows: np.ndarray) -> list[list[str]]:
+    lines: list[list[str]] = [[] for _ in rows]
+    for out in rule_set.outputs:
+        if out.spec.level != "timepoint":
+            continue
+        name = out.spec.name
+        values = ctx.value(name)
+        which = fired[name][rows]
+        if out.spec.aggregate is not None:
+            rendered = _render_rows(out.aggregate_template, ctx, "timepoint", rows)
+            citation = out.spec.aggregate.citation
+            for i in range(len(rows)):
+                if which[i] >= 0:
+                    text = f"{name} {format_value(values[rows[i]])}"
+                    text += f": {rendered[i]}" if rendered[i] else ""
+                    lines[i].append(text + (f" [{citation}]" if citation else ""))
+            continue
+        for k, rule in enumerate(out.rules):
+            hit = np.flatnonzero(which == k)
+            if not len(hit):
+                continue
+            rendered = _render_rows(rule.template, ctx, "timepoint", rows[hit])
+            citation = getattr(rule.rule, "citation", None)
+            for i, text in zip(hit, rendered, strict=True):
+                line = f"{name} {format_value(values[rows[i]])}"
+                line += f": {text}" if text else ""
+                lines[i].append(line + (f" [{citation}]" if citation else ""))
+    return lines
+
+
+def _lesion_table(ctx: Context, rule_set: LoadedRuleSet, lesions: pd.DataFrame) -> pd.DataFrame:
+    reported = [o.spec.name for o in rule_set.outputs if o.spec.level == "lesion" and o.spec.report]
+    if not reported:
+        return pd.DataFrame(columns=["subject_id", "timepoint", "lesion_id"])
+    has = np.zeros(ctx.n["lesion"], dtype=bool)
+    for name in reported:
+        has |= np.array([v is not None for v in ctx.value(name)], dtype=bool)
+    rows = np.flatnonzero(has)
+    columns: dict[str, Any] = {
+        "subject_id": lesions["subject_id"].to_numpy(dtype=object)[rows],
+        "timepoint": lesions["timepoint"].to_numpy(dtype=object)[rows],
+        "lesion_id": lesions["lesion_id"].to_numpy(dtype=object)[rows],
+    }
+    for key, name in report_items(rule_set.schema.report.lesion):
+        columns[key] = np.asarray(ctx.get(name, "lesion"))[rows]
+    for name in reported:
+        columns[name] = ctx.value(name)[rows]
+    return pd.DataFrame(columns)
+
+
+def _baseline_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame) -> pd.DataFrame:
+    rows = np.flatnonzero(ctx.visit_is_baseline)
+    columns: dict[str, Any] = {
+        "subject_id": visits["subject_id"].to_numpy(dtype=object)[rows],
+        "timepoint": visits["timepoint"].to_numpy(dtype=object)[rows],
+    }
+    for key, name in report_items(rule_set.schema.report.baseline):
+        columns[key] = np.asarray(ctx.get(name, "timepoint"))[rows]
+    return pd.DataFrame(columns)
+
+
+def _best(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame,
+          params: Mapping[str, Any]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    spec = rule_set.schema.best_response
+    assert spec is not None
+    follow = np.flatnonzero(~ctx.visit_is_baseline)
+    subjects = visits["subject_id"].to_numpy(dtype=object)
+    day = visits["day"].to_numpy(dtype=float)
+    response = ctx.value(spec.output)
+    settings = BorSettings.from_params(dict(params)) if spec.method == "recist" else BorSettings()
+    result = best_overall_response(subjects[follow], day[follow], response[follow], settings,
+                                   tuple(str(r) for r in spec.ranking), spec.method)
+    all_subjects = pd.Index(ctx.prepared.subjects["subject_id"].to_numpy(dtype=object))
+    table = result.subjects.set_index("subject").reindex(all_subjects)
+    if spec.method == "recist":
+        table["best_overall_response"] = table["best_overall_response"].where(table["best_overall_response"].notna(), "NE")
+    table["best_overall_response_day"] = table["best_overall_response_day"].astype(float)
+    best_row = table["best_row"].fillna(-1).astype(np.int64).to_numpy()
+    timepoint_ids = visits["timepoint"].to_numpy(dtype=object)[follow]
+    table["best_overall_response_timepoint"] = np.where(best_row >= 0, timepoint_ids[np.maximum(best_row, 0)], None)
+    table["responder"] = np.where(np.isin(table["best_overall_response"].astype(str), ["CR", "PR"]), "Y", "N")
+    table["clinical_benefit"] = np.where(
+        np.isin(table["best_overall_response"].astype(str), ["CR", "PR", "SD", "NON-CR/NON-PD"]), "Y", "N")
+    table = table.drop(columns=["best_row"]).reset_index(names="subject_id")
+    warnings = []
+    for _, w in result.cr_then_pr.iterrows():
+        pr_tp, cr_tp = timepoint_ids[int(w["pr_row"])], timepoint_ids[int(w["cr_row"])]
+        warnings.append({
+            "subject_id": w["subject"], "criteria": rule_set.id, "code": "recist_cr_then_pr", "timepoint": pr_tp,
+            "lesion_id": None,
+            "message": f"PR at {pr_tp} follows CR at {cr_tp}: re-read both scans; if CR was real the later disease "
+                       "is PD, if not the CR should have been PR (E2009 Table 3 note). Scored as recorded.",
+        })
+    return table, warnings

@@ -1,0 +1,906 @@
+"""Named metrics: the vocabulary rule files may use.
+
+Every metric is a small function of the prepared tables, computed for all subjects at once (numpy over
+whole columns, no Python loop per row). A metric lives at one level:
+
+* ``lesion``    - one value per lesion row (subject x timepoint x lesion);
+* ``timepoint`` - one value per timepoint row (subject x timepoint);
+* ``subject``   - one value per subject (treatment).
+
+Rule conditions at the lesion level may also use timepoint and subject metrics (broadcast to the lesion's
+row); conditions at the timepoint level may use subject metrics. Every input field of the case model is a
+metric too (``longest_diameter_mm``, ``status``, ``liver_attenuation_hu`` ...), and two functional forms
+extend the vocabulary: ``baseline(x)`` (x at the subject's or lesion's baseline) and ``has_agent('name')``.
+
+Units are in each metric's docstring. Percentages are ``100 * (value - reference) / reference`` and are
+missing (NaN) when the reference is 0 or missing; rules that must be exact at a threshold compare without
+division (see rules/recist1.1.yaml).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .conditions import ValueType
+from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, Prepared, spec_of
+
+Level = Literal["lesion", "timepoint", "subject"]
+LEVEL_RANK = {"subject": 0, "timepoint": 1, "lesion": 2}
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    level: Level
+    type: ValueType
+    unit: str
+    doc: str
+    params: tuple[str, ...]
+    func: Callable[[Context], np.ndarray]
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def metric(level: Level, type: ValueType = "number", unit: str = "", params: tuple[str, ...] = ()
+           ) -> Callable[[Callable[[Context], np.ndarray]], Callable[[Context], np.ndarray]]:
+    """Register a function as a metric named after the quantity it returns."""
+
+    def register(func: Callable[[Context], np.ndarray]) -> Callable[[Context], np.ndarray]:
+        doc = inspect.getdoc(func) or ""
+        METRICS[func.__name__] = Metric(func.__name__, level, type, unit, doc, params, func)
+        return func
+
+    return register
+
+
+def _field_type(column: str) -> ValueType:
+    spec = spec_of(column)
+    if spec is None:
+        return "text"
+    return {"number": "number", "integer": "number", "bool": "bool", "date": "text"}.get(spec.kind, "text")  # type: ignore[return-value]
+
+
+def _field(level: Level, column: str) -> Metric:
+    spec = spec_of(column)
+    unit = ""
+    for suffix, u in (("_mm2", "mm²"), ("_mm", "mm"), ("_hu", "HU"), ("_ml", "mL"), ("_pct", "%")):
+        if column.endswith(suffix):
+            unit = u
+            break
+    doc = f"Input field `{column}`" + (f": {spec.description}" if spec and spec.description else "") + "."
+    return Metric(column, level, _field_type(column), unit, doc, (),
+                  lambda ctx, _c=column, _l=level: ctx.column(_l, _c))
+
+
+for _column in LESION_VALUE_COLUMNS + ("lesion_id", "timepoint"):
+    METRICS.setdefault(_column if _column != "timepoint" else "lesion_timepoint", _field("lesion", _column))
+for _column in VISIT_VALUE_COLUMNS:
+    if _column not in ("date",):
+        METRICS.setdefault(_column, _field("timepoint", _column))
+METRICS["timepoint_id"] = Metric("timepoint_id", "timepoint", "text", "", "Timepoint id.", (),
+                                 lambda ctx: ctx.column("timepoint", "timepoint"))
+METRICS["subject_id"] = Metric("subject_id", "subject", "text", "", "Subject id.", (),
+                               lambda ctx: ctx.column("subject", "subject_id"))
+
+
+class Context:
+    """Metric values of one scoring run: prepared tables + rule-set parameters, computed lazily, cached.
+
+    Rule outputs (``target``, ``overall`` ...) are stored here too once decided, so later rules can use them.
+    """
+
+    def __init__(self, prepared: Prepared, params: Mapping[str, Any]) -> None:
+        self.prepared = prepared
+        self.params = params
+        v, les = prepared.visits, prepared.lesions
+        self.n = {"subject": len(prepared.subjects), "timepoint": len(v), "lesion": len(les)}
+        self.visit_subject = v["subj_key"].to_numpy(dtype=np.int64)
+        self.lesion_visit = les["tp_key"].to_numpy(dtype=np.int64)
+        self.lesion_subject = les["subj_key"].to_numpy(dtype=np.int64)
+        self.base_row = les["base_row"].to_numpy(dtype=np.int64)
+        self.visit_is_baseline = v["is_baseline"].to_numpy(dtype=bool)
+        first = np.full(self.n["subject"], -1, dtype=np.int64)
+        base_rows = np.flatnonzero(self.visit_is_baseline)
+        first[self.visit_subject[base_rows]] = base_rows
+        self.subject_baseline_visit = first
+        codes = pd.factorize(les["lesion_id"].astype(str))[0] if len(les) else np.zeros(0, dtype=np.int64)
+        self.lesion_key = self.lesion_subject * (int(codes.max()) + 1 if len(codes) else 1) + codes
+        self._values: dict[str, np.ndarray] = {}
+        self._levels: dict[str, Level] = {}
+
+    # -- access --------------------------------------------------------------------------------------
+    def column(self, level: Level, name: str) -> np.ndarray:
+        frame = {"lesion": self.prepared.lesions, "timepoint": self.prepared.visits,
+                 "subject": self.prepared.subjects}[level]
+        if name not in frame:
+            return np.full(self.n[level], np.nan)
+        values = frame[name]
+        if values.dtype == object or not pd.api.types.is_numeric_dtype(values.dtype):
+            return values.to_numpy(dtype=object)
+        return values.to_numpy(dtype=float)
+
+    def level_of(self, name: str) -> Level:
+        if name in self._levels:
+            return self._levels[name]
+        if name.startswith("baseline:"):
+            return self.level_of(name.split(":", 1)[1])
+        if name.startswith("agent:"):
+            return "subject"
+        return METRICS[name].level
+
+    def value(self, name: str) -> np.ndarray:
+        """A metric or stored output at its own level."""
+        if name in self._values:
+            return self._values[name]
+        if name.startswith("baseline:"):
+            inner = name.split(":", 1)[1]
+            result = self.at_baseline(self.value(inner), self.level_of(inner))
+        elif name.startswith("agent:"):
+            result = self.agent(name.split(":", 1)[1])
+        else:
+            result = METRICS[name].func(self)
+        self._values[name] = result
+        return result
+
+    def get(self, name: str, level: Level) -> Any:
+        """`name` as seen from `level` (broadcast down from coarser levels), or a parameter value."""
+        if name in self.params and name not in self._levels and name not in METRICS:
+            return self.params[name]
+        return self.broadcast(self.value(name), self.level_of(name), level)
+
+    def store(self, name: str, level: Level, values: np.ndarray) -> None:
+        self._values[name] = values
+        self._levels[name] = level
+
+    def param(self, name: str) -> Any:
+        return self.params[name]
+
+    def broadcast(self, values: np.ndarray, source: Level, target: Level) -> np.ndarray:
+        if source == target:
+            return values
+        if source == "timepoint" and target == "lesion":
+            return values[self.lesion_visit]
+        if source == "subject" and target == "timepoint":
+            return values[self.visit_subject]
+        if source == "subject" and target == "lesion":
+            return values[self.lesion_subject]
+        raise ValueError(f"cannot use a {source}-level value at the {target} level")
+
+    # -- building blocks -----------------------------------------------------------------------------
+    def at_baseline(self, values: np.ndarray, level: Level) -> np.ndarray:
+        """Each row's value at baseline: the subject's baseline timepoint, or the lesion's baseline row."""
+        if level == "subject":
+            return values
+        rows = self.subject_baseline_visit[self.visit_subject] if level == "timepoint" else self.base_row
+        return _take(values, rows)
+
+    def per_visit_sum(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        keep = mask & ~np.isnan(values)
+        return np.bincount(self.lesion_visit[keep], weights=values[keep], minlength=self.n["timepoint"])
+
+    def per_visit_count(self, mask: np.ndarray) -> np.ndarray:
+        return np.bincount(self.lesion_visit[mask], minlength=self.n["timepoint"]).astype(float)
+
+    def per_subject_count(self, mask: np.ndarray) -> np.ndarray:
+        return np.bincount(self.lesion_subject[mask], minlength=self.n["subject"]).astype(float)
+
+    def per_visit_reduce(self, values: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
+        out = np.full(self.n["timepoint"], np.nan)
+        keep = mask & ~np.isnan(values)
+        if keep.any():
+            grouped = pd.Series(values[keep]).groupby(self.lesion_visit[keep]).agg(how)
+            out[grouped.index.to_numpy()] = grouped.to_numpy()
+        return out
+
+    def prior_min(self, values: np.ndarray) -> np.ndarray:
+        """Smallest non-missing value at earlier timepoints of the same subject (NaN if none)."""
+        series = pd.Series(values)
+        running = series.groupby(self.visit_subject).cummin()
+        running = running.groupby(self.visit_subject).ffill()
+        return running.groupby(self.visit_subject).shift(1).to_numpy(dtype=float)
+
+    def earlier_any(self, mask: np.ndarray) -> np.ndarray:
+        """For lesion rows: does an earlier row of the same lesion satisfy `mask`?"""
+        counts = pd.Series(mask.astype(np.int64)).groupby(self.lesion_key).cumsum().to_numpy()
+        return (counts - mask.astype(np.int64)) > 0
+
+    def agent(self, name: str) -> np.ndarray:
+        agents = self.prepared.subjects["agents"].fillna("").astype(str).to_numpy()
+        return np.array([name in [a.strip() for a in text.split(";")] for text in agents], dtype=bool)
+
+
+def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """values[rows] with -1 meaning missing (NaN or None)."""
+    safe = np.maximum(rows, 0)
+    out = values[safe] if len(values) else np.full(len(rows), np.nan)
+    missing = rows < 0
+    if missing.any():
+        out = out.copy()
+        if out.dtype == object:
+            out[missing] = None
+        elif out.dtype == bool:
+            out = out.astype(float)
+            out[missing] = np.nan
+        else:
+            out = out.astype(float)
+            out[missing] = np.nan
+    return out
+
+
+def _pct(value: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = 100.0 * (value - reference) / reference
+    return np.where(reference == 0, np.nan, result)
+
+
+def _eq(values: np.ndarray, word: str) -> np.ndarray:
+    return np.asarray(values == word, dtype=bool)
+
+
+def _yes(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values == 1, dtype=bool)
+
+
+# ==================================================================================================
+# Lesion-level identity and state
+# ==================================================================================================
+
+
+@metric("lesion", "bool")
+def is_target(ctx: Context) -> np.ndarray:
+    """The lesion is a target lesion (kind chosen at baseline)."""
+    return _eq(ctx.value("kind"), "target")
+
+
+@metric("lesion", "bool")
+def is_non_target(ctx: Context) -> np.ndarray:
+    """The lesion is a non-target lesion (kind chosen at baseline)."""
+    return _eq(ctx.value("kind"), "non_target")
+
+
+@metric("lesion", "bool")
+def is_new(ctx: Context) -> np.ndarray:
+    """The lesion is a new lesion (first seen at follow-up)."""
+    return _eq(ctx.value("kind"), "new")
+
+
+@metric("lesion", "bool")
+def is_ablated(ctx: Context) -> np.ndarray:
+    """The lesion was treated by thermal ablation (kind ablated)."""
+    return _eq(ctx.value("kind"), "ablated")
+
+
+@metric("lesion", "bool")
+def is_node(ctx: Context) -> np.ndarray:
+    """The lesion is a lymph node (measured in short axis; RECIST 1.1 §3.1)."""
+    return _yes(ctx.value("is_lymph_node"))
+
+
+@metric("lesion", "bool")
+def is_liver(ctx: Context) -> np.ndarray:
+    """The lesion is in the liver."""
+    return _eq(ctx.value("organ"), "liver")
+
+
+@metric("lesion", "bool")
+def is_disappeared(ctx: Context) -> np.ndarray:
+    """Status disappeared at this timepoint."""
+    return _eq(ctx.value("status"), "disappeared")
+
+
+@metric("lesion", "bool")
+def is_lesion_baseline(ctx: Context) -> np.ndarray:
+    """The lesion row belongs to the baseline timepoint."""
+    return ctx.prepared.lesions["is_baseline"].to_numpy(dtype=bool)
+
+
+@metric("lesion", "text")
+def organ_group(ctx: Context) -> np.ndarray:
+    """Organ for the per-organ target limit: all lymph nodes together count as one organ (RECIST FAQ)."""
+    organ = ctx.value("organ").copy()
+    organ[ctx.value("is_node")] = "lymph_node"
+    return organ
+
+
+@metric("lesion", "number")
+def target_rank_in_organ(ctx: Context) -> np.ndarray:
+    """1-based order of a baseline target within its subject and organ group (by lesion id); NaN otherwise."""
+    mask = ctx.value("is_target") & ctx.value("is_lesion_baseline")
+    out = np.full(ctx.n["lesion"], np.nan)
+    if mask.any():
+        keys = pd.DataFrame({"s": ctx.lesion_subject[mask], "o": ctx.value("organ_group")[mask].astype(str)})
+        out[mask] = keys.groupby(["s", "o"]).cumcount().to_numpy() + 1
+    return out
+
+
+@metric("lesion", "number", "mm", params=("too_small_default_mm",))
+def lesion_mm(ctx: Context) -> np.ndarray:
+    """RECIST measurement of one lesion in mm (E2009 §4.3).
+
+    present: short axis for nodes, else the sum of fragments or the longest diameter; too_small: the
+    default (5 mm); disappeared or coalesced: 0 mm; not_evaluated: missing.
+    """
+    status = ctx.value("status")
+    node = ctx.value("is_node")
+    fragments = ctx.value("fragments_sum_mm")
+    measured = np.where(node, ctx.value("short_axis_mm"),
+                        np.where(np.isnan(fragments), ctx.value("longest_diameter_mm"), fragments))
+    return _by_status(status, measured, float(ctx.param("too_small_default_mm")))
+
+
+def _by_status(status: np.ndarray, measured: np.ndarray, too_small_value: float) -> np.ndarray:
+    out = np.where(_eq(status, "too_small"), too_small_value, measured).astype(float)
+    out[_eq(status, "disappeared") | _eq(status, "coalesced")] = 0.0
+    out[_eq(status, "not_evaluated")] = np.nan
+    return out
+
+
+@metric("lesion", "number", "mm²", params=("too_small_default_mm",))
+def lesion_product_mm2(ctx: Context) -> np.ndarray:
+    """WHO bidimensional product of one lesion: longest diameter x greatest perpendicular (mm²).
+
+    too_small counts as a square of the default size; disappeared or coalesced 0; missing perpendicular
+    leaves the product missing.
+    """
+    fragments = ctx.value("fragments_sum_mm")
+    longest = np.where(np.isnan(fragments), ctx.value("longest_diameter_mm"), fragments)
+    small = float(ctx.param("too_small_default_mm"))
+    return _by_status(ctx.value("status"), longest * ctx.value("perpendicular_mm"), small * small)
+
+
+@metric("lesion", "number", "mm")
+def lesion_viable_mm(ctx: Context) -> np.ndarray:
+    """Longest diameter of the viable (arterially enhancing) part of one lesion (mRECIST), mm."""
+    return _by_status(ctx.value("status"), ctx.value("viable_diameter_mm"), np.nan)
+
+
+@metric("lesion", "number", "mm²")
+def lesion_viable_area_mm2(ctx: Context) -> np.ndarray:
+    """Bidimensional product of the enhancing part of one lesion (EASL), mm²."""
+    return _by_status(ctx.value("status"), ctx.value("viable_diameter_mm") * ctx.value("viable_perpendicular_mm"),
+                      np.nan)
+
+
+@metric("lesion", "number")
+def group(ctx: Context) -> np.ndarray:
+    """Chun morphology group (1, 2, 3) read at this timepoint."""
+    return ctx.value("morphology_group")
+
+
+@metric("lesion", "number")
+def baseline_group(ctx: Context) -> np.ndarray:
+    """Chun morphology group of the same lesion at baseline."""
+    return ctx.value("baseline:morphology_group")
+
+
+@metric("lesion", "number", "mm")
+def baseline_lesion_mm(ctx: Context) -> np.ndarray:
+    """RECIST measurement of the same lesion at baseline (mm); used to pick the largest lesion."""
+    return ctx.at_baseline(
+        np.where(np.isnan(ctx.value("longest_diameter_mm")), ctx.value("short_axis_mm"), ctx.value("longest_diameter_mm")),
+        "lesion")
+
+
+@metric("lesion", "bool")
+def newly_disappeared(ctx: Context) -> np.ndarray:
+    """Status disappeared here and at no earlier timepoint of the same lesion."""
+    gone = ctx.value("is_disappeared")
+    return gone & ~ctx.earlier_any(gone)
+
+
+@metric("lesion", "bool")
+def present_at_baseline(ctx: Context) -> np.ndarray:
+    """The same lesion was present (measured or too small) at baseline."""
+    status = ctx.value("baseline:status")
+    return _eq(status, "present") | _eq(status, "too_small")
+
+
+@metric("lesion", "bool")
+def new_lesion_unequivocal(ctx: Context) -> np.ndarray:
+    """A new lesion that counts for progression (RECIST 1.1 §4.3.2 and its FDG-PET rule, E2009 §4.3.2).
+
+    Equivocal new lesions do not count yet. A lesion detected on FDG-PET counts when the site was negative on
+    a baseline PET, or, without baseline PET, when CT confirms it; an FDG-avid focus at a site that was
+    already positive at baseline is not a new lesion.
+    """
+    new = ctx.value("is_new") & ~ctx.value("is_disappeared") & ~_yes(ctx.value("equivocal"))
+    by_pet = np.array([isinstance(d, str) and "PET" in d.upper() for d in ctx.value("detected_by")], dtype=bool)
+    pet_site = ctx.value("baseline_fdg_pet_at_site")
+    confirmed = _yes(ctx.value("confirmed_on_ct"))
+    pet_counts = _eq(pet_site, "negative") | (~_eq(pet_site, "positive") & confirmed)
+    return new & (~by_pet | pet_counts)
+
+
+@metric("lesion", "bool")
+def new_lesion_equivocal(ctx: Context) -> np.ndarray:
+    """A new lesion reported as equivocal, or found on FDG-PET and not (yet) confirmed on CT."""
+    new = ctx.value("is_new") & ~ctx.value("is_disappeared")
+    return new & ~ctx.value("new_lesion_unequivocal") & ~_eq(ctx.value("baseline_fdg_pet_at_site"), "positive")
+
+
+# ==================================================================================================
+# Timepoint-level: timing
+# ==================================================================================================
+
+
+@metric("timepoint", "bool")
+def is_baseline(ctx: Context) -> np.ndarray:
+    """The timepoint is the subject's baseline."""
+    return ctx.visit_is_baseline
+
+
+@metric("timepoint", "bool")
+def is_follow_up(ctx: Context) -> np.ndarray:
+    """The timepoint is a follow-up (day > 0)."""
+    return ~ctx.visit_is_baseline
+
+
+@metric("timepoint", "number")
+def n_lesions_reported(ctx: Context) -> np.ndarray:
+    """Lesion rows reported at this timepoint (0 = no imaging reported)."""
+    return ctx.per_visit_count(np.ones(ctx.n["lesion"], dtype=bool))
+
+
+@metric("timepoint", "bool")
+def modality_changed(ctx: Context) -> np.ndarray:
+    """The imaging modality differs from baseline's (RECIST 1.1 §3.2: same technique throughout)."""
+    modality = ctx.value("modality")
+    base = ctx.value("baseline:modality")
+    known = np.array([m is not None for m in modality]) & np.array([b is not None for b in base])
+    return known & (modality != base)
+
+
+@metric("timepoint", "text")
+def baseline_modality(ctx: Context) -> np.ndarray:
+    """Imaging modality at baseline (CT, MRI, PET-CT)."""
+    return ctx.value("baseline:modality")
+
+
+# ==================================================================================================
+# Timepoint-level: target lesions and their sums (RECIST 1.1 and the size-based sets)
+# ==================================================================================================
+
+
+def _baseline_count(ctx: Context, mask: np.ndarray) -> np.ndarray:
+    return ctx.broadcast(ctx.per_subject_count(mask & ctx.value("is_lesion_baseline")), "subject", "timepoint")
+
+
+@metric("timepoint", "number")
+def n_targets(ctx: Context) -> np.ndarray:
+    """Number of target lesions chosen at baseline."""
+    return _baseline_count(ctx, ctx.value("is_target"))
+
+
+@metric("timepoint", "bool")
+def has_targets(ctx: Context) -> np.ndarray:
+    """The subject has at least one target lesion."""
+    return ctx.value("n_targets") > 0
+
+
+@metric("timepoint", "number")
+def n_targets_evaluated(ctx: Context) -> np.ndarray:
+    """Target lesions with a RECIST value at this timepoint (measured, too small, disappeared)."""
+    return ctx.per_visit_count(ctx.value("is_target") & ~np.isnan(ctx.value("lesion_mm")))
+
+
+@metric("timepoint", "text")
+def targets_evaluated(ctx: Context) -> np.ndarray:
+    """Targets evaluated out of targets chosen, as text, e.g. `2/3`."""
+    done = ctx.value("n_targets_evaluated").astype(int)
+    total = ctx.value("n_targets").astype(int)
+    return np.array([f"{d}/{t}" for d, t in zip(done, total, strict=True)], dtype=object)
+
+
+def _sum_family(quantity: str, label: str, unit: str, **names: str) -> None:
+    """Register the sum, baseline, nadir and change metrics of one per-lesion quantity over the targets.
+
+    The nadir is the smallest complete sum at an earlier timepoint, baseline included (E2009 §4.3.1);
+    a timepoint whose targets were not all evaluated is never a nadir (E2009 "missing assessments").
+    Changes from the nadir use the sum of the targets evaluated, so a partial sum can still show PD.
+    """
+
+    def available(ctx: Context) -> np.ndarray:
+        return ctx.per_visit_sum(ctx.value(quantity), ctx.value("is_target"))
+
+    def complete(ctx: Context) -> np.ndarray:
+        counted = ctx.per_visit_count(ctx.value("is_target") & ~np.isnan(ctx.value(quantity)))
+        return ctx.value("has_targets") & (counted == ctx.value("n_targets"))
+
+    def total(ctx: Context) -> np.ndarray:
+        return np.where(ctx.value(names["complete"]), ctx.value(names["available"]), np.nan)
+
+    def baseline(ctx: Context) -> np.ndarray:
+        return ctx.at_baseline(ctx.value(names["sum"]), "timepoint")
+
+    def nadir(ctx: Context) -> np.ndarray:
+        return ctx.prior_min(ctx.value(names["sum"]))
+
+    def pct_baseline(ctx: Context) -> np.ndarray:
+        return _pct(ctx.value(names["sum"]), ctx.value(names["baseline"]))
+
+    def pct_nadir(ctx: Context) -> np.ndarray:
+        return _pct(ctx.value(names["available"]), ctx.value(names["nadir"]))
+
+    def change_nadir(ctx: Context) -> np.ndarray:
+        return ctx.value(names["available"]) - ctx.value(names["nadir"])
+
+    docs = {
+        "available": (f"Sum of {label} over the targets evaluated at this timepoint ({unit}), even if some are "
+                      "missing.", available, "number", unit),
+        "complete": (f"Every target has a {label} value at this timepoint.", complete, "bool", ""),
+        "sum": (f"Sum of {label} over all targets ({unit}); missing if any target was not evaluated.", total,
+                "number", unit),
+        "baseline": (f"Sum of {label} at baseline ({unit}).", baseline, "number", unit),
+        "nadir": (f"Nadir: smallest complete sum of {label} at an earlier timepoint, baseline included ({unit}).",
+                  nadir, "number", unit),
+        "pct_baseline": (f"Per cent change of the sum of {label} from baseline (%).", pct_baseline, "number", "%"),
+        "pct_nadir": ("Per cent change from the nadir, on the sum of the targets evaluated (%).", pct_nadir,
+                      "number", "%"),
+        "change_nadir": (f"Change from the nadir, on the sum of the targets evaluated ({unit}).",
+                         change_nadir, "number", unit),
+    }
+    needs = METRICS[quantity].params
+    for key, (doc, func, vtype, u) in docs.items():
+        METRICS[names[key]] = Metric(names[key], "timepoint", vtype, u, doc, needs, func)  # type: ignore[arg-type]
+
+
+_sum_family("lesion_mm", "diameters (longest diameter; short axis for nodes)", "mm",
+            available="available_sum_mm", complete="all_targets_evaluated", sum="sum_mm",
+            baseline="baseline_sum_mm", nadir="nadir_mm", pct_baseline="pct_from_baseline",
+            pct_nadir="pct_from_nadir", change_nadir="mm_from_nadir")
+_sum_family("lesion_product_mm2", "bidimensional products (WHO)", "mm²",
+            available="available_sum_products_mm2", complete="all_products_evaluated", sum="sum_products_mm2",
+            baseline="baseline_sum_products_mm2", nadir="nadir_products_mm2",
+            pct_baseline="pct_products_from_baseline", pct_nadir="pct_products_from_nadir",
+            change_nadir="mm2_products_from_nadir")
+_sum_family("lesion_viable_mm", "viable-tumour diameters (mRECIST)", "mm",
+            available="available_viable_sum_mm", complete="all_viable_evaluated", sum="viable_sum_mm",
+            baseline="baseline_viable_sum_mm", nadir="nadir_viable_mm", pct_baseline="pct_viable_from_baseline",
+            pct_nadir="pct_viable_from_nadir", change_nadir="mm_viable_from_nadir")
+_sum_family("lesion_viable_area_mm2", "viable-tumour areas (EASL)", "mm²",
+            available="available_viable_area_mm2", complete="all_viable_areas_evaluated", sum="viable_area_mm2",
+            baseline="baseline_viable_area_mm2", nadir="nadir_viable_area_mm2",
+            pct_baseline="pct_viable_area_from_baseline", pct_nadir="pct_viable_area_from_nadir",
+            change_nadir="mm2_viable_area_from_nadir")
+
+
+@metric("timepoint", "number", "%", params=("too_small_default_mm",))
+def pct_size_from_baseline(ctx: Context) -> np.ndarray:
+    """Per cent change of the sum of diameters from baseline (Choi size), %."""
+    return ctx.value("pct_from_baseline")
+
+
+@metric("timepoint", "number", "%", params=("too_small_default_mm",))
+def pct_size_from_nadir(ctx: Context) -> np.ndarray:
+    """Per cent change of the sum of diameters from the nadir (Choi size, when growth is read from nadir), %."""
+    return ctx.value("pct_from_nadir")
+
+
+@metric("timepoint", "bool", params=("too_small_default_mm",))
+def non_nodal_targets_all_disappeared(ctx: Context) -> np.ndarray:
+    """Every non-nodal target measures 0 mm (disappeared) at this timepoint (RECIST 1.1 CR)."""
+    non_nodal = ctx.value("is_target") & ~ctx.value("is_node")
+    not_gone = non_nodal & ~(ctx.value("lesion_mm") == 0)
+    return ctx.value("all_targets_evaluated") & (ctx.per_visit_count(not_gone) == 0)
+
+
+@metric("timepoint", "bool", params=("too_small_default_mm", "node_normal_short_axis_mm"))
+def all_nodes_normal(ctx: Context) -> np.ndarray:
+    """Every lymph node reported, target or non-target, has a short axis below the normal limit (10 mm).
+
+    A non-target node counts as normal when reported disappeared or measured below the limit (E2009 §4.3.1).
+    """
+    limit = float(ctx.param("node_normal_short_axis_mm"))
+    node = ctx.value("is_node")
+    target_abnormal = ctx.value("is_target") & node & ~(ctx.value("lesion_mm") < limit)
+    nt_normal = ctx.value("is_disappeared") | (ctx.value("short_axis_mm") < limit)
+    non_target_abnormal = ctx.value("is_non_target") & node & ~nt_normal & ~_eq(ctx.value("status"), "not_evaluated")
+    return ctx.per_visit_count(target_abnormal | non_target_abnormal) == 0
+
+
+# ==================================================================================================
+# Timepoint-level: non-target and new lesions
+# ==================================================================================================
+
+
+@metric("timepoint", "number")
+def n_non_targets(ctx: Context) -> np.ndarray:
+    """Number of non-target lesions recorded at baseline."""
+    return _baseline_count(ctx, ctx.value("is_non_target"))
+
+
+@metric("timepoint", "bool")
+def has_non_targets(ctx: Context) -> np.ndarray:
+    """The subject has non-target disease at baseline."""
+    return ctx.value("n_non_targets") > 0
+
+
+@metric("timepoint", "bool")
+def any_non_target_progression(ctx: Context) -> np.ndarray:
+    """A non-target lesion is reported with unequivocal progression (a reader's judgement, E2009 §4.3.3)."""
+    hit = ctx.value("is_non_target") & _eq(ctx.value("status"), "unequivocal_progression")
+    return ctx.per_visit_count(hit) > 0
+
+
+@metric("timepoint", "bool")
+def any_non_target_not_evaluated(ctx: Context) -> np.ndarray:
+    """A baseline non-target lesion is not evaluated, or not reported at all, at this timepoint."""
+    nt = ctx.value("is_non_target")
+    reported = ctx.per_visit_count(nt & ~_eq(ctx.value("status"), "not_evaluated"))
+    return reported < ctx.value("n_non_targets")
+
+
+@metric("timepoint", "bool", params=("node_normal_short_axis_mm",))
+def all_non_targets_absent(ctx: Context) -> np.ndarray:
+    """Every baseline non-target lesion has disappeared; a node counts as absent below the normal limit."""
+    limit = float(ctx.param("node_normal_short_axis_mm"))
+    gone = ctx.value("is_disappeared") | (ctx.value("is_node") & (ctx.value("short_axis_mm") < limit))
+    absent = ctx.per_visit_count(ctx.value("is_non_target") & gone)
+    return absent == ctx.value("n_non_targets")
+
+
+@metric("timepoint", "bool")
+def markers_above_normal(ctx: Context) -> np.ndarray:
+    """Tumour markers above normal (not reported = normal, REFERENCE §1.5)."""
+    return _yes(ctx.value("tumor_markers_above_normal"))
+
+
+@metric("timepoint", "bool")
+def any_new_lesion(ctx: Context) -> np.ndarray:
+    """At least one unequivocal new lesion at this timepoint (see `new_lesion_unequivocal`)."""
+    return ctx.per_visit_count(ctx.value("new_lesion_unequivocal")) > 0
+
+
+@metric("timepoint", "bool")
+def any_equivocal_new_lesion(ctx: Context) -> np.ndarray:
+    """At least one equivocal (or unconfirmed FDG-PET) new lesion at this timepoint."""
+    return ctx.per_visit_count(ctx.value("new_lesion_equivocal")) > 0
+
+
+@metric("timepoint", "bool", params=("too_small_default_mm", "node_normal_short_axis_mm"))
+def all_lesions_disappeared(ctx: Context) -> np.ndarray:
+    """Every target measures 0 mm (nodes below the normal limit) and every non-target is absent."""
+    targets_gone = np.where(ctx.value("has_targets"),
+                            ctx.value("non_nodal_targets_all_disappeared") & ctx.value("all_nodes_normal"), True)
+    non_targets_gone = np.where(ctx.value("has_non_targets"), ctx.value("all_non_targets_absent"), True)
+    return targets_gone & non_targets_gone & (ctx.value("has_targets") | ctx.value("has_non_targets"))
+
+
+# ==================================================================================================
+# Timepoint-level: attenuation (Choi, modified Choi)
+# ==================================================================================================
+
+
+@metric("timepoint", "number", "HU", params=("density_aggregation", "too_small_default_mm"))
+def mean_hu(ctx: Context) -> np.ndarray:
+    """Patient attenuation: mean of the target lesions' mean HU (portal-venous CT), lesions still present.
+
+    `density_aggregation`: `mean_of_lesions` (arithmetic mean, the default; Choi 2007 does not say) or
+    `volume_weighted` (weights = longest diameter cubed). A lesion that has disappeared has no density.
+    Missing when no target is left or any present target lacks attenuation_hu.
+    """
+    present = ctx.value("is_target") & (ctx.value("lesion_mm") > 0)
+    hu = ctx.value("attenuation_hu")
+    if ctx.param("density_aggregation") == "volume_weighted":
+        weight = np.where(present, ctx.value("lesion_mm") ** 3, 0.0)
+    else:
+        weight = present.astype(float)
+    total_w = ctx.per_visit_sum(weight, present & ~np.isnan(hu))
+    mean = ctx.per_visit_sum(hu * weight, present & ~np.isnan(hu))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = mean / total_w
+    complete = ctx.per_visit_count(present & np.isnan(hu)) == 0
+    return np.where(complete & (total_w > 0), result, np.nan)
+
+
+@metric("timepoint", "bool", params=("too_small_default_mm",))
+def attenuation_missing(ctx: Context) -> np.ndarray:
+    """A target lesion still present here or at baseline has no attenuation_hu."""
+    present = ctx.value("is_target") & (ctx.value("lesion_mm") > 0)
+    here = ctx.per_visit_count(present & np.isnan(ctx.value("attenuation_hu"))) > 0
+    return here | ctx.at_baseline(here.astype(float), "timepoint").astype(bool)
+
+
+@metric("timepoint", "number", "HU", params=("density_aggregation", "too_small_default_mm"))
+def baseline_mean_hu(ctx: Context) -> np.ndarray:
+    """Patient attenuation at baseline (HU)."""
+    return ctx.at_baseline(ctx.value("mean_hu"), "timepoint")
+
+
+@metric("timepoint", "number", "%", params=("density_aggregation", "too_small_default_mm"))
+def pct_hu_from_baseline(ctx: Context) -> np.ndarray:
+    """Per cent change of patient attenuation from baseline (Choi density), %."""
+    return _pct(ctx.value("mean_hu"), ctx.value("baseline_mean_hu"))
+
+
+@metric("timepoint", "bool")
+def any_intratumoral_nodule(ctx: Context) -> np.ndarray:
+    """A lesion shows a new or enlarging intratumoral nodule (Choi PD)."""
+    nodule = ctx.value("intratumoral_nodule")
+    return ctx.per_visit_count(_eq(nodule, "new") | _eq(nodule, "enlarging")) > 0
+
+
+# ==================================================================================================
+# Per-lesion WHO change, for the per-lesion PD option
+# ==================================================================================================
+
+
+@metric("lesion", "number", "%", params=("too_small_default_mm",))
+def lesion_product_pct_from_baseline(ctx: Context) -> np.ndarray:
+    """Per cent change of one lesion's bidimensional product from its baseline value (WHO), %."""
+    product = ctx.value("lesion_product_mm2")
+    return _pct(product, ctx.at_baseline(product, "lesion"))
+
+
+@metric("lesion", "number", "%", params=("too_small_default_mm",))
+def lesion_product_pct_from_nadir(ctx: Context) -> np.ndarray:
+    """Per cent change of one lesion's product from its smallest earlier value, baseline included (WHO), %."""
+    product = ctx.value("lesion_product_mm2")
+    series = pd.Series(product)
+    running = series.groupby(ctx.lesion_key).cummin().groupby(ctx.lesion_key).ffill()
+    prior = running.groupby(ctx.lesion_key).shift(1).to_numpy(dtype=float)
+    return _pct(product, prior)
+
+
+@metric("timepoint", "number", "%", params=("too_small_default_mm",))
+def max_lesion_product_pct_from_baseline(ctx: Context) -> np.ndarray:
+    """Largest per-lesion product increase from baseline among the targets (WHO per-lesion PD), %."""
+    return ctx.per_visit_reduce(ctx.value("lesion_product_pct_from_baseline"), ctx.value("is_target"), "max")
+
+
+@metric("timepoint", "number", "%", params=("too_small_default_mm",))
+def max_lesion_product_pct_from_nadir(ctx: Context) -> np.ndarray:
+    """Largest per-lesion product increase from that lesion's nadir among the targets (WHO per-lesion PD), %."""
+    return ctx.per_visit_reduce(ctx.value("lesion_product_pct_from_nadir"), ctx.value("is_target"), "max")
+
+
+@metric("timepoint", "bool")
+def no_viable_tumour(ctx: Context) -> np.ndarray:
+    """No target shows viable (enhancing) tumour: every viable diameter is 0 mm (mRECIST / EASL CR)."""
+    viable = ctx.value("lesion_viable_mm")
+    left = ctx.value("is_target") & ~(viable == 0)
+    return ctx.value("has_targets") & (ctx.per_visit_count(left) == 0)
+
+
+# ==================================================================================================
+# PET (PERCIST 1.0)
+# ==================================================================================================
+
+
+@metric("timepoint", "bool")
+def pet_reported(ctx: Context) -> np.ndarray:
+    """An FDG PET reading (SULpeak of the hottest lesion) is reported at this timepoint."""
+    return ~np.isnan(ctx.value("sul_peak_hottest"))
+
+
+@metric("timepoint", "number", "SUL", params=("measurable_liver_mean_factor", "measurable_liver_sd_factor"))
+def measurable_threshold_sul(ctx: Context) -> np.ndarray:
+    """PERCIST measurability threshold from the baseline liver: factor x liver SULmean + factor x SD (SUL)."""
+    mean = ctx.at_baseline(ctx.value("liver_sul_mean"), "timepoint")
+    sd = ctx.at_baseline(ctx.value("liver_sul_sd"), "timepoint")
+    return float(ctx.param("measurable_liver_mean_factor")) * mean + float(ctx.param("measurable_liver_sd_factor")) * sd
+
+
+@metric("timepoint", "number", "SUL")
+def sul_peak(ctx: Context) -> np.ndarray:
+    """SULpeak of the hottest lesion at this timepoint (SUL)."""
+    return ctx.value("sul_peak_hottest")
+
+
+@metric("timepoint", "number", "SUL")
+def baseline_sul_peak(ctx: Context) -> np.ndarray:
+    """SULpeak of the hottest lesion at baseline (SUL)."""
+    return ctx.at_baseline(ctx.value("sul_peak_hottest"), "timepoint")
+
+
+@metric("timepoint", "number", "%")
+def pct_sul_from_baseline(ctx: Context) -> np.ndarray:
+    """Per cent change of SULpeak from baseline (PERCIST), %."""
+    return _pct(ctx.value("sul_peak"), ctx.value("baseline_sul_peak"))
+
+
+@metric("timepoint", "number", "SUL")
+def sul_change_from_baseline(ctx: Context) -> np.ndarray:
+    """Absolute change of SULpeak from baseline (SUL units)."""
+    return ctx.value("sul_peak") - ctx.value("baseline_sul_peak")
+
+
+@metric("timepoint", "number", "%")
+def pct_liver_sul_from_baseline(ctx: Context) -> np.ndarray:
+    """Per cent change of the liver reference SULmean from baseline (PERCIST comparability), %."""
+    return _pct(ctx.value("liver_sul_mean"), ctx.value("baseline:liver_sul_mean"))
+
+
+# ==================================================================================================
+# Ablation (Ahmed 2014 terminology)
+# ==================================================================================================
+
+
+@metric("lesion", "bool")
+def is_post_ablation_study(ctx: Context) -> np.ndarray:
+    """A follow-up row of an ablated lesion after the procedure day (default day 0)."""
+    procedure = ctx.broadcast(np.nan_to_num(ctx.column("subject", "procedure_day"), nan=0.0), "subject", "lesion")
+    day = ctx.prepared.lesions["day"].to_numpy(dtype=float)
+    return ctx.value("is_ablated") & ~ctx.value("is_lesion_baseline") & (day > procedure)
+
+
+@metric("lesion", "bool")
+def is_first_post_ablation_study(ctx: Context) -> np.ndarray:
+    """The first contrast study of an ablated lesion after the procedure (technique efficacy)."""
+    post = ctx.value("is_post_ablation_study")
+    return post & ~ctx.earlier_any(post)
+
+
+@metric("lesion", "bool")
+def ablation_incomplete(ctx: Context) -> np.ndarray:
+    """Enhancing tissue at the ablation edge, or the ablation zone does not cover the tumour."""
+    return _yes(ctx.value("enhancing_tissue_at_ablation_edge")) | (ctx.value("ablation_zone_covers_tumor") == 0)
+
+
+@metric("lesion", "bool")
+def ablation_reading_missing(ctx: Context) -> np.ndarray:
+    """Neither ablation-zone coverage nor edge enhancement is reported for a post-ablation study."""
+    return np.isnan(ctx.value("enhancing_tissue_at_ablation_edge")) & np.isnan(ctx.value("ablation_zone_covers_tumor"))
+
+
+@metric("lesion", "bool")
+def complete_ablation_documented_before(ctx: Context) -> np.ndarray:
+    """An earlier post-ablation study of this lesion showed complete ablation (no viable tissue)."""
+    complete = ctx.value("is_post_ablation_study") & ~ctx.value("ablation_incomplete") & ~ctx.value(
+        "ablation_reading_missing")
+    return ctx.earlier_any(complete)
+
+
+# ==================================================================================================
+# Whole-organ measurements (toxicity)
+# ==================================================================================================
+
+
+@metric("timepoint", "number", "HU")
+def liver_minus_spleen_hu(ctx: Context) -> np.ndarray:
+    """Liver attenuation minus spleen attenuation (HU), same phase (Limanond 2004)."""
+    return ctx.value("liver_attenuation_hu") - ctx.value("spleen_attenuation_hu")
+
+
+@metric("timepoint", "number", "mL")
+def baseline_spleen_volume_ml(ctx: Context) -> np.ndarray:
+    """Spleen volume at the pre-chemotherapy baseline (mL)."""
+    return ctx.at_baseline(ctx.value("spleen_volume_ml"), "timepoint")
+
+
+@metric("timepoint", "number", "%")
+def spleen_pct_change(ctx: Context) -> np.ndarray:
+    """Per cent change of spleen volume from the pre-chemotherapy baseline (%)."""
+    return _pct(ctx.value("spleen_volume_ml"), ctx.value("baseline_spleen_volume_ml"))
+
+
+@metric("timepoint", "bool")
+def nodular_contour_new(ctx: Context) -> np.ndarray:
+    """Nodular liver contour reported now and not at baseline (pseudocirrhosis sign)."""
+    return _yes(ctx.value("liver_contour_nodular")) & ~_yes(ctx.value("baseline:liver_contour_nodular"))
+
+
+@metric("timepoint", "bool")
+def capsular_retraction_new(ctx: Context) -> np.ndarray:
+    """Capsular retraction reported now and not at baseline (pseudocirrhosis sign)."""
+    return _yes(ctx.value("capsular_retraction")) & ~_yes(ctx.value("baseline:capsular_retraction"))
+
+
+@metric("subject", "text")
+def regimen(ctx: Context) -> np.ndarray:
+    """Treatment regimen as written in the case (free text)."""
+    return ctx.column("subject", "regimen")
+
+
+def metric_names_by_level() -> dict[Level, list[str]]:
+    out: dict[Level, list[str]] = {"lesion": [], "timepoint": [], "subject": []}
+    for name, m in METRICS.items():
+        out[m.level].append(name)
+    return out

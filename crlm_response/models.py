@@ -1,0 +1,191 @@
+"""The case model: one patient's treatment and lesion tables at baseline and each follow-up.
+
+Field names follow the shared worked cases (`criteria/examples.yaml`); they are also the default column
+names of the long trial format, so a case file and a CSV row describe a lesion with the same words.
+Units: millimetres (mm), Hounsfield units (HU), millilitres (mL), per cent (%), SUL (lean-body-mass SUV).
+
+Only per-field facts (types, ranges, allowed words) live here. Facts that need several rows (duplicate
+ids, a target first seen at follow-up, day order) are checked on the lesion table by `validate.py`, the
+same code for a single case and for a million CSV rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+# Sizes above this are not anatomically possible for a liver metastasis or node; a value this large is a
+# typing or unit mistake (e.g. micrometres), so it is refused rather than scored.
+MAX_DIAMETER_MM = 1000.0
+MAX_SPLEEN_VOLUME_ML = 5000.0
+
+LesionKind = Literal["target", "non_target", "new", "ablated"]
+LesionStatus = Literal[
+    "present", "disappeared", "too_small", "not_evaluated", "unequivocal_progression", "coalesced"
+]
+Modality = Literal["CT", "MRI", "PET-CT"]
+CtPhase = Literal["unenhanced", "arterial", "portal_venous", "delayed"]
+MriContrast = Literal["gadoxetic_acid", "extracellular", "none"]
+IntratumoralNodule = Literal["none", "new", "enlarging"]
+Setting = Literal["systemic", "intra_arterial", "ablation"]
+PetAtSite = Literal["negative", "positive", "not_done"]
+
+
+def _to_text(value: Any) -> Any:
+    """Ids typed as numbers in YAML or CSV (`id: 1`) are still ids."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return value
+
+
+def _normalise_word(value: Any) -> Any:
+    """`Lymph node`, `lymph-node` and `lymph_node` are one organ; `Non-target` is `non_target`."""
+    if isinstance(value, str):
+        return value.strip().lower().replace("-", "_").replace(" ", "_")
+    return value
+
+
+def _normalise_modality(value: Any) -> Any:
+    if isinstance(value, str):
+        upper = value.strip().upper().replace("_", "-").replace(" ", "-")
+        return {"PET": "PET-CT", "PETCT": "PET-CT", "PET/CT": "PET-CT", "MR": "MRI"}.get(upper, upper)
+    return value
+
+
+def _normalise_agents(value: Any) -> Any:
+    if isinstance(value, str):
+        value = [part for part in value.replace(",", ";").split(";")]
+    if isinstance(value, list):
+        return [a.strip().lower() for a in value if isinstance(a, str) and a.strip()] + [
+            a for a in value if not isinstance(a, str)
+        ]
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_to_text)]
+Word = Annotated[str, BeforeValidator(_normalise_word)]
+Millimetres = Annotated[float, Field(ge=0, le=MAX_DIAMETER_MM, allow_inf_nan=False)]
+Hounsfield = Annotated[float, Field(ge=-1100, le=4000, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+
+
+class Lesion(_Strict):
+    """One lesion as read at one timepoint. Sizes in mm, attenuation in HU (portal-venous CT)."""
+
+    id: Text = Field(description="lesion id; the same id at several timepoints is the same lesion")
+    organ: Word | None = Field(None, description="liver, lung, lymph_node, peritoneum, bone, ...")
+    location: str | None = Field(None, description="free text, e.g. segment VIII")
+    kind: Annotated[LesionKind | None, BeforeValidator(_normalise_word)] = Field(
+        None, description="target | non_target | new | ablated; at follow-up defaults to the baseline kind"
+    )
+    is_lymph_node: bool | None = Field(
+        None, alias="lymph_node", description="nodes are measured in short axis (RECIST 1.1 §3.1)"
+    )
+    longest_diameter_mm: Millimetres | None = None
+    short_axis_mm: Millimetres | None = None
+    fragments_mm: list[Millimetres] | None = Field(
+        None, description="a lesion that split: its value is the sum of the fragments (E2009)"
+    )
+    perpendicular_mm: Millimetres | None = Field(None, description="WHO bidimensional measurement")
+    viable_diameter_mm: Millimetres | None = Field(None, description="enhancing tumour diameter (mRECIST)")
+    viable_perpendicular_mm: Millimetres | None = Field(None, description="enhancing perpendicular (EASL)")
+    attenuation_hu: Hounsfield | None = Field(None, description="mean attenuation, portal-venous CT (Choi)")
+    intratumoral_nodule: Annotated[IntratumoralNodule | None, BeforeValidator(_normalise_word)] = None
+    morphology_group: int | None = Field(None, ge=1, le=3, description="Chun group 1 | 2 | 3 (reader)")
+    status: Annotated[LesionStatus, BeforeValidator(_normalise_word)] = "present"
+    coalesced_into: Text | None = Field(None, description="for status coalesced: the lesion carrying the size")
+    equivocal: bool = Field(False, description="new lesion not yet unequivocal (RECIST 1.1 §4.3.2)")
+    detected_by: str | None = Field(None, description="CT | MRI | FDG-PET, for new lesions")
+    baseline_fdg_pet_at_site: Annotated[PetAtSite | None, BeforeValidator(_normalise_word)] = None
+    confirmed_on_ct: bool | None = Field(None, description="a PET-detected new lesion seen on CT too")
+    ablation_zone_covers_tumor: bool | None = None
+    enhancing_tissue_at_ablation_edge: bool | None = None
+    min_margin_mm: Millimetres | None = Field(None, description="minimal ablative margin")
+    slice_thickness_mm: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False)] | None = None
+
+
+class Organs(_Strict):
+    """Whole-organ measurements at one timepoint, for the toxicity flags (REFERENCE §7)."""
+
+    ct_phase: Annotated[CtPhase | None, BeforeValidator(_normalise_word)] = Field(
+        None, description="phase the HU values below were measured on"
+    )
+    liver_attenuation_hu: Hounsfield | None = None
+    spleen_attenuation_hu: Hounsfield | None = None
+    spleen_volume_ml: Annotated[float, Field(gt=0, le=MAX_SPLEEN_VOLUME_ML, allow_inf_nan=False)] | None = None
+    liver_pdff_pct: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
+    mri_contrast: Annotated[MriContrast | None, BeforeValidator(_normalise_word)] = None
+    hbp_reticular_hypointensity: bool | None = None
+    liver_contour_nodular: bool | None = None
+    capsular_retraction: bool | None = None
+
+
+class Pet(_Strict):
+    """FDG PET-CT readings at one timepoint (PERCIST 1.0), in SUL."""
+
+    sul_peak_hottest: Annotated[float, Field(ge=0, le=200, allow_inf_nan=False)] | None = None
+    liver_sul_mean: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False)] | None = None
+    liver_sul_sd: Annotated[float, Field(ge=0, le=50, allow_inf_nan=False)] | None = None
+    new_fdg_avid_lesions: bool | None = None
+    all_lesions_resolved_to_background: bool | None = None
+
+
+class Timepoint(_Strict):
+    """One imaging timepoint: baseline (the earliest) or a follow-up."""
+
+    id: Text
+    day: int | None = Field(None, ge=-3650, le=36500, description="days since baseline (baseline = 0)")
+    date: dt.date | None = None
+    modality: Annotated[Modality | None, BeforeValidator(_normalise_modality)] = None
+    tumor_markers_above_normal: bool | None = None
+    slice_thickness_mm: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False)] | None = None
+    lesions: list[Lesion] = Field(default_factory=list)
+    organs: Organs | None = None
+    pet: Pet | None = None
+
+    @model_validator(mode="after")
+    def _needs_day_or_date(self) -> Timepoint:
+        if self.day is None and self.date is None:
+            raise ValueError("each timepoint needs `day` (days since baseline) or `date` (YYYY-MM-DD)")
+        return self
+
+
+class Treatment(_Strict):
+    regimen: str | None = None
+    agents: Annotated[list[str], BeforeValidator(_normalise_agents)] = Field(default_factory=list)
+    setting: Annotated[Setting, BeforeValidator(_normalise_word)] = "systemic"
+    procedure_day: int | None = Field(None, description="day of ablation / intra-arterial treatment")
+
+
+class Case(_Strict):
+    """One patient: treatment, optional rule-set settings, and timepoints (baseline first by day)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+
+    case_id: Text = Field(alias="subject_id")
+    description: str | None = None
+    rule: str | None = None
+    criteria: list[str] | None = None
+    treatment: Treatment = Field(default_factory=Treatment)
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    timepoints: list[Timepoint] = Field(min_length=1)
+    # Worked cases carry their expected answers; a case file may keep them, the tool never reads them.
+    expected: Any = None
+    schema_version: int | None = None
+    notes: str | None = None
+
+
+LESION_FIELDS: tuple[str, ...] = tuple(name for name in Lesion.model_fields if name != "id")
+ORGAN_FIELDS: tuple[str, ...] = tuple(Organs.model_fields)
+PET_FIELDS: tuple[str, ...] = tuple(Pet.model_fields)
+TIMEPOINT_FIELDS: tuple[str, ...] = ("day", "date", "modality", "tumor_markers_above_normal", "slice_thickness_mm")

@@ -1,0 +1,749 @@
+"""Rule sets: the strict schema of `rules/*.yaml`, loading with `extends:`, and compilation.
+
+A rule set is data: parameters (every threshold, with unit and citation), checks (warnings with stable
+codes), outputs (ordered decision lists, overall-response tables, lesion-to-patient aggregation), toxicity
+flags and the best-overall-response method. Loading validates the file against this schema
+(`extra="forbid"`: a misspelt key is an error), resolves `extends:` chains, and compiles every condition
+against the metric vocabulary so that an unknown word fails at load time, naming the file and the rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .conditions import (
+    FUNCTIONS,
+    Condition,
+    Template,
+    ValueType,
+    compile_condition,
+    compile_template,
+    constant_names,
+)
+from .errors import ConditionError, RuleSetError
+from .metrics import LEVEL_RANK, METRICS, Level
+from .yamlio import format_loc, line_of, load_yaml
+
+Category = str | bool | int
+EvidenceTag = Literal["C", "S", "U", "E"]
+CODE_PATTERN = r"^[a-z][a-z0-9_]*$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+BOR_PARAMETERS = ("confirmation_required", "min_confirmation_interval_days", "sd_min_days",
+                  "max_ne_between_confirmation", "accept_sd_between_pr_confirmation")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Parameter(_Strict):
+    """One threshold or choice, with its unit and the paper it comes from."""
+
+    value: bool | int | float | str | list[float] | None
+    unit: str | None = None
+    description: str
+    citation: str
+    evidence: EvidenceTag | None = None
+    choices: list[bool | int | float | str] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    disputed: bool = False
+
+    @model_validator(mode="after")
+    def _value_allowed(self) -> Parameter:
+        problem = parameter_problem(self, self.value)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def parameter_problem(param: Parameter, value: Any) -> str | None:
+    """Why `value` is not allowed for `param` (None when it is)."""
+    if param.choices is not None and value not in param.choices:
+        return f"must be one of {', '.join(map(str, param.choices))}, not {value!r}"
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        if param.minimum is not None and value < param.minimum:
+            return f"must be >= {param.minimum:g}, not {value:g}"
+        if param.maximum is not None and value > param.maximum:
+            return f"must be <= {param.maximum:g}, not {value:g}"
+    return None
+
+
+class Rule(_Strict):
+    """One entry of an ordered decision list: the first rule whose `when` holds decides."""
+
+    when: str | None = None
+    then: Category | None = None
+    otherwise: Category | None = None
+    because: str | None = None
+    citation: str | None = None
+    warn: Annotated[str, Field(pattern=CODE_PATTERN)] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Rule:
+        if self.otherwise is not None:
+            if self.when is not None or self.then is not None:
+                raise ValueError("an `otherwise` entry has no `when`/`then`")
+        elif self.when is None or self.then is None:
+            raise ValueError("each rule needs `when` and `then` (or a final `otherwise`)")
+        return self
+
+    @property
+    def result(self) -> Category:
+        return self.otherwise if self.otherwise is not None else self.then  # type: ignore[return-value]
+
+
+class TableRow(_Strict):
+    """One row of an overall-response table: the values of earlier outputs it matches, and the result."""
+
+    match: dict[str, Category | list[Category]]
+    then: Category
+    because: str | None = None
+    citation: str | None = None
+
+
+class Aggregate(_Strict):
+    """Patient-level value from a lesion-level output (e.g. Chun: worst lesion or largest lesion)."""
+
+    source: str = Field(alias="from")
+    method: str = Field(description="worst | largest_lesion | any, or the name of a parameter holding one")
+    order: list[Category] = Field(default_factory=list, description="worst first")
+    ignore: list[Category] = Field(default_factory=list)
+    unknown: list[Category] = Field(default_factory=list)
+    empty: Category | None = None
+    values: list[Category] = Field(default_factory=list, description="for `any`: the values that count")
+    size: str = "baseline_lesion_mm"
+    because: str | None = None
+    citation: str | None = None
+
+
+class Persist(_Strict):
+    """Keep a category once reached (RECIST FAQ "sticky PR"), if the named parameter is true."""
+
+    parameter: str
+    category: Category
+    replaces: list[Category]
+
+
+class Output(_Strict):
+    name: Annotated[str, Field(pattern=CODE_PATTERN)]
+    level: Literal["lesion", "timepoint"] = "timepoint"
+    description: str | None = None
+    where: str | None = Field(None, description="which rows take part (default: follow-up rows)")
+    categories: list[Category] | None = None
+    rules: list[Rule] | None = None
+    table: list[TableRow] | None = None
+    aggregate: Aggregate | None = None
+    persist: Persist | None = None
+    report: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Output:
+        given = [x for x in (self.rules, self.table, self.aggregate) if x is not None]
+        if len(given) != 1:
+            raise ValueError("an output has exactly one of `rules`, `table` or `aggregate`")
+        if self.rules is not None:
+            if not self.rules:
+                raise ValueError("`rules` is empty")
+            if any(r.otherwise is not None for r in self.rules[:-1]):
+                raise ValueError("`otherwise` must be the last rule")
+        if self.aggregate is not None and self.level != "timepoint":
+            raise ValueError("an aggregate produces a timepoint-level output")
+        return self
+
+
+class Check(_Strict):
+    """A warning with a stable code, raised on every row where `when` holds."""
+
+    code: Annotated[str, Field(pattern=CODE_PATTERN)]
+    level: Literal["lesion", "timepoint"] = "timepoint"
+    when: str
+    message: str
+    citation: str | None = None
+
+
+class ContextNote(_Strict):
+    when: str
+    text: str
+
+
+class Flag(_Strict):
+    """A toxicity flag: raised at follow-up rows where `when` holds, with evidence values and citation."""
+
+    flag: Annotated[str, Field(pattern=CODE_PATTERN)]
+    level: Literal["lesion", "timepoint"] = "timepoint"
+    description: str
+    when: str
+    evidence: list[str] = Field(default_factory=list)
+    because: str
+    citation: str
+    evidence_level: EvidenceTag
+    grade: list[Rule] | None = None
+    context: list[ContextNote] = Field(default_factory=list)
+
+
+class BestResponse(_Strict):
+    output: str = "overall"
+    method: Literal["recist", "rank"] = "recist"
+    ranking: list[Category] = Field(description="best first")
+    citation: str | None = None
+
+
+ReportItem = str | dict[str, str]
+
+
+class Report(_Strict):
+    baseline: list[ReportItem] = Field(default_factory=list)
+    timepoint: list[ReportItem] = Field(default_factory=list)
+    lesion: list[ReportItem] = Field(default_factory=list)
+
+
+class RuleSet(_Strict):
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    name: str
+    version: str | None = None
+    kind: Literal["response", "toxicity"] = "response"
+    description: str
+    extends: str | None = None
+    citations: dict[str, str] = Field(default_factory=dict)
+    inputs: list[str] = Field(default_factory=list, description="case fields this set needs")
+    default: bool = Field(False, description="run when a case names no criteria")
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+    checks: list[Check] = Field(default_factory=list)
+    outputs: list[Output] = Field(default_factory=list)
+    flags: list[Flag] = Field(default_factory=list)
+    best_response: BestResponse | None = None
+    report: Report = Field(default_factory=Report)
+
+    @field_validator("citations")
+    @classmethod
+    def _citation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_\-]*", key):
+                raise ValueError(f"citation key {key!r} must be one word (letters, digits, _ or -)")
+        return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding and loading
+# --------------------------------------------------------------------------------------------------
+
+
+def builtin_rules_dir() -> Path:
+    """The shipped rule files: inside the installed package, or `rules/` of a source checkout."""
+    packaged = resources.files("crlm_response") / "rules"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "rules"
+
+
+def builtin_ids() -> list[str]:
+    directory = builtin_rules_dir()
+    return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+
+
+def _resolve_reference(reference: str, relative_to: Path | None) -> Path:
+    if reference in builtin_ids():
+        return builtin_rules_dir() / f"{reference}.yaml"
+    candidates = []
+    path = Path(reference)
+    if relative_to is not None and not path.is_absolute():
+        candidates.append(relative_to.parent / path)
+    candidates.append(path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(builtin_ids())
+    raise RuleSetError(f"unknown rule set `{reference}`", hint=f"shipped rule sets: {known}; or give a file path")
+
+
+def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """`extends:` semantics: child keys replace parent keys; parameters and citations merge per entry
+    (a child may give only `value`); checks, outputs and flags replace by name and append new ones."""
+    merged = copy.deepcopy(parent)
+    for key, value in child.items():
+        if key in ("parameters", "citations") and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            for name, entry in value.items():
+                old = merged[key].get(name)
+                if isinstance(old, dict) and isinstance(entry, dict):
+                    merged[key][name] = {**old, **entry}
+                else:
+                    merged[key][name] = entry
+        elif key in ("checks", "outputs", "flags") and isinstance(value, list) and isinstance(merged.get(key), list):
+            ident = {"checks": "code", "outputs": "name", "flags": "flag"}[key]
+            by_name = {item.get(ident): i for i, item in enumerate(merged[key]) if isinstance(item, dict)}
+            for item in value:
+                name = item.get(ident) if isinstance(item, dict) else None
+                if name in by_name:
+                    merged[key][by_name[name]] = item
+                else:
+                    merged[key].append(item)
+        else:
+            merged[key] = copy.deepcopy(value)
+    merged.pop("extends", None)
+    return merged
+
+
+@dataclass
+class RawRuleSet:
+    data: dict[str, Any]
+    path: Path
+    lines: dict[tuple[Any, ...], int]
+    chain: list[str] = field(default_factory=list)
+
+
+def _read_raw(path: Path, seen: tuple[str, ...] = ()) -> RawRuleSet:
+    key = str(path.resolve())
+    if key in seen:
+        chain = " -> ".join(Path(s).name for s in seen + (key,))
+        raise RuleSetError(f"`extends:` loops back on itself ({chain})", file=path)
+    if len(seen) > 10:
+        raise RuleSetError("`extends:` chain deeper than 10 files", file=path)
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict):
+        raise RuleSetError("a rule file is a YAML mapping with id, name, description, parameters, ...", file=path)
+    parent_ref = data.get("extends")
+    if parent_ref is None:
+        return RawRuleSet(data, path, lines, [str(data.get("id", path.stem))])
+    if not isinstance(parent_ref, str):
+        raise RuleSetError("`extends` names one rule set id or file", file=path, key="extends")
+    try:
+        parent_path = _resolve_reference(parent_ref, path)
+    except RuleSetError as exc:
+        raise RuleSetError(exc.message, file=path, line=lines.get(("extends",)), key="extends", hint=exc.hint) from None
+    parent = _read_raw(parent_path, seen + (key,))
+    return RawRuleSet(_merge(parent.data, data), path, lines, parent.chain + [str(data.get("id", path.stem))])
+
+
+def load_rules(reference: str | Path) -> LoadedRuleSet:
+    """Load, validate and compile a rule set: a shipped id (`recist1.1`) or a YAML file path."""
+    path = reference if isinstance(reference, Path) else _resolve_reference(str(reference), None)
+    raw = _read_raw(path)
+    try:
+        schema = RuleSet.model_validate(raw.data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p in ("str", "bool", "int", "float", "list[float]")))
+        raise RuleSetError(
+            _pydantic_message(first), file=path, line=line_of(raw.lines, loc), key=format_loc(loc) or None,
+            hint=f"{len(exc.errors()) - 1} more problem(s) in this file" if len(exc.errors()) > 1 else None,
+        ) from None
+    return compile_rule_set(schema, path, raw.lines, raw.chain)
+
+
+def _pydantic_message(error: Any) -> str:
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "extra_forbidden":
+        return "unknown key (check its spelling against the rule schema)"
+    if error.get("type") == "missing":
+        return "required key is missing"
+    return message.removeprefix("Value error, ")
+
+
+# --------------------------------------------------------------------------------------------------
+# Compilation
+# --------------------------------------------------------------------------------------------------
+
+
+class RuleVocabulary:
+    """Names a condition may use at one level: metrics (this level or coarser), parameters, outputs so far."""
+
+    def __init__(self, level: Level, params: dict[str, Any], outputs: dict[str, tuple[Level, ValueType]]) -> None:
+        self.level = level
+        self.params = constant_names(params)
+        self.outputs = outputs
+
+    def type_of(self, name: str) -> ValueType | None:
+        if name in self.outputs:
+            level, vtype = self.outputs[name]
+            return vtype if LEVEL_RANK[level] <= LEVEL_RANK[self.level] else None
+        if name in self.params:
+            return self.params[name]
+        if name.startswith("agent:"):
+            return "bool"
+        if name.startswith("baseline:"):
+            return self.type_of(name.split(":", 1)[1])
+        metric = METRICS.get(name)
+        if metric is not None and LEVEL_RANK[metric.level] <= LEVEL_RANK[self.level]:
+            return metric.type
+        return None
+
+    def describe(self) -> str:
+        return (f"see `crlm-response rules metrics` for the {self.level}-level vocabulary; parameters of this set: "
+                + (", ".join(sorted(self.params)) or "none"))
+
+
+@dataclass
+class CompiledRule:
+    rule: Rule | TableRow
+    condition: Condition | None
+    template: Template | None
+    result: Category
+    label: str
+
+
+@dataclass
+class CompiledOutput:
+    spec: Output
+    where: Condition | None
+    rules: list[CompiledRule]
+    aggregate_template: Template | None = None
+
+
+@dataclass
+class CompiledCheck:
+    spec: Check
+    condition: Condition
+    template: Template
+
+
+@dataclass
+class CompiledFlag:
+    spec: Flag
+    condition: Condition
+    template: Template
+    grade: list[CompiledRule]
+    context: list[tuple[Condition, str]]
+
+
+@dataclass
+class LoadedRuleSet:
+    """A validated rule set with compiled conditions, ready for the engine."""
+
+    schema: RuleSet
+    path: Path
+    lines: dict[tuple[Any, ...], int]
+    chain: list[str]
+    checks: list[CompiledCheck]
+    outputs: list[CompiledOutput]
+    flags: list[CompiledFlag]
+
+    @property
+    def id(self) -> str:
+        return self.schema.id
+
+    @property
+    def default_params(self) -> dict[str, Any]:
+        return {name: p.value for name, p in self.schema.parameters.items()}
+
+    def output_type(self, name: str) -> ValueType:
+        for out in self.outputs:
+            if out.spec.name == name:
+                return _category_type(out)
+        return "text"
+
+
+def _category_type(out: CompiledOutput) -> ValueType:
+    values = [r.result for r in out.rules] if out.rules else []
+    if out.spec.aggregate is not None and out.spec.aggregate.method == "any":
+        return "bool"
+    if values and all(isinstance(v, bool) for v in values):
+        return "bool"
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "number"
+    return "text"
+
+
+def _citation_ok(text: str | None, keys: dict[str, str]) -> bool:
+    if not text:
+        return False
+    words = set(re.findall(r"[A-Za-z][A-Za-z0-9_\-]*", text))
+    return bool(words & set(keys))
+
+
+def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], int], chain: list[str]) -> LoadedRuleSet:
+    file = str(path)
+
+    def fail(exc: ConditionError | RuleSetError, loc: tuple[Any, ...]) -> RuleSetError:
+        return RuleSetError(exc.message, file=file, line=line_of(lines, loc), key=format_loc(loc), hint=exc.hint)
+
+    def cond(source: str, vocab: RuleVocabulary, loc: tuple[Any, ...]) -> Condition:
+        try:
+            return compile_condition(source, vocab, format_loc(loc))
+        except ConditionError as exc:
+            raise fail(exc, loc) from None
+
+    def tmpl(source: str | None, vocab: RuleVocabulary, loc: tuple[Any, ...]) -> Template | None:
+        if source is None:
+            return None
+        try:
+            return compile_template(source, vocab, format_loc(loc))
+        except ConditionError as exc:
+            raise fail(exc, loc) from None
+
+    def cite(text: str | None, loc: tuple[Any, ...], required: bool = True) -> None:
+        if text is None and not required:
+            return
+        if not _citation_ok(text, schema.citations):
+            raise RuleSetError(
+                f"citation {text!r} names no reference of this rule set" if text else "citation is missing",
+                file=file, line=line_of(lines, loc), key=format_loc(loc),
+                hint="start with a key of `citations:` (" + ", ".join(schema.citations) + ")",
+            )
+
+    for name, param in schema.parameters.items():
+        cite(param.citation, ("parameters", name, "citation"))
+
+    params = {name: p.value for name, p in schema.parameters.items()}
+    outputs_seen: dict[str, tuple[Level, ValueType]] = {}
+
+    def vocab(level: Level) -> RuleVocabulary:
+        return RuleVocabulary(level, params, outputs_seen)
+
+    checks = []
+    for i, check in enumerate(schema.checks):
+        loc = ("checks", i)
+        checks.append(CompiledCheck(check, cond(check.when, vocab(check.level), loc + ("when",)),
+                                    tmpl(check.message, vocab(check.level), loc + ("message",))))  # type: ignore[arg-type]
+        cite(check.citation, loc + ("citation",), required=False)
+
+    compiled_outputs: list[CompiledOutput] = []
+    for i, out in enumerate(schema.outputs):
+        loc = ("outputs", i)
+        if out.name in outputs_seen:
+            raise RuleSetError(f"output `{out.name}` is defined twice", file=file, line=line_of(lines, loc))
+        v = vocab(out.level)
+        where = cond(out.where, v, loc + ("where",)) if out.where else None
+        compiled_rules: list[CompiledRule] = []
+        if out.rules is not None:
+            for j, rule in enumerate(out.rules):
+                rloc = loc + ("rules", j)
+                condition = cond(rule.when, v, rloc + ("when",)) if rule.when is not None else None
+                _check_category(out, rule.result, file, lines, rloc)
+                compiled_rules.append(CompiledRule(rule, condition, tmpl(rule.because, v, rloc + ("because",)),
+                                                   rule.result, f"{out.name}[{j}]"))
+                cite(rule.citation, rloc + ("citation",), required=False)
+        elif out.table is not None:
+            for j, row in enumerate(out.table):
+                rloc = loc + ("table", j)
+                source = _table_condition(row, outputs_seen, file, lines, rloc)
+                _check_category(out, row.then, file, lines, rloc)
+                because = row.because or ", ".join(f"{c.replace('_', '-')} {{{c}}}" for c in row.match)
+                compiled_rules.append(CompiledRule(row, cond(source, v, rloc + ("match",)),
+                                                   tmpl(because, v, rloc + ("because",)), row.then,
+                                                   f"{out.name}[{j}]"))
+                cite(row.citation, rloc + ("citation",), required=False)
+        aggregate_template = None
+        if out.aggregate is not None:
+            agg = out.aggregate
+            if agg.source not in outputs_seen or outputs_seen[agg.source][0] != "lesion":
+                raise RuleSetError(f"aggregate `from: {agg.source}` must name an earlier lesion-level output",
+                                   file=file, line=line_of(lines, loc + ("aggregate",)))
+            methods = {"worst", "largest_lesion", "any"}
+            if agg.method not in methods:
+                choice = schema.parameters.get(agg.method)
+                if choice is None or not set(choice.choices or []) <= methods:
+                    raise RuleSetError(
+                        f"aggregate method `{agg.method}` is neither one of {sorted(methods)} nor a parameter "
+                        "whose choices are among them", file=file, line=line_of(lines, loc + ("aggregate",)))
+            if METRICS.get(agg.size) is None or METRICS[agg.size].level != "lesion":
+                raise RuleSetError(f"aggregate size `{agg.size}` is not a lesion-level metric", file=file,
+                                   line=line_of(lines, loc + ("aggregate",)))
+            aggregate_template = tmpl(agg.because, v, loc + ("aggregate", "because"))
+            cite(agg.citation, loc + ("aggregate", "citation"), required=False)
+        if out.persist is not None and out.persist.parameter not in schema.parameters:
+            raise RuleSetError(f"persist parameter `{out.persist.parameter}` is not a parameter of this set",
+                               file=file, line=line_of(lines, loc + ("persist",)))
+        compiled = CompiledOutput(out, where, compiled_rules, aggregate_template)
+        outputs_seen[out.name] = (out.level, _category_type(compiled))
+        compiled_outputs.append(compiled)
+
+    flags = []
+    for i, flag in enumerate(schema.flags):
+        loc = ("flags", i)
+        v = vocab(flag.level)
+        grade_rules = []
+        for j, rule in enumerate(flag.grade or []):
+            rloc = loc + ("grade", j)
+            grade_rules.append(CompiledRule(rule, cond(rule.when, v, rloc + ("when",)) if rule.when else None, None,
+                                            rule.result, f"{flag.flag}.grade[{j}]"))
+        for k, name in enumerate(flag.evidence):
+            if v.type_of(name) is None:
+                raise RuleSetError(f"evidence `{name}` is not a metric of this level", file=file,
+                                   line=line_of(lines, loc + ("evidence", k)), hint=v.describe())
+        context = [(cond(c.when, v, loc + ("context", k, "when")), c.text) for k, c in enumerate(flag.context)]
+        cite(flag.citation, loc + ("citation",))
+        flags.append(CompiledFlag(flag, cond(flag.when, v, loc + ("when",)),
+                                  tmpl(flag.because, v, loc + ("because",)), grade_rules, context))  # type: ignore[arg-type]
+        outputs_seen[flag.flag] = (flag.level, "bool")
+
+    for i, item in enumerate(_report_items(schema.report.timepoint) + _report_items(schema.report.baseline)):
+        metric_name = item[1]
+        if vocab("timepoint").type_of(metric_name) is None:
+            raise RuleSetError(f"report value `{metric_name}` is not a timepoint-level metric or output", file=file,
+                               line=line_of(lines, ("report",)))
+    for item in _report_items(schema.report.lesion):
+        if vocab("lesion").type_of(item[1]) is None:
+            raise RuleSetError(f"lesion report value `{item[1]}` is not a lesion-level metric or output", file=file,
+                               line=line_of(lines, ("report", "lesion")))
+
+    needed = {p for name in _used_metrics(compiled_outputs, checks, flags, schema) for p in METRICS[name].params}
+    missing = sorted(needed - set(schema.parameters))
+    if missing:
+        raise RuleSetError(f"metrics used by this set need the parameter(s) {', '.join(missing)}", file=file,
+                           hint="add them under `parameters:` with value, unit and citation")
+    if schema.best_response is not None:
+        if schema.best_response.output not in outputs_seen:
+            raise RuleSetError(f"best_response output `{schema.best_response.output}` is not an output", file=file,
+                               line=line_of(lines, ("best_response",)))
+        if schema.best_response.method == "recist":
+            absent = [p for p in BOR_PARAMETERS if p not in schema.parameters]
+            if absent:
+                raise RuleSetError("best_response method recist needs the parameters " + ", ".join(absent),
+                                   file=file, line=line_of(lines, ("best_response",)))
+        cite(schema.best_response.citation, ("best_response", "citation"), required=False)
+    return LoadedRuleSet(schema, path, lines, chain, checks, compiled_outputs, flags)
+
+
+def _report_items(items: list[ReportItem]) -> list[tuple[str, str]]:
+    """Report entries as (key in the output, metric or output name)."""
+    out: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, str):
+            out.append((item, item))
+        else:
+            out.extend(item.items())
+    return out
+
+
+def report_items(items: list[ReportItem]) -> list[tuple[str, str]]:
+    return _report_items(items)
+
+
+def _used_metrics(outputs: list[CompiledOutput], checks: list[CompiledCheck], flags: list[CompiledFlag],
+                  schema: RuleSet) -> set[str]:
+    names: set[str] = set()
+    for out in outputs:
+        if out.where:
+            names |= out.where.names
+        for rule in out.rules:
+            if rule.condition:
+                names |= rule.condition.names
+            if rule.template:
+                names |= {f for f, _ in rule.template.fields}
+    for check in checks:
+        names |= check.condition.names | {f for f, _ in check.template.fields}
+    for flag in flags:
+        names |= flag.condition.names | set(flag.spec.evidence)
+    for items in (schema.report.baseline, schema.report.timepoint, schema.report.lesion):
+        names |= {m for _, m in _report_items(items)}
+    names = {n.split(":", 1)[1] if n.startswith("baseline:") else n for n in names}
+    return {n for n in names if n in METRICS}
+
+
+def _check_category(out: Output, value: Category, file: str, lines: dict[tuple[Any, ...], int],
+                    loc: tuple[Any, ...]) -> None:
+    if out.categories is not None and value not in out.categories:
+        raise RuleSetError(f"`{value}` is not one of the categories of `{out.name}`: "
+                           + ", ".join(map(str, out.categories)), file=file, line=line_of(lines, loc))
+
+
+def _table_condition(row: TableRow, outputs: dict[str, tuple[Level, ValueType]], file: str,
+                     lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> str:
+    """`{target: CR, non_target: [CR, NA], new_lesions: false}` -> a condition string."""
+    parts: list[str] = []
+    for column, wanted in row.match.items():
+        if column not in outputs:
+            raise RuleSetError(f"table column `{column}` is not an earlier output", file=file,
+                               line=line_of(lines, loc))
+        if wanted == "any":
+            continue
+        values = wanted if isinstance(wanted, list) else [wanted]
+        if all(isinstance(v, bool) for v in values):
+            if len(values) == 1:
+                parts.append(column if values[0] else f"not {column}")
+            continue
+        parts.append(f"{column} in ({', '.join(repr(v) for v in values)},)")
+    return " and ".join(parts) if parts else "true"
+
+
+def list_functions() -> dict[str, str]:
+    return dict(FUNCTIONS)
+
+
+def _value_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes/no (true or false)"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "list of numbers"
+    return "word"
+
+
+def check_parameter_value(rule_set: LoadedRuleSet, name: str, value: Any, source: str) -> Any:
+    """Validate one override (case `settings` or `--set`) against the rule set's parameter; return the value."""
+    from .errors import SettingsError
+
+    params = rule_set.schema.parameters
+    if name not in params:
+        raise SettingsError(f"`{rule_set.id}` has no parameter `{name}`", key=source,
+                            hint="parameters: " + ", ".join(sorted(params)))
+    param = params[name]
+    current = param.value
+    expected = _value_kind(current)
+    if current is not None and _value_kind(value) != expected:
+        if expected == "number" and isinstance(value, str):
+            try:
+                value = float(value) if "." in value else int(value)
+            except ValueError:
+                pass
+        if _value_kind(value) != expected:
+            raise SettingsError(f"`{rule_set.id}.{name}` must be a {expected}, not {value!r}", key=source)
+    problem = parameter_problem(param, value)
+    if problem:
+        raise SettingsError(f"`{rule_set.id}.{name}` {problem}", key=source)
+    return value
+
+
+def describe(rules: LoadedRuleSet) -> dict[str, Any]:
+    """A plain description of a loaded rule set (for `rules show` and its JSON)."""
+    schema = rules.schema
+    outputs = []
+    for out in rules.outputs:
+        entries = []
+        if out.spec.aggregate is not None:
+            agg = out.spec.aggregate
+            entries.append({"when": f"{agg.method} of lesion `{agg.source}`", "then": ", ".join(map(str, agg.order or agg.values)),
+                            "citation": agg.citation})
+        for rule in out.rules:
+            when = rule.condition.source if rule.condition is not None else "otherwise"
+            entries.append({"when": when, "then": rule.result, "citation": getattr(rule.rule, "citation", None)})
+        outputs.append({"name": out.spec.name, "level": out.spec.level, "description": out.spec.description,
+                        "rules": entries})
+    return {
+        "id": schema.id,
+        "name": schema.name,
+        "kind": schema.kind,
+        "description": " ".join(schema.description.split()),
+        "file": str(rules.path),
+        "chain": rules.chain,
+        "inputs": schema.inputs,
+        "parameters": {name: p.model_dump(exclude_none=True) for name, p in schema.parameters.items()},
+        "checks": [{"code": c.spec.code, "when": c.condition.source} for c in rules.checks],
+        "outputs": outputs,
+        "flags": [{"flag": f.spec.flag, "when": f.condition.source, "citation": f.spec.citation,
+                   "evidence_level": f.spec.evidence_level} for f in rules.flags],
+        "citations": schema.citations,
+    }
+
+
+def main_citation(rules: LoadedRuleSet) -> str:
+    """The first reference of a rule set, shortened to author, journal and year."""
+    if not rules.schema.citations:
+        return ""
+    text = next(iter(rules.schema.citations.values()))
+    first_author = text.split(",")[0]
+    year = re.search(r"(19|20)\d\d", text)
+    journal = re.search(r"\.\s+([A-Z][A-Za-z .]+?)\s+(?:19|20)\d\d", text)
+    return " ".join(x for x in (first_author, journal.group(1) if journal else "", year.group(0) if year else "") if x)

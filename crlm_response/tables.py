@@ -1,0 +1,238 @@
+"""The lesion table: every input (case file, long CSV, SDTM) becomes the same three pandas tables.
+
+* `subjects`: one row per subject (treatment);
+* `visits`:   one row per subject x timepoint (day, modality, organ and PET readings);
+* `lesions`:  one row per subject x timepoint x lesion.
+
+Numbers are float64 (NaN = not reported), yes/no fields are float64 1.0/0.0/NaN so that "not reported"
+survives, words are Python objects (None = not reported). `prepare` then sorts the tables and adds the
+integer keys the engine works with. A single case is simply a batch of one subject.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import annotated_types
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from .models import Case, Lesion, Organs, Pet, Timepoint, Treatment
+
+# --------------------------------------------------------------------------------------------------
+# Field specifications, read off the Pydantic models so CSV checks and case checks share one truth.
+# --------------------------------------------------------------------------------------------------
+
+Kind = Literal["number", "integer", "bool", "text", "date", "list"]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What one column may hold: its kind, numeric limits and allowed words."""
+
+    name: str
+    kind: Kind
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    choices: tuple[str, ...] | None = None
+    allow_missing: bool = True
+    description: str = ""
+
+
+def _spec_from(name: str, info: FieldInfo) -> FieldSpec:
+    bounds: dict[str, float] = {}
+    choices: list[str] = []
+    kinds: list[str] = []
+
+    def visit(tp: Any, metadata: list[Any]) -> None:
+        for meta in metadata:
+            for attr in ("ge", "gt", "le"):
+                value = getattr(meta, attr, None)
+                if value is not None and isinstance(meta, annotated_types.BaseMetadata | FieldInfo):
+                    bounds[attr] = float(value)
+            if isinstance(meta, FieldInfo):
+                visit(None, list(meta.metadata))
+        if tp is None:
+            return
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            base, *extra = typing.get_args(tp)
+            visit(base, list(extra))
+        elif origin in (typing.Union, types.UnionType):
+            for arg in typing.get_args(tp):
+                if arg is not type(None):
+                    visit(arg, [])
+        elif origin is Literal:
+            choices.extend(str(a) for a in typing.get_args(tp))
+            kinds.append("text")
+        elif origin is list:
+            kinds.append("list")
+            (item,) = typing.get_args(tp)
+            visit(item, [])
+        elif tp is bool:
+            kinds.append("bool")
+        elif tp is int:
+            kinds.append("integer")
+        elif tp is float:
+            kinds.append("number")
+        elif tp is dt.date:
+            kinds.append("date")
+        else:
+            kinds.append("text")
+
+    visit(info.annotation, list(info.metadata))
+    kind: Kind = "list" if "list" in kinds else kinds[0] if kinds else "text"  # type: ignore[assignment]
+    return FieldSpec(
+        name=name,
+        kind=kind,
+        ge=bounds.get("ge"),
+        gt=bounds.get("gt"),
+        le=bounds.get("le"),
+        choices=tuple(choices) or None,
+        description=info.description or "",
+    )
+
+
+def field_specs(model: type[BaseModel]) -> dict[str, FieldSpec]:
+    return {name: _spec_from(name, info) for name, info in model.model_fields.items()}
+
+
+LESION_SPECS = {k: v for k, v in field_specs(Lesion).items() if k != "id"}
+ORGAN_SPECS = field_specs(Organs)
+PET_SPECS = field_specs(Pet)
+TIMEPOINT_SPECS = {k: v for k, v in field_specs(Timepoint).items() if k not in ("id", "lesions", "organs", "pet")}
+TREATMENT_SPECS = field_specs(Treatment)
+
+SUBJECT_COLUMNS = ("subject_id", "regimen", "agents", "setting", "procedure_day")
+VISIT_VALUE_COLUMNS = tuple(TIMEPOINT_SPECS) + tuple(ORGAN_SPECS) + tuple(PET_SPECS)
+LESION_VALUE_COLUMNS = tuple(k for k in LESION_SPECS if k != "fragments_mm") + ("fragments_sum_mm",)
+TRACE_COLUMNS = ("source", "line")
+
+_VISIT_SPECS = {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS}
+_LESION_SPECS = {**{k: v for k, v in LESION_SPECS.items() if k != "fragments_mm"},
+                 "fragments_sum_mm": FieldSpec("fragments_sum_mm", "number", ge=0)}
+
+
+def spec_of(column: str) -> FieldSpec | None:
+    """The spec of a lesion, timepoint, organ or PET column, or None for keys and free text."""
+    return _LESION_SPECS.get(column) or _VISIT_SPECS.get(column)
+
+
+@dataclass
+class Tables:
+    """Raw input as three tables, before sorting and keys (see module docstring)."""
+
+    subjects: pd.DataFrame
+    visits: pd.DataFrame
+    lesions: pd.DataFrame
+    # Per-subject rule-set settings from case files: {subject_id: {rule_set_id: {param: value}}}.
+    settings: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+
+def _typed_frame(rows: list[dict[str, Any]], columns: tuple[str, ...], specs: dict[str, FieldSpec]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=list(columns)) if rows else pd.DataFrame(columns=list(columns))
+    return coerce_known_types(frame, specs)
+
+
+def coerce_known_types(frame: pd.DataFrame, specs: dict[str, FieldSpec]) -> pd.DataFrame:
+    """Give already-valid columns their engine dtypes: numbers and yes/no as float64, words as objects."""
+    out: dict[str, Any] = {}
+    for column in frame.columns:
+        spec = specs.get(column)
+        values = frame[column]
+        if spec is not None and spec.kind in ("number", "integer", "bool"):
+            out[column] = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+        elif spec is not None and spec.kind == "date":
+            out[column] = values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
+        else:
+            arr = values.astype(object).to_numpy(dtype=object)
+            out[column] = np.where(pd.isna(arr), None, arr)
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+
+
+def tables_from_cases(cases: list[tuple[Case, str, dict[tuple[Any, ...], int]]]) -> Tables:
+    """Flatten validated cases into the three tables.
+
+    Each entry is (case, file name, line map); `source`/`line` columns keep the way back to the YAML key,
+    so a cross-row problem found later is reported at its line in the case file.
+    """
+    subjects: list[dict[str, Any]] = []
+    visits: list[dict[str, Any]] = []
+    lesions: list[dict[str, Any]] = []
+    settings: dict[str, dict[str, dict[str, Any]]] = {}
+    for case, file, lines in cases:
+        sid = case.case_id
+        t = case.treatment
+        subjects.append({
+            "subject_id": sid, "regimen": t.regimen, "agents": ";".join(t.agents), "setting": t.setting,
+            "procedure_day": t.procedure_day, "source": file, "line": lines.get(("case_id",), 1),
+        })
+        if case.settings:
+            settings[sid] = case.settings
+        for ti, tp in enumerate(case.timepoints):
+            row: dict[str, Any] = {"subject_id": sid, "timepoint": tp.id}
+            for name in TIMEPOINT_SPECS:
+                row[name] = getattr(tp, name)
+            for name in ORGAN_SPECS:
+                row[name] = getattr(tp.organs, name) if tp.organs else None
+            for name in PET_SPECS:
+                row[name] = getattr(tp.pet, name) if tp.pet else None
+            row["source"] = f"{file}: timepoints[{ti}]"
+            row["line"] = lines.get(("timepoints", ti), None)
+            visits.append(row)
+            for li, lesion in enumerate(tp.lesions):
+                lrow: dict[str, Any] = {"subject_id": sid, "timepoint": tp.id, "lesion_id": lesion.id}
+                for name in LESION_SPECS:
+                    if name == "fragments_mm":
+                        continue
+                    lrow[name] = getattr(lesion, name)
+                if lrow["slice_thickness_mm"] is None:
+                    lrow["slice_thickness_mm"] = tp.slice_thickness_mm
+                lrow["fragments_sum_mm"] = sum(lesion.fragments_mm) if lesion.fragments_mm else None
+                lrow["source"] = f"{file}: timepoints[{ti}].lesions[{li}]"
+                lrow["line"] = lines.get(("timepoints", ti, "lesions", li), None)
+                lesions.append(lrow)
+    return Tables(
+        subjects=_typed_frame(subjects, SUBJECT_COLUMNS + TRACE_COLUMNS, {"procedure_day": FieldSpec("p", "number")}),
+        visits=_typed_frame(visits, ("subject_id", "timepoint") + VISIT_VALUE_COLUMNS + TRACE_COLUMNS,
+                            {**_VISIT_SPECS, "line": FieldSpec("line", "number")}),
+        lesions=_typed_frame(lesions, ("subject_id", "timepoint", "lesion_id") + LESION_VALUE_COLUMNS + TRACE_COLUMNS,
+                             {**_LESION_SPECS, "line": FieldSpec("line", "number")}),
+        settings=settings,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Prepared tables: sorted, keyed, baseline-linked. Built once, shared by every rule set.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """Sorted tables with integer keys.
+
+    visits:  sorted by subject then day; `subj_key`, `tp_order` (0 = baseline), `is_baseline`, `day`
+             (days since baseline).
+    lesions: sorted by visit then lesion id; `tp_key` (row of `visits`), `subj_key`, `base_row` (row of the
+             same lesion at baseline, -1 if none), `kind`/`organ`/`is_lymph_node` inherited from baseline.
+    """
+
+    subjects: pd.DataFrame
+    visits: pd.DataFrame
+    lesions: pd.DataFrame
+    settings: dict[str, dict[str, dict[str, Any]]]
+
+    @property
+    def n_subjects(self) -> int:
+        return len(self.subjects)
+
+
+def subject_keys(subject_ids: pd.Series, order: pd.Index) -> np.ndarray:
+    return np.asarray(order.get_indexer(subject_ids.to_numpy(dtype=object)), dtype=np.int64)

@@ -1,0 +1,120 @@
+"""Writing outputs: text, CSV, Parquet, JSON. Every file is written atomically.
+
+A file is first written next to its destination under a temporary name and then renamed over it, so a
+crash or a failed run never leaves half a file and never damages an existing output.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import CrlmError
+
+# A spreadsheet runs a cell that starts with one of these as a formula ("CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class OutputError(CrlmError):
+    """An output that cannot be written (folder missing, not writable, same file as an input)."""
+
+
+def refuse_overwriting_inputs(outputs: Iterable[str | Path | None], inputs: Iterable[str | Path | None]) -> None:
+    """Stop before any work if an output path is one of the input files."""
+    resolved_inputs = {Path(p).resolve() for p in inputs if p is not None and not str(p).startswith("<")}
+    for out in outputs:
+        if out is None:
+            continue
+        if Path(out).resolve() in resolved_inputs:
+            raise OutputError("output would overwrite an input file", file=out, hint="choose another output path")
+
+
+@contextmanager
+def atomic_path(path: str | Path, mode: str = "w") -> Any:
+    """Yield a temporary path in the destination folder; rename it over `path` only on success."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.exists():
+        raise OutputError("folder does not exist", file=folder, hint="create it first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Prefix text cells a spreadsheet would run as a formula with a single quote (OWASP CSV injection).
+
+    Numbers (including negative numbers stored as numbers) are not touched; only text cells are.
+    """
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
+            continue
+        arr = values.to_numpy(dtype=object)
+        mask = np.array([isinstance(v, str) and v.startswith(FORMULA_START) and not _is_number(v) for v in arr],
+                        dtype=bool)
+        if mask.any():
+            arr = arr.copy()
+            arr[mask] = np.array(["'" + v for v in arr[mask]], dtype=object)
+            out[column] = arr
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def write_table(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True) -> None:
+    """Write a table as CSV or Parquet (by extension), atomically. CSV text cells are formula-safe."""
+    target = Path(path)
+    suffix = target.suffix.lower()
+    with atomic_path(target) as tmp:
+        if suffix in (".parquet", ".pq"):
+            _to_parquet(frame, tmp)
+        else:
+            data = neutralise_formulas(frame) if safe_csv else frame
+            data.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object:
+            values = out[column].to_numpy(dtype=object)
+            if any(isinstance(v, list | dict) for v in values):
+                out[column] = ["; ".join(map(str, v)) if isinstance(v, list) else
+                               (str(v) if v is not None else None) for v in values]
+            elif any(isinstance(v, bool) for v in values) and not any(isinstance(v, str) for v in values):
+                out[column] = pd.array([None if v is None else bool(v) for v in values], dtype="boolean")
+            else:
+                out[column] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+    out.to_parquet(path, index=False)
+
+
+def open_text(path: str | Path) -> IO[str]:
+    return open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
