@@ -84,10 +84,10 @@ class Assessment:
         for result in self.results.values():
             for row in result.flags.to_dict("records"):
                 item = {"flag": row["flag"], "timepoint": row["timepoint"], "day": row["day"]}
-                if row["lesion_id"] is not None:
+                if not pd.isna(row["lesion_id"]):
                     item["lesion"] = row["lesion_id"]
-                if row["grade"] is not None:
-                    item["grade"] = row["grade"]
+                if not pd.isna(row["grade"]):
+                    item["grade"] = int(row["grade"])
                 item.update({"evidence": row["evidence"], "explanation": row["explanation"],
                              "citation": row["citation"], "evidence_level": row["evidence_level"],
                              "criteria": result.id})

@@ -384,7 +384,7 @@ def compile_condition(source: str, vocabulary: Vocabulary, where: str) -> Condit
             source = "true" if source else "false"
         else:
             raise ConditionError(f"a condition must be text, not {type(source).__name__}", key=where)
-    text = source.strip()
+    text = " ".join(source.split())  # folded YAML keeps line breaks; they mean nothing here
     if not text:
         raise ConditionError("empty condition", key=where)
     if len(text) > MAX_CONDITION_LENGTH:

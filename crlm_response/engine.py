@@ -110,7 +110,7 @@ def _aggregate(ctx: Context, out: CompiledOutput, params: Mapping[str, Any], sco
         result[(ctx.per_visit_count(hit) > 0) & scope] = True
         return result
     visit = ctx.lesion_visit
-    if method == "worst":
+    if method == "worst_lesion":
         order = [str(v) for v in agg.order]
         rank = np.full(len(source), np.inf)
         for r, value in enumerate(order):
@@ -280,7 +280,7 @@ def _flags(ctx: Context, rule_set: LoadedRuleSet, envs: dict[str, _LevelEnv], vi
                 "subject_id": table["subject_id"].iat[row],
                 "flag": flag.spec.flag,
                 "timepoint": table["timepoint"].iat[row],
-                "day": _plain(ctx.get("day", level)[row]),
+                "day": int(ctx.get("day", level)[row]),
                 "lesion_id": table["lesion_id"].iat[row] if level == "lesion" else None,
                 "grade": _plain(grade[row]),
                 "evidence": evidence,
@@ -337,20 +337,38 @@ def _timepoint_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame
 def _explanations(ctx: Context, rule_set: LoadedRuleSet, fired: dict[str, np.ndarray],
                   rows: np.ndarray) -> list[list[str]]:
     lines: list[list[str]] = [[] for _ in rows]
+    position = {int(r): i for i, r in enumerate(rows)}
+    lesion_ids = ctx.prepared.lesions["lesion_id"].to_numpy(dtype=object)
     for out in rule_set.outputs:
-        if out.spec.level != "timepoint":
-            continue
         name = out.spec.name
         values = ctx.value(name)
+        if out.spec.level == "lesion":
+            for k, rule in enumerate(out.rules):
+                hit = np.flatnonzero(fired[name] == k)
+                hit = hit[np.isin(ctx.lesion_visit[hit], rows)]
+                rendered = _render_rows(rule.template, ctx, "lesion", hit)
+                citation = getattr(rule.rule, "citation", None)
+                for row, text in zip(hit, rendered, strict=True):
+                    line = f"{lesion_ids[row]} {name} {format_value(values[row])}" + (f": {text}" if text else "")
+                    lines[position[int(ctx.lesion_visit[row])]].append(line + (f" [{citation}]" if citation else ""))
+            continue
         which = fired[name][rows]
         if out.spec.aggregate is not None:
+            agg = out.spec.aggregate
             rendered = _render_rows(out.aggregate_template, ctx, "timepoint", rows)
-            citation = out.spec.aggregate.citation
+            source = ctx.value(agg.source)
+            parts: dict[int, list[str]] = {}
+            for row in np.flatnonzero(np.array([v is not None for v in source], dtype=bool)):
+                visit = int(ctx.lesion_visit[row])
+                if visit in position:
+                    parts.setdefault(visit, []).append(f"{lesion_ids[row]} {format_value(source[row])}")
             for i in range(len(rows)):
                 if which[i] >= 0:
                     text = f"{name} {format_value(values[rows[i]])}"
-                    text += f": {rendered[i]}" if rendered[i] else ""
-                    lines[i].append(text + (f" [{citation}]" if citation else ""))
+                    detail = ", ".join(parts.get(int(rows[i]), []))
+                    text += f": {detail}" if detail else ""
+                    text += f" ({rendered[i]})" if rendered[i] else ""
+                    lines[i].append(text + (f" [{agg.citation}]" if agg.citation else ""))
             continue
         for k, rule in enumerate(out.rules):
             hit = np.flatnonzero(which == k)

@@ -380,6 +380,13 @@ def baseline_group(ctx: Context) -> np.ndarray:
     return ctx.value("baseline:morphology_group")
 
 
+@metric("timepoint", "number")
+def n_graded_liver_lesions(ctx: Context) -> np.ndarray:
+    """Liver lesions given a Chun morphology group at baseline."""
+    graded = ctx.value("is_liver") & ~np.isnan(ctx.value("morphology_group"))
+    return _baseline_count(ctx, graded)
+
+
 @metric("lesion", "number", "mm")
 def baseline_lesion_mm(ctx: Context) -> np.ndarray:
     """RECIST measurement of the same lesion at baseline (mm); used to pick the largest lesion."""
@@ -867,6 +874,17 @@ def complete_ablation_documented_before(ctx: Context) -> np.ndarray:
 def liver_minus_spleen_hu(ctx: Context) -> np.ndarray:
     """Liver attenuation minus spleen attenuation (HU), same phase (Limanond 2004)."""
     return ctx.value("liver_attenuation_hu") - ctx.value("spleen_attenuation_hu")
+
+
+@metric("timepoint", "number")
+def liver_spleen_ratio(ctx: Context) -> np.ndarray:
+    """Liver-to-spleen attenuation ratio (L/S), same phase (Zeb 2012)."""
+    return _safe_ratio(ctx.value("liver_attenuation_hu"), ctx.value("spleen_attenuation_hu"))
+
+
+def _safe_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b == 0, np.nan, a / b)
 
 
 @metric("timepoint", "number", "mL")

@@ -115,7 +115,7 @@ class Aggregate(_Strict):
     """Patient-level value from a lesion-level output (e.g. Chun: worst lesion or largest lesion)."""
 
     source: str = Field(alias="from")
-    method: str = Field(description="worst | largest_lesion | any, or the name of a parameter holding one")
+    method: str = Field(description="worst_lesion | largest_lesion | any, or the name of a parameter holding one")
     order: list[Category] = Field(default_factory=list, description="worst first")
     ignore: list[Category] = Field(default_factory=list)
     unknown: list[Category] = Field(default_factory=list)
@@ -539,7 +539,7 @@ def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], i
             if agg.source not in outputs_seen or outputs_seen[agg.source][0] != "lesion":
                 raise RuleSetError(f"aggregate `from: {agg.source}` must name an earlier lesion-level output",
                                    file=file, line=line_of(lines, loc + ("aggregate",)))
-            methods = {"worst", "largest_lesion", "any"}
+            methods = {"worst_lesion", "largest_lesion", "any"}
             if agg.method not in methods:
                 choice = schema.parameters.get(agg.method)
                 if choice is None or not set(choice.choices or []) <= methods:
