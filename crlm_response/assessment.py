@@ -26,6 +26,14 @@ from .tables import Prepared, tables_from_cases
 from .validate import validate_and_prepare
 
 RESPONSE_WORDS = frozenset({"CR", "PR", "SD", "PD", "NE", "NON-CR/NON-PD"})
+# Display order: RECIST first, then the sets a reader compares it with; anything else after, by id.
+PREFERRED_ORDER = ("recist1.1", "choi", "mchoi", "chun_morphologic", "who", "mrecist", "easl", "percist1.0",
+                   "ablation", "toxicity")
+
+
+def ordered_ids(ids: Sequence[str]) -> list[str]:
+    rank = {rule_id: i for i, rule_id in enumerate(PREFERRED_ORDER)}
+    return sorted(ids, key=lambda r: (rank.get(r, len(rank)), r))
 
 
 @lru_cache(maxsize=64)
@@ -53,12 +61,12 @@ def select_criteria(case: Case | None, requested: Sequence[str] | str | None) ->
         requested = [r.strip() for r in requested.split(",") if r.strip()]
     if requested:
         if list(requested) == ["all"]:
-            return builtin_ids()
+            return ordered_ids(builtin_ids())
         return list(dict.fromkeys(requested))
     if case is not None and case.criteria:
         return list(dict.fromkeys(case.criteria))
     chosen = []
-    for rule_id in builtin_ids():
+    for rule_id in ordered_ids(builtin_ids()):
         rules = get_rules(rule_id)
         if rules.schema.default or (case is not None and rules.schema.inputs
                                     and all(_has_input(case, f) for f in rules.schema.inputs)):
@@ -208,8 +216,8 @@ def assess(
     known = set(builtin_ids()) | {get_rules(r).id for r in rule_ids}
     for rule_id in case_obj.settings:
         if rule_id not in known:
-            raise SettingsError(f"settings name an unknown rule set `{rule_id}`", key=f"{file}: settings",
-                                hint="shipped rule sets: " + ", ".join(builtin_ids()))
+            raise SettingsError(f"unknown rule set `{rule_id}`", file=file, line=lines.get(("settings", rule_id)),
+                                key=f"settings.{rule_id}", hint="shipped rule sets: " + ", ".join(builtin_ids()))
     tables = tables_from_cases([(case_obj, file, lines)])
     prepared, problems = validate_and_prepare(tables)
     if (problems["severity"] == "error").any():
@@ -220,9 +228,24 @@ def assess(
         warnings.extend(_warning_dict(w) for w in result.warnings.to_dict("records"))
     if strict and warnings:
         first = warnings[0]
-        raise StrictModeError(f"warning {first['code']}: {first['message']}", file=file,
+        line, key = _warning_location(prepared, first)
+        raise StrictModeError(f"warning {first['code']}: {first['message']}", file=file, line=line, key=key,
                               hint=f"--strict turns warnings into errors; {len(warnings)} warning(s) in all")
     return Assessment(case_obj.case_id, results, warnings)
+
+
+def _warning_location(prepared: Prepared, warning: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """The case-file line and key of the timepoint or lesion a warning is about."""
+    table = prepared.lesions if warning.get("lesion") is not None else prepared.visits
+    mask = table["timepoint"].to_numpy(dtype=object) == warning.get("timepoint")
+    if warning.get("lesion") is not None:
+        mask &= table["lesion_id"].to_numpy(dtype=object) == warning["lesion"]
+    rows = table.loc[mask]
+    if rows.empty:
+        return None, None
+    line = rows["line"].iat[0]
+    source = str(rows["source"].iat[0] or "")
+    return (int(line) if pd.notna(line) else None), (source.partition(": ")[2] or None)
 
 
 def _warning_dict(row: Mapping[str, Any]) -> dict[str, Any]:

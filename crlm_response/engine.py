@@ -432,7 +432,10 @@ def _best(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame,
     table["best_overall_response_day"] = table["best_overall_response_day"].astype(float)
     best_row = table["best_row"].fillna(-1).astype(np.int64).to_numpy()
     timepoint_ids = visits["timepoint"].to_numpy(dtype=object)[follow]
-    table["best_overall_response_timepoint"] = np.where(best_row >= 0, timepoint_ids[np.maximum(best_row, 0)], None)
+    chosen = np.full(len(best_row), None, dtype=object)
+    if len(timepoint_ids):
+        chosen[best_row >= 0] = timepoint_ids[best_row[best_row >= 0]]
+    table["best_overall_response_timepoint"] = chosen
     table["responder"] = np.where(np.isin(table["best_overall_response"].astype(str), ["CR", "PR"]), "Y", "N")
     table["clinical_benefit"] = np.where(
         np.isin(table["best_overall_response"].astype(str), ["CR", "PR", "SD", "NON-CR/NON-PD"]), "Y", "N")

@@ -15,7 +15,7 @@ import datetime as dt
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 # Sizes above this are not anatomically possible for a liver metastasis or node; a value this large is a
 # typing or unit mistake (e.g. micrometres), so it is refused rather than scored.
@@ -69,10 +69,19 @@ def _normalise_agents(value: Any) -> Any:
     return value
 
 
+def _not_boolean(value: Any) -> Any:
+    """YAML reads `no`/`yes`/`off` as booleans; a size or attenuation must be a number, never a yes/no."""
+    if isinstance(value, bool):
+        raise ValueError("a yes/no value (such as `no` or `false`) is not a number; give the measurement, or a "
+                         "status such as disappeared or not_evaluated")
+    return value
+
+
 Text = Annotated[str, BeforeValidator(_to_text)]
 Word = Annotated[str, BeforeValidator(_normalise_word)]
-Millimetres = Annotated[float, Field(ge=0, le=MAX_DIAMETER_MM, allow_inf_nan=False)]
-Hounsfield = Annotated[float, Field(ge=-1100, le=4000, allow_inf_nan=False)]
+Millimetres = Annotated[float, Field(ge=0, le=MAX_DIAMETER_MM, allow_inf_nan=False), BeforeValidator(_not_boolean)]
+Hounsfield = Annotated[float, Field(ge=-1100, le=4000, allow_inf_nan=False), BeforeValidator(_not_boolean)]
+Number = BeforeValidator(_not_boolean)
 
 
 class _Strict(BaseModel):
@@ -101,7 +110,7 @@ class Lesion(_Strict):
     viable_perpendicular_mm: Millimetres | None = Field(None, description="enhancing perpendicular (EASL)")
     attenuation_hu: Hounsfield | None = Field(None, description="mean attenuation, portal-venous CT (Choi)")
     intratumoral_nodule: Annotated[IntratumoralNodule | None, BeforeValidator(_normalise_word)] = None
-    morphology_group: int | None = Field(None, ge=1, le=3, description="Chun group 1 | 2 | 3 (reader)")
+    morphology_group: Annotated[int, Number] | None = Field(None, ge=1, le=3, description="Chun group 1 | 2 | 3 (reader)")
     status: Annotated[LesionStatus, BeforeValidator(_normalise_word)] = "present"
     coalesced_into: Text | None = Field(None, description="for status coalesced: the lesion carrying the size")
     equivocal: bool = Field(False, description="new lesion not yet unequivocal (RECIST 1.1 §4.3.2)")
@@ -111,7 +120,7 @@ class Lesion(_Strict):
     ablation_zone_covers_tumor: bool | None = None
     enhancing_tissue_at_ablation_edge: bool | None = None
     min_margin_mm: Millimetres | None = Field(None, description="minimal ablative margin")
-    slice_thickness_mm: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False)] | None = None
+    slice_thickness_mm: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False), Number] | None = None
 
 
 class Organs(_Strict):
@@ -122,8 +131,8 @@ class Organs(_Strict):
     )
     liver_attenuation_hu: Hounsfield | None = None
     spleen_attenuation_hu: Hounsfield | None = None
-    spleen_volume_ml: Annotated[float, Field(gt=0, le=MAX_SPLEEN_VOLUME_ML, allow_inf_nan=False)] | None = None
-    liver_pdff_pct: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
+    spleen_volume_ml: Annotated[float, Field(gt=0, le=MAX_SPLEEN_VOLUME_ML, allow_inf_nan=False), Number] | None = None
+    liver_pdff_pct: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False), Number] | None = None
     mri_contrast: Annotated[MriContrast | None, BeforeValidator(_normalise_word)] = None
     hbp_reticular_hypointensity: bool | None = None
     liver_contour_nodular: bool | None = None
@@ -133,9 +142,9 @@ class Organs(_Strict):
 class Pet(_Strict):
     """FDG PET-CT readings at one timepoint (PERCIST 1.0), in SUL."""
 
-    sul_peak_hottest: Annotated[float, Field(ge=0, le=200, allow_inf_nan=False)] | None = None
-    liver_sul_mean: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False)] | None = None
-    liver_sul_sd: Annotated[float, Field(ge=0, le=50, allow_inf_nan=False)] | None = None
+    sul_peak_hottest: Annotated[float, Field(ge=0, le=200, allow_inf_nan=False), Number] | None = None
+    liver_sul_mean: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False), Number] | None = None
+    liver_sul_sd: Annotated[float, Field(ge=0, le=50, allow_inf_nan=False), Number] | None = None
     new_fdg_avid_lesions: bool | None = None
     all_lesions_resolved_to_background: bool | None = None
 
@@ -144,11 +153,11 @@ class Timepoint(_Strict):
     """One imaging timepoint: baseline (the earliest) or a follow-up."""
 
     id: Text
-    day: int | None = Field(None, ge=-3650, le=36500, description="days since baseline (baseline = 0)")
+    day: Annotated[int, Number] | None = Field(None, ge=-3650, le=36500, description="days since baseline (baseline = 0)")
     date: dt.date | None = None
     modality: Annotated[Modality | None, BeforeValidator(_normalise_modality)] = None
     tumor_markers_above_normal: bool | None = None
-    slice_thickness_mm: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False)] | None = None
+    slice_thickness_mm: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False), Number] | None = None
     lesions: list[Lesion] = Field(default_factory=list)
     organs: Organs | None = None
     pet: Pet | None = None
@@ -172,7 +181,7 @@ class Case(_Strict):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
 
-    case_id: Text = Field(alias="subject_id")
+    case_id: Text = Field(validation_alias=AliasChoices("case_id", "subject_id"))
     description: str | None = None
     rule: str | None = None
     criteria: list[str] | None = None

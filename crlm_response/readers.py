@@ -38,8 +38,9 @@ def case_from_data(data: Any, file: str, lines: LineMap | None = None) -> Case:
     """Validate already-parsed YAML data as a case; errors name the key and line."""
     lines = lines or {}
     if not isinstance(data, dict):
-        raise CaseError("a case file is a YAML mapping with case_id and timepoints", file=file,
-                        hint="see sample_cases/ for examples")
+        what = {list: "the file holds a list; ", str: "the file holds only text; "}.get(type(data), "")
+        raise CaseError(what + "a case file is a YAML mapping with case_id and timepoints", file=file,
+                        line=lines.get(()), hint="see sample_cases/ for examples")
     try:
         return Case.model_validate(data)
     except ValidationError as exc:

@@ -63,6 +63,15 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _criteria_title(rule_id: str, block: Mapping[str, Any]) -> Text:
+    baseline_bits = [f"{k.replace('_', ' ')} {format_value(v)}" for k, v in block.items()
+                     if k.startswith("baseline_") and not isinstance(v, dict | list)]
+    title = Text(str(block.get("name", rule_id)), style="bold")
+    if baseline_bits:
+        title.append("  (" + "; ".join(baseline_bits) + ")", style="dim")
+    return title
+
+
 def _criteria_table(rule_id: str, block: Mapping[str, Any], full: bool) -> Table:
     timepoints = block.get("timepoints", [])
     keys: list[str] = []
@@ -73,10 +82,7 @@ def _criteria_table(rule_id: str, block: Mapping[str, Any], full: bool) -> Table
             if key in QUIET and not full and all(t.get("sum_mm") is not None for t in timepoints):
                 continue
             keys.append(key)
-    baseline_bits = [f"{k.replace('_', ' ')} {format_value(v)}" for k, v in block.items()
-                     if k.startswith("baseline_") and not isinstance(v, dict | list)]
-    title = f"[bold]{block.get('name', rule_id)}[/bold]" + (f"  ({'; '.join(baseline_bits)})" if baseline_bits else "")
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAVY, show_edge=False)
+    table = Table(box=box.SIMPLE_HEAVY, show_edge=False)
     table.add_column("timepoint", style="bold")
     for key in keys:
         numeric = key not in ("target", "non_target", "overall", "new_lesions", "targets_evaluated")
@@ -132,7 +138,11 @@ def render_assessment(console: Console, data: Mapping[str, Any], explain: bool =
     console.print(Text(case_header or f"Case {data['case_id']}", style="bold underline"))
     for rule_id, block in data.get("criteria", {}).items():
         console.print()
-        console.print(_criteria_table(rule_id, block, explain))
+        console.print(_criteria_title(rule_id, block))
+        if not block.get("timepoints"):
+            console.print(Text("  no follow-up timepoints to assess", style="dim"))
+        else:
+            console.print(_criteria_table(rule_id, block, explain))
         lesions = _lesion_table(block)
         if lesions is not None:
             console.print(lesions)

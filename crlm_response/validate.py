@@ -119,10 +119,16 @@ def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
                  + " but its date is " + pd.Series(date_days - base_date).map("{:g}".format)
                  + " days after the baseline date; correct one of them")
 
-    same_day = v.assign(_d=day).duplicated(["subject_id", "_d"], keep="first").to_numpy() & ~np.isnan(day) & ~dup
+    dated = v.assign(_d=day)
+    same_day = dated.duplicated(["subject_id", "_d"], keep="first").to_numpy() & ~np.isnan(day) & ~dup
+    first_on_day = dated.drop_duplicates(["subject_id", "_d"]).set_index(["subject_id", "_d"])["timepoint"]
+    other = pd.Series([first_on_day.get((s, d)) for s, d in zip(subj, day, strict=True)], dtype=object)
     problems.add(v, same_day, "same_day_timepoints",
-                 "timepoint " + _text(v["timepoint"]) + " is on the same day as another timepoint of this subject; "
-                 "merge them into one timepoint")
+                 "timepoint " + _text(v["timepoint"]) + " is on the same day (" + pd.Series(day).map("{:g}".format)
+                 + ") as timepoint " + other.astype(str) + "; merge them into one timepoint")
+    n_follow = pd.Series(~first).groupby(subj.to_numpy()).transform("sum").to_numpy()
+    problems.add(v, first & (n_follow == 0), "no_follow_up",
+                 "only a baseline timepoint: there is no follow-up to assess yet", severity="warning")
     return v
 
 
@@ -142,7 +148,10 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     les["is_baseline"] = is_base
 
     dup = les.duplicated(["subject_id", "timepoint", "lesion_id"], keep="first").to_numpy()
-    problems.add(les, dup, "duplicate_lesion",
+    # A timepoint id given twice already made the subject unscorable; its lesions are not duplicates too.
+    visit_dup = visits.duplicated(["subject_id", "timepoint"], keep=False)
+    twice = pd.MultiIndex.from_frame(visits.loc[visit_dup, ["subject_id", "timepoint"]].astype(object))
+    problems.add(les, dup & ~lkey.isin(twice), "duplicate_lesion",
                  "lesion id " + _text(les["lesion_id"]) + " appears twice in timepoint " + _text(les["timepoint"])
                  + "; each lesion is listed once per timepoint (use fragments_mm for a split lesion)")
 

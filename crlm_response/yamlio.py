@@ -33,12 +33,16 @@ def _decode(raw: bytes, file: str) -> str:
             return raw.decode("utf-16")
         except UnicodeDecodeError as exc:
             raise YamlError(f"cannot decode UTF-16 text: {exc.reason}", file=file) from None
+    if raw[:200].count(b"\x00") > len(raw[:200]) // 4:
+        raise YamlError("the file looks like UTF-16 text without a byte-order mark", file=file,
+                        hint="save the file as UTF-8")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise YamlError(
-            f"not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
-            file=file,
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column})", file=file, line=line,
             hint="save the file as UTF-8",
         ) from None
 
@@ -58,21 +62,68 @@ def read_yaml_text(path: str | Path) -> str:
     return _decode(p.read_bytes(), file)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as text (pydantic parses and explains them) and keeps `no`/`yes` as
+    booleans only where a yes/no is expected (pydantic refuses a boolean where a number is expected)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+_FRIENDLY_PROBLEMS = (
+    ("found character '\\t' that cannot start any token", "a tab character is used for indentation; indent with spaces"),
+    ("expected <block end>, but found", "this line is indented differently from the lines above it; keys of one item "
+     "must start in the same column"),
+    ("mapping values are not allowed here", "a `key: value` is not allowed here (a missing space after ':' or a "
+     "misplaced indentation?)"),
+    ("found unacceptable character", "the file holds a control character that YAML does not allow; delete it (it "
+     "often comes from copy-paste out of a word processor)"),
+)
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[str, int | None]:
+    problem = exc.problem or exc.context or "invalid YAML"
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else None
+    for pattern, friendly in _FRIENDLY_PROBLEMS:
+        if pattern in problem:
+            return friendly, line
+    if exc.context and "flow" in exc.context and exc.context_mark is not None:
+        opened = exc.context_mark.line + 1
+        return f"the bracket opened on line {opened} is not closed ({problem} on line {line})", opened
+    return problem, line
+
+
+_CONTROL_NAMES = {0x00: "NUL", 0x08: "backspace", 0x0B: "vertical tab", 0x0C: "form feed", 0x1B: "escape"}
+
+
+def _control_character(exc: yaml.reader.ReaderError, text: str, file: str) -> YamlError:
+    line = text[: exc.position].count("\n") + 1
+    code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+    name = _CONTROL_NAMES.get(code)
+    label = f"U+{code:04X}" + (f" ({name})" if name else "")
+    return YamlError(f"invalid YAML: control character {label} is not allowed; delete it (it often comes from "
+                     "copy-paste out of a word processor)", file=file, line=line)
+
+
 def parse_yaml(text: str, file: str = "<text>") -> tuple[Any, LineMap]:
     """Parse YAML text safely; return the data and a map from key path to 1-based line number."""
-    loader = yaml.SafeLoader(text)
+    if not text.strip():
+        raise YamlError("the file is empty", file=file)
+    loader = None
     try:
+        loader = _Loader(text)
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else None
-            problem = exc.problem or exc.context or "invalid YAML"
+            problem, line = _yaml_problem(exc)
             raise YamlError(f"invalid YAML: {problem}", file=file, line=line) from None
         except yaml.YAMLError as exc:
             raise YamlError(f"invalid YAML: {exc}", file=file) from None
         if node is None:
-            return None, {}
+            raise YamlError("the file is empty", file=file)
         lines: LineMap = {}
         _walk(node, (), lines, file, [0])
         try:
@@ -88,8 +139,11 @@ def parse_yaml(text: str, file: str = "<text>") -> tuple[Any, LineMap]:
         except (ValueError, OverflowError) as exc:
             raise YamlError(f"invalid YAML value: {exc}", file=file) from None
         return data, lines
+    except yaml.reader.ReaderError as exc:
+        raise _control_character(exc, text, file) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _walk(node: yaml.Node, path: tuple[Any, ...], lines: LineMap, file: str, budget: list[int]) -> None:
@@ -104,9 +158,15 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], lines: LineMap, file: str, bud
         raise YamlError(f"nesting deeper than {MAX_YAML_DEPTH} levels", file=file, line=node.start_mark.line + 1)
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
-            lines.setdefault(path + (key,), key_node.start_mark.line + 1)
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                raise YamlError(f"key given twice (also on line {seen[key]}); keep one value", file=file, line=line,
+                                key=format_loc(path + (key,)))
+            seen[key] = line
+            lines.setdefault(path + (key,), line)
             _walk(value_node, path + (key,), lines, file, budget)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
