@@ -22,7 +22,7 @@ from .errors import CaseError, SettingsError, StrictModeError
 from .models import Case
 from .readers import load_case_with_lines
 from .rules import LoadedRuleSet, builtin_ids, load_rules
-from .tables import Prepared, tables_from_cases
+from .tables import Prepared, tables_from_cases, with_object_strings
 from .validate import validate_and_prepare
 
 RESPONSE_WORDS = frozenset({"CR", "PR", "SD", "PD", "NE", "NON-CR/NON-PD"})
@@ -194,6 +194,7 @@ def score_prepared(prepared: Prepared, rule_ids: Sequence[str | Path],
     return results
 
 
+@with_object_strings
 def assess(
     case: Case | str | Path,
     criteria: Sequence[str] | str | None = None,

@@ -125,8 +125,8 @@ def best_overall_response(
     order = np.lexsort((days, pd.factorize(subj, sort=True)[0])) if n else np.zeros(0, dtype=np.int64)
     s_subj, s_day, s_resp = subj[order], days[order], resp_in[order].copy()
 
-    missing = np.array([r is None or (isinstance(r, float) and np.isnan(r)) or
-                        (isinstance(r, str) and r.strip().upper() in MISSING_WORDS) for r in s_resp], dtype=bool)
+    words = pd.Series(s_resp, dtype=object)
+    missing = (words.isna() | words.astype(str).str.strip().str.upper().isin(MISSING_WORDS)).to_numpy(dtype=bool)
     if method == "recist" and settings.missing_as_ne:
         s_resp[missing] = "NE"
         keep = np.ones(n, dtype=bool)
@@ -156,12 +156,12 @@ def best_overall_response(
         contribution[(k_resp == "NON-CR/NON-PD") & (k_day >= ncnp_min)] = "NON-CR/NON-PD"
         contribution[k_resp == "PD"] = "PD"
     else:
-        valid = np.isin(k_resp.astype(str), [str(r) for r in ranking])
+        valid = pd.Series(k_resp, dtype=object).isin(list(ranking)).to_numpy(dtype=bool)
         contribution[valid] = k_resp[valid]
 
-    rank_of = {str(c): r for r, c in enumerate(ranking)}
+    rank_of = {c: r for r, c in enumerate(ranking)}
     worst = len(ranking)
-    rank = np.array([rank_of.get(str(c), worst) if c is not None else worst for c in contribution], dtype=np.int64)
+    rank = pd.Series(contribution, dtype=object).map(rank_of).fillna(worst).to_numpy(dtype=np.int64)
     kept_rows = order[keep]
     frame = pd.DataFrame({"subject": k_subj, "rank": rank, "day": k_day, "row": kept_rows})
     all_subjects = pd.Index(pd.unique(s_subj))
@@ -170,10 +170,11 @@ def best_overall_response(
         best = best.set_index("subject").reindex(all_subjects)
     else:
         best = pd.DataFrame(index=all_subjects, columns=["rank", "day", "row"], dtype=float)
-    none_rank = best["rank"].isna() | (best["rank"] >= worst)
+    none_rank = (best["rank"].isna() | (best["rank"] >= worst)).to_numpy(dtype=bool)
     fallback = "NE" if method == "recist" else None
-    bor = np.where(none_rank, fallback, [ranking[int(r)] if r == r and r < worst else fallback
-                                         for r in best["rank"].to_numpy(dtype=float)])
+    words_by_rank = np.asarray(list(ranking) + [fallback], dtype=object)
+    ranks = np.where(none_rank, worst, best["rank"].fillna(worst).to_numpy(dtype=float)).astype(np.int64)
+    bor = words_by_rank[ranks]
     result = pd.DataFrame({
         "subject": all_subjects.to_numpy(dtype=object),
         "best_overall_response": bor,

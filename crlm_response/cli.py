@@ -20,7 +20,7 @@ from . import __version__
 from .assessment import assess, get_rules
 from .errors import EXIT_INPUT_ERROR, CrlmError, SettingsError
 from .render import render_assessment, render_rule_set, render_rules_list, to_json
-from .rules import builtin_ids, describe, main_citation
+from .rules import builtin_ids, check_parameter_value, describe, main_citation
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -74,6 +74,10 @@ def parse_set_options(values: Sequence[str], extra_ids: Sequence[str] = ()) -> d
         if name not in rules.schema.parameters:
             raise click.BadParameter(f"{item!r}: `{rule_id}` has no parameter `{name}`; parameters: "
                                      + ", ".join(sorted(rules.schema.parameters)), param_hint="--set")
+        try:
+            value = check_parameter_value(rules, name, value, f"{rule_id}.{name}")
+        except SettingsError as exc:
+            raise click.BadParameter(f"{item!r}: {exc.message}", param_hint="--set") from None
         out.setdefault(rule_id, {})[name] = value
     return out
 
@@ -106,6 +110,10 @@ def cli() -> None:
 
     Assess one patient's lesion tables with RECIST 1.1, Choi, Chun morphologic criteria and more, score
     whole trials, and compare criteria sets. Exit codes: 0 success, 1 input error, 2 usage error.
+
+    Example:
+
+        crlm-response assess sample_cases/folfox_bev_partial_response.yaml --explain
     """
 
 
@@ -128,12 +136,7 @@ def assess_cmd(case_file: Path, criteria: str | None, fmt: str, explain: bool, s
     """
     requested = _criteria_option(criteria)
     settings = parse_set_options(set_values, requested or ())
-    try:
-        result = assess(case_file, criteria=requested, settings=settings, explain=True, strict=strict)
-    except SettingsError as exc:
-        if exc.location.key and exc.location.key.split(".")[0] in settings and set_values:
-            raise click.BadParameter(exc.message, param_hint="--set") from None
-        raise
+    result = assess(case_file, criteria=requested, settings=settings, explain=True, strict=strict)
     data = result.to_dict()
     if fmt == "json":
         text = to_json(data)
@@ -156,7 +159,12 @@ def assess_cmd(case_file: Path, criteria: str | None, fmt: str, explain: bool, s
 
 @cli.group("rules", cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
 def rules_group() -> None:
-    """List, show and validate rule sets (criteria as YAML data)."""
+    """List, show and validate rule sets (criteria as YAML data).
+
+    Example:
+
+        crlm-response rules show recist1.1
+    """
 
 
 @rules_group.command("list")
@@ -250,6 +258,146 @@ def rules_metrics(level: str | None) -> None:
     console = _console()
     console.print(table)
     console.print("Functions: " + "; ".join(FUNCTIONS.values()))
+
+
+def _default_path(output: Path, suffix: str) -> Path:
+    """`responses.csv` -> `responses.best.csv` (same folder, same format)."""
+    return output.with_name(f"{output.stem}.{suffix}{output.suffix or '.csv'}")
+
+
+class _Steps:
+    """A progress line on stderr when it is a terminal; silent otherwise (pipes, CI, tests)."""
+
+    def __init__(self) -> None:
+        self.console = _console(stderr=True)
+        self.live = sys.stderr.isatty()
+        self.status: Any = None
+
+    def __enter__(self) -> _Steps:
+        if self.live:
+            self.status = self.console.status("reading")
+            self.status.__enter__()
+        return self
+
+    def __call__(self, message: str) -> None:
+        if self.status is not None:
+            self.status.update(message)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.status is not None:
+            self.status.__exit__(*exc)
+
+
+@cli.command("batch", context_settings=CONTEXT_SETTINGS)
+@click.argument("lesions", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--organs", type=click.Path(dir_okay=False, path_type=Path),
+              help="Organ and PET measurements in a second table keyed by subject_id and timepoint.")
+@click.option("--map", "column_map", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML column map for exports whose column names differ (see README).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Per-visit responses (.csv or .parquet); side files go next to it.")
+@click.option("--best", "best_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Best overall response per subject (default: OUTPUT stem + .best).")
+@click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Rejected rows with line, subject and reason (default: OUTPUT stem + .errors).")
+@click.option("--summary", is_flag=True, help="Print subjects, best-response counts, ORR and DCR with exact 95 % CIs.")
+@click.option("--summary-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the summary (.json or .csv).")
+@criteria_opt
+@set_opt
+@click.option("--explain", is_flag=True, help="Add an explanation column (slower on large inputs).")
+@click.option("--strict", is_flag=True, help="Exit 1 if any row was rejected or any warning raised.")
+@click.option("--encoding", default="auto", show_default=True, help="Text encoding of CSV inputs (auto: UTF-8, BOM-aware).")
+@click.option("--no-safe-csv", is_flag=True, help="Do not neutralise cells that a spreadsheet would run as formulas.")
+def batch_cmd(lesions: Path | None, organs: Path | None, column_map: Path | None, output: Path | None,
+              best_path: Path | None, errors_path: Path | None, summary: bool, summary_file: Path | None,
+              criteria: str | None, set_values: tuple[str, ...], explain: bool, strict: bool, encoding: str,
+              no_safe_csv: bool) -> None:
+    """Score a trial table: one row per lesion per timepoint (CSV or Parquet).
+
+    Writes per-visit responses (-o), best response per subject, rejected rows with their reason, and
+    warnings; prints `rows read = rows scored + rows rejected` for every input file.
+
+    Example:
+
+        crlm-response batch sample_cases/trial_lesions.csv -o responses.csv --summary
+    """
+    from .batch import score_read
+    from .trial import load_column_map, read_long
+    from .writers import refuse_overwriting_inputs
+
+    if lesions is None:
+        raise click.UsageError("give a lesion table (CSV or Parquet)")
+    if output is None and not summary and summary_file is None:
+        raise click.UsageError("give -o/--output for the results, or --summary to print only the summary")
+    requested = _criteria_option(criteria)
+    settings = parse_set_options(set_values, requested or ())
+    outputs = _batch_outputs(output, best_path, errors_path)
+    refuse_overwriting_inputs([*outputs.values(), summary_file], [lesions, organs, column_map])
+    with _Steps() as step:
+        step("reading " + lesions.name)
+        read = read_long(lesions, load_column_map(column_map), organs, encoding)
+        result = score_read(read, requested or None, settings, explain=explain, progress=step)
+        step("writing")
+        _write_batch(result, outputs, not no_safe_csv)
+    _report_batch(result, outputs, summary, summary_file, strict)
+
+
+def _batch_outputs(output: Path | None, best: Path | None, errors: Path | None) -> dict[str, Path | None]:
+    if output is None:
+        return {"visits": None, "best": best, "errors": errors, "warnings": None, "flags": None, "lesions": None}
+    return {
+        "visits": output,
+        "best": best or _default_path(output, "best"),
+        "errors": errors or _default_path(output, "errors"),
+        "warnings": _default_path(output, "warnings"),
+        "flags": _default_path(output, "flags"),
+        "lesions": _default_path(output, "lesions"),
+    }
+
+
+def _write_batch(result: Any, outputs: dict[str, Path | None], safe_csv: bool) -> None:
+    from .trial import ERROR_COLUMNS
+    from .writers import write_table
+
+    tables = {"visits": result.visits, "best": result.best, "errors": result.rejected, "warnings": result.warnings,
+              "flags": result.flags, "lesions": result.lesions}
+    always = {"visits", "best", "errors"}
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        frame = tables[name]
+        if frame.empty and name not in always:
+            continue
+        if frame.empty and name == "errors":
+            frame = frame.reindex(columns=ERROR_COLUMNS)
+        write_table(frame, path, safe_csv=safe_csv)
+
+
+def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, summary_file: Path | None,
+                  strict: bool) -> None:
+    from .render import render_summary
+    from .summary import summary_table
+    from .writers import write_table, write_text
+
+    err = _console(stderr=True)
+    for line in result.accounting_lines():
+        err.print(line)
+    written = [str(p) for name, p in outputs.items() if p is not None and Path(p).exists()]
+    if written:
+        err.print("wrote " + ", ".join(written), style="dim")
+    if len(result.warnings):
+        err.print(f"{len(result.warnings):,} warning(s)" + (f" (see {outputs['warnings']})" if outputs.get("warnings") else ""))
+    if summary:
+        render_summary(_console(), result.summary)
+    if summary_file is not None:
+        if summary_file.suffix.lower() == ".json":
+            write_text(summary_file, to_json({"summary": result.summary, "counts": result.counts}))
+        else:
+            write_table(summary_table(result.summary), summary_file)
+    rejected = sum(c["rejected"] for c in result.counts.values())
+    if strict and (rejected or len(result.warnings)):
+        raise click.ClickException(f"--strict: {rejected:,} row(s) rejected and {len(result.warnings):,} warning(s)")
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
+import pandas as pd
 
 from .errors import ConditionError
 
@@ -73,7 +74,7 @@ def _tolerance(a: Any, b: Any) -> Any:
 
 def _as_float(x: Any) -> Any:
     if isinstance(x, np.ndarray) and x.dtype == object:
-        return np.array([np.nan if v is None else v for v in x], dtype=float)
+        return pd.to_numeric(pd.Series(x, dtype=object), errors="coerce").to_numpy(dtype=float)
     return np.asarray(x, dtype=float) if isinstance(x, np.ndarray) else (np.nan if x is None else x)
 
 
@@ -110,7 +111,7 @@ def _truth(x: Any) -> Any:
         if x.dtype == bool:
             return x
         if x.dtype == object:
-            return np.array([v is True or v == 1 for v in x], dtype=bool)
+            return np.asarray(x == True, dtype=bool)  # noqa: E712 - elementwise: True, 1 and 1.0 count
         return x == 1
     return bool(x is True or (x is not None and not (isinstance(x, float) and math.isnan(x)) and x == 1))
 
@@ -118,7 +119,7 @@ def _truth(x: Any) -> Any:
 def _is_known(x: Any) -> Any:
     if isinstance(x, np.ndarray):
         if x.dtype == object:
-            return np.array([v is not None and not (isinstance(v, float) and math.isnan(v)) for v in x], dtype=bool)
+            return ~pd.isna(x)
         if x.dtype.kind == "f":
             return ~np.isnan(x)
         return np.ones(x.shape, dtype=bool)
@@ -424,6 +425,22 @@ def format_value(value: Any, spec: str = "") -> str:
     return str(value)
 
 
+def format_values(values: Any, n: int, spec: str = "") -> pd.Series:
+    """`format_value` for a whole column at once (same text, vectorised)."""
+    if n == 0:
+        return pd.Series([], dtype=object)
+    if not isinstance(values, np.ndarray):
+        return pd.Series([format_value(values, spec)] * n, dtype=object)
+    if values.dtype == bool:
+        return pd.Series(np.where(values, "yes", "no"), dtype=object)
+    if values.dtype.kind in "fiu" and not spec:
+        numbers = values.astype(float)
+        text = pd.Series(np.round(numbers, 2), dtype=float).map("{:.2f}".format).astype(object)
+        text = text.str.rstrip("0").str.rstrip(".").replace("-0", "0")
+        return text.where(~np.isnan(numbers), "n/a").astype(object)
+    return pd.Series([format_value(v, spec) for v in values], dtype=object)
+
+
 @dataclass(frozen=True)
 class Template:
     """An explanation text with `{name}` fields from the vocabulary (no attribute or index access)."""
@@ -438,6 +455,16 @@ class Template:
             if name is not None:
                 out.append(format_value(values.get(name), spec or ""))
         return "".join(out)
+
+    def render_many(self, columns: Mapping[str, Any], n: int) -> np.ndarray:
+        """Render for n rows at once; `columns` maps each field to an array of n values (or a scalar)."""
+        out = pd.Series([""] * n, dtype=object)
+        for literal, name, spec, _conv in string.Formatter().parse(self.source):
+            if literal:
+                out = out + literal
+            if name is not None:
+                out = out + format_values(columns.get(name), n, spec or "")
+        return out.to_numpy(dtype=object)
 
 
 def compile_template(source: str, vocabulary: Vocabulary, where: str) -> Template:

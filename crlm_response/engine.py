@@ -11,13 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import json
+
 import numpy as np
 import pandas as pd
 
 from .bor import BorSettings, best_overall_response, persist_category
 from .conditions import format_value
 from .errors import RuleSetError
-from .metrics import Context, Level
+from .metrics import METRICS, Context, Level
 from .rules import CompiledOutput, LoadedRuleSet, check_parameter_value, report_items
 from .tables import Prepared
 
@@ -78,9 +80,12 @@ def _scope(ctx: Context, out: CompiledOutput, env: _LevelEnv) -> np.ndarray:
 
 
 def _decide(out: CompiledOutput, env: _LevelEnv, scope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ordered decision list: the first rule that holds decides. Returns (values, index of the rule)."""
+    """Ordered decision list: the first rule that holds decides. Returns (values, index of the rule).
+
+    Yes/no outputs are float arrays (1.0 / 0.0 / NaN outside the scope), like yes/no inputs."""
     n = env.n
-    values = np.full(n, None, dtype=object)
+    boolean = all(isinstance(rule.result, bool) for rule in out.rules)
+    values = np.full(n, np.nan) if boolean else np.full(n, None, dtype=object)
     fired = np.full(n, -1, dtype=np.int64)
     open_rows = scope.copy()
     for k, rule in enumerate(out.rules):
@@ -99,27 +104,28 @@ def _aggregate(ctx: Context, out: CompiledOutput, params: Mapping[str, Any], sco
     method = params.get(agg.method, agg.method) if agg.method in params else agg.method
     source = ctx.value(agg.source)
     n_visits = ctx.n["timepoint"]
-    eligible = np.array([v is not None for v in source], dtype=bool)
-    if agg.ignore:
-        eligible &= ~np.isin(source.astype(str), [str(v) for v in agg.ignore])
+    eligible = ~pd.isna(source)
+    for value in agg.ignore:
+        eligible &= ~np.asarray(source == value, dtype=bool)
     result = np.full(n_visits, None, dtype=object)
     if method == "any":
-        wanted = [str(v) for v in agg.values]
-        hit = eligible & np.isin(source.astype(str), wanted)
-        result[scope] = False
-        result[(ctx.per_visit_count(hit) > 0) & scope] = True
-        return result
+        hit = np.zeros(len(source), dtype=bool)
+        for value in agg.values:
+            hit |= np.asarray(source == value, dtype=bool)
+        flags = np.full(n_visits, np.nan)
+        flags[scope] = 0.0
+        flags[(ctx.per_visit_count(hit & eligible) > 0) & scope] = 1.0
+        return flags
     visit = ctx.lesion_visit
     if method == "worst_lesion":
-        order = [str(v) for v in agg.order]
         rank = np.full(len(source), np.inf)
-        for r, value in enumerate(order):
-            rank[eligible & (source.astype(str) == value)] = r
+        for r, value in enumerate(agg.order):
+            rank[eligible & np.asarray(source == value, dtype=bool)] = r
         for value in agg.unknown:
-            rank[eligible & (source.astype(str) == str(value))] = 0.5
+            rank[eligible & np.asarray(source == value, dtype=bool)] = 0.5
         best = ctx.per_visit_reduce(rank, eligible & np.isfinite(rank), "min")
-        for r, value in enumerate(order):
-            result[(best == r) & scope] = agg.order[r]
+        for r, value in enumerate(agg.order):
+            result[(best == r) & scope] = value
         if agg.unknown:
             result[(best == 0.5) & scope] = agg.unknown[0]
     elif method == "largest_lesion":
@@ -135,21 +141,19 @@ def _aggregate(ctx: Context, out: CompiledOutput, params: Mapping[str, Any], sco
     else:
         raise RuleSetError(f"unknown aggregate method {method!r} in {out.spec.name}")
     if agg.empty is not None:
-        result[scope & np.array([v is None for v in result], dtype=bool)] = agg.empty
+        result[scope & pd.isna(result)] = agg.empty
     return result
 
 
 def _render_rows(template: Any, ctx: Context, level: Level, rows: np.ndarray) -> list[str]:
+    """Explanation or warning text for the given rows, rendered column-wise."""
     if template is None:
         return [""] * len(rows)
-    columns = {name: ctx.get(name, level) for name, _ in template.fields}
-    out = []
-    for row in rows:
-        values = {}
-        for name, column in columns.items():
-            values[name] = column[row] if isinstance(column, np.ndarray) else column
-        out.append(template.render(values))
-    return out
+    columns = {}
+    for name, _ in template.fields:
+        column = ctx.get(name, level)
+        columns[name] = column[rows] if isinstance(column, np.ndarray) else column
+    return list(template.render_many(columns, len(rows)))
 
 
 def _warning_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -251,13 +255,13 @@ def _persist(ctx: Context, values: np.ndarray, keep: Any, replaces: list[Any], p
 
 def _flags(ctx: Context, rule_set: LoadedRuleSet, envs: dict[str, _LevelEnv], visits: pd.DataFrame,
            lesions: pd.DataFrame, explain: bool) -> pd.DataFrame:
-    rows: list[dict[str, Any]] = []
-    citations = rule_set.schema.citations
+    """One row per raised flag, built column-wise; explanation text only where asked for (assess always asks)."""
+    parts: list[pd.DataFrame] = []
     for flag in rule_set.flags:
         level: Level = flag.spec.level
         env = envs[level]
-        follow = ctx.get("is_follow_up", level)
-        mask = flag.condition.evaluate(env) & np.asarray(follow, dtype=bool)
+        follow = np.asarray(ctx.get("is_follow_up", level), dtype=bool)
+        mask = flag.condition.evaluate(env) & follow
         ctx.store(flag.spec.flag, level, mask)
         hits = np.flatnonzero(mask)
         if not len(hits):
@@ -268,28 +272,56 @@ def _flags(ctx: Context, rule_set: LoadedRuleSet, envs: dict[str, _LevelEnv], vi
             hit = open_rows if rule.condition is None else open_rows & rule.condition.evaluate(env)
             grade[hit] = rule.result
             open_rows &= ~hit
-        notes = [(c.evaluate(env), text) for c, text in flag.context]
-        evidence_columns = {name: ctx.get(name, level) for name in flag.spec.evidence}
-        explanations = _render_rows(flag.template, ctx, level, hits)
+        evidence = _evidence(ctx, flag.spec.evidence, level, hits, as_json=not explain)
         table = lesions if level == "lesion" else visits
-        for row, because in zip(hits, explanations, strict=True):
-            evidence = {name: _plain(col[row] if isinstance(col, np.ndarray) else col)
-                        for name, col in evidence_columns.items()}
-            extra = [text for hold, text in notes if hold[row]]
-            rows.append({
-                "subject_id": table["subject_id"].iat[row],
-                "flag": flag.spec.flag,
-                "timepoint": table["timepoint"].iat[row],
-                "day": int(ctx.get("day", level)[row]),
-                "lesion_id": table["lesion_id"].iat[row] if level == "lesion" else None,
-                "grade": _plain(grade[row]),
-                "evidence": evidence,
-                "explanation": " ".join([because] + extra).strip(),
-                "citation": _expand_citation(flag.spec.citation, citations),
-                "evidence_level": flag.spec.evidence_level,
-            })
-    frame = pd.DataFrame(rows, columns=FLAG_COLUMNS)
-    return frame
+        frame = pd.DataFrame({
+            "subject_id": table["subject_id"].to_numpy(dtype=object)[hits],
+            "flag": flag.spec.flag,
+            "timepoint": table["timepoint"].to_numpy(dtype=object)[hits],
+            "day": np.asarray(ctx.get("day", level), dtype=float)[hits].astype(np.int64),
+            "lesion_id": table["lesion_id"].to_numpy(dtype=object)[hits] if level == "lesion" else None,
+            "grade": grade[hits],
+            "evidence": evidence,
+            "citation": flag.spec.citation,
+            "evidence_level": flag.spec.evidence_level,
+        })
+        if explain:
+            because = _render_rows(flag.template, ctx, level, hits)
+            notes = [(c.evaluate(env)[hits], text) for c, text in flag.context]
+            frame["explanation"] = [" ".join([b] + [t for hold, t in notes if hold[i]]).strip()
+                                    for i, b in enumerate(because)]
+        else:
+            frame["explanation"] = None
+        parts.append(frame[FLAG_COLUMNS])
+    if not parts:
+        return pd.DataFrame(columns=FLAG_COLUMNS)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _evidence(ctx: Context, names: list[str], level: Level, rows: np.ndarray, as_json: bool) -> list[Any]:
+    """Evidence values per raised flag: dicts (for `assess`), or JSON text built column-wise (for batch)."""
+    columns: dict[str, Any] = {}
+    for name in names:
+        column = np.asarray(ctx.get(name, level))[rows]
+        metric = METRICS.get(name)
+        if metric is not None and metric.type == "bool":
+            column = np.where(pd.isna(column), None, column == 1)
+        elif column.dtype.kind == "f":
+            column = np.round(column, 2)
+        columns[name] = column
+    if not as_json:
+        return [{name: _plain(col[i]) for name, col in columns.items()} for i in range(len(rows))]
+    text = pd.Series(["{"] * len(rows), dtype=object)
+    for k, (name, column) in enumerate(columns.items()):
+        if column.dtype.kind == "f":
+            values = pd.Series(column).map("{:g}".format).where(~np.isnan(column), "null")
+        elif column.dtype == object:
+            values = pd.Series(column, dtype=object).map(
+                lambda v: "null" if v is None else ("true" if v is True else "false" if v is False else json.dumps(v)))
+        else:
+            values = pd.Series(column).astype(str)
+        text = text + ("" if k == 0 else ", ") + f'"{name}": ' + values
+    return list(text + "}")
 
 
 def _expand_citation(text: str, citations: Mapping[str, str]) -> str:
@@ -327,7 +359,10 @@ def _timepoint_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame
         columns[key] = np.asarray(ctx.get(name, "timepoint"))[follow]
     for out in rule_set.outputs:
         if out.spec.level == "timepoint" and out.spec.report:
-            columns[out.spec.name] = ctx.value(out.spec.name)[follow]
+            values = ctx.value(out.spec.name)[follow]
+            if values.dtype != object:  # yes/no outputs: true / false / missing
+                values = np.where(np.isnan(values), None, values == 1)
+            columns[out.spec.name] = values
     table = pd.DataFrame(columns)
     if explain:
         table["explanation"] = _explanations(ctx, rule_set, fired, follow)
@@ -389,7 +424,7 @@ def _lesion_table(ctx: Context, rule_set: LoadedRuleSet, lesions: pd.DataFrame) 
         return pd.DataFrame(columns=["subject_id", "timepoint", "lesion_id"])
     has = np.zeros(ctx.n["lesion"], dtype=bool)
     for name in reported:
-        has |= np.array([v is not None for v in ctx.value(name)], dtype=bool)
+        has |= ~pd.isna(ctx.value(name))
     rows = np.flatnonzero(has)
     columns: dict[str, Any] = {
         "subject_id": lesions["subject_id"].to_numpy(dtype=object)[rows],

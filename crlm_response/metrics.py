@@ -409,26 +409,30 @@ def present_at_baseline(ctx: Context) -> np.ndarray:
     return _eq(status, "present") | _eq(status, "too_small")
 
 
-@metric("lesion", "bool")
+@metric("lesion", "bool", params=("node_normal_short_axis_mm",))
 def new_lesion_unequivocal(ctx: Context) -> np.ndarray:
     """A new lesion that counts for progression (RECIST 1.1 §4.3.2 and its FDG-PET rule, E2009 §4.3.2).
 
-    Equivocal new lesions do not count yet. A lesion detected on FDG-PET counts when the site was negative on
-    a baseline PET, or, without baseline PET, when CT confirms it; an FDG-avid focus at a site that was
-    already positive at baseline is not a new lesion.
+    Equivocal new lesions do not count yet. A new lymph node below the normal short axis (10 mm) is normal,
+    not a new lesion (RECIST FAQ "new lymph node lesions"). A lesion detected on FDG-PET counts when the site
+    was negative on a baseline PET, or, without baseline PET, when CT confirms it; an FDG-avid focus at a site
+    that was already positive at baseline is not a new lesion.
     """
-    new = ctx.value("is_new") & ~ctx.value("is_disappeared") & ~_yes(ctx.value("equivocal"))
-    by_pet = np.array([isinstance(d, str) and "PET" in d.upper() for d in ctx.value("detected_by")], dtype=bool)
+    small_node = ctx.value("is_node") & (ctx.value("short_axis_mm") < float(ctx.param("node_normal_short_axis_mm")))
+    new = ctx.value("is_new") & ~ctx.value("is_disappeared") & ~_yes(ctx.value("equivocal")) & ~small_node
+    detected = pd.Series(ctx.value("detected_by"), dtype=object)
+    by_pet = detected.str.upper().str.contains("PET", regex=False).fillna(False).to_numpy(dtype=bool)
     pet_site = ctx.value("baseline_fdg_pet_at_site")
     confirmed = _yes(ctx.value("confirmed_on_ct"))
     pet_counts = _eq(pet_site, "negative") | (~_eq(pet_site, "positive") & confirmed)
     return new & (~by_pet | pet_counts)
 
 
-@metric("lesion", "bool")
+@metric("lesion", "bool", params=("node_normal_short_axis_mm",))
 def new_lesion_equivocal(ctx: Context) -> np.ndarray:
     """A new lesion reported as equivocal, or found on FDG-PET and not (yet) confirmed on CT."""
-    new = ctx.value("is_new") & ~ctx.value("is_disappeared")
+    small_node = ctx.value("is_node") & (ctx.value("short_axis_mm") < float(ctx.param("node_normal_short_axis_mm")))
+    new = ctx.value("is_new") & ~ctx.value("is_disappeared") & ~small_node
     return new & ~ctx.value("new_lesion_unequivocal") & ~_eq(ctx.value("baseline_fdg_pet_at_site"), "positive")
 
 
@@ -460,8 +464,7 @@ def modality_changed(ctx: Context) -> np.ndarray:
     """The imaging modality differs from baseline's (RECIST 1.1 §3.2: same technique throughout)."""
     modality = ctx.value("modality")
     base = ctx.value("baseline:modality")
-    known = np.array([m is not None for m in modality]) & np.array([b is not None for b in base])
-    return known & (modality != base)
+    return ~pd.isna(modality) & ~pd.isna(base) & (modality != base)
 
 
 @metric("timepoint", "text")
@@ -500,9 +503,9 @@ def n_targets_evaluated(ctx: Context) -> np.ndarray:
 @metric("timepoint", "text")
 def targets_evaluated(ctx: Context) -> np.ndarray:
     """Targets evaluated out of targets chosen, as text, e.g. `2/3`."""
-    done = ctx.value("n_targets_evaluated").astype(int)
-    total = ctx.value("n_targets").astype(int)
-    return np.array([f"{d}/{t}" for d, t in zip(done, total, strict=True)], dtype=object)
+    done = pd.Series(ctx.value("n_targets_evaluated").astype(int), dtype=object).astype(str)
+    total = pd.Series(ctx.value("n_targets").astype(int), dtype=object).astype(str)
+    return (done + "/" + total).to_numpy(dtype=object)
 
 
 def _sum_family(quantity: str, label: str, unit: str, **names: str) -> None:
@@ -659,13 +662,13 @@ def markers_above_normal(ctx: Context) -> np.ndarray:
     return _yes(ctx.value("tumor_markers_above_normal"))
 
 
-@metric("timepoint", "bool")
+@metric("timepoint", "bool", params=("node_normal_short_axis_mm",))
 def any_new_lesion(ctx: Context) -> np.ndarray:
     """At least one unequivocal new lesion at this timepoint (see `new_lesion_unequivocal`)."""
     return ctx.per_visit_count(ctx.value("new_lesion_unequivocal")) > 0
 
 
-@metric("timepoint", "bool")
+@metric("timepoint", "bool", params=("node_normal_short_axis_mm",))
 def any_equivocal_new_lesion(ctx: Context) -> np.ndarray:
     """At least one equivocal (or unconfirmed FDG-PET) new lesion at this timepoint."""
     return ctx.per_visit_count(ctx.value("new_lesion_equivocal")) > 0

@@ -236,3 +236,21 @@ def render_rule_set(console: Console, info: Mapping[str, Any]) -> None:
 
 def render_group(*items: Any) -> Group:
     return Group(*items)
+
+
+def render_summary(console: Console, summary: list[Mapping[str, Any]]) -> None:
+    """Per criteria set: subjects, best-response counts, ORR and DCR with exact 95 % CIs."""
+    for entry in summary:
+        table = Table(title=f"{entry['criteria']}: {entry['subjects']:,} subjects", title_justify="left",
+                      box=box.SIMPLE, show_edge=False, title_style="bold")
+        table.add_column("measure")
+        table.add_column("n", justify="right")
+        table.add_column("%", justify="right")
+        table.add_column("95 % CI (exact)", justify="right")
+        for word, count in entry["best_response"].items():
+            table.add_row(Text("BOR ") + styled(word), f"{count:,}", format_value(100.0 * count / entry["subjects"]), "")
+        for key, label in (("objective_response_rate", "ORR (CR+PR)"), ("disease_control_rate", "DCR (CR+PR+SD+NON-CR/NON-PD)")):
+            m = entry[key]
+            table.add_row(Text(label, style="bold"), f"{m['n']:,}", format_value(m["rate_pct"]),
+                          f"{format_value(m['ci_low_pct'])}-{format_value(m['ci_high_pct'])}")
+        console.print(table)

@@ -729,7 +729,8 @@ def describe(rules: LoadedRuleSet) -> dict[str, Any]:
         "file": str(rules.path),
         "chain": rules.chain,
         "inputs": schema.inputs,
-        "parameters": {name: p.model_dump(exclude_none=True) for name, p in schema.parameters.items()},
+        "parameters": {name: {"value": p.value, **p.model_dump(exclude_none=True, exclude={"value"})}
+                       for name, p in schema.parameters.items()},
         "checks": [{"code": c.spec.code, "when": c.condition.source} for c in rules.checks],
         "outputs": outputs,
         "flags": [{"flag": f.spec.flag, "when": f.condition.source, "citation": f.spec.citation,

@@ -11,11 +11,15 @@ integer keys the engine works with. A single case is simply a batch of one subje
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import types
 import typing
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import annotated_types
 import numpy as np
@@ -30,6 +34,8 @@ from .models import Case, Lesion, Organs, Pet, Timepoint, Treatment
 # --------------------------------------------------------------------------------------------------
 
 Kind = Literal["number", "integer", "bool", "text", "date", "list"]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -148,12 +154,16 @@ def coerce_known_types(frame: pd.DataFrame, specs: dict[str, FieldSpec]) -> pd.D
         spec = specs.get(column)
         values = frame[column]
         if spec is not None and spec.kind in ("number", "integer", "bool"):
-            out[column] = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+            if values.dtype == np.float64:
+                out[column] = values.to_numpy()
+            else:
+                out[column] = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
         elif spec is not None and spec.kind == "date":
             out[column] = values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
         else:
-            arr = values.astype(object).to_numpy(dtype=object)
-            out[column] = np.where(pd.isna(arr), None, arr)
+            arr = values.to_numpy(dtype=object)
+            missing = pd.isna(arr)
+            out[column] = np.where(missing, None, arr) if missing.any() else arr
     return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
 
 
@@ -236,3 +246,63 @@ class Prepared:
 
 def subject_keys(subject_ids: pd.Series, order: pd.Index) -> np.ndarray:
     return np.asarray(order.get_indexer(subject_ids.to_numpy(dtype=object)), dtype=np.int64)
+
+
+def long_frame(tables: Tables) -> pd.DataFrame:
+    """The long trial format (one row per lesion per timepoint; a timepoint without lesions gets one row with an
+    empty lesion_id) from tables, e.g. to turn case files into a trial CSV."""
+    visits = tables.visits.drop(columns=[c for c in TRACE_COLUMNS if c in tables.visits.columns])
+    lesions = tables.lesions.drop(columns=[c for c in TRACE_COLUMNS if c in tables.lesions.columns])
+    lesions = lesions.rename(columns={"fragments_sum_mm": "fragments_mm"})
+    subjects = tables.subjects[["subject_id", "regimen", "agents", "setting", "procedure_day"]]
+    merged = visits.merge(lesions, on=["subject_id", "timepoint"], how="left")
+    merged = subjects.merge(merged, on="subject_id", how="right")
+    keep = [c for c in merged.columns if merged[c].notna().any() or c in ("subject_id", "timepoint", "lesion_id")]
+    first = ["subject_id", "timepoint", "day", "date", "lesion_id"]
+    order = [c for c in first if c in keep] + [c for c in keep if c not in first]
+    out = merged[order].copy()
+    for column in out.columns:
+        spec = spec_of(column)
+        if spec is not None and spec.kind == "bool":
+            out[column] = out[column].map({1.0: "true", 0.0: "false"})
+        elif spec is not None and spec.kind == "integer":
+            out[column] = out[column].astype("Int64")
+    if "day" in out:
+        out["day"] = out["day"].astype("Int64")
+    return out
+
+
+@contextlib.contextmanager
+def object_strings() -> Iterator[None]:
+    """Keep text columns as plain Python objects inside the engine (pandas 2 behaviour).
+
+    pandas 3 stores inferred text as Arrow strings; the engine converts text columns to numpy object arrays
+    many times, which costs an order of magnitude more with Arrow strings on large cohorts. Results are the
+    same either way: this only changes speed, and it is skipped on pandas versions without the option.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            context: Any = pd.option_context("future.infer_string", False)
+        except (KeyError, pd.errors.OptionError):
+            context = contextlib.nullcontext()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        context.__enter__()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            context.__exit__(None, None, None)
+
+
+def with_object_strings(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorator form of `object_strings` for the library's entry points."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with object_strings():
+            return func(*args, **kwargs)
+
+    return wrapper

@@ -26,7 +26,7 @@ from .tables import (
     TIMEPOINT_SPECS,
     FieldSpec,
     Tables,
-    coerce_known_types,
+    with_object_strings,
 )
 from .yamlio import load_yaml
 
@@ -44,14 +44,124 @@ SPECS: dict[str, FieldSpec] = {
 }
 
 
+class Ledger:
+    """Every input row of one file, each either still accepted or rejected once, with its reason.
+
+    The ledger is what makes the counts add up: rows read = rows scored + rows rejected, by construction.
+    """
+
+    def __init__(self, file: str, lines: np.ndarray, frame: pd.DataFrame) -> None:
+        self.file = file
+        self.lines = np.asarray(lines)
+        self.frame = frame
+        self.bad = np.zeros(len(frame), dtype=bool)
+        self.parts: list[pd.DataFrame] = []
+        self.malformed = 0
+
+    def add_malformed(self, malformed: pd.DataFrame) -> None:
+        """Rows the CSV parser could not split into the header's columns: read, and rejected."""
+        if malformed.empty:
+            return
+        self.malformed += len(malformed)
+        self.parts.append(pd.DataFrame({
+            "file": self.file, "line": malformed["line"].to_numpy(), "subject_id": None, "timepoint": None,
+            "lesion_id": None, "column": None, "value": None, "code": "malformed_row",
+            "reason": malformed["reason"].to_numpy(dtype=object)}))
+
+    def _column(self, name: str) -> np.ndarray | None:
+        return self.frame[name].to_numpy(dtype=object) if name in self.frame else None
+
+    def add(self, mask: Any, column: str | None, code: str, reason: Any, values: Any = None) -> None:
+        """Reject the rows in `mask` that are not rejected yet (a row keeps its first reason)."""
+        mask = np.asarray(mask, dtype=bool) & ~self.bad
+        if not mask.any():
+            return
+        self.bad |= mask
+
+        def pick(arr: Any) -> Any:
+            return None if arr is None else np.asarray(arr, dtype=object)[mask]
+
+        if values is None and column and column in self.frame:
+            values = self.frame[column].to_numpy(dtype=object)
+        self.parts.append(pd.DataFrame({
+            "file": self.file,
+            "line": self.lines[mask],
+            "subject_id": pick(self._column("subject_id")),
+            "timepoint": pick(self._column("timepoint")),
+            "lesion_id": pick(self._column("lesion_id")),
+            "column": column,
+            "value": pick(values),
+            "code": code,
+            "reason": reason[mask] if isinstance(reason, np.ndarray) else reason,
+        }))
+
+    def set_aside_subjects(self, reasons: Mapping[Any, str], code: str = "subject_set_aside") -> None:
+        """Reject every remaining row of the given subjects: one bad row makes the subject unscorable."""
+        if not reasons or "subject_id" not in self.frame:
+            return
+        subjects = self.frame["subject_id"]
+        mapped = subjects.map(dict(reasons))
+        self.add(mapped.notna().to_numpy(), None, code, mapped.to_numpy(dtype=object))
+
+    def first_rejection_by_subject(self) -> dict[Any, str]:
+        """For each subject with a rejected row: a reason for setting aside its other rows."""
+        if not self.parts or "subject_id" not in self.frame:
+            return {}
+        table = self.table()
+        table = table.loc[table["subject_id"].notna()].sort_values("line", kind="stable")
+        first = table.drop_duplicates("subject_id")
+        return {row.subject_id: f"subject set aside: {self.file} line {row.line} was rejected ({row.reason})"
+                for row in first.itertuples()}
+
+    @property
+    def ok(self) -> np.ndarray:
+        return ~self.bad
+
+    def table(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame(columns=ERROR_COLUMNS)
+        return pd.concat(self.parts, ignore_index=True)[ERROR_COLUMNS]
+
+    def counts(self) -> dict[str, int]:
+        rejected = int(self.bad.sum()) + self.malformed
+        read = len(self.frame) + self.malformed
+        return {"read": read, "scored": read - rejected, "rejected": rejected}
+
+
 @dataclass
 class ReadResult:
-    """Tables built from the accepted rows, and every rejected row with its reason; counts per file."""
+    """Tables built from the accepted rows, and the ledgers of every input file (rejected rows, counts)."""
 
     tables: Tables
-    rejected: pd.DataFrame
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    warnings: pd.DataFrame | None = None
+    ledgers: list[Ledger]
+
+    def rejected(self) -> pd.DataFrame:
+        parts = [ledger.table() for ledger in self.ledgers]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ERROR_COLUMNS)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {ledger.file: ledger.counts() for ledger in self.ledgers}
+
+    def set_aside(self, problems: pd.DataFrame) -> None:
+        """Reject the rows of subjects that failed the cross-row checks (see `validate`): the row a problem
+        points at gets the problem's own message, the subject's other rows a "set aside" reason."""
+        errors = problems.loc[problems["severity"] == "error"]
+        if errors.empty:
+            return
+        first = errors.drop_duplicates("subject_id")
+        reasons = {row.subject_id: f"subject set aside: {row.message}" for row in first.itertuples()}
+        for ledger in self.ledgers:
+            own = errors.loc[(errors["source"].astype(str) == ledger.file) & errors["line"].notna()]
+            own = own.drop_duplicates("line")
+            if not own.empty:
+                line_index = pd.Index(own["line"].astype(np.int64))
+                where = line_index.get_indexer(ledger.lines.astype(np.int64))
+                hit = where >= 0
+                messages = np.where(hit, own["message"].to_numpy(dtype=object)[np.maximum(where, 0)], None)
+                codes = np.where(hit, own["code"].to_numpy(dtype=object)[np.maximum(where, 0)], None)
+                for code in pd.unique(codes[hit]):
+                    ledger.add(hit & (codes == code), None, str(code), messages)
+            ledger.set_aside_subjects(reasons)
 
 
 @dataclass
@@ -113,9 +223,17 @@ def _detect_encoding(path: Path, encoding: str) -> str:
     return "utf-8"
 
 
-def read_frame(path: str | Path, encoding: str = "auto") -> tuple[pd.DataFrame, np.ndarray]:
-    """Read a CSV or Parquet file as a DataFrame of raw values, with the source line of each row."""
-    p = Path(path)
+@dataclass
+class RawTable:
+    """A file as read: raw cell values (text columns may be categorical), the source line of each row, and the
+    lines the CSV parser could not split into the header's columns."""
+
+    frame: pd.DataFrame
+    lines: np.ndarray
+    malformed: pd.DataFrame  # columns: line, reason
+
+
+def _check_file(p: Path, path: str | Path) -> None:
     if not p.exists():
         raise InputTableError("file not found", file=path)
     if p.is_dir():
@@ -125,15 +243,73 @@ def read_frame(path: str | Path, encoding: str = "auto") -> tuple[pd.DataFrame, 
         raise InputTableError("file is empty", file=path, hint="expected a header line and one row per lesion")
     if size > MAX_INPUT_BYTES:
         raise InputTableError(f"file is {size / 1e9:.1f} GB; the limit is {MAX_INPUT_BYTES // 1024**3} GB", file=path)
+
+
+def read_frame(path: str | Path, encoding: str = "auto") -> RawTable:
+    """Read a CSV or Parquet file as raw values, with the source line of each row."""
+    p = Path(path)
+    _check_file(p, path)
+    none = pd.DataFrame({"line": pd.Series(dtype=np.int64), "reason": pd.Series(dtype=object)})
     if p.suffix.lower() in (".parquet", ".pq"):
         try:
             frame = pd.read_parquet(p)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
             raise InputTableError(f"cannot read Parquet: {exc}", file=path) from None
-        return frame.reset_index(drop=True), np.arange(1, len(frame) + 1)
+        return RawTable(frame.reset_index(drop=True), np.arange(1, len(frame) + 1), none)
     enc = _detect_encoding(p, encoding)
+    with open(p, "rb") as handle:
+        data = handle.read()
+    text_like = enc in ("utf-8", "utf-8-sig")
+    if text_like and b"\n\n" not in data.replace(b"\r\n", b"\n"):
+        return _read_csv_arrow(p, path, data, none)
+    return _read_csv_pandas(p, path, enc, none)
+
+
+def _read_csv_arrow(p: Path, path: str | Path, data: bytes, none: pd.DataFrame) -> RawTable:
+    """Fast path: pyarrow reads every column as dictionary-encoded text (few distinct values per column),
+    so later checks and conversions work on the distinct values only."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    header = data.split(b"\n", 1)[0].decode("utf-8-sig").strip("\r")
+    names = [n.strip().strip('"') for n in next(iter(__import__("csv").reader([header])))]
+    if not any(names):
+        raise InputTableError("file has no header line", file=path)
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise InputTableError(f"column name(s) given twice in the header: {', '.join(dup)}", file=path)
+    malformed: list[tuple[int, str]] = []
+
+    def skip(row: Any) -> str:
+        malformed.append((int(row.number) if row.number is not None else -1,
+                          f"expected {row.expected_columns} fields, found {row.actual_columns}"))
+        return "skip"
+
+    types = {name: pa.dictionary(pa.int32(), pa.string()) for name in names}
     try:
-        frame = pd.read_csv(p, encoding=enc, skip_blank_lines=False, dtype=str, keep_default_na=False,
+        table = pacsv.read_csv(
+            p, read_options=pacsv.ReadOptions(use_threads=True),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=skip, newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
+                                                 null_values=[""], quoted_strings_can_be_null=True))
+    except pa.ArrowInvalid as exc:
+        raise InputTableError(f"not a valid CSV table: {exc}", file=path) from None
+    frame = table.to_pandas()
+    frame.columns = [str(c).strip() for c in frame.columns]
+    # Rows are numbered by the parser from the first data line; skipped rows keep their line numbers.
+    skipped = np.array(sorted(n for n, _ in malformed if n > 0), dtype=np.int64)
+    row_numbers = np.arange(1, len(frame) + len(skipped) + 1)
+    kept = row_numbers[~np.isin(row_numbers, skipped)] if len(skipped) else row_numbers
+    lines = kept + 1
+    bad = pd.DataFrame({"line": [n + 1 if n > 0 else -1 for n, _ in malformed],
+                        "reason": [f"malformed CSV row: {r}" for _, r in malformed]}) if malformed else none
+    return RawTable(frame, lines, bad)
+
+
+def _read_csv_pandas(p: Path, path: str | Path, enc: str, none: pd.DataFrame) -> RawTable:
+    """Careful path (blank lines, other encodings): pandas' parser, every cell as text, exact line numbers."""
+    try:
+        frame = pd.read_csv(p, encoding=enc, skip_blank_lines=False, dtype=object, keep_default_na=False,
                             na_values=[""], low_memory=False)
     except UnicodeDecodeError as exc:
         raise InputTableError(f"cannot decode the file as {enc}: {exc.reason} at byte {exc.start}", file=path,
@@ -148,51 +324,39 @@ def read_frame(path: str | Path, encoding: str = "auto") -> tuple[pd.DataFrame, 
     if blank.any():
         frame = frame.loc[~blank].reset_index(drop=True)
         lines = lines[~blank]
-    return frame, lines
+    return RawTable(frame, lines, none)
 
 
-class _Rejects:
-    def __init__(self, file: str, lines: np.ndarray, frame: pd.DataFrame) -> None:
-        self.file = file
-        self.lines = lines
-        self.frame = frame
-        self.bad = np.zeros(len(frame), dtype=bool)
-        self.parts: list[pd.DataFrame] = []
+def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """Integer codes (-1 = missing) and the distinct values of a column."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy(), pd.Series(values.cat.categories.to_numpy(dtype=object), dtype=object)
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
+    return codes, pd.Series(uniques, dtype=object)
 
-    def add(self, mask: np.ndarray, column: str | None, code: str, reason: Any, values: Any = None) -> None:
-        mask = np.asarray(mask, dtype=bool) & ~self.bad
-        if not mask.any():
-            return
-        self.bad |= mask
-        rows = self.frame.loc[mask]
-        self.parts.append(pd.DataFrame({
-            "file": self.file,
-            "line": self.lines[mask],
-            "subject_id": rows["subject_id"].to_numpy(dtype=object) if "subject_id" in rows else None,
-            "timepoint": rows["timepoint"].to_numpy(dtype=object) if "timepoint" in rows else None,
-            "lesion_id": rows["lesion_id"].to_numpy(dtype=object) if "lesion_id" in rows else None,
-            "column": column,
-            "value": (np.asarray(values, dtype=object)[mask] if values is not None else
-                      (rows[column].to_numpy(dtype=object) if column and column in rows else None)),
-            "code": code,
-            "reason": reason[mask] if isinstance(reason, np.ndarray) else reason,
-        }))
 
-    def table(self) -> pd.DataFrame:
-        if not self.parts:
-            return pd.DataFrame(columns=ERROR_COLUMNS)
-        return pd.concat(self.parts, ignore_index=True)[ERROR_COLUMNS]
+def _per_unique(values: pd.Series, func: Any) -> pd.Series:
+    """Apply a text function to each distinct value once (columns hold few distinct words)."""
+    codes, uniques = _codes(values)
+    mapped = np.asarray(func(uniques), dtype=object)
+    out = np.full(len(values), None, dtype=object)
+    ok = codes >= 0
+    out[ok] = mapped[codes[ok]]
+    return pd.Series(out, index=values.index, dtype=object)
 
 
 def _normalise_words(values: pd.Series, column: str) -> pd.Series:
-    text = values.astype(str).str.strip()
-    if column == "modality":
-        upper = text.str.upper().str.replace("_", "-").str.replace(" ", "-")
-        return upper.replace({"PET": "PET-CT", "PETCT": "PET-CT", "PET/CT": "PET-CT", "MR": "MRI"})
-    return text.str.lower().str.replace("-", "_").str.replace(" ", "_")
+    def normalise(text: pd.Series) -> pd.Series:
+        text = text.astype(str).str.strip()
+        if column == "modality":
+            upper = text.str.upper().str.replace("_", "-").str.replace(" ", "-")
+            return upper.replace({"PET": "PET-CT", "PETCT": "PET-CT", "PET/CT": "PET-CT", "MR": "MRI"})
+        return text.str.lower().str.replace("-", "_").str.replace(" ", "_")
+
+    return _per_unique(values, normalise)
 
 
-def convert_columns(frame: pd.DataFrame, rejects: _Rejects, specs: Mapping[str, FieldSpec]) -> pd.DataFrame:
+def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, FieldSpec]) -> pd.DataFrame:
     """Check and convert every known column (vectorised); bad cells reject their row."""
     out = frame.copy()
     for column in frame.columns:
@@ -205,7 +369,7 @@ def convert_columns(frame: pd.DataFrame, rejects: _Rejects, specs: Mapping[str, 
             out[column] = np.nan if spec.kind in ("number", "integer", "bool", "list") else None
             continue
         if spec.kind in ("number", "integer"):
-            numbers = pd.to_numeric(raw, errors="coerce").astype(float)
+            numbers = _numbers(raw)
             values = numbers.to_numpy()
             rejects.add(present & np.isnan(values), column, "not_a_number", f"{column} must be a number")
             rejects.add(present & np.isinf(values), column, "not_finite", f"{column} must be a finite number")
@@ -216,7 +380,7 @@ def convert_columns(frame: pd.DataFrame, rejects: _Rejects, specs: Mapping[str, 
             _bounds(rejects, values, spec, column)
             out[column] = values
         elif spec.kind == "bool":
-            words = raw.astype(str).str.strip().str.lower()
+            words = _per_unique(raw, lambda u: u.astype(str).str.strip().str.lower())
             yes = words.isin(TRUE_WORDS).to_numpy()
             no = words.isin(FALSE_WORDS).to_numpy()
             rejects.add(present & ~yes & ~no, column, "not_yes_no", f"{column} must be true/false (yes/no, 1/0)")
@@ -251,7 +415,19 @@ def convert_columns(frame: pd.DataFrame, rejects: _Rejects, specs: Mapping[str, 
     return out
 
 
-def _bounds(rejects: _Rejects, values: np.ndarray, spec: FieldSpec, column: str) -> None:
+def _numbers(raw: pd.Series) -> pd.Series:
+    """Numbers from a column of numbers or text (text that is not a number becomes NaN)."""
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.astype(float)
+    codes, uniques = _codes(raw)
+    parsed = pd.to_numeric(uniques.astype(str).str.strip(), errors="coerce").to_numpy(dtype=float)
+    out = np.full(len(raw), np.nan)
+    ok = codes >= 0
+    out[ok] = parsed[codes[ok]]
+    return pd.Series(out, index=raw.index)
+
+
+def _bounds(rejects: Ledger, values: np.ndarray, spec: FieldSpec, column: str) -> None:
     with np.errstate(invalid="ignore"):
         if spec.ge is not None:
             rejects.add(values < spec.ge, column, "out_of_range", f"{column} must be >= {spec.ge:g}")
@@ -271,34 +447,64 @@ def _apply_map(frame: pd.DataFrame, mapping: ColumnMap, file: str) -> pd.DataFra
     frame = frame.rename(columns=renames)
     for column, words in mapping.values.items():
         if column in frame:
-            frame[column] = frame[column].replace(words)
+            frame[column] = _per_unique(frame[column], lambda u, _w=words: u.map(lambda v: _w.get(str(v), v)))
     return frame
 
 
-def _subject_conflicts(frame: pd.DataFrame, columns: tuple[str, ...], keys: list[str], rejects: _Rejects,
+def _keys_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Subject, timepoint and lesion ids as plain text (ids like 007 stay 007; numbers from Parquet become text)."""
+    frame = frame.copy()
+    for key in KEY_COLUMNS:
+        if key in frame:
+            values = frame[key]
+            if pd.api.types.is_float_dtype(values.dtype):
+                values = values.map(lambda v: None if pd.isna(v) else (f"{v:g}"))
+            arr = values.to_numpy(dtype=object)
+            missing = pd.isna(arr)
+            if not pd.api.types.is_object_dtype(values.dtype) or missing.any():
+                arr = np.array([None if m else str(v).strip() for v, m in zip(arr, missing, strict=True)], dtype=object) \
+                    if not isinstance(values.dtype, pd.CategoricalDtype) else np.where(missing, None, arr)
+            frame[key] = pd.Series(arr, index=frame.index, dtype=object)
+    return frame
+
+
+def _subject_conflicts(frame: pd.DataFrame, columns: tuple[str, ...], keys: list[str], rejects: Ledger,
                        what: str) -> None:
-    """Values that must be constant per subject (treatment) or per visit (day, organs) but are not."""
-    present = [c for c in columns if c in frame]
+    """Values that must be the same on every row of a subject (treatment) or of a visit (day, organs)."""
+    present = [c for c in columns if c in frame and frame[c].notna().any()]
     if not present:
         return
-    ok = ~rejects.bad
-    group = frame.loc[ok, keys]
+    group = frame.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    n_groups = int(group.max()) + 1 if len(group) else 0
     for column in present:
-        values = frame.loc[ok, column]
-        counts = values.groupby([group[k] for k in keys], dropna=False).transform("nunique")
-        clash = np.zeros(len(frame), dtype=bool)
-        clash[np.flatnonzero(ok)] = counts.to_numpy() > 1
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_datetime64_any_dtype(values.dtype):
+            numbers = values.to_numpy(dtype=float) if not pd.api.types.is_datetime64_any_dtype(values.dtype) else \
+                values.to_numpy().astype("datetime64[D]").astype(np.int64).astype(float)
+            numbers = np.where(pd.isna(values).to_numpy(), np.nan, numbers)
+        else:
+            numbers = _codes(values)[0].astype(float)
+            numbers[numbers < 0] = np.nan
+        keep = ~np.isnan(numbers) & ~rejects.bad
+        if not keep.any():
+            continue
+        low = np.full(n_groups, np.inf)
+        high = np.full(n_groups, -np.inf)
+        np.minimum.at(low, group[keep], numbers[keep])
+        np.maximum.at(high, group[keep], numbers[keep])
+        clash = (low < high)[group] & ~np.isnan(numbers)
         rejects.add(clash, column, "inconsistent_" + what,
                     f"{column} differs between rows of the same {what}; it must be the same on every row")
 
 
+@with_object_strings
 def read_long(path: str | Path, column_map: ColumnMap | None = None, organs: str | Path | None = None,
               encoding: str = "auto") -> ReadResult:
     """Read a long-format lesion table (and optionally a separate organ table) into `Tables`."""
     mapping = column_map or ColumnMap()
     file = str(path)
-    raw, lines = read_frame(path, encoding)
-    raw = _apply_map(raw, mapping, file)
+    table = read_frame(path, encoding)
+    raw, lines = _apply_map(table.frame, mapping, file), table.lines
     if "lesion_id" not in raw and "id" in raw:
         raw = raw.rename(columns={"id": "lesion_id"})
     required = ["subject_id", "timepoint"]
@@ -310,51 +516,59 @@ def read_long(path: str | Path, column_map: ColumnMap | None = None, organs: str
     if missing:
         raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=file,
                               hint=f"the file has: {', '.join(map(str, raw.columns[:30]))}; map other names with --map")
-    if len(raw) == 0:
+    if len(raw) == 0 and table.malformed.empty:
         raise InputTableError("file has a header but no rows", file=file)
-    rejects = _Rejects(file, lines, raw)
+    raw = _keys_as_text(raw)
+    ledger = Ledger(file, lines, raw)
+    ledger.add_malformed(table.malformed)
     for key in ("subject_id", "timepoint"):
-        rejects.add(raw[key].isna().to_numpy(), key, "missing_key", f"{key} is empty")
-    frame = convert_columns(raw, rejects, SPECS)
-    counts = {file: {"read": len(raw)}}
-
-    organ_rejects = None
+        ledger.add(raw[key].isna().to_numpy(), key, "missing_key", f"{key} is empty")
+    frame = convert_columns(raw, ledger, SPECS)
+    _subject_conflicts(frame, SUBJECT_FIELDS, ["subject_id"], ledger, "subject")
+    _subject_conflicts(frame, VISIT_FIELDS, ["subject_id", "timepoint"], ledger, "timepoint")
+    ledger.set_aside_subjects(ledger.first_rejection_by_subject())
+    ledgers = [ledger]
+    organ_frame = None
     if organs is not None:
-        organ_frame, organ_rejects = _read_organs(organs, mapping, encoding)
-        counts[str(organs)] = {"read": len(organ_frame) + len(organ_rejects.table())}
-    else:
-        organ_frame = None
-
-    _subject_conflicts(frame, SUBJECT_FIELDS, ["subject_id"], rejects, "subject")
-    _subject_conflicts(frame, VISIT_FIELDS, ["subject_id", "timepoint"], rejects, "timepoint")
-    tables = _build_tables(frame, lines, rejects, organ_frame, file)
-    return ReadResult(tables, rejects.table(), counts,
-                      None if organ_rejects is None else organ_rejects.table())
+        organ_frame, organ_ledger = _read_organs(organs, mapping, encoding, frame.loc[ledger.ok], ledger)
+        ledgers.append(organ_ledger)
+    tables = _build_tables(frame.loc[ledger.ok], ledger.lines[ledger.ok], organ_frame, file)
+    return ReadResult(tables, ledgers)
 
 
-def _read_organs(path: str | Path, mapping: ColumnMap, encoding: str) -> tuple[pd.DataFrame, _Rejects]:
+def _read_organs(path: str | Path, mapping: ColumnMap, encoding: str, lesion_rows: pd.DataFrame,
+                 lesion_ledger: Ledger) -> tuple[pd.DataFrame, Ledger]:
     file = str(path)
-    raw, lines = read_frame(path, encoding)
-    raw = _apply_map(raw, mapping, file)
+    table = read_frame(path, encoding)
+    raw, lines = _apply_map(table.frame, mapping, file), table.lines
     missing = [c for c in ("subject_id", "timepoint") if c not in raw]
     if missing:
         raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=file)
-    rejects = _Rejects(file, lines, raw)
-    frame = convert_columns(raw, rejects, {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS})
+    raw = _keys_as_text(raw)
+    ledger = Ledger(file, lines, raw)
+    ledger.add_malformed(table.malformed)
+    frame = convert_columns(raw, ledger, {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS})
     dup = frame.duplicated(["subject_id", "timepoint"], keep="first").to_numpy()
-    rejects.add(dup, "timepoint", "duplicate_row", "a second organ row for the same subject and timepoint")
+    ledger.add(dup, "timepoint", "duplicate_row", "a second organ row for the same subject and timepoint")
+    set_aside = set(lesion_ledger.table()["subject_id"].dropna())
+    ledger.add(raw["subject_id"].isin(set_aside).to_numpy(), "subject_id", "subject_set_aside",
+               "subject set aside in the lesion file")
+    known_subjects = set(lesion_rows["subject_id"].dropna())
+    ledger.add(~raw["subject_id"].isin(known_subjects).to_numpy(), "subject_id", "unknown_subject",
+               "subject is not in the lesion file")
+    visit_keys = pd.MultiIndex.from_frame(lesion_rows[["subject_id", "timepoint"]].astype(object)).unique()
+    keys = pd.MultiIndex.from_frame(raw[["subject_id", "timepoint"]].astype(object))
+    ledger.add(~keys.isin(visit_keys), "timepoint", "unknown_timepoint",
+               "this subject has no such timepoint in the lesion file")
     frame["line"] = lines
-    frame["_ok"] = ~rejects.bad
-    return frame, rejects
+    frame["_ok"] = ledger.ok
+    return frame, ledger
 
 
-def _build_tables(frame: pd.DataFrame, lines: np.ndarray, rejects: _Rejects, organs: pd.DataFrame | None,
-                  file: str) -> Tables:
+def _build_tables(frame: pd.DataFrame, lines: np.ndarray, organs: pd.DataFrame | None, file: str) -> Tables:
     frame = frame.copy()
     frame["line"] = lines
-    frame["source"] = file
     lesion_rows = frame["lesion_id"].notna().to_numpy()
-    frame["_row"] = np.arange(len(frame))
     subj = frame.groupby("subject_id", sort=False, dropna=True).first().reset_index()
     subjects = pd.DataFrame({
         "subject_id": subj["subject_id"].to_numpy(dtype=object),
@@ -365,13 +579,12 @@ def _build_tables(frame: pd.DataFrame, lines: np.ndarray, rejects: _Rejects, org
         "source": file, "line": subj["line"].to_numpy(),
     })
     visit_cols = [c for c in VISIT_FIELDS if c in frame]
-    visits = (frame.groupby(["subject_id", "timepoint"], sort=False, dropna=True)[visit_cols + ["line", "_row"]]
-              .first().reset_index())
+    visits = frame.groupby(["subject_id", "timepoint"], sort=False, dropna=True)[visit_cols + ["line"]].first().reset_index()
     if organs is not None:
         visits = _merge_organs(visits, organs)
     for column in VISIT_FIELDS:
         if column not in visits:
-            visits[column] = None
+            visits[column] = np.nan if SPECS[column].kind in ("number", "integer", "bool") else None
     visits["source"] = file
     les = frame.loc[lesion_rows]
     lesions = pd.DataFrame({"subject_id": les["subject_id"].to_numpy(dtype=object),
@@ -383,31 +596,28 @@ def _build_tables(frame: pd.DataFrame, lines: np.ndarray, rejects: _Rejects, org
             lesions[target] = les[column].to_numpy()
         else:
             lesions[target] = np.nan if SPECS[column].kind in ("number", "integer", "bool", "list") else None
-    if "slice_thickness_mm" in les and les["slice_thickness_mm"].notna().any():
-        lesions["slice_thickness_mm"] = les["slice_thickness_mm"].to_numpy()
     lesions["equivocal"] = np.nan_to_num(lesions["equivocal"].to_numpy(dtype=float), nan=0.0)
     lesions["status"] = np.where(pd.isna(lesions["status"].to_numpy(dtype=object)), "present",
                                  lesions["status"].to_numpy(dtype=object))
     lesions["source"] = file
     lesions["line"] = les["line"].to_numpy()
-    lesions["_row"] = les["_row"].to_numpy()
-    spec_map = {**SPECS, "fragments_sum_mm": FieldSpec("fragments_sum_mm", "number"),
-                "line": FieldSpec("line", "number")}
-    return Tables(subjects=subjects,
-                  visits=coerce_known_types(visits.drop(columns=["_row"]).assign(_row=visits["_row"]), spec_map),
-                  lesions=coerce_known_types(lesions, spec_map))
+    # Columns already have engine types (convert_columns); only those absent from the file need filling.
+    return Tables(subjects=subjects, visits=visits.reset_index(drop=True), lesions=lesions.reset_index(drop=True))
 
 
 def _agents(values: pd.Series) -> np.ndarray:
-    text = values.fillna("").astype(str).str.lower().str.replace(",", ";")
-    return text.str.split(";").map(lambda parts: ";".join(p.strip() for p in parts if p.strip())).to_numpy(dtype=object)
+    def tidy(text: pd.Series) -> pd.Series:
+        parts = text.fillna("").astype(str).str.lower().str.replace(",", ";").str.split(";")
+        return parts.map(lambda items: ";".join(p.strip() for p in items if p.strip()))
+
+    return _per_unique(values, tidy).fillna("").to_numpy(dtype=object)
 
 
 def _merge_organs(visits: pd.DataFrame, organs: pd.DataFrame) -> pd.DataFrame:
     ok = organs.loc[organs["_ok"]]
     columns = [c for c in VISIT_FIELDS if c in ok and c not in ("day", "date")]
-    merged = visits.merge(ok[["subject_id", "timepoint"] + columns + ["line"]].rename(columns={"line": "_organ_line"}),
-                          on=["subject_id", "timepoint"], how="left", suffixes=("", "_organ"))
+    merged = visits.merge(ok[["subject_id", "timepoint"] + columns], on=["subject_id", "timepoint"], how="left",
+                          suffixes=("", "_organ"))
     for column in columns:
         if column + "_organ" in merged:
             merged[column] = merged[column].where(merged[column].notna(), merged[column + "_organ"])

@@ -7,6 +7,7 @@ subject unscorable; warnings (`severity == "warning"`) are scored and reported.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,25 +21,30 @@ PROBLEM_COLUMNS = ["subject_id", "timepoint", "lesion_id", "severity", "code", "
 
 
 class Problems:
-    """Collects problem rows from vectorised masks."""
+    """Collects problem rows from vectorised masks; messages are rendered only for the rows that fail."""
 
     def __init__(self) -> None:
         self._frames: list[pd.DataFrame] = []
 
-    def add(self, rows: pd.DataFrame, mask: Any, code: str, message: Any, severity: str = "error") -> None:
-        """Record one problem per row of `rows` where `mask` holds; `message` is a str or a Series."""
+    def add(self, rows: pd.DataFrame, mask: Any, code: str, message: str, severity: str = "error",
+            extra: Mapping[str, Any] | None = None) -> None:
+        """One problem per row of `rows` where `mask` holds. `message` may name columns of `rows` or keys of
+        `extra` (arrays aligned with `rows`) in braces: "lesion {lesion_id} at {timepoint}"."""
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             return
         hit = rows.loc[mask]
-        msg = message[mask] if isinstance(message, pd.Series) else message
+        values = {name: hit[name].to_numpy(dtype=object) for name in hit.columns if "{" + name + "}" in message}
+        for name, arr in (extra or {}).items():
+            values[name] = np.asarray(arr, dtype=object)[mask]
+        messages = [message.format(**{k: _show(v[i]) for k, v in values.items()}) for i in range(int(mask.sum()))]
         frame = pd.DataFrame({
             "subject_id": hit["subject_id"].to_numpy(dtype=object),
             "timepoint": hit["timepoint"].to_numpy(dtype=object) if "timepoint" in hit else None,
             "lesion_id": hit["lesion_id"].to_numpy(dtype=object) if "lesion_id" in hit else None,
             "severity": severity,
             "code": code,
-            "message": np.asarray(msg, dtype=object) if not isinstance(msg, str) else msg,
+            "message": np.asarray(messages, dtype=object),
             "source": hit["source"].to_numpy(dtype=object) if "source" in hit else None,
             "line": hit["line"].to_numpy() if "line" in hit else np.nan,
         })
@@ -50,8 +56,12 @@ class Problems:
         return pd.concat(self._frames, ignore_index=True)[PROBLEM_COLUMNS]
 
 
-def _text(series: pd.Series) -> pd.Series:
-    return series.astype(object).where(series.notna(), "").astype(str)
+def _show(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "(none)"
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:g}"
+    return str(value)
 
 
 def _date_days(values: pd.Series) -> np.ndarray:
@@ -64,10 +74,36 @@ def _date_days(values: pd.Series) -> np.ndarray:
     return days
 
 
+def _shared_codes(*arrays: Any) -> list[np.ndarray]:
+    """Integer codes for values that must match across arrays (e.g. subject ids of visits and of lesions)."""
+    joined = np.concatenate([np.asarray(a, dtype=object) for a in arrays]) if arrays else np.zeros(0, dtype=object)
+    codes = pd.factorize(joined, use_na_sentinel=True)[0].astype(np.int64)
+    out, start = [], 0
+    for a in arrays:
+        out.append(codes[start:start + len(a)])
+        start += len(a)
+    return out
+
+
+def _pair_key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One int64 key for a pair of non-negative codes (-1 stays negative)."""
+    width = int(b.max()) + 2 if len(b) else 1
+    key = a.astype(np.int64) * width + b
+    return np.where((a < 0) | (b < 0), -1, key)
+
+
+def _group_broadcast(values: np.ndarray, codes: np.ndarray, n_groups: int, pick: np.ndarray) -> np.ndarray:
+    """The value at the row marked in `pick` (one per group), broadcast to every row of its group."""
+    chosen = np.full(n_groups, np.nan)
+    chosen[codes[pick]] = values[pick]
+    return chosen[codes]
+
+
 def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
     """Choose each subject's baseline and express every timepoint as days since baseline."""
     v = visits.copy()
-    subj = v["subject_id"]
+    codes, uniques = pd.factorize(v["subject_id"].to_numpy(dtype=object))
+    n_subjects = len(uniques)
     day_given = v["day"].to_numpy(dtype=float)
     date_days = _date_days(v["date"]) if "date" in v else np.full(len(v), np.nan)
     has_day = ~np.isnan(day_given)
@@ -75,58 +111,56 @@ def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
 
     dup = v.duplicated(["subject_id", "timepoint"], keep="first").to_numpy()
     problems.add(v, dup, "duplicate_timepoint",
-                 "timepoint id " + _text(v["timepoint"]) + " appears twice for this subject; give each timepoint its own id")
+                 "timepoint id {timepoint} appears twice for this subject; give each timepoint its own id")
 
-    all_days = pd.Series(has_day).groupby(subj.to_numpy()).transform("all").to_numpy()
-    all_dates = pd.Series(has_date).groupby(subj.to_numpy()).transform("all").to_numpy()
-    mixed = ~all_days & ~all_dates
+    missing_day = np.bincount(codes, weights=(~has_day).astype(float), minlength=n_subjects)
+    missing_date = np.bincount(codes, weights=(~has_date).astype(float), minlength=n_subjects)
+    use_days = (missing_day == 0)[codes]
+    mixed = ~use_days & (missing_date > 0)[codes]
     problems.add(v, mixed & ~has_date, "day_and_date_mixed",
-                 "timepoint " + _text(v["timepoint"]) + " has a day but no date while other timepoints of this "
-                 "subject have only dates; give every timepoint a date, or every timepoint a day")
-    use_days = all_days
+                 "timepoint {timepoint} has a day but no date while other timepoints of this subject have only "
+                 "dates; give every timepoint a date, or every timepoint a day")
     value = np.where(use_days, day_given, date_days)
 
-    named = _text(v["timepoint"]).str.strip().str.lower().isin(BASELINE_NAMES).to_numpy()
+    tp_codes, tp_names = pd.factorize(v["timepoint"].to_numpy(dtype=object))
+    named_names = np.array([str(t).strip().lower() in BASELINE_NAMES for t in tp_names], dtype=bool)
+    named = np.where(tp_codes >= 0, named_names[np.maximum(tp_codes, 0)] if len(named_names) else False, False)
     # Baseline: a timepoint named like one, else the one on day 0, else the earliest.
     priority = np.where(named, 0, np.where(use_days & (day_given == 0), 1, 2))
-    subject_codes = pd.factorize(subj)[0]
-    order = np.lexsort((np.nan_to_num(value, nan=np.inf), priority, subject_codes))
-    sorted_codes = subject_codes[order]
+    order = np.lexsort((np.nan_to_num(value, nan=np.inf), priority, codes))
     first = np.zeros(len(v), dtype=bool)
     if len(order):
+        sorted_codes = codes[order]
         first[order[np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]]] = True
-    base_value = pd.Series(np.where(first, value, np.nan)).groupby(subj.to_numpy()).transform("max").to_numpy()
+    base_value = _group_broadcast(value, codes, n_subjects, first)
 
-    n_named = pd.Series(named).groupby(subj.to_numpy()).transform("sum").to_numpy()
+    n_named = np.bincount(codes, weights=named.astype(float), minlength=n_subjects)[codes]
     problems.add(v, named & (n_named > 1) & ~first, "two_baselines",
-                 "timepoint " + _text(v["timepoint"]) + " is named like a baseline but another timepoint is the "
-                 "baseline; rename one of them")
+                 "timepoint {timepoint} is named like a baseline but another timepoint is the baseline; rename one "
+                 "of them")
 
     day = value - base_value
     v["day"] = day
     v["is_baseline"] = first
-    not_after = ~first & ~np.isnan(day) & (day <= 0)
-    problems.add(v, not_after, "follow_up_not_after_baseline",
-                 "follow-up " + _text(v["timepoint"]) + " is on day " + pd.Series(day).map("{:g}".format)
-                 + " relative to baseline; follow-ups must come after the baseline scan (check its day or date)")
+    problems.add(v, ~first & ~np.isnan(day) & (day <= 0), "follow_up_not_after_baseline",
+                 "follow-up {timepoint} is on day {day} relative to baseline; follow-ups must come after the "
+                 "baseline scan (check its day or date)")
 
-    # Both day and date given: they must tell the same story.
-    base_date = pd.Series(np.where(first, date_days, np.nan)).groupby(subj.to_numpy()).transform("max").to_numpy()
+    base_date = _group_broadcast(date_days, codes, n_subjects, first)
     both = use_days & has_date & ~np.isnan(base_date)
-    mismatch = both & ((date_days - base_date) != day)
-    problems.add(v, mismatch, "day_date_mismatch",
-                 "timepoint " + _text(v["timepoint"]) + " has day " + pd.Series(day).map("{:g}".format)
-                 + " but its date is " + pd.Series(date_days - base_date).map("{:g}".format)
-                 + " days after the baseline date; correct one of them")
+    problems.add(v, both & ((date_days - base_date) != day), "day_date_mismatch",
+                 "timepoint {timepoint} has day {day} but its date is {date_offset} days after the baseline date; "
+                 "correct one of them", extra={"date_offset": date_days - base_date})
 
-    dated = v.assign(_d=day)
-    same_day = dated.duplicated(["subject_id", "_d"], keep="first").to_numpy() & ~np.isnan(day) & ~dup
-    first_on_day = dated.drop_duplicates(["subject_id", "_d"]).set_index(["subject_id", "_d"])["timepoint"]
-    other = pd.Series([first_on_day.get((s, d)) for s, d in zip(subj, day, strict=True)], dtype=object)
-    problems.add(v, same_day, "same_day_timepoints",
-                 "timepoint " + _text(v["timepoint"]) + " is on the same day (" + pd.Series(day).map("{:g}".format)
-                 + ") as timepoint " + other.astype(str) + "; merge them into one timepoint")
-    n_follow = pd.Series(~first).groupby(subj.to_numpy()).transform("sum").to_numpy()
+    dated = pd.DataFrame({"s": codes, "d": day, "t": v["timepoint"].to_numpy(dtype=object)})
+    same_day = dated.duplicated(["s", "d"], keep="first").to_numpy() & ~np.isnan(day) & ~dup
+    if same_day.any():
+        first_on_day = dated.drop_duplicates(["s", "d"]).rename(columns={"t": "other"})
+        other = dated.merge(first_on_day, on=["s", "d"], how="left")["other"].to_numpy(dtype=object)
+        problems.add(v, same_day, "same_day_timepoints",
+                     "timepoint {timepoint} is on the same day ({day}) as timepoint {other}; merge them into one "
+                     "timepoint", extra={"other": other})
+    n_follow = np.bincount(codes, weights=(~first).astype(float), minlength=n_subjects)[codes]
     problems.add(v, first & (n_follow == 0), "no_follow_up",
                  "only a baseline timepoint: there is no follow-up to assess yet", severity="warning")
     return v
@@ -135,72 +169,72 @@ def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
 def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problems) -> pd.DataFrame:
     """Attach each lesion row to its visit and to its own baseline row; check the lesion bookkeeping."""
     les = lesions.copy()
-    vkey = pd.MultiIndex.from_arrays([visits["subject_id"].to_numpy(dtype=object),
-                                      visits["timepoint"].to_numpy(dtype=object)])
-    lkey = pd.MultiIndex.from_arrays([les["subject_id"].to_numpy(dtype=object),
-                                      les["timepoint"].to_numpy(dtype=object)])
-    vpos = vkey.drop_duplicates().get_indexer(lkey) if len(les) else np.array([], dtype=int)
-    uniq_visits = visits.loc[~visits.duplicated(["subject_id", "timepoint"])].reset_index(drop=True)
+    n = len(les)
+    v_subj, l_subj = _shared_codes(visits["subject_id"].to_numpy(dtype=object), les["subject_id"].to_numpy(dtype=object))
+    v_tp, l_tp = _shared_codes(visits["timepoint"].to_numpy(dtype=object), les["timepoint"].to_numpy(dtype=object))
+    v_key, l_key = _pair_key(v_subj, v_tp), _pair_key(l_subj, l_tp)
+    visit_dup = pd.Series(v_key).duplicated(keep=False).to_numpy()
+    first_visit = ~pd.Series(v_key).duplicated(keep="first").to_numpy()
+    vpos = pd.Index(v_key[first_visit]).get_indexer(l_key) if n else np.zeros(0, dtype=np.int64)
     orphan = vpos < 0
-    problems.add(les, orphan, "unknown_timepoint", "lesion row names a timepoint this subject does not have")
-    vpos = np.where(orphan, 0, vpos)
-    is_base = np.where(orphan, False, uniq_visits["is_baseline"].to_numpy(dtype=bool)[vpos] if len(uniq_visits) else False)
+    problems.add(les, orphan, "unknown_timepoint", "lesion {lesion_id} names a timepoint this subject does not have")
+    base_flags = visits["is_baseline"].to_numpy(dtype=bool)[first_visit]
+    is_base = ~orphan & base_flags[np.maximum(vpos, 0)] if n else np.zeros(0, dtype=bool)
     les["is_baseline"] = is_base
 
-    dup = les.duplicated(["subject_id", "timepoint", "lesion_id"], keep="first").to_numpy()
+    lesion_code = pd.factorize(les["lesion_id"].to_numpy(dtype=object))[0].astype(np.int64)
+    row_key = _pair_key(l_key, lesion_code)
+    dup = pd.Series(row_key).duplicated(keep="first").to_numpy()
     # A timepoint id given twice already made the subject unscorable; its lesions are not duplicates too.
-    visit_dup = visits.duplicated(["subject_id", "timepoint"], keep=False)
-    twice = pd.MultiIndex.from_frame(visits.loc[visit_dup, ["subject_id", "timepoint"]].astype(object))
-    problems.add(les, dup & ~lkey.isin(twice), "duplicate_lesion",
-                 "lesion id " + _text(les["lesion_id"]) + " appears twice in timepoint " + _text(les["timepoint"])
-                 + "; each lesion is listed once per timepoint (use fragments_mm for a split lesion)")
+    in_twice_visit = np.isin(l_key, v_key[visit_dup]) if visit_dup.any() else np.zeros(n, dtype=bool)
+    problems.add(les, dup & ~in_twice_visit, "duplicate_lesion",
+                 "lesion id {lesion_id} appears twice in timepoint {timepoint}; each lesion is listed once per "
+                 "timepoint (use fragments_mm for a split lesion)")
 
-    pair = pd.MultiIndex.from_arrays([les["subject_id"].to_numpy(dtype=object), les["lesion_id"].to_numpy(dtype=object)])
+    pair = _pair_key(l_subj, lesion_code)
     base_mask = is_base & ~dup
-    base_index = pair[base_mask]
     base_rows = np.flatnonzero(base_mask)
-    pos = base_index.get_indexer(pair) if len(base_index) else np.full(len(les), -1)
+    pos = pd.Index(pair[base_mask]).get_indexer(pair) if len(base_rows) else np.full(n, -1)
     base_row = np.where(pos >= 0, base_rows[np.maximum(pos, 0)] if len(base_rows) else -1, -1)
-    les["base_row"] = base_row
     has_base = base_row >= 0
 
     kind = les["kind"].to_numpy(dtype=object)
-    base_kind = np.where(has_base, kind[np.maximum(base_row, 0)] if len(les) else None, None)
-    lid = _text(les["lesion_id"])
-    tp = _text(les["timepoint"])
-
-    problems.add(les, is_base & pd.isna(kind), "kind_missing_at_baseline",
-                 "lesion " + lid + " has no kind at baseline; give kind: target, non_target or ablated")
+    base_kind = np.where(has_base, kind[np.maximum(base_row, 0)], None) if n else kind
+    kind_missing = pd.isna(kind)
+    problems.add(les, is_base & kind_missing, "kind_missing_at_baseline",
+                 "lesion {lesion_id} has no kind at baseline; give kind: target, non_target or ablated")
     problems.add(les, is_base & (kind == "new"), "new_lesion_at_baseline",
-                 "lesion " + lid + " is kind new at baseline; lesions present at baseline are target or non_target")
-    first_at_fu = ~is_base & ~has_base
-    problems.add(les, first_at_fu & np.isin(kind, ["target", "non_target", "ablated"]), "target_first_seen_at_follow_up",
-                 "lesion " + lid + " is " + _text(les["kind"]) + " but first appears at " + tp
-                 + "; target and non-target lesions are chosen at baseline (RECIST 1.1 §4.2), a lesion first seen "
-                 "at follow-up is kind: new")
-    problems.add(les, first_at_fu & pd.isna(kind), "kind_missing_for_new_lesion",
-                 "lesion " + lid + " first appears at " + tp + " without a kind; a lesion first seen at follow-up "
+                 "lesion {lesion_id} is kind new at baseline; lesions present at baseline are target or non_target")
+    first_at_fu = ~is_base & ~has_base & ~orphan
+    problems.add(les, first_at_fu & np.isin(kind.astype(str), ["target", "non_target", "ablated"]),
+                 "target_first_seen_at_follow_up",
+                 "lesion {lesion_id} is {kind} but first appears at {timepoint}; target and non-target lesions are "
+                 "chosen at baseline (RECIST 1.1 §4.2), a lesion first seen at follow-up is kind: new")
+    problems.add(les, first_at_fu & kind_missing, "kind_missing_for_new_lesion",
+                 "lesion {lesion_id} first appears at {timepoint} without a kind; a lesion first seen at follow-up "
                  "is kind: new")
-    changed = ~is_base & has_base & ~pd.isna(kind) & (kind != base_kind)
+    changed = ~is_base & has_base & ~kind_missing & (kind != base_kind)
     problems.add(les, changed, "kind_changed",
-                 "lesion " + lid + " is " + pd.Series(base_kind).astype(str) + " at baseline but "
-                 + _text(les["kind"]) + " at " + tp + "; a lesion keeps its baseline kind (a new lesion needs a new id)")
+                 "lesion {lesion_id} is {base_kind} at baseline but {kind} at {timepoint}; a lesion keeps its "
+                 "baseline kind (a new lesion needs a new id)", extra={"base_kind": base_kind})
 
     # Inherit what a follow-up row may leave out.
     for column in ("kind", "organ", "is_lymph_node"):
         values = les[column].to_numpy()
-        base_values = values[np.maximum(base_row, 0)] if len(les) else values
+        base_values = values[np.maximum(base_row, 0)] if n else values
         missing = pd.isna(values)
-        les[column] = np.where(has_base & missing, base_values, values)
         if column == "organ":
-            differs = has_base & ~missing & ~pd.isna(base_values) & (values != base_values)
-            problems.add(les, differs & ~is_base, "lesion_organ_changed",
-                         "lesion " + lid + " is recorded in " + _text(les["organ"]) + " at " + tp
-                         + " but in " + pd.Series(base_values).astype(str) + " at baseline; the baseline organ is used",
-                         severity="warning")
-            les["organ"] = np.where(has_base, base_values, les["organ"].to_numpy())
-    organ = les["organ"].to_numpy(dtype=object)
-    node_from_organ = pd.Series(organ).astype(str).str.contains("lymph|node", regex=True).to_numpy()
+            differs = has_base & ~missing & ~pd.isna(base_values) & (values != base_values) & ~is_base
+            problems.add(les, differs, "lesion_organ_changed",
+                         "lesion {lesion_id} is recorded in {organ} at {timepoint} but in {base_organ} at baseline; "
+                         "the baseline organ is used", severity="warning", extra={"base_organ": base_values})
+            les[column] = np.where(has_base, base_values, values)
+        else:
+            les[column] = np.where(has_base & missing, base_values, values)
+    organ_codes, organ_names = pd.factorize(les["organ"].to_numpy(dtype=object))
+    node_names = pd.Series(organ_names, dtype=object).astype(str).str.contains("lymph|node", regex=True).to_numpy()
+    node_from_organ = np.where(organ_codes >= 0, node_names[np.maximum(organ_codes, 0)] if len(node_names) else False,
+                               False)
     node = les["is_lymph_node"].to_numpy(dtype=float)
     les["is_lymph_node"] = np.where(np.isnan(node), node_from_organ.astype(float), node)
 
@@ -213,34 +247,38 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     no_ld = les["longest_diameter_mm"].isna().to_numpy() & les["fragments_sum_mm"].isna().to_numpy()
     problems.add(les, target & is_node & present & les["short_axis_mm"].isna().to_numpy(),
                  "target_node_without_short_axis",
-                 "target lymph node " + lid + " at " + tp + " has no short_axis_mm; nodes are measured in short axis "
+                 "target lymph node {lesion_id} at {timepoint} has no short_axis_mm; nodes are measured in short axis "
                  "(RECIST 1.1), or give status too_small / not_evaluated")
     problems.add(les, target & ~is_node & present & no_ld, "target_without_longest_diameter",
-                 "target lesion " + lid + " at " + tp + " has no longest_diameter_mm; give the measurement, or status "
+                 "target lesion {lesion_id} at {timepoint} has no longest_diameter_mm; give the measurement, or status "
                  "disappeared / too_small / not_evaluated")
     problems.add(les, target & (status == "unequivocal_progression"), "status_not_allowed",
-                 "target lesion " + lid + " has status unequivocal_progression, which applies to non-target "
-                 "lesions only; record the measured size instead")
-    problems.add(les, is_base & np.isin(kind, ["target"]) & ~present, "baseline_target_not_measured",
-                 "target lesion " + lid + " has status " + _text(les["status"]) + " at baseline; every target must "
-                 "be measured at baseline")
+                 "target lesion {lesion_id} has status unequivocal_progression, which applies to non-target lesions "
+                 "only; record the measured size instead")
+    problems.add(les, is_base & target & ~present, "baseline_target_not_measured",
+                 "target lesion {lesion_id} has status {status} at baseline; every target must be measured at "
+                 "baseline")
     coalesced = status == "coalesced"
-    carrier = pd.MultiIndex.from_arrays([les["subject_id"].to_numpy(dtype=object), les["timepoint"].to_numpy(dtype=object),
-                                         les["coalesced_into"].to_numpy(dtype=object)])
-    own = pd.MultiIndex.from_arrays([les["subject_id"].to_numpy(dtype=object), les["timepoint"].to_numpy(dtype=object),
-                                     les["lesion_id"].to_numpy(dtype=object)])
-    carrier_found = own.drop_duplicates().get_indexer(carrier) >= 0 if len(les) else np.array([], dtype=bool)
-    problems.add(les, coalesced & (pd.isna(les["coalesced_into"].to_numpy(dtype=object)) | ~carrier_found),
-                 "coalesced_without_carrier",
-                 "lesion " + lid + " at " + tp + " is coalesced but coalesced_into does not name a lesion of the same "
-                 "timepoint; name the lesion that carries the merged diameter (RECIST 1.1 §4.3)")
+    if coalesced.any():
+        own = pd.MultiIndex.from_arrays([les["subject_id"].to_numpy(dtype=object),
+                                         les["timepoint"].to_numpy(dtype=object),
+                                         les["lesion_id"].to_numpy(dtype=object)])
+        carrier = pd.MultiIndex.from_arrays([les["subject_id"].to_numpy(dtype=object),
+                                             les["timepoint"].to_numpy(dtype=object),
+                                             les["coalesced_into"].to_numpy(dtype=object)])
+        found = own.drop_duplicates().get_indexer(carrier) >= 0
+        problems.add(les, coalesced & (pd.isna(les["coalesced_into"].to_numpy(dtype=object)) | ~found),
+                     "coalesced_without_carrier",
+                     "lesion {lesion_id} at {timepoint} is coalesced but coalesced_into does not name a lesion of the "
+                     "same timepoint; name the lesion that carries the merged diameter (RECIST 1.1 §4.3)")
     return les
 
 
 def _key(visits: pd.DataFrame, lesions: pd.DataFrame, subjects: pd.DataFrame,
          settings: dict[str, dict[str, dict[str, Any]]]) -> Prepared:
-    """Sort and add integer keys (see `Prepared`)."""
-    subject_order = pd.Index(sorted(set(visits["subject_id"].tolist()), key=str))
+    """Sort and add integer keys (see `Prepared`). Subjects are ordered by id, so results never depend on the
+    order of the input rows."""
+    subject_order = pd.Index(sorted(set(visits["subject_id"].tolist()), key=str), dtype=object)
     subj_key_v = subject_order.get_indexer(visits["subject_id"].to_numpy(dtype=object))
     order = np.lexsort((visits["day"].to_numpy(dtype=float), subj_key_v))
     v = visits.iloc[order].reset_index(drop=True)
@@ -248,22 +286,25 @@ def _key(visits: pd.DataFrame, lesions: pd.DataFrame, subjects: pd.DataFrame,
     v["tp_order"] = v.groupby("subj_key").cumcount().to_numpy()
     v["is_baseline"] = v["tp_order"].to_numpy() == 0
 
-    vindex = pd.MultiIndex.from_arrays([v["subject_id"].to_numpy(dtype=object), v["timepoint"].to_numpy(dtype=object)])
-    lkey = pd.MultiIndex.from_arrays([lesions["subject_id"].to_numpy(dtype=object),
-                                      lesions["timepoint"].to_numpy(dtype=object)])
-    tp_key = vindex.get_indexer(lkey) if len(lesions) else np.array([], dtype=np.int64)
-    lesion_code = pd.factorize(lesions["lesion_id"].astype(str), sort=True)[0] if len(lesions) else np.array([], dtype=int)
+    v_tp, l_tp = _shared_codes(v["timepoint"].to_numpy(dtype=object), lesions["timepoint"].to_numpy(dtype=object))
+    l_subj = subject_order.get_indexer(lesions["subject_id"].to_numpy(dtype=object)).astype(np.int64)
+    tp_key = pd.Index(_pair_key(v["subj_key"].to_numpy().astype(np.int64), v_tp)).get_indexer(_pair_key(l_subj, l_tp)) \
+        if len(lesions) else np.array([], dtype=np.int64)
+    lesion_code = (pd.factorize(lesions["lesion_id"].to_numpy(dtype=object).astype(str), sort=True)[0]
+                   if len(lesions) else np.array([], dtype=np.int64))
     lorder = np.lexsort((lesion_code, tp_key))
     les = lesions.iloc[lorder].reset_index(drop=True)
     les["tp_key"] = tp_key[lorder]
-    les["subj_key"] = v["subj_key"].to_numpy()[les["tp_key"].to_numpy()] if len(les) else np.array([], dtype=int)
-    les["is_baseline"] = v["is_baseline"].to_numpy()[les["tp_key"].to_numpy()] if len(les) else np.array([], dtype=bool)
-    les["day"] = v["day"].to_numpy()[les["tp_key"].to_numpy()] if len(les) else np.array([], dtype=float)
+    visit_of = les["tp_key"].to_numpy()
+    les["subj_key"] = v["subj_key"].to_numpy()[visit_of] if len(les) else np.array([], dtype=int)
+    les["is_baseline"] = v["is_baseline"].to_numpy()[visit_of] if len(les) else np.array([], dtype=bool)
+    les["day"] = v["day"].to_numpy()[visit_of] if len(les) else np.array([], dtype=float)
 
-    pair = pd.MultiIndex.from_arrays([les["subj_key"].to_numpy(), les["lesion_id"].to_numpy(dtype=object)])
+    codes = lesion_code[lorder].astype(np.int64)
+    pair = _pair_key(les["subj_key"].to_numpy().astype(np.int64), codes)
     base_mask = les["is_baseline"].to_numpy(dtype=bool)
     base_rows = np.flatnonzero(base_mask)
-    pos = pair[base_mask].get_indexer(pair) if len(base_rows) else np.full(len(les), -1)
+    pos = pd.Index(pair[base_mask]).get_indexer(pair) if len(base_rows) else np.full(len(les), -1)
     les["base_row"] = np.where(pos >= 0, base_rows[np.maximum(pos, 0)] if len(base_rows) else -1, -1)
 
     subj = subjects.drop_duplicates("subject_id")

@@ -41,9 +41,16 @@ def atomic_path(path: str | Path, mode: str = "w") -> Any:
     """Yield a temporary path in the destination folder; rename it over `path` only on success."""
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
-    if not folder.exists():
-        raise OutputError("folder does not exist", file=folder, hint="create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    if target.is_dir():
+        raise OutputError("is a folder; give a file name", file=target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder: {exc.strerror}", file=folder) from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write here: {exc.strerror}", file=target) from None
     os.close(fd)
     try:
         yield Path(tmp)

@@ -1,0 +1,153 @@
+"""Batch scoring: trial tables -> per-visit responses, best response per subject, summary, rejected rows.
+
+The same engine as `assess` (a case is a batch of one subject). Rows that cannot be scored are set aside with
+their reason by the readers' ledgers, so `rows read = rows scored + rows rejected` for every input file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .assessment import ordered_ids, score_prepared, select_criteria
+from .engine import RuleSetResult
+from .summary import summarise
+from .tables import Prepared, with_object_strings
+from .trial import ERROR_COLUMNS, ReadResult
+from .validate import validate_and_prepare
+
+KEY_ORDER = ["subject_id", "criteria", "timepoint", "day", "overall", "target", "non_target", "new_lesions"]
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BatchResult:
+    """All outputs of one batch run, as tables."""
+
+    visits: pd.DataFrame
+    best: pd.DataFrame
+    lesions: pd.DataFrame
+    flags: pd.DataFrame
+    warnings: pd.DataFrame
+    rejected: pd.DataFrame
+    counts: dict[str, dict[str, int]]
+    summary: list[dict[str, Any]]
+    results: dict[str, RuleSetResult] = field(default_factory=dict)
+    prepared: Prepared | None = None
+
+    def accounting_lines(self) -> list[str]:
+        """`rows read = rows scored + rows rejected`, per input file."""
+        return [f"{Path(file).name}: rows read {c['read']:,} = rows scored {c['scored']:,} + rows rejected "
+                f"{c['rejected']:,}" for file, c in self.counts.items()]
+
+
+def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    first = [c for c in KEY_ORDER if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def _sorted(frame: pd.DataFrame, keys: Sequence[str], criteria_order: Sequence[str]) -> pd.DataFrame:
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    frame = frame.copy()
+    rank = {c: i for i, c in enumerate(criteria_order)}
+    frame["_criteria_rank"] = frame["criteria"].map(rank).fillna(len(rank)) if "criteria" in frame else 0
+    by = [k for k in keys if k in frame.columns and k != "criteria"]
+    frame["_subject"] = frame["subject_id"].astype(str)
+    sort_keys = ["_subject", "_criteria_rank"] + [k for k in by if k != "subject_id"]
+    frame = frame.sort_values(sort_keys, kind="stable").drop(columns=["_criteria_rank", "_subject"])
+    return frame.reset_index(drop=True)
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """Report values with two decimals, as `assess` does (decisions were made on exact values)."""
+    for column in frame.columns:
+        if frame[column].dtype.kind == "f":
+            frame[column] = frame[column].round(2)
+    return frame
+
+
+def combine_results(results: Mapping[str, RuleSetResult], problems: pd.DataFrame, explain: bool = False
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Stack every rule set's tables into the batch outputs (visits, best, lesions, flags, warnings)."""
+    order = ordered_ids(list(results))
+    visits, best, lesions, flags, warnings = [], [], [], [], []
+    for rule_id in order:
+        result = results[rule_id]
+        if result.rule_set.schema.kind == "response":
+            tp = result.timepoints.copy()
+            tp.insert(1, "criteria", rule_id)
+            if "explanation" in tp:
+                if explain:
+                    tp["explanation"] = [" | ".join(lines) for lines in tp["explanation"]]
+                else:
+                    tp = tp.drop(columns=["explanation"])
+            visits.append(tp)
+            if result.best is not None:
+                b = result.best.copy()
+                b.insert(1, "criteria", rule_id)
+                base = result.baseline.drop(columns=["timepoint"])
+                b = b.merge(base, on="subject_id", how="left")
+                best.append(b)
+            if not result.lesions.empty:
+                les = result.lesions.copy()
+                les.insert(1, "criteria", rule_id)
+                lesions.append(les)
+        if not result.flags.empty:
+            f = result.flags.copy()
+            f["evidence"] = [e if isinstance(e, str) else json.dumps(e, default=str) for e in f["evidence"]]
+            flags.append(f)
+        warnings.append(result.warnings)
+    extra = problems.loc[problems["severity"] == "warning", ["subject_id", "code", "timepoint", "lesion_id", "message"]]
+    if not extra.empty:
+        warnings.append(extra.assign(criteria=None))
+
+    def stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
+        parts = [p for p in parts if not p.empty]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    visit_table = _rounded(_sorted(_ordered(stack(visits)), ["subject_id", "criteria", "day"], order))
+    best_table = _rounded(_sorted(stack(best), ["subject_id", "criteria"], order))
+    if "best_overall_response_day" in best_table:
+        best_table["best_overall_response_day"] = best_table["best_overall_response_day"].astype("Int64")
+    lesion_table = _sorted(stack(lesions), ["subject_id", "criteria", "timepoint", "lesion_id"], order)
+    flag_table = _sorted(stack(flags), ["subject_id", "day", "flag", "lesion_id"], order)
+    warning_table = stack(warnings)
+    if not warning_table.empty:
+        warning_table = warning_table[["subject_id", "criteria", "code", "timepoint", "lesion_id", "message"]]
+        warning_table = _sorted(warning_table, ["subject_id", "criteria", "code", "timepoint", "lesion_id"], order)
+    return visit_table, best_table, lesion_table, flag_table, warning_table
+
+
+@with_object_strings
+def score_read(read: ReadResult, criteria: Sequence[str] | str | None = None,
+               settings: Mapping[str, Mapping[str, Any]] | None = None, explain: bool = False,
+               progress: Progress | None = None) -> BatchResult:
+    """Validate the tables a reader built, set aside unscorable subjects, score the rest with every rule set."""
+    say = progress or (lambda _msg: None)
+    say("checking subjects")
+    prepared, problems = validate_and_prepare(read.tables)
+    read.set_aside(problems)
+    rule_ids = select_criteria(None, criteria)
+    say("scoring " + ", ".join(str(r) for r in rule_ids))
+    results = score_prepared(prepared, rule_ids, settings, None, explain=explain)
+    visits, best, lesions, flags, warnings = combine_results(results, problems, explain)
+    rejected = read.rejected()
+    rejected = rejected.sort_values(["file", "line"], kind="stable").reset_index(drop=True) if not rejected.empty \
+        else pd.DataFrame(columns=ERROR_COLUMNS)
+    return BatchResult(visits, best, lesions, flags, warnings, rejected, read.counts(), summarise(best), results,
+                       prepared)
+
+
+def empty_like(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    return frame if not frame.empty else pd.DataFrame(columns=list(columns))
+
+
+def as_text(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=object)
