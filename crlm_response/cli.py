@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pandas as pd
 import yaml
 from rich.console import Console
 
@@ -309,10 +310,17 @@ class _Steps:
 @click.option("--strict", is_flag=True, help="Exit 1 if any row was rejected or any warning raised.")
 @click.option("--encoding", default="auto", show_default=True, help="Text encoding of CSV inputs (auto: UTF-8, BOM-aware).")
 @click.option("--no-safe-csv", is_flag=True, help="Do not neutralise cells that a spreadsheet would run as formulas.")
+@click.option("--sdtm-tu", type=click.Path(dir_okay=False, path_type=Path), help="SDTM TU domain (CSV, Parquet or XPT).")
+@click.option("--sdtm-tr", type=click.Path(dir_okay=False, path_type=Path), help="SDTM TR domain (CSV, Parquet or XPT).")
+@click.option("--out-rs", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write SDTM RS rows (TRGRESP, NTRGRESP, NEWLPROG, OVRLRESP) from the RECIST 1.1 results.")
+@click.option("--adam-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write ADaM-shaped ADRS (OVR, BOR, CBOR) and ADTR (SDIAM) tables into this folder.")
 def batch_cmd(lesions: Path | None, organs: Path | None, column_map: Path | None, output: Path | None,
               best_path: Path | None, errors_path: Path | None, summary: bool, summary_file: Path | None,
               criteria: str | None, set_values: tuple[str, ...], explain: bool, strict: bool, encoding: str,
-              no_safe_csv: bool) -> None:
+              no_safe_csv: bool, sdtm_tu: Path | None, sdtm_tr: Path | None, out_rs: Path | None,
+              adam_dir: Path | None) -> None:
     """Score a trial table: one row per lesion per timepoint (CSV or Parquet).
 
     Writes per-visit responses (-o), best response per subject, rejected rows with their reason, and
@@ -326,21 +334,61 @@ def batch_cmd(lesions: Path | None, organs: Path | None, column_map: Path | None
     from .trial import load_column_map, read_long
     from .writers import refuse_overwriting_inputs
 
-    if lesions is None:
-        raise click.UsageError("give a lesion table (CSV or Parquet)")
-    if output is None and not summary and summary_file is None:
+    sdtm = sdtm_tu is not None or sdtm_tr is not None
+    if sdtm and (sdtm_tu is None or sdtm_tr is None):
+        raise click.UsageError("SDTM input needs both --sdtm-tu and --sdtm-tr")
+    if sdtm and lesions is not None:
+        raise click.UsageError("give either a lesion table or --sdtm-tu/--sdtm-tr, not both")
+    if not sdtm and lesions is None:
+        raise click.UsageError("give a lesion table (CSV or Parquet), or --sdtm-tu and --sdtm-tr")
+    if (out_rs or adam_dir) and not sdtm:
+        raise click.UsageError("--out-rs and --adam-dir need SDTM input (--sdtm-tu and --sdtm-tr)")
+    if output is None and not summary and summary_file is None and out_rs is None and adam_dir is None:
         raise click.UsageError("give -o/--output for the results, or --summary to print only the summary")
     requested = _criteria_option(criteria)
     settings = parse_set_options(set_values, requested or ())
     outputs = _batch_outputs(output, best_path, errors_path)
-    refuse_overwriting_inputs([*outputs.values(), summary_file], [lesions, organs, column_map])
+    adam = {"adrs": adam_dir / "adrs.csv", "adtr": adam_dir / "adtr.csv"} if adam_dir else {}
+    refuse_overwriting_inputs([*outputs.values(), summary_file, out_rs, *adam.values()],
+                              [lesions, organs, column_map, sdtm_tu, sdtm_tr])
     with _Steps() as step:
-        step("reading " + lesions.name)
-        read = read_long(lesions, load_column_map(column_map), organs, encoding)
+        if sdtm:
+            from .sdtm import read_sdtm
+
+            step("reading SDTM TU/TR")
+            read, streams = read_sdtm(sdtm_tu, sdtm_tr, encoding=encoding)  # type: ignore[arg-type]
+            requested = requested or ["recist1.1"]
+        else:
+            assert lesions is not None
+            step("reading " + lesions.name)
+            read = read_long(lesions, load_column_map(column_map), organs, encoding)
         result = score_read(read, requested or None, settings, explain=explain, progress=step)
         step("writing")
         _write_batch(result, outputs, not no_safe_csv)
+        if sdtm:
+            _write_sdtm(result, streams, out_rs, adam, settings, not no_safe_csv)
     _report_batch(result, outputs, summary, summary_file, strict)
+
+
+def _write_sdtm(result: Any, streams: Any, out_rs: Path | None, adam: dict[str, Path], settings: Any,
+                safe_csv: bool) -> None:
+    from .assessment import get_rules
+    from .engine import resolve_params, score
+    from .sdtm import adam_rows, rs_rows
+    from .writers import write_table
+
+    recist = result.results.get("recist1.1")
+    if recist is None:
+        raise click.UsageError("RS and ADaM output need --criteria to include recist1.1")
+    if out_rs is not None:
+        write_table(rs_rows(recist, streams), out_rs, safe_csv=safe_csv)
+    if adam:
+        rules = get_rules("recist1.1")
+        params = resolve_params(rules, settings.get("recist1.1", {}), {"confirmation_required": True})
+        confirmed = score(result.prepared, rules, params)
+        adrs, adtr = adam_rows(recist, streams, confirmed)
+        write_table(adrs, adam["adrs"], safe_csv=safe_csv)
+        write_table(adtr, adam["adtr"], safe_csv=safe_csv)
 
 
 def _batch_outputs(output: Path | None, best: Path | None, errors: Path | None) -> dict[str, Path | None]:
@@ -398,6 +446,77 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
     rejected = sum(c["rejected"] for c in result.counts.values())
     if strict and (rejected or len(result.warnings)):
         raise click.ClickException(f"--strict: {rejected:,} row(s) rejected and {len(result.warnings):,} warning(s)")
+
+
+@cli.command("bor", context_settings=CONTEXT_SETTINGS)
+@click.argument("visits", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="One row per subject (.csv/.parquet).")
+@click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Rejected rows (default: OUTPUT stem + .errors).")
+@click.option("--confirm/--no-confirm", default=False, show_default=True,
+              help="CR and PR need a confirming assessment (E2009 §4.6).")
+@click.option("--sd-min-days", type=click.IntRange(0, 3650), default=42, show_default=True,
+              help="SD (and NON-CR/NON-PD) counts only from this many days after the reference date.")
+@click.option("--confirm-days", type=click.IntRange(1, 3650), default=28, show_default=True,
+              help="Minimum interval to a confirming assessment.")
+@click.option("--max-ne-between", type=click.IntRange(0, 100), default=1, show_default=True,
+              help="NE assessments allowed between a response and its confirmation.")
+@click.option("--accept-sd-between/--no-accept-sd-between", default=False, show_default=True,
+              help="Allow SD between a PR and its confirmation.")
+@click.option("--missing-as-ne", is_flag=True, help="Treat missing / ND responses as NE instead of dropping them.")
+@click.option("--stop-at-pd/--no-stop-at-pd", default=True, show_default=True,
+              help="Ignore assessments after the first PD.")
+@click.option("--reference-date", help="Reference date (YYYY-MM-DD) when the input has dates instead of days.")
+@click.option("--encoding", default="auto", show_default=True)
+def bor_cmd(visits: Path, output: Path | None, errors_path: Path | None, confirm: bool, sd_min_days: int,
+            confirm_days: int, max_ne_between: int, accept_sd_between: bool, missing_as_ne: bool, stop_at_pd: bool,
+            reference_date: str | None, encoding: str) -> None:
+    """Best overall response from responses already assigned per visit.
+
+    Reads a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or ADaM ADRS (OVR rows),
+    and applies the same best-response code `assess` uses (REFERENCE §1.9).
+
+    Example:
+
+        crlm-response bor visits.csv --confirm --sd-min-days 42 --confirm-days 28 --max-ne-between 1 -o bor.csv
+    """
+    from .bor import BorSettings, best_overall_response
+    from .trial import read_responses
+    from .writers import refuse_overwriting_inputs, write_table
+
+    errors_out = errors_path or (_default_path(output, "errors") if output else None)
+    refuse_overwriting_inputs([output, errors_out], [visits])
+    data = read_responses(visits, reference_date, encoding)
+    settings = BorSettings(confirmation_required=confirm, min_confirmation_interval_days=confirm_days,
+                           sd_min_days=sd_min_days, max_ne_between_confirmation=max_ne_between,
+                           accept_sd_between_pr_confirmation=accept_sd_between, stop_at_first_pd=stop_at_pd,
+                           missing_as_ne=missing_as_ne)
+    frame = data.frame
+    stream = frame["subject_id"] + ("|" + frame["reader"]).where(frame["reader"] != "", "")
+    result = best_overall_response(stream.to_numpy(dtype=object), frame["day"], frame["response"], settings)
+    table = result.subjects.rename(columns={"subject": "stream"}).drop(columns=["best_row"])
+    lookup = pd.DataFrame({"stream": stream, "subject_id": frame["subject_id"], "reader": frame["reader"]})
+    table = table.merge(lookup.drop_duplicates("stream"), on="stream", how="left")
+    columns = ["subject_id"] + (["reader"] if (table["reader"] != "").any() else []) + [
+        "best_overall_response", "best_overall_response_day", "responder", "clinical_benefit"]
+    table = table.sort_values(["subject_id", "reader"], kind="stable")[columns].reset_index(drop=True)
+    table["best_overall_response_day"] = table["best_overall_response_day"].astype("Int64")
+    err = _console(stderr=True)
+    counts = data.ledger.counts()
+    err.print(f"{visits.name}: rows read {counts['read']:,} = rows scored {counts['scored']:,} + rows rejected "
+              f"{counts['rejected']:,}")
+    if output is not None:
+        write_table(table, output)
+        if errors_out is not None:
+            from .trial import ERROR_COLUMNS
+
+            rejected = data.ledger.table()
+            write_table(rejected if not rejected.empty else pd.DataFrame(columns=ERROR_COLUMNS), errors_out)
+    else:
+        click.echo(table.to_csv(index=False), nl=False)
+    for w in result.cr_then_pr.itertuples():
+        err.print(f"warning recist_cr_then_pr: {w.subject}: a PR follows a CR; re-read both scans (E2009 Table 3 note)",
+                  style="yellow")
 
 
 def main() -> None:

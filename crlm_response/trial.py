@@ -623,3 +623,104 @@ def _merge_organs(visits: pd.DataFrame, organs: pd.DataFrame) -> pd.DataFrame:
             merged[column] = merged[column].where(merged[column].notna(), merged[column + "_organ"])
             merged = merged.drop(columns=[column + "_organ"])
     return merged
+
+
+RESPONSE_ALIASES = {"NON-CR/NON-PD": "NON-CR/NON-PD", "NONCR/NONPD": "NON-CR/NON-PD", "NON CR/NON PD": "NON-CR/NON-PD",
+                    "NON-CR / NON-PD": "NON-CR/NON-PD", "CR": "CR", "PR": "PR", "SD": "SD", "PD": "PD", "NE": "NE",
+                    "ND": "ND", "NOT EVALUABLE": "NE", "NOT DONE": "ND"}
+
+
+@dataclass
+class Responses:
+    """Per-visit responses ready for `bor.best_overall_response`, and the ledger of the input rows."""
+
+    frame: pd.DataFrame  # subject_id, day, response (+ reader columns for RS / ADRS input)
+    ledger: Ledger
+    source_kind: str  # "simple", "sdtm_rs" or "adam_adrs"
+
+
+@with_object_strings
+def read_responses(path: str | Path, reference_date: str | None = None, encoding: str = "auto",
+                   column_map: ColumnMap | None = None) -> Responses:
+    """Per-visit responses from a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or
+    ADaM ADRS (PARAMCD OVR rows). Dates need a reference date (option or `reference_date` column)."""
+    file = str(path)
+    table = read_frame(path, encoding)
+    raw = _apply_map(table.frame, column_map or ColumnMap(), file)
+    upper = {c.upper(): c for c in raw.columns}
+    if "RSTESTCD" in upper:
+        kind, test_col, subject_cols, response_col = "sdtm_rs", upper["RSTESTCD"], ["USUBJID", "RSEVAL", "RSEVALID"], \
+            upper.get("RSSTRESC", upper.get("RSORRES"))
+        day_col, date_col, keep_value = upper.get("RSDY"), upper.get("RSDTC"), "OVRLRESP"
+    elif "PARAMCD" in upper:
+        kind, test_col, subject_cols, response_col = "adam_adrs", upper["PARAMCD"], ["USUBJID"], upper.get("AVALC")
+        day_col, date_col, keep_value = upper.get("ADY"), upper.get("ADT"), "OVR"
+    else:
+        kind, test_col, subject_cols, response_col = "simple", None, ["subject_id"], "response" if "response" in raw else None
+        day_col = "day" if "day" in raw else None
+        date_col, keep_value = ("date" if "date" in raw else None), None
+    missing = [c for c in subject_cols[:1] if (upper.get(c.upper()) if kind != "simple" else c) not in raw]
+    if response_col is None:
+        missing.append("response")
+    if day_col is None and date_col is None:
+        missing.append("day or date")
+    if missing:
+        raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=file,
+                              hint="a visits table has subject_id, day (or date + reference date) and response; "
+                                   "SDTM RS and ADaM ADRS are recognised by RSTESTCD / PARAMCD")
+    frame = raw
+    if kind == "simple":
+        subject = _text_column(frame, "subject_id")
+        reader = pd.Series([""] * len(frame), dtype=object)
+    else:
+        subject = _text_column(frame, upper["USUBJID"])
+        parts = [_text_column(frame, upper[c]) for c in subject_cols[1:] if c in upper]
+        reader = pd.Series([""] * len(frame), dtype=object)
+        for part in parts:
+            reader = reader.where(part == "", reader + "|" + part).str.lstrip("|")
+    view = pd.DataFrame({"subject_id": subject.to_numpy(dtype=object), "timepoint": None, "lesion_id": None})
+    ledger = Ledger(file, table.lines, view)
+    ledger.add_malformed(table.malformed)
+    if test_col is not None:
+        ledger.add((_text_column(frame, test_col).str.upper() != keep_value).to_numpy(), test_col, "not_used",
+                   f"only {keep_value} rows carry the per-visit overall response")
+    ledger.add((subject == "").to_numpy(), "subject_id", "missing_key", "subject is empty")
+    words = _text_column(frame, response_col).str.upper().str.replace(r"\s+", " ", regex=True)
+    response = words.map(RESPONSE_ALIASES)
+    response = response.where(words != "", None)
+    ledger.add((words != "").to_numpy() & response.isna().to_numpy(), response_col, "not_allowed",
+               "response must be one of CR, PR, SD, NON-CR/NON-PD, PD, NE, ND or empty")
+    day = _numbers(frame[day_col]).to_numpy() if day_col is not None else np.full(len(frame), np.nan)
+    if kind == "sdtm_rs":
+        day = np.where(day > 0, day - 1, day)  # study day 1 is the reference day (there is no day 0)
+    if date_col is not None and np.isnan(day).any():
+        dates = pd.to_datetime(_text_column(frame, date_col).where(lambda s: s.str.len() >= 10, None), errors="coerce",
+                               format="ISO8601")
+        ref_text = _text_column(frame, "reference_date") if "reference_date" in frame else None
+        if ref_text is not None:
+            refs = pd.to_datetime(ref_text.where(ref_text != "", None), errors="coerce", format="ISO8601")
+        elif reference_date is not None:
+            try:
+                refs = pd.Series(pd.Timestamp(reference_date), index=frame.index)
+            except ValueError:
+                raise InputTableError(f"reference date {reference_date!r} is not a date (YYYY-MM-DD)") from None
+        else:
+            refs = None
+        if refs is not None:
+            from_dates = (dates - refs).dt.days.to_numpy(dtype=float)
+            day = np.where(np.isnan(day), from_dates, day)
+        elif kind == "simple" and day_col is None:
+            raise InputTableError("dates need a reference date: pass --reference-date or add a reference_date column",
+                                  file=file)
+    ledger.add(np.isnan(day) & response.notna().to_numpy(), day_col or date_col, "no_day",
+               "no day: give day, or a complete date with a reference date")
+    out = pd.DataFrame({"subject_id": subject.to_numpy(dtype=object), "reader": reader.to_numpy(dtype=object),
+                        "day": day, "response": response.to_numpy(dtype=object)})
+    return Responses(out.loc[ledger.ok].reset_index(drop=True), ledger, kind)
+
+
+def _text_column(frame: pd.DataFrame, column: str) -> pd.Series:
+    values = frame[column]
+    arr = values.to_numpy(dtype=object)
+    text = pd.Series(np.where(pd.isna(arr), "", arr), dtype=object).astype(str).str.strip()
+    return text
