@@ -152,7 +152,10 @@ def _render_rows(template: Any, ctx: Context, level: Level, rows: np.ndarray) ->
     columns = {}
     for name, _ in template.fields:
         column = ctx.get(name, level)
-        columns[name] = column[rows] if isinstance(column, np.ndarray) else column
+        column = column[rows] if isinstance(column, np.ndarray) else column
+        if isinstance(column, np.ndarray) and column.dtype.kind == "f" and ctx.type_of(name) == "bool":
+            column = np.where(np.isnan(column), None, column == 1)  # yes/no, not 1.0/0.0
+        columns[name] = column
     return list(template.render_many(columns, len(rows)))
 
 
@@ -212,7 +215,7 @@ def score(prepared: Prepared, rule_set: LoadedRuleSet, params: Mapping[str, Any]
         persist = out.spec.persist
         if persist is not None and bool(params.get(persist.parameter)):
             values = _persist(ctx, values, persist.category, persist.replaces, params)
-        ctx.store(out.spec.name, level, values)
+        ctx.store(out.spec.name, level, values, rule_set.output_type(out.spec.name))
         fired_by_output[out.spec.name] = fired
 
     flags = _flags(ctx, rule_set, envs, visits, lesions, explain)
@@ -262,7 +265,7 @@ def _flags(ctx: Context, rule_set: LoadedRuleSet, envs: dict[str, _LevelEnv], vi
         env = envs[level]
         follow = np.asarray(ctx.get("is_follow_up", level), dtype=bool)
         mask = flag.condition.evaluate(env) & follow
-        ctx.store(flag.spec.flag, level, mask)
+        ctx.store(flag.spec.flag, level, mask, "bool")
         hits = np.flatnonzero(mask)
         if not len(hits):
             continue
@@ -399,7 +402,7 @@ def _explanations(ctx: Context, rule_set: LoadedRuleSet, fired: dict[str, np.nda
                     parts.setdefault(visit, []).append(f"{lesion_ids[row]} {format_value(source[row])}")
             for i in range(len(rows)):
                 if which[i] >= 0:
-                    text = f"{name} {format_value(values[rows[i]])}"
+                    text = f"{name} {_shown(values[rows[i]], ctx.type_of(name))}"
                     detail = ", ".join(parts.get(int(rows[i]), []))
                     text += f": {detail}" if detail else ""
                     text += f" ({rendered[i]})" if rendered[i] else ""
@@ -412,10 +415,16 @@ def _explanations(ctx: Context, rule_set: LoadedRuleSet, fired: dict[str, np.nda
             rendered = _render_rows(rule.template, ctx, "timepoint", rows[hit])
             citation = getattr(rule.rule, "citation", None)
             for i, text in zip(hit, rendered, strict=True):
-                line = f"{name} {format_value(values[rows[i]])}"
+                line = f"{name} {_shown(values[rows[i]], ctx.type_of(name))}"
                 line += f": {text}" if text else ""
                 lines[i].append(line + (f" [{citation}]" if citation else ""))
     return lines
+
+
+def _shown(value: Any, vtype: str) -> str:
+    if vtype == "bool" and isinstance(value, float) and not np.isnan(value):
+        return format_value(value == 1)
+    return format_value(value)
 
 
 def _lesion_table(ctx: Context, rule_set: LoadedRuleSet, lesions: pd.DataFrame) -> pd.DataFrame:

@@ -114,13 +114,17 @@ class Context:
         self.lesion_key = self.lesion_subject * (int(codes.max()) + 1 if len(codes) else 1) + codes
         self._values: dict[str, np.ndarray] = {}
         self._levels: dict[str, Level] = {}
+        self._types: dict[str, ValueType] = {}
 
     # -- access --------------------------------------------------------------------------------------
     def column(self, level: Level, name: str) -> np.ndarray:
         frame = {"lesion": self.prepared.lesions, "timepoint": self.prepared.visits,
                  "subject": self.prepared.subjects}[level]
         if name not in frame:
-            return np.full(self.n[level], np.nan)
+            spec = spec_of(name)
+            if spec is not None and spec.kind in ("number", "integer", "bool", "list"):
+                return np.full(self.n[level], np.nan)
+            return np.full(self.n[level], None, dtype=object)
         values = frame[name]
         if values.dtype == object or not pd.api.types.is_numeric_dtype(values.dtype):
             return values.to_numpy(dtype=object)
@@ -155,9 +159,19 @@ class Context:
             return self.params[name]
         return self.broadcast(self.value(name), self.level_of(name), level)
 
-    def store(self, name: str, level: Level, values: np.ndarray) -> None:
+    def store(self, name: str, level: Level, values: np.ndarray, vtype: ValueType = "text") -> None:
         self._values[name] = values
         self._levels[name] = level
+        self._types[name] = vtype
+
+    def type_of(self, name: str) -> ValueType:
+        if name in self._types:
+            return self._types[name]
+        inner = name.split(":", 1)[1] if name.startswith("baseline:") else name
+        if name.startswith("agent:"):
+            return "bool"
+        metric = METRICS.get(inner)
+        return metric.type if metric is not None else "text"
 
     def param(self, name: str) -> Any:
         return self.params[name]

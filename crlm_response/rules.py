@@ -271,7 +271,10 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     (a child may give only `value`); checks, outputs and flags replace by name and append new ones."""
     merged = copy.deepcopy(parent)
     for key, value in child.items():
-        if key in ("parameters", "citations") and isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if key == "citations" and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            # The variant's own references first: they name what it changes.
+            merged[key] = {**copy.deepcopy(value), **{k: v for k, v in merged[key].items() if k not in value}}
+        elif key == "parameters" and isinstance(value, dict) and isinstance(merged.get(key), dict):
             for name, entry in value.items():
                 old = merged[key].get(name)
                 if isinstance(old, dict) and isinstance(entry, dict):
@@ -740,11 +743,11 @@ def describe(rules: LoadedRuleSet) -> dict[str, Any]:
 
 
 def main_citation(rules: LoadedRuleSet) -> str:
-    """The first reference of a rule set, shortened to author, journal and year."""
+    """The first reference of a rule set as "first author et al. year"."""
     if not rules.schema.citations:
         return ""
     text = next(iter(rules.schema.citations.values()))
-    first_author = text.split(",")[0]
-    year = re.search(r"(19|20)\d\d", text)
-    journal = re.search(r"\.\s+([A-Z][A-Za-z .]+?)\s+(?:19|20)\d\d", text)
-    return " ".join(x for x in (first_author, journal.group(1) if journal else "", year.group(0) if year else "") if x)
+    author = text.split(",")[0].split(".")[0].strip()
+    years = re.findall(r"\b(?:19|20)\d\d\b", text)
+    person = len(author.split()) <= 2
+    return f"{author}{' et al.' if person else ''} {years[-1]}" if years else author

@@ -18,7 +18,7 @@ REGIMENS = (
     ("FOLFIRI + bevacizumab", "irinotecan;fluorouracil;leucovorin;bevacizumab"),
     ("CAPOX", "capecitabine;oxaliplatin"),
 )
-ROWS_PER_SUBJECT = 27.0  # average lesion rows per subject with the defaults below
+ROWS_PER_SUBJECT = 24.6  # average lesion rows per subject with the defaults below
 
 
 def generate_cohort(rows: int = 100_000, seed: int = 1, subjects: int | None = None) -> pd.DataFrame:

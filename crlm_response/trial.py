@@ -41,6 +41,9 @@ FALSE_WORDS = {"false", "f", "no", "n", "0", "0.0"}
 SPECS: dict[str, FieldSpec] = {
     **{k: v for k, v in LESION_SPECS.items()}, **TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS,
     "procedure_day": FieldSpec("procedure_day", "integer", ge=-3650, le=36500),
+    "regimen": FieldSpec("regimen", "text"),
+    "agents": FieldSpec("agents", "text", description="agents separated by ';'"),
+    "setting": FieldSpec("setting", "text", choices=("systemic", "intra_arterial", "ablation")),
 }
 
 
@@ -356,9 +359,15 @@ def _normalise_words(values: pd.Series, column: str) -> pd.Series:
     return _per_unique(values, normalise)
 
 
-def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, FieldSpec]) -> pd.DataFrame:
-    """Check and convert every known column (vectorised); bad cells reject their row."""
-    out = frame.copy()
+Columns = dict[str, np.ndarray]
+
+
+def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, FieldSpec]) -> Columns:
+    """Check and convert every known column (vectorised, per distinct value where possible); a bad cell rejects
+    its row. Returns engine-typed arrays: numbers and yes/no as float64 (NaN = missing), words as objects
+    (None = missing), dates as datetime64."""
+    out: Columns = {}
+    n = len(frame)
     for column in frame.columns:
         spec = specs.get(column)
         if spec is None:
@@ -366,11 +375,11 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
         raw = frame[column]
         present = raw.notna().to_numpy()
         if not present.any():
-            out[column] = np.nan if spec.kind in ("number", "integer", "bool", "list") else None
+            out[column] = np.full(n, np.nan) if spec.kind in ("number", "integer", "bool", "list") else \
+                np.full(n, None, dtype=object)
             continue
         if spec.kind in ("number", "integer"):
-            numbers = _numbers(raw)
-            values = numbers.to_numpy()
+            values = _numbers(raw).to_numpy()
             rejects.add(present & np.isnan(values), column, "not_a_number", f"{column} must be a number")
             rejects.add(present & np.isinf(values), column, "not_finite", f"{column} must be a finite number")
             if spec.kind == "integer":
@@ -386,9 +395,11 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
             rejects.add(present & ~yes & ~no, column, "not_yes_no", f"{column} must be true/false (yes/no, 1/0)")
             out[column] = np.where(yes, 1.0, np.where(no, 0.0, np.nan))
         elif spec.kind == "date":
-            stamps = pd.to_datetime(raw, errors="coerce", format="ISO8601")
-            rejects.add(present & stamps.isna().to_numpy(), column, "bad_date",
-                        f"{column} must be a real date written YYYY-MM-DD")
+            codes, uniques = _codes(raw)
+            parsed = pd.to_datetime(uniques, errors="coerce", format="ISO8601").to_numpy()
+            stamps = np.full(n, np.datetime64("NaT"), dtype=parsed.dtype if len(parsed) else "datetime64[ns]")
+            stamps[codes >= 0] = parsed[codes[codes >= 0]]
+            rejects.add(present & np.isnat(stamps), column, "bad_date", f"{column} must be a real date written YYYY-MM-DD")
             out[column] = stamps
         elif spec.kind == "list":
             parts = raw.astype(str).str.replace(",", ";").str.split(";")
@@ -400,19 +411,27 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
                              | negative.reindex(raw.index, fill_value=False).to_numpy())
             rejects.add(bad, column, "bad_list", f"{column} must be numbers >= 0 separated by ';'")
             out[column] = sums.reindex(raw.index).to_numpy(dtype=float)
+        elif spec.choices:
+            words = _normalise_words(raw, column)
+            ok = words.isin(spec.choices).to_numpy()
+            rejects.add(present & ~ok, column, "not_allowed", f"{column} must be one of: {', '.join(spec.choices)}")
+            out[column] = words.to_numpy(dtype=object)
+        elif column == "organ":
+            out[column] = _normalise_words(raw, column).to_numpy(dtype=object)
         else:
-            if spec.choices:
-                words = _normalise_words(raw, column)
-                ok = words.isin(spec.choices).to_numpy()
-                rejects.add(present & ~ok, column, "not_allowed",
-                            f"{column} must be one of: {', '.join(spec.choices)}")
-                out[column] = np.where(present, words.to_numpy(dtype=object), None)
-            else:
-                text = raw.astype(object).where(raw.notna(), None)
-                if column == "organ":
-                    text = _normalise_words(raw, column).where(raw.notna(), None)
-                out[column] = text.to_numpy(dtype=object)
+            out[column] = _per_unique(raw, lambda u: u.astype(str)).to_numpy(dtype=object)
+    for key in KEY_COLUMNS:
+        if key in frame:
+            out[key] = _key_text(frame[key])
     return out
+
+
+def _key_text(values: pd.Series) -> np.ndarray:
+    """Ids as plain text: 007 stays 007, a number from Parquet becomes its shortest text, missing is None."""
+    if pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_integer_dtype(values.dtype):
+        return _per_unique(values, lambda u: u.map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))).to_numpy(
+            dtype=object)
+    return _per_unique(values, lambda u: u.astype(str).str.strip()).to_numpy(dtype=object)
 
 
 def _numbers(raw: pd.Series) -> pd.Series:
@@ -451,50 +470,51 @@ def _apply_map(frame: pd.DataFrame, mapping: ColumnMap, file: str) -> pd.DataFra
     return frame
 
 
-def _keys_as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Subject, timepoint and lesion ids as plain text (ids like 007 stay 007; numbers from Parquet become text)."""
-    frame = frame.copy()
-    for key in KEY_COLUMNS:
-        if key in frame:
-            values = frame[key]
-            if pd.api.types.is_float_dtype(values.dtype):
-                values = values.map(lambda v: None if pd.isna(v) else (f"{v:g}"))
-            arr = values.to_numpy(dtype=object)
-            missing = pd.isna(arr)
-            if not pd.api.types.is_object_dtype(values.dtype) or missing.any():
-                arr = np.array([None if m else str(v).strip() for v, m in zip(arr, missing, strict=True)], dtype=object) \
-                    if not isinstance(values.dtype, pd.CategoricalDtype) else np.where(missing, None, arr)
-            frame[key] = pd.Series(arr, index=frame.index, dtype=object)
-    return frame
+def _group_ids(*keys: np.ndarray) -> np.ndarray:
+    """Integer group ids for rows sharing the same key values (missing keys are a group of their own)."""
+    gid = np.zeros(len(keys[0]), dtype=np.int64)
+    for key in keys:
+        codes = pd.factorize(key, use_na_sentinel=False)[0].astype(np.int64)
+        gid = gid * (int(codes.max()) + 1 if len(codes) else 1) + codes
+    return pd.factorize(gid)[0].astype(np.int64)
 
 
-def _subject_conflicts(frame: pd.DataFrame, columns: tuple[str, ...], keys: list[str], rejects: Ledger,
-                       what: str) -> None:
+def _subject_conflicts(cols: Columns, columns: tuple[str, ...], gid: np.ndarray, rejects: Ledger, what: str) -> None:
     """Values that must be the same on every row of a subject (treatment) or of a visit (day, organs)."""
-    present = [c for c in columns if c in frame and frame[c].notna().any()]
-    if not present:
-        return
-    group = frame.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
-    n_groups = int(group.max()) + 1 if len(group) else 0
-    for column in present:
-        values = frame[column]
-        if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_datetime64_any_dtype(values.dtype):
-            numbers = values.to_numpy(dtype=float) if not pd.api.types.is_datetime64_any_dtype(values.dtype) else \
-                values.to_numpy().astype("datetime64[D]").astype(np.int64).astype(float)
-            numbers = np.where(pd.isna(values).to_numpy(), np.nan, numbers)
-        else:
-            numbers = _codes(values)[0].astype(float)
+    n_groups = int(gid.max()) + 1 if len(gid) else 0
+    for column in columns:
+        values = cols.get(column)
+        if values is None:
+            continue
+        if values.dtype.kind == "M":
+            numbers = values.astype("datetime64[D]").astype(np.int64).astype(float)
+            numbers[np.isnat(values)] = np.nan
+        elif values.dtype == object:
+            numbers = pd.factorize(values)[0].astype(float)
             numbers[numbers < 0] = np.nan
+        else:
+            numbers = values.astype(float)
         keep = ~np.isnan(numbers) & ~rejects.bad
         if not keep.any():
             continue
         low = np.full(n_groups, np.inf)
         high = np.full(n_groups, -np.inf)
-        np.minimum.at(low, group[keep], numbers[keep])
-        np.maximum.at(high, group[keep], numbers[keep])
-        clash = (low < high)[group] & ~np.isnan(numbers)
+        np.minimum.at(low, gid[keep], numbers[keep])
+        np.maximum.at(high, gid[keep], numbers[keep])
+        clash = (low < high)[gid] & ~np.isnan(numbers)
         rejects.add(clash, column, "inconsistent_" + what,
                     f"{column} differs between rows of the same {what}; it must be the same on every row")
+
+
+def _first_per_group(values: np.ndarray, gid: np.ndarray, first_rows: np.ndarray) -> np.ndarray:
+    """For each group, its first non-missing value (groups numbered 0..n-1, `first_rows` = a row of each)."""
+    missing = pd.isna(values)
+    if not missing.any():
+        return values[first_rows]
+    order = np.lexsort((missing, gid))
+    sorted_gid = gid[order]
+    starts = order[np.r_[True, sorted_gid[1:] != sorted_gid[:-1]]] if len(order) else order
+    return values[starts]
 
 
 @with_object_strings
@@ -518,25 +538,28 @@ def read_long(path: str | Path, column_map: ColumnMap | None = None, organs: str
                               hint=f"the file has: {', '.join(map(str, raw.columns[:30]))}; map other names with --map")
     if len(raw) == 0 and table.malformed.empty:
         raise InputTableError("file has a header but no rows", file=file)
-    raw = _keys_as_text(raw)
     ledger = Ledger(file, lines, raw)
     ledger.add_malformed(table.malformed)
+    cols = convert_columns(raw, ledger, SPECS)
     for key in ("subject_id", "timepoint"):
-        ledger.add(raw[key].isna().to_numpy(), key, "missing_key", f"{key} is empty")
-    frame = convert_columns(raw, ledger, SPECS)
-    _subject_conflicts(frame, SUBJECT_FIELDS, ["subject_id"], ledger, "subject")
-    _subject_conflicts(frame, VISIT_FIELDS, ["subject_id", "timepoint"], ledger, "timepoint")
+        ledger.add(pd.isna(cols[key]), key, "missing_key", f"{key} is empty")
+    subject_gid = _group_ids(cols["subject_id"])
+    visit_gid = _group_ids(cols["subject_id"], cols["timepoint"])
+    _subject_conflicts(cols, SUBJECT_FIELDS, subject_gid, ledger, "subject")
+    _subject_conflicts(cols, VISIT_FIELDS, visit_gid, ledger, "timepoint")
     ledger.set_aside_subjects(ledger.first_rejection_by_subject())
     ledgers = [ledger]
+    ok = ledger.ok
+    kept = {k: v[ok] for k, v in cols.items()}
     organ_frame = None
     if organs is not None:
-        organ_frame, organ_ledger = _read_organs(organs, mapping, encoding, frame.loc[ledger.ok], ledger)
+        organ_frame, organ_ledger = _read_organs(organs, mapping, encoding, kept, ledger)
         ledgers.append(organ_ledger)
-    tables = _build_tables(frame.loc[ledger.ok], ledger.lines[ledger.ok], organ_frame, file)
+    tables = _build_tables(kept, lines[ok], organ_frame, file)
     return ReadResult(tables, ledgers)
 
 
-def _read_organs(path: str | Path, mapping: ColumnMap, encoding: str, lesion_rows: pd.DataFrame,
+def _read_organs(path: str | Path, mapping: ColumnMap, encoding: str, lesion_rows: Columns,
                  lesion_ledger: Ledger) -> tuple[pd.DataFrame, Ledger]:
     file = str(path)
     table = read_frame(path, encoding)
@@ -544,65 +567,76 @@ def _read_organs(path: str | Path, mapping: ColumnMap, encoding: str, lesion_row
     missing = [c for c in ("subject_id", "timepoint") if c not in raw]
     if missing:
         raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=file)
-    raw = _keys_as_text(raw)
     ledger = Ledger(file, lines, raw)
     ledger.add_malformed(table.malformed)
-    frame = convert_columns(raw, ledger, {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS})
-    dup = frame.duplicated(["subject_id", "timepoint"], keep="first").to_numpy()
-    ledger.add(dup, "timepoint", "duplicate_row", "a second organ row for the same subject and timepoint")
+    cols = convert_columns(raw, ledger, {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS})
+    subjects, timepoints = cols["subject_id"], cols["timepoint"]
+    pairs = pd.Series(subjects, dtype=object) + "\x1f" + pd.Series(timepoints, dtype=object)
+    ledger.add(pairs.duplicated(keep="first").to_numpy(), "timepoint", "duplicate_row",
+               "a second organ row for the same subject and timepoint")
     set_aside = set(lesion_ledger.table()["subject_id"].dropna())
-    ledger.add(raw["subject_id"].isin(set_aside).to_numpy(), "subject_id", "subject_set_aside",
-               "subject set aside in the lesion file")
-    known_subjects = set(lesion_rows["subject_id"].dropna())
-    ledger.add(~raw["subject_id"].isin(known_subjects).to_numpy(), "subject_id", "unknown_subject",
+    ledger.add(np.isin(subjects, list(set_aside)) if set_aside else np.zeros(len(raw), dtype=bool), "subject_id",
+               "subject_set_aside", "subject set aside in the lesion file")
+    known_subjects = set(pd.unique(lesion_rows["subject_id"]))
+    ledger.add(~np.isin(subjects, list(known_subjects)), "subject_id", "unknown_subject",
                "subject is not in the lesion file")
-    visit_keys = pd.MultiIndex.from_frame(lesion_rows[["subject_id", "timepoint"]].astype(object)).unique()
-    keys = pd.MultiIndex.from_frame(raw[["subject_id", "timepoint"]].astype(object))
-    ledger.add(~keys.isin(visit_keys), "timepoint", "unknown_timepoint",
+    known_pairs = set((pd.Series(lesion_rows["subject_id"], dtype=object) + "\x1f"
+                       + pd.Series(lesion_rows["timepoint"], dtype=object)).unique())
+    ledger.add(~pairs.isin(known_pairs).to_numpy(), "timepoint", "unknown_timepoint",
                "this subject has no such timepoint in the lesion file")
-    frame["line"] = lines
+    frame = pd.DataFrame({k: v for k, v in cols.items()})
     frame["_ok"] = ledger.ok
     return frame, ledger
 
 
-def _build_tables(frame: pd.DataFrame, lines: np.ndarray, organs: pd.DataFrame | None, file: str) -> Tables:
-    frame = frame.copy()
-    frame["line"] = lines
-    lesion_rows = frame["lesion_id"].notna().to_numpy()
-    subj = frame.groupby("subject_id", sort=False, dropna=True).first().reset_index()
+def _build_tables(cols: Columns, lines: np.ndarray, organs: pd.DataFrame | None, file: str) -> Tables:
+    n = len(lines)
+    subject_gid = _group_ids(cols["subject_id"]) if n else np.zeros(0, dtype=np.int64)
+    visit_gid = _group_ids(cols["subject_id"], cols["timepoint"]) if n else np.zeros(0, dtype=np.int64)
+    _, subject_first = np.unique(subject_gid, return_index=True)
+    _, visit_first = np.unique(visit_gid, return_index=True)
+
+    def per_subject(name: str, default: Any) -> np.ndarray:
+        if name not in cols:
+            return np.full(len(subject_first), default, dtype=object if not isinstance(default, float) else float)
+        return _first_per_group(cols[name], subject_gid, subject_first)
+
     subjects = pd.DataFrame({
-        "subject_id": subj["subject_id"].to_numpy(dtype=object),
-        "regimen": subj["regimen"].to_numpy(dtype=object) if "regimen" in subj else None,
-        "agents": _agents(subj["agents"]) if "agents" in subj else "",
-        "setting": subj["setting"].to_numpy(dtype=object) if "setting" in subj else "systemic",
-        "procedure_day": subj["procedure_day"].to_numpy(dtype=float) if "procedure_day" in subj else np.nan,
-        "source": file, "line": subj["line"].to_numpy(),
-    })
-    visit_cols = [c for c in VISIT_FIELDS if c in frame]
-    visits = frame.groupby(["subject_id", "timepoint"], sort=False, dropna=True)[visit_cols + ["line"]].first().reset_index()
+        "subject_id": cols["subject_id"][subject_first],
+        "regimen": per_subject("regimen", None),
+        "agents": _agents(pd.Series(per_subject("agents", ""), dtype=object)),
+        "setting": per_subject("setting", "systemic"),
+        "procedure_day": per_subject("procedure_day", np.nan).astype(float),
+        "source": file, "line": lines[subject_first],
+    }, copy=False)
+    visits_cols: dict[str, Any] = {"subject_id": cols["subject_id"][visit_first],
+                                   "timepoint": cols["timepoint"][visit_first]}
+    for column in VISIT_FIELDS:
+        if column in cols:
+            visits_cols[column] = _first_per_group(cols[column], visit_gid, visit_first)
+        else:
+            visits_cols[column] = np.full(len(visit_first), np.nan) if SPECS[column].kind in (
+                "number", "integer", "bool") else np.full(len(visit_first), None, dtype=object)
+    visits_cols["source"] = file
+    visits_cols["line"] = lines[visit_first]
+    visits = pd.DataFrame(visits_cols, copy=False)
     if organs is not None:
         visits = _merge_organs(visits, organs)
-    for column in VISIT_FIELDS:
-        if column not in visits:
-            visits[column] = np.nan if SPECS[column].kind in ("number", "integer", "bool") else None
-    visits["source"] = file
-    les = frame.loc[lesion_rows]
-    lesions = pd.DataFrame({"subject_id": les["subject_id"].to_numpy(dtype=object),
-                            "timepoint": les["timepoint"].to_numpy(dtype=object),
-                            "lesion_id": les["lesion_id"].astype(str).to_numpy(dtype=object)})
+    has_lesion = ~pd.isna(cols["lesion_id"])
+    lesion_cols: dict[str, Any] = {key: cols[key][has_lesion] for key in KEY_COLUMNS}
     for column in LESION_SPECS:
         target = "fragments_sum_mm" if column == "fragments_mm" else column
-        if column in les:
-            lesions[target] = les[column].to_numpy()
+        if column in cols:
+            lesion_cols[target] = cols[column][has_lesion]
         else:
-            lesions[target] = np.nan if SPECS[column].kind in ("number", "integer", "bool", "list") else None
-    lesions["equivocal"] = np.nan_to_num(lesions["equivocal"].to_numpy(dtype=float), nan=0.0)
-    lesions["status"] = np.where(pd.isna(lesions["status"].to_numpy(dtype=object)), "present",
-                                 lesions["status"].to_numpy(dtype=object))
-    lesions["source"] = file
-    lesions["line"] = les["line"].to_numpy()
-    # Columns already have engine types (convert_columns); only those absent from the file need filling.
-    return Tables(subjects=subjects, visits=visits.reset_index(drop=True), lesions=lesions.reset_index(drop=True))
+            lesion_cols[target] = np.full(int(has_lesion.sum()), np.nan) if SPECS[column].kind in (
+                "number", "integer", "bool", "list") else np.full(int(has_lesion.sum()), None, dtype=object)
+    lesion_cols["equivocal"] = np.nan_to_num(lesion_cols["equivocal"].astype(float), nan=0.0)
+    status = lesion_cols["status"]
+    lesion_cols["status"] = np.where(pd.isna(status), "present", status)
+    lesion_cols["source"] = file
+    lesion_cols["line"] = lines[has_lesion]
+    return Tables(subjects=subjects, visits=visits, lesions=pd.DataFrame(lesion_cols, copy=False))
 
 
 def _agents(values: pd.Series) -> np.ndarray:

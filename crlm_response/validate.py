@@ -17,6 +17,8 @@ from .tables import Prepared, Tables
 
 BASELINE_NAMES = {"baseline", "screening", "bl", "base", "pre-treatment", "pretreatment"}
 
+ESSENTIAL_LESION_COLUMNS = {"subject_id", "timepoint", "lesion_id", "kind", "organ", "is_lymph_node", "status",
+                            "source", "line"}
 PROBLEM_COLUMNS = ["subject_id", "timepoint", "lesion_id", "severity", "code", "message", "source", "line"]
 
 
@@ -293,7 +295,9 @@ def _key(visits: pd.DataFrame, lesions: pd.DataFrame, subjects: pd.DataFrame,
     lesion_code = (pd.factorize(lesions["lesion_id"].to_numpy(dtype=object).astype(str), sort=True)[0]
                    if len(lesions) else np.array([], dtype=np.int64))
     lorder = np.lexsort((lesion_code, tp_key))
-    les = lesions.iloc[lorder].reset_index(drop=True)
+    # Columns no row fills (most exports carry few of the optional fields) are not carried along.
+    empty = [c for c in lesions.columns if c not in ESSENTIAL_LESION_COLUMNS and lesions[c].isna().all()]
+    les = lesions.drop(columns=empty).iloc[lorder].reset_index(drop=True)
     les["tp_key"] = tp_key[lorder]
     visit_of = les["tp_key"].to_numpy()
     les["subj_key"] = v["subj_key"].to_numpy()[visit_of] if len(les) else np.array([], dtype=int)

@@ -105,7 +105,19 @@ def write_table(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True)
             _to_parquet(frame, tmp)
         else:
             data = neutralise_formulas(frame) if safe_csv else frame
-            data.to_csv(tmp, index=False, lineterminator="\n")
+            _lowercase_booleans(data).to_csv(tmp, index=False, lineterminator="\n")
+
+
+def _lowercase_booleans(frame: pd.DataFrame) -> pd.DataFrame:
+    """true/false in CSV, as in the JSON output and the input format (not Python's True/False)."""
+    out = frame
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == bool or (values.dtype == object and values.map(lambda v: isinstance(v, bool | np.bool_)).any()):
+            if out is frame:
+                out = frame.copy()
+            out[column] = values.map(lambda v: ("true" if v else "false") if isinstance(v, bool | np.bool_) else v)
+    return out
 
 
 def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
