@@ -126,7 +126,7 @@ def best_overall_response(
     s_subj, s_day, s_resp = subj[order], days[order], resp_in[order].copy()
 
     words = pd.Series(s_resp, dtype=object)
-    missing = words.isna().to_numpy(dtype=bool)
+    missing = words.isna().to_numpy(dtype=bool).copy()
     if method == "recist":  # other rankings may use such words as real categories (Chun's "none")
         missing |= words.astype(str).str.strip().str.upper().isin(MISSING_WORDS).to_numpy(dtype=bool)
     if method == "recist" and settings.missing_as_ne:
