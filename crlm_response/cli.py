@@ -519,6 +519,153 @@ def bor_cmd(visits: Path, output: Path | None, errors_path: Path | None, confirm
                   style="yellow")
 
 
+def _load_cohort(path: Path, column_map: Path | None, organs: Path | None, encoding: str) -> tuple[Any, dict[str, Any], list[str]]:
+    """A cohort for `diff`: case files (one YAML, or a folder of them) or any batch input (CSV / Parquet).
+
+    Returns prepared tables, per-subject case settings, and accounting lines."""
+    from .assessment import problems_to_error
+    from .readers import load_case_with_lines
+    from .tables import object_strings, tables_from_cases
+    from .trial import load_column_map, read_long
+    from .validate import validate_and_prepare
+
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix in (".yaml", ".yml"):
+        files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
+        if not files:
+            raise CrlmError("no case files (*.yaml) in this folder", file=path)
+        loaded = []
+        for file in files:
+            case, lines = load_case_with_lines(file)
+            loaded.append((case, str(file), lines))
+        ids = [c.case_id for c, _, _ in loaded]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise CrlmError(f"case_id given in more than one file: {', '.join(dup)}", file=path,
+                            hint="every case in a cohort needs its own case_id")
+        with object_strings():
+            prepared, problems = validate_and_prepare(tables_from_cases(loaded))
+        if (problems["severity"] == "error").any():
+            raise problems_to_error(problems)
+        return prepared, {c.case_id: c.settings for c, _, _ in loaded}, [f"{len(loaded)} case file(s)"]
+    from .batch import validate_and_prepare as _vp  # noqa: F401 - same function, imported for clarity
+
+    read = read_long(path, load_column_map(column_map), organs, encoding)
+    with object_strings():
+        prepared, problems = validate_and_prepare(read.tables)
+    read.set_aside(problems)
+    lines = [f"{Path(f).name}: rows read {c['read']:,} = rows scored {c['scored']:,} + rows rejected {c['rejected']:,}"
+             for f, c in read.counts().items()]
+    return prepared, {}, lines
+
+
+def _score_by_settings(prepared: Any, rules: Any, case_settings: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    """Score a cohort; subjects whose case files set this rule set's parameters are scored with them."""
+    from .engine import RuleSetResult, resolve_params, score
+
+    groups: dict[str, list[str]] = {}
+    layers: dict[str, dict[str, Any]] = {}
+    for subject in prepared.subjects["subject_id"]:
+        own = (case_settings.get(subject) or {}).get(rules.id, {})
+        key = repr(sorted(own.items()))
+        groups.setdefault(key, []).append(subject)
+        layers[key] = own
+    results = []
+    for key, subjects in groups.items():
+        params = resolve_params(rules, layers[key], overrides)
+        result = score(prepared, rules, params, explain=True)
+        if len(groups) > 1:
+            keep = set(subjects)
+            result = RuleSetResult(
+                result.rule_set, result.params,
+                result.timepoints.loc[result.timepoints["subject_id"].isin(keep)],
+                result.lesions.loc[result.lesions["subject_id"].isin(keep)],
+                result.baseline.loc[result.baseline["subject_id"].isin(keep)],
+                result.best.loc[result.best["subject_id"].isin(keep)] if result.best is not None else None,
+                result.flags.loc[result.flags["subject_id"].isin(keep)] if len(result.flags) else result.flags,
+                result.warnings.loc[result.warnings["subject_id"].isin(keep)] if len(result.warnings) else result.warnings)
+        results.append(result)
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    return RuleSetResult(first.rule_set, first.params,
+                         pd.concat([r.timepoints for r in results], ignore_index=True),
+                         pd.concat([r.lesions for r in results], ignore_index=True),
+                         pd.concat([r.baseline for r in results], ignore_index=True),
+                         pd.concat([r.best for r in results], ignore_index=True) if first.best is not None else None,
+                         pd.concat([r.flags for r in results], ignore_index=True),
+                         pd.concat([r.warnings for r in results], ignore_index=True))
+
+
+@cli.command("diff", context_settings=CONTEXT_SETTINGS)
+@click.argument("rule_set_a")
+@click.argument("rule_set_b")
+@click.option("--cases", type=click.Path(path_type=Path),
+              help="Cohort to compare verdicts on: a case file, a folder of case files, or a batch CSV/Parquet.")
+@click.option("--set-a", "set_a", multiple=True, metavar="ID.PARAM=VALUE", help="Parameter override for set A.")
+@click.option("--set-b", "set_b", multiple=True, metavar="ID.PARAM=VALUE", help="Parameter override for set B.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the reclassified subjects as CSV.")
+@click.option("--map", "column_map", type=click.Path(dir_okay=False, path_type=Path), help="Column map for a CSV cohort.")
+@click.option("--organs", type=click.Path(dir_okay=False, path_type=Path), help="Organ table for a CSV cohort.")
+@click.option("--encoding", default="auto", show_default=True)
+def diff_cmd(rule_set_a: str, rule_set_b: str, cases: Path | None, set_a: tuple[str, ...], set_b: tuple[str, ...],
+             fmt: str, output: Path | None, column_map: Path | None, organs: Path | None, encoding: str) -> None:
+    """Compare two criteria sets: the rules that differ, and (with --cases) whose verdict changes.
+
+    Example:
+
+        crlm-response diff recist1.1 choi --cases sample_cases/
+    """
+    from .diff import diff_rule_sets, diff_verdicts
+    from .engine import resolve_params
+    from .render import render_diff
+    from .writers import refuse_overwriting_inputs, write_table
+
+    for ref, hint in ((rule_set_a, "RULE_SET_A"), (rule_set_b, "RULE_SET_B")):
+        if ref not in builtin_ids() and not Path(ref).is_file():
+            raise click.BadParameter(f"unknown rule set `{ref}`; choose from {', '.join(builtin_ids())} or give a file",
+                                     param_hint=hint)
+    rules_a, rules_b = get_rules(rule_set_a), get_rules(rule_set_b)
+    overrides_a = parse_set_options(set_a, [rules_a.id]).get(rules_a.id, {})
+    overrides_b = parse_set_options(set_b, [rules_b.id]).get(rules_b.id, {})
+    for values, rules, option in ((set_a, rules_a, "--set-a"), (set_b, rules_b, "--set-b")):
+        for item in values:
+            if not item.startswith(rules.id + "."):
+                raise click.BadParameter(f"{item!r} does not name set `{rules.id}`", param_hint=option)
+    params_a, params_b = resolve_params(rules_a, overrides_a), resolve_params(rules_b, overrides_b)
+    rule_diff = diff_rule_sets(rules_a, rules_b, params_a, params_b)
+    label_a = rules_a.id + (" (A)" if rules_a.id == rules_b.id else "")
+    label_b = rules_b.id + (" (B)" if rules_a.id == rules_b.id else "")
+    verdicts, accounting = None, []
+    if cases is not None:
+        refuse_overwriting_inputs([output], [cases, column_map, organs])
+        prepared, case_settings, accounting = _load_cohort(cases, column_map, organs, encoding)
+        if rules_a.schema.best_response is None or rules_b.schema.best_response is None:
+            raise click.UsageError("verdicts can only be compared between sets with a best response (not toxicity)")
+        from .diff import compare_results
+        from .tables import object_strings
+
+        with object_strings():
+            result_a = _score_by_settings(prepared, rules_a, case_settings, overrides_a)
+            result_b = _score_by_settings(prepared, rules_b, case_settings, overrides_b)
+            verdicts = compare_results(result_a, result_b, label_a, label_b)
+        _ = diff_verdicts  # the one-call library form; the CLI splits it to honour per-case settings
+    if fmt == "json":
+        data: dict[str, Any] = {"a": label_a, "b": label_b, "rules": {"identical": rule_diff.identical,
+                                                                     "changes": [c.as_dict() for c in rule_diff.ordered()]}}
+        if verdicts is not None:
+            data["verdicts"] = verdicts.as_dict()
+        click.echo(to_json(data), nl=False)
+    else:
+        render_diff(_console(), rule_diff, verdicts, label_a, label_b)
+    for line in accounting:
+        _console(stderr=True).print(line)
+    if output is not None and verdicts is not None:
+        write_table(verdicts.reclassified(), output)
+
+
 def main() -> None:
     cli(prog_name="crlm-response")
 

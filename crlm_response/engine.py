@@ -458,6 +458,27 @@ def _baseline_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame)
     return pd.DataFrame(columns)
 
 
+def _bor_notes(subject: np.ndarray, day: np.ndarray, response: np.ndarray, timepoint_ids: np.ndarray, result: Any,
+               settings: BorSettings, table: pd.DataFrame) -> np.ndarray:
+    """Why a subject's best response is lower than a visit's: an unconfirmed CR/PR, or SD before the minimum."""
+    words = pd.Series(response, dtype=object)
+    counted = pd.Series(result.contribution, dtype=object)
+    notes = pd.Series([None] * len(response), dtype=object)
+    if settings.confirmation_required:
+        hit = np.flatnonzero(words.isin(["CR", "PR"]).to_numpy() & ~result.confirmed)
+        notes.iloc[hit] = [f"{words.iat[i]} at {timepoint_ids[i]} (day {day[i]:g}) not confirmed by a CR/PR at least "
+                           f"{settings.min_confirmation_interval_days:g} days later" for i in hit]
+    early = words.isin(["SD", "NON-CR/NON-PD"]).to_numpy() & counted.isna().to_numpy()
+    hit = np.flatnonzero(early & pd.isna(notes).to_numpy())
+    notes.iloc[hit] = [f"{words.iat[i]} at {timepoint_ids[i]} (day {day[i]:g}) is before the {settings.sd_min_days:g}-day "
+                       "minimum for SD" for i in hit]
+    first = pd.DataFrame({"subject": subject, "note": notes}).dropna().drop_duplicates("subject")
+    by_subject = dict(zip(first["subject"], first["note"], strict=True))
+    bor = table["best_overall_response"].astype(str).to_numpy()
+    return np.array([by_subject.get(s) if b not in ("CR",) else None for s, b in zip(table["subject_id"], bor,
+                                                                                     strict=True)], dtype=object)
+
+
 def _best(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame,
           params: Mapping[str, Any]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     spec = rule_set.schema.best_response
@@ -484,6 +505,9 @@ def _best(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame,
     table["clinical_benefit"] = np.where(
         np.isin(table["best_overall_response"].astype(str), ["CR", "PR", "SD", "NON-CR/NON-PD"]), "Y", "N")
     table = table.drop(columns=["best_row"]).reset_index(names="subject_id")
+    if spec.method == "recist":
+        table["best_overall_response_note"] = _bor_notes(subjects[follow], day[follow], response[follow],
+                                                         timepoint_ids, result, settings, table)
     warnings = []
     for _, w in result.cr_then_pr.iterrows():
         pr_tp, cr_tp = timepoint_ids[int(w["pr_row"])], timepoint_ids[int(w["cr_row"])]

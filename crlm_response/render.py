@@ -254,3 +254,60 @@ def render_summary(console: Console, summary: list[Mapping[str, Any]]) -> None:
             table.add_row(Text(label, style="bold"), f"{m['n']:,}", format_value(m["rate_pct"]),
                           f"{format_value(m['ci_low_pct'])}-{format_value(m['ci_high_pct'])}")
         console.print(table)
+
+
+def render_diff(console: Console, rule_diff: Any, verdicts: Any, label_a: str, label_b: str) -> None:
+    """Rule differences (changed first, then only in A, only in B), then verdicts on the cohort."""
+    console.print(Text(f"Rules: {label_a} vs {label_b}", style="bold underline"))
+    if rule_diff.identical:
+        console.print("  no differences in parameters, decisions, tables, checks, flags or citations")
+    else:
+        table = Table(box=box.SIMPLE, show_edge=False)
+        for column in ("", "section", "name", label_a, label_b):
+            table.add_column(column, overflow="fold")
+        marks = {"changed": "~", "only_a": "-", "only_b": "+"}
+        for change in rule_diff.ordered():
+            table.add_row(marks[change.kind], change.section, change.name,
+                          "" if change.a is None else str(change.a), "" if change.b is None else str(change.b))
+        console.print(table)
+        console.print(Text("~ changed   - only in A   + only in B", style="dim"))
+    if verdicts is None:
+        return
+    console.print()
+    console.print(Text(f"Verdicts on {len(verdicts.subjects):,} subjects (best overall response)", style="bold underline"))
+    console.print(Text(f"rows: {label_a}; columns: {label_b}", style="dim"))
+    cross = Table(box=box.SIMPLE, show_edge=False)
+    cross.add_column("")
+    for column in verdicts.crosstab.columns:
+        cross.add_column(str(column), justify="right")
+    for index, row in verdicts.crosstab.iterrows():
+        cross.add_row(styled(index), *[str(int(v)) for v in row])
+    console.print(cross)
+    line = f"agreement {format_value(verdicts.agreement_pct)} %"
+    if verdicts.kappa and verdicts.kappa.get("kappa") is not None:
+        k = verdicts.kappa
+        line += f"; Cohen's kappa {k['kappa']}"
+        if k.get("ci_low") is not None:
+            line += f" (95 % CI {k['ci_low']} to {k['ci_high']})"
+    if verdicts.kappa_note:
+        line += f"; {verdicts.kappa_note}"
+    console.print(line)
+    if verdicts.orr:
+        o = verdicts.orr
+        console.print(f"objective response rate {label_a} {format_value(o['a_pct'])} %, {label_b} "
+                      f"{format_value(o['b_pct'])} %, difference {format_value(o['difference_pct'])} points "
+                      f"(95 % CI {format_value(o['difference_ci_low_pct'])} to {format_value(o['difference_ci_high_pct'])})")
+    moved = verdicts.reclassified()
+    console.print()
+    if moved.empty:
+        console.print("no subject changes best overall response")
+        return
+    table = Table(box=box.SIMPLE, show_edge=False, title=f"{len(moved):,} reclassified subject(s)", title_justify="left",
+                  title_style="bold")
+    for column in ("subject", label_a, label_b, f"why ({label_a})", f"why ({label_b})"):
+        table.add_column(column, overflow="fold")
+    for row in moved.head(50).itertuples():
+        table.add_row(str(row.subject_id), styled(row.bor_a), styled(row.bor_b), str(row.why_a), str(row.why_b))
+    console.print(table)
+    if len(moved) > 50:
+        console.print(Text(f"... and {len(moved) - 50:,} more (use -o to write them all)", style="dim"))
