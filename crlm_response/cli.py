@@ -666,6 +666,66 @@ def diff_cmd(rule_set_a: str, rule_set_b: str, cases: Path | None, set_a: tuple[
         write_table(verdicts.reclassified(), output)
 
 
+@cli.group("plot", cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
+def plot_group() -> None:
+    """Waterfall, spider and swimmer plots from batch results (.png, .svg or .pdf).
+
+    Example:
+
+        crlm-response plot waterfall responses.csv -o waterfall.png
+    """
+
+
+def _plot_command(kind: str, summary: str, example: str) -> None:
+    @plot_group.command(kind, help=f"{summary}\n\nExample:\n\n    {example}")
+    @click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                  help="Picture to write: .png, .svg or .pdf.")
+    @click.option("--criteria", "-c", help="Criteria set to plot (default: the first size-based one in the file).")
+    @click.option("--title", help="Title instead of the default.")
+    def command(results: Path, output: Path, criteria: str | None, title: str | None) -> None:
+        from .plots import PLOTS, read_results
+        from .writers import refuse_overwriting_inputs
+
+        refuse_overwriting_inputs([output], [results])
+        visits, best = read_results(results)
+        info = PLOTS[kind](visits, best, output, criteria, title)
+        _console(stderr=True).print(f"wrote {output} ({info['subjects']:,} subjects, {info['criteria']})")
+
+
+_plot_command("waterfall", "One bar per subject: best % change of the target sum, coloured by best overall response.",
+              "crlm-response plot waterfall responses.csv -o waterfall.png")
+_plot_command("spider", "% change from baseline over time, one line per subject, PD visits marked.",
+              "crlm-response plot spider responses.csv -o spider.svg --criteria recist1.1")
+_plot_command("swimmer", "Time on study per subject with assessments, first response, PD and ongoing arrows.",
+              "crlm-response plot swimmer responses.csv -o swimmer.pdf")
+
+
+@cli.command("report", context_settings=CONTEXT_SETTINGS)
+@click.argument("case_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="HTML file to write (self-contained, prints on A4).")
+@criteria_opt
+@set_opt
+def report_cmd(case_file: Path, output: Path, criteria: str | None, set_values: tuple[str, ...]) -> None:
+    """A printable one-page report for a tumour board: responses with reasons, chart, toxicity, warnings.
+
+    Example:
+
+        crlm-response report sample_cases/folfox_bev_partial_response.yaml -o case.html
+    """
+    from .readers import load_case
+    from .report import render_report
+    from .writers import refuse_overwriting_inputs, write_text
+
+    refuse_overwriting_inputs([output], [case_file])
+    requested = _criteria_option(criteria)
+    settings = parse_set_options(set_values, requested or ())
+    result = assess(case_file, criteria=requested, settings=settings, explain=True)
+    write_text(output, render_report(load_case(case_file), result))
+    _console(stderr=True).print(f"wrote {output}")
+
+
 def main() -> None:
     cli(prog_name="crlm-response")
 

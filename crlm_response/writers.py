@@ -36,6 +36,12 @@ def refuse_overwriting_inputs(outputs: Iterable[str | Path | None], inputs: Iter
             raise OutputError("output would overwrite an input file", file=out, hint="choose another output path")
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 @contextmanager
 def atomic_path(path: str | Path, mode: str = "w") -> Any:
     """Yield a temporary path in the destination folder; rename it over `path` only on success."""
@@ -54,6 +60,7 @@ def atomic_path(path: str | Path, mode: str = "w") -> Any:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
         os.replace(tmp, target)
     except BaseException:
         try:
