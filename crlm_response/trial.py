@@ -725,8 +725,8 @@ def read_responses(path: str | Path, reference_date: str | None = None, encoding
     ledger.add((words != "").to_numpy() & response.isna().to_numpy(), response_col, "not_allowed",
                "response must be one of CR, PR, SD, NON-CR/NON-PD, PD, NE, ND or empty")
     day = _numbers(frame[day_col]).to_numpy() if day_col is not None else np.full(len(frame), np.nan)
-    if kind == "sdtm_rs":
-        day = np.where(day > 0, day - 1, day)  # study day 1 is the reference day (there is no day 0)
+    if kind in ("sdtm_rs", "adam_adrs") and day_col is not None:
+        day = np.where(day > 0, day - 1, day)  # RSDY / ADY: study day 1 is the reference day (there is no day 0)
     if date_col is not None and np.isnan(day).any():
         dates = pd.to_datetime(_text_column(frame, date_col).where(lambda s: s.str.len() >= 10, None), errors="coerce",
                                format="ISO8601")
