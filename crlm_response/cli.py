@@ -52,33 +52,40 @@ class CrlmGroup(click.Group):
                 "(set CRLM_DEBUG=1 to see the traceback)") from None
 
 
-def parse_set_options(values: Sequence[str], extra_ids: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
-    """`recist1.1.sd_min_days=56` -> {"recist1.1": {"sd_min_days": 56}}; rule-set ids may contain dots."""
+def parse_set_options(values: Sequence[str], references: Sequence[str | Path] = (),
+                      option: str = "--set") -> dict[str, dict[str, Any]]:
+    """`recist1.1.sd_min_days=56` -> {"recist1.1": {"sd_min_days": 56}}; rule-set ids may contain dots.
+
+    `references` are the rule sets in play (ids or files), so a site variant's own id can be set too."""
     out: dict[str, dict[str, Any]] = {}
-    ids = sorted(set(builtin_ids()) | set(extra_ids), key=len, reverse=True)
+    known: dict[str, str | Path] = {rule_id: rule_id for rule_id in builtin_ids()}
+    for reference in references:
+        if reference != "all":
+            known[get_rules(reference).id] = reference
+    ids = sorted(known, key=len, reverse=True)
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise click.BadParameter(f"{item!r}: write RULESET.PARAMETER=VALUE, e.g. recist1.1.sd_min_days=56",
-                                     param_hint="--set")
+                                     param_hint=option)
         key = key.strip()
         rule_id = next((i for i in ids if key.startswith(i + ".")), None)
         if rule_id is None:
-            raise click.BadParameter(f"{item!r}: `{key}` does not start with a rule set id ({', '.join(builtin_ids())})",
-                                     param_hint="--set")
+            raise click.BadParameter(f"{item!r}: `{key}` does not start with a rule set id ({', '.join(ids)})",
+                                     param_hint=option)
         name = key[len(rule_id) + 1:]
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
-        rules = get_rules(rule_id)
+        rules = get_rules(known[rule_id])
         if name not in rules.schema.parameters:
             raise click.BadParameter(f"{item!r}: `{rule_id}` has no parameter `{name}`; parameters: "
-                                     + ", ".join(sorted(rules.schema.parameters)), param_hint="--set")
+                                     + ", ".join(sorted(rules.schema.parameters)), param_hint=option)
         try:
             value = check_parameter_value(rules, name, value, f"{rule_id}.{name}")
         except SettingsError as exc:
-            raise click.BadParameter(f"{item!r}: {exc.message}", param_hint="--set") from None
+            raise click.BadParameter(f"{item!r}: {exc.message}", param_hint=option) from None
         out.setdefault(rule_id, {})[name] = value
     return out
 
@@ -290,7 +297,7 @@ class _Steps:
 
 
 @cli.command("batch", context_settings=CONTEXT_SETTINGS)
-@click.argument("lesions", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("lesions", required=False)
 @click.option("--organs", type=click.Path(dir_okay=False, path_type=Path),
               help="Organ and PET measurements in a second table keyed by subject_id and timepoint.")
 @click.option("--map", "column_map", type=click.Path(dir_okay=False, path_type=Path),
@@ -316,11 +323,19 @@ class _Steps:
               help="Write SDTM RS rows (TRGRESP, NTRGRESP, NEWLPROG, OVRLRESP) from the RECIST 1.1 results.")
 @click.option("--adam-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write ADaM-shaped ADRS (OVR, BOR, CBOR) and ADTR (SDIAM) tables into this folder.")
-def batch_cmd(lesions: Path | None, organs: Path | None, column_map: Path | None, output: Path | None,
+@click.option("--engine", type=click.Choice(["pandas", "dask"]), default="pandas", show_default=True,
+              help="pandas: this machine; dask: a Dask cluster (local, or --scheduler), partitioned by subject.")
+@click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://scheduler:8786.")
+@click.option("--workers", type=click.IntRange(1, 512), help="Workers of the local Dask cluster (default: one per core).")
+@click.option("--partitions", type=click.IntRange(1, 100_000), help="Dask partitions (subject-complete).")
+@click.option("--chunk-rows", type=click.IntRange(1000, 10**9),
+              help="pandas engine: score in subject-complete chunks of about this many rows (bounded memory).")
+def batch_cmd(lesions: str | None, organs: Path | None, column_map: Path | None, output: Path | None,
               best_path: Path | None, errors_path: Path | None, summary: bool, summary_file: Path | None,
               criteria: str | None, set_values: tuple[str, ...], explain: bool, strict: bool, encoding: str,
               no_safe_csv: bool, sdtm_tu: Path | None, sdtm_tr: Path | None, out_rs: Path | None,
-              adam_dir: Path | None) -> None:
+              adam_dir: Path | None, engine: str, scheduler: str | None, workers: int | None,
+              partitions: int | None, chunk_rows: int | None) -> None:
     """Score a trial table: one row per lesion per timepoint (CSV or Parquet).
 
     Writes per-visit responses (-o), best response per subject, rejected rows with their reason, and
@@ -347,10 +362,21 @@ def batch_cmd(lesions: Path | None, organs: Path | None, column_map: Path | None
         raise click.UsageError("give -o/--output for the results, or --summary to print only the summary")
     requested = _criteria_option(criteria)
     settings = parse_set_options(set_values, requested or ())
+    if engine == "dask" or chunk_rows is not None:
+        if sdtm or out_rs or adam_dir:
+            raise click.UsageError("SDTM input and RS/ADaM output run on the pandas engine without --chunk-rows")
+        if engine == "dask" and chunk_rows is not None:
+            raise click.UsageError("--chunk-rows is for the pandas engine; the dask engine partitions by itself")
+        _batch_large(lesions, organs, column_map, output, best_path, errors_path, summary, summary_file, requested,
+                     settings, strict, encoding, not no_safe_csv, engine, scheduler, workers, partitions, chunk_rows)
+        return
+    if scheduler or workers or partitions:
+        raise click.UsageError("--scheduler, --workers and --partitions need --engine dask")
+    lesions_path = _single_input(lesions) if lesions is not None else None
     outputs = _batch_outputs(output, best_path, errors_path)
     adam = {"adrs": adam_dir / "adrs.csv", "adtr": adam_dir / "adtr.csv"} if adam_dir else {}
     refuse_overwriting_inputs([*outputs.values(), summary_file, out_rs, *adam.values()],
-                              [lesions, organs, column_map, sdtm_tu, sdtm_tr])
+                              [lesions_path, organs, column_map, sdtm_tu, sdtm_tr])
     with _Steps() as step:
         if sdtm:
             from .sdtm import read_sdtm
@@ -359,9 +385,9 @@ def batch_cmd(lesions: Path | None, organs: Path | None, column_map: Path | None
             read, streams = read_sdtm(sdtm_tu, sdtm_tr, encoding=encoding)  # type: ignore[arg-type]
             requested = requested or ["recist1.1"]
         else:
-            assert lesions is not None
-            step("reading " + lesions.name)
-            read = read_long(lesions, load_column_map(column_map), organs, encoding)
+            assert lesions_path is not None
+            step("reading " + lesions_path.name)
+            read = read_long(lesions_path, load_column_map(column_map), organs, encoding)
         result = score_read(read, requested or None, settings, explain=explain, progress=step)
         step("writing")
         _write_batch(result, outputs, not no_safe_csv)
@@ -389,6 +415,85 @@ def _write_sdtm(result: Any, streams: Any, out_rs: Path | None, adam: dict[str, 
         adrs, adtr = adam_rows(recist, streams, confirmed)
         write_table(adrs, adam["adrs"], safe_csv=safe_csv)
         write_table(adtr, adam["adtr"], safe_csv=safe_csv)
+
+
+def _expand_inputs(pattern: str) -> list[Path]:
+    """A file, a folder (its .parquet / .csv files) or a glob such as 'cohort/*.parquet'."""
+    import glob
+
+    path = Path(pattern)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".parquet", ".pq", ".csv"))
+    elif any(ch in pattern for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(pattern))
+    else:
+        files = [path]
+    if not files:
+        raise CrlmError("no input files match", file=pattern, hint="give a CSV/Parquet file, a folder, or a glob")
+    return files
+
+
+def _single_input(pattern: str) -> Path:
+    files = _expand_inputs(pattern)
+    if len(files) > 1:
+        raise click.UsageError(f"{pattern!r} names {len(files)} files; several files need --engine dask "
+                               "(or concatenate them)")
+    return files[0]
+
+
+def _batch_large(lesions: str | None, organs: Path | None, column_map: Path | None, output: Path | None,
+                 best_path: Path | None, errors_path: Path | None, summary: bool, summary_file: Path | None,
+                 requested: list[str] | None, settings: dict[str, Any], strict: bool, encoding: str, safe_csv: bool,
+                 engine: str, scheduler: str | None, workers: int | None, partitions: int | None,
+                 chunk_rows: int | None) -> None:
+    """Subject-complete parts scored one at a time (--chunk-rows) or on Dask; outputs written part by part."""
+    from .batch import BatchResult
+    from .engines import ResultSink, connect, run_chunked, run_dask
+    from .trial import load_column_map
+    from .writers import refuse_overwriting_inputs
+
+    if lesions is None:
+        raise click.UsageError("give the lesion table(s)")
+    inputs = _expand_inputs(lesions)
+    folder = None
+    if output is not None and (output.suffix == "" or output.is_dir() or str(output).endswith("/")):
+        folder = output
+        outputs: dict[str, Path | None] = {k: None for k in ("visits", "best", "errors", "warnings", "flags", "lesions")}
+    else:
+        outputs = _batch_outputs(output, best_path, errors_path)
+    refuse_overwriting_inputs([*outputs.values(), summary_file], [*inputs, organs, column_map])
+    mapping = load_column_map(column_map)
+    sink = ResultSink(outputs, folder, safe_csv)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    client = None
+    try:
+        with _Steps() as step:
+            if engine == "dask":
+                step("connecting to Dask")
+                client = connect(scheduler, workers)
+                run_dask(inputs, sink, mapping, organs, requested, settings, client, partitions, encoding, step)
+            else:
+                if len(inputs) > 1:
+                    raise click.UsageError("the pandas engine reads one file; use --engine dask for several")
+                run_chunked(inputs[0], sink, mapping, organs, requested, settings, chunk_rows or 1_000_000, encoding,
+                            progress=step)
+            best = sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        if client is not None:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None and not scheduler:
+                cluster.close()
+    result = BatchResult(pd.DataFrame(), best, pd.DataFrame(), pd.DataFrame(), pd.DataFrame({"n": range(sink.warnings)}),
+                         pd.DataFrame(), sink.counts, sink.summary(best))
+    shown = dict(outputs)
+    if folder is not None:
+        shown = {"dataset": folder}
+    _report_batch(result, shown, summary, summary_file, strict)
 
 
 def _batch_outputs(output: Path | None, best: Path | None, errors: Path | None) -> dict[str, Path | None]:
@@ -628,8 +733,8 @@ def diff_cmd(rule_set_a: str, rule_set_b: str, cases: Path | None, set_a: tuple[
             raise click.BadParameter(f"unknown rule set `{ref}`; choose from {', '.join(builtin_ids())} or give a file",
                                      param_hint=hint)
     rules_a, rules_b = get_rules(rule_set_a), get_rules(rule_set_b)
-    overrides_a = parse_set_options(set_a, [rules_a.id]).get(rules_a.id, {})
-    overrides_b = parse_set_options(set_b, [rules_b.id]).get(rules_b.id, {})
+    overrides_a = parse_set_options(set_a, [rule_set_a], "--set-a").get(rules_a.id, {})
+    overrides_b = parse_set_options(set_b, [rule_set_b], "--set-b").get(rules_b.id, {})
     for values, rules, option in ((set_a, rules_a, "--set-a"), (set_b, rules_b, "--set-b")):
         for item in values:
             if not item.startswith(rules.id + "."):

@@ -163,7 +163,7 @@ class VerdictDiff:
     subjects: pd.DataFrame  # subject_id, bor_a, bor_b, reclassified, why_a, why_b
     timepoints: pd.DataFrame  # subject_id, timepoint, day, overall_a, overall_b
     crosstab: pd.DataFrame
-    agreement_pct: float
+    agreement_pct: float | None
     kappa: dict[str, Any] | None
     kappa_note: str | None
     orr: dict[str, Any]
@@ -278,7 +278,8 @@ def compare_results(result_a: RuleSetResult, result_b: RuleSetResult, label_a: s
         index=rows, columns=cols, fill_value=0)
     crosstab.index.name, crosstab.columns.name = label_a, label_b
     n = len(subjects)
-    agreement = round(100.0 * float((~subjects["reclassified"]).sum()) / n, 2) if n else float("nan")
+    agreement: float | None = (round(100.0 * float((~subjects["reclassified"]).sum()) / n, 2)
+                               if n and same_vocabulary else None)
     kappa, note = (cohens_kappa(crosstab), None) if same_vocabulary else (
         None, "kappa omitted: the two criteria sets use different categories "
               f"({', '.join(ranking_a)} vs {', '.join(ranking_b)})")

@@ -283,7 +283,8 @@ def render_diff(console: Console, rule_diff: Any, verdicts: Any, label_a: str, l
     for index, row in verdicts.crosstab.iterrows():
         cross.add_row(styled(index), *[str(int(v)) for v in row])
     console.print(cross)
-    line = f"agreement {format_value(verdicts.agreement_pct)} %"
+    line = (f"agreement {format_value(verdicts.agreement_pct)} %" if verdicts.agreement_pct is not None
+            else "agreement not computed (different categories)")
     if verdicts.kappa and verdicts.kappa.get("kappa") is not None:
         k = verdicts.kappa
         line += f"; Cohen's kappa {k['kappa']}"

@@ -243,12 +243,18 @@ def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
         if column not in lesions:
             spec = spec_of(column)
             lesions[column] = np.nan if spec is not None and spec.kind in ("number", "integer", "bool") else None
-    # Day: study day, or the date, relative to the earliest assessment of the stream (re-based later).
+    # Day: the study day (TRDY). A visit without TRDY but with a full date is placed by its date, on the same
+    # scale: study day of another visit of the stream plus the days between the two dates.
     date_days = visits["date"].to_numpy().astype("datetime64[D]").astype("float")
     date_days[pd.isna(visits["date"]).to_numpy()] = np.nan
+    study_day = visits["day"].to_numpy(dtype=float)
+    anchor = pd.Series(np.where(~np.isnan(study_day) & ~np.isnan(date_days), study_day - date_days, np.nan))
+    offset = anchor.groupby(visits["subject_id"].to_numpy(dtype=object)).transform("median").to_numpy(dtype=float)
+    from_date = np.where(np.isnan(offset), date_days, date_days + offset)
+    visits["day"] = np.where(np.isnan(study_day), from_date, study_day)
     visit_table = pd.DataFrame({
         "subject_id": visits["subject_id"].to_numpy(dtype=object), "timepoint": visits["timepoint"].to_numpy(dtype=object),
-        "day": np.where(np.isnan(visits["day"].to_numpy(dtype=float)), date_days, visits["day"].to_numpy(dtype=float)),
+        "day": visits["day"].to_numpy(dtype=float),
         "date": None, "modality": visits["modality"].to_numpy(dtype=object), "source": file,
         "line": visits["line"].to_numpy(),
     })
@@ -336,22 +342,39 @@ def adam_rows(result: RuleSetResult, streams: SdtmStreams, confirmed: RuleSetRes
     if confirmed is not None:
         best_parts.append(("CBOR", "Best Confirmed Overall Response", confirmed.best))
     frames = [ovr]
+    visit_days = streams.visits.rename(columns={"timepoint": "best_overall_response_timepoint"})
     for code, label, best in best_parts:
         if best is None:
             continue
         b = best.merge(streams.streams, on="subject_id", how="left")
+        # The visit that gave the best response, on the same study-day scale as the OVR rows.
+        b = b.merge(visit_days[["subject_id", "best_overall_response_timepoint", "VISIT", "RSDY", "RSDTC"]],
+                    on=["subject_id", "best_overall_response_timepoint"], how="left")
         frames.append(pd.DataFrame({"STUDYID": b["STUDYID"], "USUBJID": b["USUBJID"], "EVAL": b["EVAL"],
                                     "EVALID": b["EVALID"], "PARAMCD": code, "PARAM": label,
-                                    "AVALC": b["best_overall_response"], "AVISIT": b["best_overall_response_timepoint"],
-                                    "ADY": b["best_overall_response_day"], "ADTC": None}))
+                                    "AVALC": b["best_overall_response"], "AVISIT": b["VISIT"],
+                                    "ADY": b["RSDY"], "ADTC": b["RSDTC"]}))
     adrs = pd.concat(frames, ignore_index=True)
     sums = tp.dropna(subset=["sum_mm"]) if "sum_mm" in tp else tp.iloc[0:0]
     baseline = base["baseline_sum_mm"].reindex(sums["subject_id"]).to_numpy(dtype=float) if len(sums) else np.array([])
-    adtr = pd.DataFrame({
+    follow = pd.DataFrame({
         "STUDYID": sums["STUDYID"], "USUBJID": sums["USUBJID"], "EVAL": sums["EVAL"], "EVALID": sums["EVALID"],
         "PARAMCD": "SDIAM", "PARAM": "Target Lesions Sum of Diameters", "AVISIT": sums["VISIT"], "ADY": sums["RSDY"],
-        "AVAL": sums["sum_mm"], "BASE": baseline, "CHG": sums["sum_mm"].to_numpy(dtype=float) - baseline,
+        "AVAL": sums["sum_mm"], "ABLFL": "", "BASE": baseline, "CHG": sums["sum_mm"].to_numpy(dtype=float) - baseline,
         "PCHG": sums["pct_from_baseline"], "NADIR": sums["nadir_mm"], "CHGNAD": sums["mm_from_nadir"],
         "PCHGNAD": sums["pct_from_nadir"],
     })
+    # The baseline record (ABLFL = Y) carries the value BASE comes from.
+    base_rows = result.baseline.dropna(subset=["baseline_sum_mm"]).merge(
+        streams.visits, on=["subject_id", "timepoint"], how="left").merge(streams.streams, on="subject_id", how="left")
+    baseline_records = pd.DataFrame({
+        "STUDYID": base_rows["STUDYID"], "USUBJID": base_rows["USUBJID"], "EVAL": base_rows["EVAL"],
+        "EVALID": base_rows["EVALID"], "PARAMCD": "SDIAM", "PARAM": "Target Lesions Sum of Diameters",
+        "AVISIT": base_rows["VISIT"], "ADY": base_rows["RSDY"], "AVAL": base_rows["baseline_sum_mm"], "ABLFL": "Y",
+        "BASE": base_rows["baseline_sum_mm"], "CHG": None, "PCHG": None, "NADIR": None, "CHGNAD": None, "PCHGNAD": None,
+    })
+    adtr = pd.concat([baseline_records, follow], ignore_index=True)
+    adtr = adtr.sort_values(["USUBJID", "EVAL", "EVALID", "ADY"], kind="stable")
+    for column in ("AVAL", "BASE", "CHG", "PCHG", "NADIR", "CHGNAD", "PCHGNAD"):
+        adtr[column] = pd.to_numeric(adtr[column], errors="coerce").round(2)
     return adrs.reset_index(drop=True), adtr.reset_index(drop=True)

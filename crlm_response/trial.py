@@ -53,8 +53,9 @@ class Ledger:
     The ledger is what makes the counts add up: rows read = rows scored + rows rejected, by construction.
     """
 
-    def __init__(self, file: str, lines: np.ndarray, frame: pd.DataFrame) -> None:
+    def __init__(self, file: str, lines: np.ndarray, frame: pd.DataFrame, files: np.ndarray | None = None) -> None:
         self.file = file
+        self.files = files  # per row, when one logical input spans several files (Dask, a glob)
         self.lines = np.asarray(lines)
         self.frame = frame
         self.bad = np.zeros(len(frame), dtype=bool)
@@ -66,8 +67,9 @@ class Ledger:
         if malformed.empty:
             return
         self.malformed += len(malformed)
+        subjects = malformed["subject_id"].to_numpy(dtype=object) if "subject_id" in malformed else None
         self.parts.append(pd.DataFrame({
-            "file": self.file, "line": malformed["line"].to_numpy(), "subject_id": None, "timepoint": None,
+            "file": self.file, "line": malformed["line"].to_numpy(), "subject_id": subjects, "timepoint": None,
             "lesion_id": None, "column": None, "value": None, "code": "malformed_row",
             "reason": malformed["reason"].to_numpy(dtype=object)}))
 
@@ -87,7 +89,7 @@ class Ledger:
         if values is None and column and column in self.frame:
             values = self.frame[column].to_numpy(dtype=object)
         self.parts.append(pd.DataFrame({
-            "file": self.file,
+            "file": self.file if self.files is None else self.files[mask],
             "line": self.lines[mask],
             "subject_id": pick(self._column("subject_id")),
             "timepoint": pick(self._column("timepoint")),
@@ -152,7 +154,9 @@ class ReadResult:
         if errors.empty:
             return
         first = errors.drop_duplicates("subject_id")
-        reasons = {row.subject_id: f"subject set aside: {row.message}" for row in first.itertuples()}
+        reasons = {row.subject_id: (f"subject set aside: {row.source} line {int(row.line)} was rejected ({row.message})"
+                                    if pd.notna(row.line) else f"subject set aside: {row.message}")
+                   for row in first.itertuples()}
         for ledger in self.ledgers:
             own = errors.loc[(errors["source"].astype(str) == ledger.file) & errors["line"].notna()]
             own = own.drop_duplicates("line")
@@ -220,8 +224,9 @@ def _detect_encoding(path: Path, encoding: str) -> str:
     except UnicodeDecodeError as exc:
         if exc.start < len(head) - 4:
             line = head[: exc.start].count(b"\n") + 1
+            column = exc.start - (head.rfind(b"\n", 0, exc.start) + 1) + 1
             raise InputTableError(
-                f"not UTF-8 text (byte {head[exc.start:exc.start + 1]!r} on line {line})", file=path,
+                f"not UTF-8 text (byte 0x{head[exc.start]:02x} at column {column})", file=path, line=line,
                 hint="save as UTF-8, or pass --encoding latin-1 (or cp1252) if that is what the file is") from None
     return "utf-8"
 
@@ -234,6 +239,7 @@ class RawTable:
     frame: pd.DataFrame
     lines: np.ndarray
     malformed: pd.DataFrame  # columns: line, reason
+    files: np.ndarray | None = None  # per row, when the rows come from several files
 
 
 def _check_file(p: Path, path: str | Path) -> None:
@@ -283,29 +289,40 @@ def _read_csv_arrow(p: Path, path: str | Path, data: bytes, none: pd.DataFrame) 
         raise InputTableError(f"column name(s) given twice in the header: {', '.join(dup)}", file=path)
     malformed: list[tuple[int, str]] = []
 
+    subject_at = names.index("subject_id") if "subject_id" in names else -1
+
     def skip(row: Any) -> str:
+        fields = next(iter(__import__("csv").reader([row.text or ""])), [])
+        subject = fields[subject_at].strip() if 0 <= subject_at < len(fields) else None
         malformed.append((int(row.number) if row.number is not None else -1,
-                          f"expected {row.expected_columns} fields, found {row.actual_columns}"))
+                          f"expected {row.expected_columns} fields, found {row.actual_columns}", subject))
         return "skip"
 
     types = {name: pa.dictionary(pa.int32(), pa.string()) for name in names}
-    try:
-        table = pacsv.read_csv(
-            p, read_options=pacsv.ReadOptions(use_threads=True),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=skip, newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
-                                                 null_values=[""], quoted_strings_can_be_null=True))
-    except pa.ArrowInvalid as exc:
-        raise InputTableError(f"not a valid CSV table: {exc}", file=path) from None
+
+    def parse(threads: bool) -> Any:
+        try:
+            return pacsv.read_csv(
+                p, read_options=pacsv.ReadOptions(use_threads=threads),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=skip, newlines_in_values=False),
+                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
+                                                     null_values=[""], quoted_strings_can_be_null=True))
+        except pa.ArrowInvalid as exc:
+            raise InputTableError(f"not a valid CSV table: {exc}", file=path) from None
+
+    table = parse(True)
+    if malformed:  # row numbers of bad rows are only known when parsing in one thread
+        malformed.clear()
+        table = parse(False)
     frame = table.to_pandas()
     frame.columns = [str(c).strip() for c in frame.columns]
     # Rows are numbered by the parser from the first data line; skipped rows keep their line numbers.
-    skipped = np.array(sorted(n for n, _ in malformed if n > 0), dtype=np.int64)
-    row_numbers = np.arange(1, len(frame) + len(skipped) + 1)
-    kept = row_numbers[~np.isin(row_numbers, skipped)] if len(skipped) else row_numbers
-    lines = kept + 1
-    bad = pd.DataFrame({"line": [n + 1 if n > 0 else -1 for n, _ in malformed],
-                        "reason": [f"malformed CSV row: {r}" for _, r in malformed]}) if malformed else none
+    # pyarrow numbers rows from 1 at the header line, so a row's number is its line number.
+    skipped = np.array(sorted(n for n, _, _ in malformed if n > 0), dtype=np.int64)
+    line_numbers = np.arange(2, len(frame) + len(skipped) + 2)
+    lines = line_numbers[~np.isin(line_numbers, skipped)] if len(skipped) else line_numbers
+    bad = pd.DataFrame({"line": [n for n, _, _ in malformed], "reason": [f"malformed CSV row: {r}" for _, r, _ in malformed],
+                        "subject_id": [s for _, _, s in malformed]}) if malformed else none
     return RawTable(frame, lines, bad)
 
 
@@ -517,18 +534,11 @@ def _first_per_group(values: np.ndarray, gid: np.ndarray, first_rows: np.ndarray
     return values[starts]
 
 
-@with_object_strings
-def read_long(path: str | Path, column_map: ColumnMap | None = None, organs: str | Path | None = None,
-              encoding: str = "auto") -> ReadResult:
-    """Read a long-format lesion table (and optionally a separate organ table) into `Tables`."""
-    mapping = column_map or ColumnMap()
-    file = str(path)
-    table = read_frame(path, encoding)
-    raw, lines = _apply_map(table.frame, mapping, file), table.lines
+def check_long_columns(raw: pd.DataFrame, file: str) -> pd.DataFrame:
+    """The required columns of the long format, before any work."""
     if "lesion_id" not in raw and "id" in raw:
         raw = raw.rename(columns={"id": "lesion_id"})
-    required = ["subject_id", "timepoint"]
-    missing = [c for c in required if c not in raw]
+    missing = [c for c in ("subject_id", "timepoint") if c not in raw]
     if "day" not in raw and "date" not in raw:
         missing.append("day or date")
     if "lesion_id" not in raw:
@@ -536,10 +546,37 @@ def read_long(path: str | Path, column_map: ColumnMap | None = None, organs: str
     if missing:
         raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=file,
                               hint=f"the file has: {', '.join(map(str, raw.columns[:30]))}; map other names with --map")
+    return raw
+
+
+@with_object_strings
+def read_long(path: str | Path, column_map: ColumnMap | None = None, organs: str | Path | None = None,
+              encoding: str = "auto") -> ReadResult:
+    """Read a long-format lesion table (and optionally a separate organ table) into `Tables`."""
+    mapping = column_map or ColumnMap()
+    file = str(path)
+    table = read_frame(path, encoding)
+    raw = check_long_columns(_apply_map(table.frame, mapping, file), file)
     if len(raw) == 0 and table.malformed.empty:
         raise InputTableError("file has a header but no rows", file=file)
-    ledger = Ledger(file, lines, raw)
-    ledger.add_malformed(table.malformed)
+    organ_raw = None
+    if organs is not None:
+        organ_table = read_frame(organs, encoding)
+        organ_raw = RawTable(_apply_map(organ_table.frame, mapping, str(organs)), organ_table.lines,
+                             organ_table.malformed)
+    return long_from_frames(RawTable(raw, table.lines, table.malformed), file, organ_raw,
+                            str(organs) if organs is not None else None)
+
+
+@with_object_strings
+def long_from_frames(lesions: RawTable, file: str, organs: RawTable | None = None,
+                     organs_file: str | None = None) -> ReadResult:
+    """Check and convert raw long-format rows (a whole file, or a subject-complete chunk of one) into tables.
+
+    The same function serves a whole file, the bounded-memory chunks and the Dask partitions."""
+    raw, lines = lesions.frame, lesions.lines
+    ledger = Ledger(file, lines, raw, lesions.files)
+    ledger.add_malformed(lesions.malformed)
     cols = convert_columns(raw, ledger, SPECS)
     for key in ("subject_id", "timepoint"):
         ledger.add(pd.isna(cols[key]), key, "missing_key", f"{key} is empty")
@@ -553,22 +590,19 @@ def read_long(path: str | Path, column_map: ColumnMap | None = None, organs: str
     kept = {k: v[ok] for k, v in cols.items()}
     organ_frame = None
     if organs is not None:
-        organ_frame, organ_ledger = _read_organs(organs, mapping, encoding, kept, ledger)
+        organ_frame, organ_ledger = _organ_rows(organs, organs_file or "organs", kept, ledger)
         ledgers.append(organ_ledger)
     tables = _build_tables(kept, lines[ok], organ_frame, file)
     return ReadResult(tables, ledgers)
 
 
-def _read_organs(path: str | Path, mapping: ColumnMap, encoding: str, lesion_rows: Columns,
-                 lesion_ledger: Ledger) -> tuple[pd.DataFrame, Ledger]:
-    file = str(path)
-    table = read_frame(path, encoding)
-    raw, lines = _apply_map(table.frame, mapping, file), table.lines
+def _organ_rows(organs: RawTable, file: str, lesion_rows: Columns, lesion_ledger: Ledger) -> tuple[pd.DataFrame, Ledger]:
+    raw, lines = organs.frame, organs.lines
     missing = [c for c in ("subject_id", "timepoint") if c not in raw]
     if missing:
         raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=file)
     ledger = Ledger(file, lines, raw)
-    ledger.add_malformed(table.malformed)
+    ledger.add_malformed(organs.malformed)
     cols = convert_columns(raw, ledger, {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS})
     subjects, timepoints = cols["subject_id"], cols["timepoint"]
     pairs = pd.Series(subjects, dtype=object) + "\x1f" + pd.Series(timepoints, dtype=object)

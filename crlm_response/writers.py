@@ -127,6 +127,10 @@ def _lowercase_booleans(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
 def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
     out = frame.copy()
     for column in out.columns:
@@ -136,9 +140,9 @@ def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
                 out[column] = ["; ".join(map(str, v)) if isinstance(v, list) else
                                (str(v) if v is not None else None) for v in values]
             elif any(isinstance(v, bool) for v in values) and not any(isinstance(v, str) for v in values):
-                out[column] = pd.array([None if v is None else bool(v) for v in values], dtype="boolean")
+                out[column] = pd.array([None if _missing(v) else bool(v) for v in values], dtype="boolean")
             else:
-                out[column] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+                out[column] = [None if _missing(v) else str(v) for v in values]
     out.to_parquet(path, index=False)
 
 

@@ -1,11 +1,12 @@
 """`crlm-response bor`: best overall response from per-visit responses (REFERENCE §1.9).
 
 Golden cases live in `tests/fixtures/bor/` (inputs, hand-written expected outputs, and `cases.yaml` with the
-arguments and the rule each case checks). Every run must also keep its books: `rows read N = rows scored S + rows
-rejected R` on stderr with N the input's data rows, and exactly R rows in the errors file.
+arguments and the rule each case checks). Every run must also keep its books: `rows read N = rows
+scored S + rows rejected R` on stderr with N the input's data rows, and exactly R rows in the errors file.
 
-Finally `bor` must agree with `assess`: the per-visit `overall` answers of every recist1.1 worked example, fed to
-`bor` with the example's settings, give the same best overall response (and day, responder, clinical benefit).
+Finally `bor` must agree with `assess`: the per-visit `overall` answers of every recist1.1 worked example,
+fed to `bor` with the example's settings, give the same best overall response (and day, responder,
+clinical benefit).
 """
 
 from __future__ import annotations
@@ -27,9 +28,18 @@ from crlm_response.readers import case_from_data
 
 BOR_DIR = FIXTURES / "bor"
 CASES = yaml.safe_load((BOR_DIR / "cases.yaml").read_text(encoding="utf-8"))["cases"]
-ACCOUNTING = re.compile(r"^(?P<file>\S+): rows read (?P<read>[\d,]+) = rows scored (?P<scored>[\d,]+) "
-                        r"\+ rows rejected (?P<rejected>[\d,]+)\s*$", re.MULTILINE)
-OUTPUT_COLUMNS = ["subject_id", "best_overall_response", "best_overall_response_day", "responder", "clinical_benefit"]
+ACCOUNTING = re.compile(
+    r"^(?P<file>\S+): rows read (?P<read>[\d,]+) = rows scored (?P<scored>[\d,]+) "
+    r"\+ rows rejected (?P<rejected>[\d,]+)\s*$",
+    re.MULTILINE,
+)
+OUTPUT_COLUMNS = [
+    "subject_id",
+    "best_overall_response",
+    "best_overall_response_day",
+    "responder",
+    "clinical_benefit",
+]
 WARNING_CODES = ("recist_cr_then_pr",)
 
 
@@ -86,6 +96,7 @@ def compare(actual: pd.DataFrame, expected: pd.DataFrame) -> list[str]:
 # Golden cases
 # ---------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_bor_golden(case: dict[str, Any], tmp_path: Path) -> None:
     input_path = BOR_DIR / case["input"]
@@ -104,7 +115,9 @@ def test_bor_golden(case: dict[str, Any], tmp_path: Path) -> None:
     for code in WARNING_CODES:
         n_wanted = sum(1 for w in wanted if w["code"] == code)
         n_printed = sum(1 for line in lines if code in line)
-        assert n_printed == n_wanted, f"{code}: printed {n_printed} time(s), expected {n_wanted}: {result.stderr!r}"
+        assert n_printed == n_wanted, (
+            f"{code}: printed {n_printed} time(s), expected {n_wanted}: {result.stderr!r}"
+        )
 
 
 def test_golden_files_are_complete() -> None:
@@ -135,8 +148,11 @@ def test_rs_rows_other_than_ovrlresp_are_set_aside(tmp_path: Path) -> None:
 # bor agrees with assess on the recist1.1 worked examples
 # ---------------------------------------------------------------------------------------------------------
 
+
 def recist_examples() -> list[Any]:
-    return [pytest.param(c, id=c["case_id"]) for c in example_cases() if "recist1.1" in (c.get("expected") or {})]
+    return [
+        pytest.param(c, id=c["case_id"]) for c in example_cases() if "recist1.1" in (c.get("expected") or {})
+    ]
 
 
 def bor_args(settings: dict[str, Any]) -> list[str]:
@@ -144,8 +160,11 @@ def bor_args(settings: dict[str, Any]) -> list[str]:
     args: list[str] = []
     if settings.get("confirmation_required"):
         args.append("--confirm")
-    options = {"min_confirmation_interval_days": "--confirm-days", "sd_min_days": "--sd-min-days",
-               "max_ne_between_confirmation": "--max-ne-between"}
+    options = {
+        "min_confirmation_interval_days": "--confirm-days",
+        "sd_min_days": "--sd-min-days",
+        "max_ne_between_confirmation": "--max-ne-between",
+    }
     for key, option in options.items():
         if key in settings:
             args += [option, str(settings[key])]
@@ -158,20 +177,30 @@ def bor_args(settings: dict[str, Any]) -> list[str]:
 def test_bor_agrees_with_assess(example: dict[str, Any], tmp_path: Path) -> None:
     doc = copy.deepcopy(example)
     doc["settings"] = {k: v for k, v in (doc.get("settings") or {}).items() if k == "recist1.1"}
-    block = assess(case_from_data(doc, example["case_id"]), criteria=["recist1.1"], explain=False
-                   ).to_dict()["criteria"]["recist1.1"]
+    block = assess(case_from_data(doc, example["case_id"]), criteria=["recist1.1"], explain=False).to_dict()[
+        "criteria"
+    ]["recist1.1"]
     visits = tmp_path / "visits.csv"
-    rows = [{"subject_id": example["case_id"], "day": tp["day"], "response": tp["overall"]}
-            for tp in block["timepoints"]]
+    rows = [
+        {"subject_id": example["case_id"], "day": tp["day"], "response": tp["overall"]}
+        for tp in block["timepoints"]
+    ]
     pd.DataFrame(rows, columns=["subject_id", "day", "response"]).to_csv(visits, index=False)
     out = tmp_path / "bor.csv"
     result = run_bor(visits, bor_args(doc["settings"].get("recist1.1") or {}), out)
     check_accounting(result, visits, tmp_path / "bor.errors.csv")
     got = text_table(out).iloc[0].to_dict()
-    assert got["best_overall_response"] == block["best_overall_response"] == \
-        example["expected"]["recist1.1"]["best_overall_response"]
+    assert (
+        got["best_overall_response"]
+        == block["best_overall_response"]
+        == example["expected"]["recist1.1"]["best_overall_response"]
+    )
     want_day = block.get("best_overall_response_day")
-    want_day = None if want_day is None or (isinstance(want_day, float) and math.isnan(want_day)) else float(want_day)
+    want_day = (
+        None
+        if want_day is None or (isinstance(want_day, float) and math.isnan(want_day))
+        else float(want_day)
+    )
     assert cell("best_overall_response_day", got["best_overall_response_day"]) == want_day
     assert got["responder"] == block["responder"]
     assert got["clinical_benefit"] == block["clinical_benefit"]

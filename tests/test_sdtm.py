@@ -2,12 +2,13 @@
 
 Two inputs:
 
-* `tests/fixtures/sdtm/crlm_tu.csv` + `crlm_tr.csv`: three made-up subjects (one read by the investigator and an
-  independent radiologist) covering every TR feature the reader must handle; the RS rows they must give are written
-  by hand in `crlm_rs_expected.csv` (reasoning in `tests/fixtures/sdtm/README.md`, rules REFERENCE §1.2-1.9,
-  layout standards/CDISC.md §4 and §7).
-* `tests/fixtures/sdtm/pharmaverse_subset/`: 12 subjects of the public pharmaversesdtm example (Apache-2.0), all
-  three readers, for loading and accounting; its RS is not truth (see the data README), so it is not compared.
+* `tests/fixtures/sdtm/crlm_tu.csv` + `crlm_tr.csv`: three made-up subjects (one read by the investigator
+  and an independent radiologist) covering every TR feature the reader must handle; the RS rows they must give
+  are written by hand in `crlm_rs_expected.csv` (reasoning in `tests/fixtures/sdtm/README.md`, rules
+  REFERENCE §1.2-1.9, layout standards/CDISC.md §4 and §7).
+* `tests/fixtures/sdtm/pharmaverse_subset/`: 12 subjects of the public pharmaversesdtm example
+  (Apache-2.0), all three readers, for loading and accounting; its RS is not truth (see the data README),
+  so it is not compared.
   The full shared copy is read too when `/work/shared` exists (a clean clone skips that test).
 """
 
@@ -30,14 +31,18 @@ RS_EXPECTED = SDTM / "crlm_rs_expected.csv"
 PHARMA = SDTM / "pharmaverse_subset"
 SHARED_PHARMA = ROOT.parent / "shared" / "data" / "pharmaversesdtm"
 
-ACCOUNTING = re.compile(r"^(?P<file>\S+): rows read (?P<read>[\d,]+) = rows scored (?P<scored>[\d,]+) "
-                        r"\+ rows rejected (?P<rejected>[\d,]+)\s*$", re.MULTILINE)
+ACCOUNTING = re.compile(
+    r"^(?P<file>\S+): rows read (?P<read>[\d,]+) = rows scored (?P<scored>[\d,]+) "
+    r"\+ rows rejected (?P<rejected>[\d,]+)\s*$",
+    re.MULTILINE,
+)
 NUMERIC_RS = ("RSSEQ", "VISITNUM", "RSDY")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------------
+
 
 def data_rows(path: Path) -> int:
     """Records after the header line, counted with the csv module (independent of the tool's reader)."""
@@ -76,40 +81,55 @@ def fixture_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One run over the hand-made fixture with every output: RS, ADaM, per-visit table and errors."""
     tmp = tmp_path_factory.mktemp("sdtm")
     result, out = run_sdtm(tmp, TU, TR, "--out-rs", tmp / "rs.csv", "--adam-dir", tmp / "adam")
-    return {"result": result, "visits": read_text_table(out), "errors": read_text_table(tmp / "visits.errors.csv"),
-            "rs": read_text_table(tmp / "rs.csv"), "adrs": read_text_table(tmp / "adam" / "adrs.csv"),
-            "adtr": read_text_table(tmp / "adam" / "adtr.csv")}
+    return {
+        "result": result,
+        "visits": read_text_table(out),
+        "errors": read_text_table(tmp / "visits.errors.csv"),
+        "rs": read_text_table(tmp / "rs.csv"),
+        "adrs": read_text_table(tmp / "adam" / "adrs.csv"),
+        "adtr": read_text_table(tmp / "adam" / "adtr.csv"),
+    }
 
 
 def visit_row(visits: pd.DataFrame, stream: str, visit: str) -> dict[str, Any]:
-    rows = visits.loc[(visits["subject_id"] == stream) & (visits["criteria"] == "recist1.1")
-                      & (visits["timepoint"] == visit)]
+    rows = visits.loc[
+        (visits["subject_id"] == stream)
+        & (visits["criteria"] == "recist1.1")
+        & (visits["timepoint"] == visit)
+    ]
     assert len(rows) == 1, f"{stream} {visit}: {len(rows)} rows in the per-visit output"
     return rows.iloc[0].to_dict()
 
 
 def stream_rows(frame: pd.DataFrame, usubjid: str, evaluator: str, paramcd: str) -> pd.DataFrame:
-    return frame.loc[(frame["USUBJID"] == usubjid) & (frame["EVAL"] == evaluator) & (frame["PARAMCD"] == paramcd)]
+    return frame.loc[
+        (frame["USUBJID"] == usubjid) & (frame["EVAL"] == evaluator) & (frame["PARAMCD"] == paramcd)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Hand-made fixture: RS rows exactly
 # ---------------------------------------------------------------------------------------------------------
 
+
 def test_rs_rows_equal_the_hand_written_rows(fixture_run: dict[str, Any]) -> None:
     actual = fixture_run["rs"]
     expected = read_text_table(RS_EXPECTED)
     assert list(actual.columns) == list(expected.columns)
     assert len(actual) == len(expected), (
-        f"{len(actual)} RS rows, expected {len(expected)}:\n{actual[['USUBJID', 'RSEVAL', 'VISIT', 'RSTESTCD', 'RSORRES']]}")
+        f"{len(actual)} RS rows, expected {len(expected)}:\n"
+        f"{actual[['USUBJID', 'RSEVAL', 'VISIT', 'RSTESTCD', 'RSORRES']]}"
+    )
     problems = []
     for i, (a, e) in enumerate(zip(actual.to_dict("records"), expected.to_dict("records"), strict=True)):
         for column, want in e.items():
             got = a[column]
             same = num(got) == num(want) if column in NUMERIC_RS else got == want
             if not same:
-                problems.append(f"row {i + 1} ({e['USUBJID']} {e['RSEVAL']} {e['VISIT']} {e['RSTESTCD']}): "
-                                f"{column} = {got!r}, expected {want!r}")
+                problems.append(
+                    f"row {i + 1} ({e['USUBJID']} {e['RSEVAL']} {e['VISIT']} {e['RSTESTCD']}): "
+                    f"{column} = {got!r}, expected {want!r}"
+                )
     assert not problems, "\n".join(problems)
 
 
@@ -143,7 +163,8 @@ def test_cm_are_converted_and_diameter_record_is_read(fixture_run: dict[str, Any
 
 
 def test_too_small_to_measure_counts_5_mm(fixture_run: dict[str, Any]) -> None:
-    """WEEK 16: TOO SMALL TO MEASURE (no TRSTRESN) counts 5 mm: 5 + 9 + 16 = 30; not CR (the lesion is there)."""
+    """WEEK 16: TOO SMALL TO MEASURE (no TRSTRESN) counts 5 mm: 5 + 9 + 16 = 30; not CR (the lesion is
+    there)."""
     row = visit_row(fixture_run["visits"], INV1, "WEEK 16")
     assert num(row["sum_mm"]) == 30.0
     assert row["target"] == "PR"
@@ -157,7 +178,8 @@ def test_equivocal_then_unequivocal_new_lesion(fixture_run: dict[str, Any]) -> N
 
 
 def test_not_done_target_gives_ne(fixture_run: dict[str, Any]) -> None:
-    """Reader WEEK 16: R1-T01 TRSTAT NOT DONE; the other two sum 48 mm, below the 84 mm nadir -> NE, not PD."""
+    """Reader WEEK 16: R1-T01 TRSTAT NOT DONE; the other two sum 48 mm, below the 84 mm nadir -> NE, not
+    PD."""
     row = visit_row(fixture_run["visits"], RAD1, "WEEK 16")
     assert row["target"] == "NE"
     assert row["overall"] == "NE"
@@ -187,24 +209,51 @@ def test_tr_accounting_and_set_aside_rows(fixture_run: dict[str, Any]) -> None:
 # Hand-made fixture: ADaM
 # ---------------------------------------------------------------------------------------------------------
 
+
 def test_adtr_sum_of_diameters_by_hand(fixture_run: dict[str, Any]) -> None:
     """CRLM-001 investigator: sums 57, 30, 28 against baseline 90; nadir is the smallest earlier sum."""
     rows = stream_rows(fixture_run["adtr"], "CRLM-001", "INVESTIGATOR", "SDIAM")
     rows = rows.loc[rows["AVISIT"] != "SCREENING"]
-    got = [{k: num(r[k]) for k in ("AVAL", "BASE", "CHG", "PCHG", "NADIR", "CHGNAD", "PCHGNAD")}
-           for r in rows.to_dict("records")]
+    got = [
+        {k: num(r[k]) for k in ("AVAL", "BASE", "CHG", "PCHG", "NADIR", "CHGNAD", "PCHGNAD")}
+        for r in rows.to_dict("records")
+    ]
     got = [{k: (round(v, 2) if v is not None else None) for k, v in g.items()} for g in got]
     assert list(rows["AVISIT"]) == ["WEEK 8", "WEEK 16", "WEEK 24"]
     assert got == [
-        {"AVAL": 57.0, "BASE": 90.0, "CHG": -33.0, "PCHG": -36.67, "NADIR": 90.0, "CHGNAD": -33.0, "PCHGNAD": -36.67},
-        {"AVAL": 30.0, "BASE": 90.0, "CHG": -60.0, "PCHG": -66.67, "NADIR": 57.0, "CHGNAD": -27.0, "PCHGNAD": -47.37},
-        {"AVAL": 28.0, "BASE": 90.0, "CHG": -62.0, "PCHG": -68.89, "NADIR": 30.0, "CHGNAD": -2.0, "PCHGNAD": -6.67},
+        {
+            "AVAL": 57.0,
+            "BASE": 90.0,
+            "CHG": -33.0,
+            "PCHG": -36.67,
+            "NADIR": 90.0,
+            "CHGNAD": -33.0,
+            "PCHGNAD": -36.67,
+        },
+        {
+            "AVAL": 30.0,
+            "BASE": 90.0,
+            "CHG": -60.0,
+            "PCHG": -66.67,
+            "NADIR": 57.0,
+            "CHGNAD": -27.0,
+            "PCHGNAD": -47.37,
+        },
+        {
+            "AVAL": 28.0,
+            "BASE": 90.0,
+            "CHG": -62.0,
+            "PCHG": -68.89,
+            "NADIR": 30.0,
+            "CHGNAD": -2.0,
+            "PCHGNAD": -6.67,
+        },
     ]
 
 
 def test_adtr_has_baseline_record(fixture_run: dict[str, Any]) -> None:
-    """standards/CDISC.md §5/§6: ADTR SDIAM carries the baseline record (AVAL 88, ABLFL=Y in the worked example);
-    BASE of the later rows comes from it."""
+    """standards/CDISC.md §5/§6: ADTR SDIAM carries the baseline record (AVAL 88, ABLFL=Y in the worked
+    example); BASE of the later rows comes from it."""
     rows = stream_rows(fixture_run["adtr"], "CRLM-001", "INVESTIGATOR", "SDIAM")
     baseline = rows.loc[rows["AVISIT"] == "SCREENING"]
     assert len(baseline) == 1, f"no baseline SDIAM record; AVISIT values: {list(rows['AVISIT'])}"
@@ -238,7 +287,8 @@ def test_adrs_ovr_bor_cbor(fixture_run: dict[str, Any]) -> None:
 
 
 def test_adrs_bor_day_is_on_the_same_scale_as_ovr(fixture_run: dict[str, Any]) -> None:
-    """ADY of BOR is the ADY of the OVR record it was taken from (WEEK 8: study day 53), not another day scale."""
+    """ADY of BOR is the ADY of the OVR record it was taken from (WEEK 8: study day 53), not another day
+    scale."""
     adrs = fixture_run["adrs"]
     ovr = stream_rows(adrs, "CRLM-001", "INVESTIGATOR", "OVR")
     bor = stream_rows(adrs, "CRLM-001", "INVESTIGATOR", "BOR").iloc[0]
@@ -252,6 +302,7 @@ def test_adrs_bor_day_is_on_the_same_scale_as_ovr(fixture_run: dict[str, Any]) -
 # Public pharmaversesdtm data
 # ---------------------------------------------------------------------------------------------------------
 
+
 def check_every_row_accounted(result: Any, errors: pd.DataFrame, tu: Path, tr: Path) -> None:
     counts = accounting(result.stderr)
     for path in (tu, tr):
@@ -260,7 +311,9 @@ def check_every_row_accounted(result: Any, errors: pd.DataFrame, tu: Path, tr: P
         assert c["read"] == c["scored"] + c["rejected"]
         assert c["read"] == data_rows(path), f"{path.name}: read {c['read']}, file has {data_rows(path)} rows"
         own = errors.loc[errors["file"].map(lambda f: Path(f).name) == path.name]
-        assert len(own) == c["rejected"], f"{path.name}: {len(own)} rows in the errors file, {c['rejected']} rejected"
+        assert len(own) == c["rejected"], (
+            f"{path.name}: {len(own)} rows in the errors file, {c['rejected']} rejected"
+        )
         assert (own["code"].str.strip() != "").all() and (own["reason"].str.strip() != "").all()
         lines = own["line"].astype(int)
         assert lines.is_unique
@@ -292,30 +345,44 @@ def test_pharmaverse_unscheduled_visits_keep_their_place_in_time(tmp_path: Path)
     | BASELINE | 2013-09-23 | 19 | 11 | 16 | 10 | 19 | 75 | | | |
     | WEEK 6 | 2013-11-04 | 11 | 10.8 | 6 | 14 | 12 | 53.8 | -28.27 | 75 | SD |
     | WEEK 12 | 2013-12-16 | 6.6 | 12.6 | 11 | 7 | 12 | 49.2 | -34.40 | 53.8 | PR |
-    | UNSCHEDULED 9.3 | 2013-12-30 | 14 | 10.8 | 8 | 13 | 6 | 51.8 | -30.93 | 49.2 (44 in VISITNUM order) | PR |
+    | UNSCHEDULED 9.3 | 2013-12-30 | 14 | 10.8 | 8 | 13 | 6 | 51.8 | -30.93 | 49.2 (44 by VISITNUM) | PR |
     | UNSCHEDULED 9.2 | 2014-01-08 | 14 | 5 | 9 | 10 | 6 | 44 | -41.33 | 49.2 | PR |
     | WEEK 24 | 2014-03-11 | 10 | 8 | 6 | 9 | 6 | 39 | -48.00 | 44 | PR |
 
-    The unscheduled visits have no TRDY; by date and by VISITNUM alike they come before WEEK 24 (VISITNUM 12), so
-    WEEK 24's nadir is 44 and no visit is PD (51.8 is +5.3 % over 49.2). BOR PR; CBOR PR (WEEK 12 confirmed by
-    WEEK 24, only PRs between).
+    The unscheduled visits have no TRDY; by date and by VISITNUM alike they come before WEEK 24 (VISITNUM
+    12), so WEEK 24's nadir is 44 and no visit is PD (51.8 is +5.3 % over 49.2). BOR PR; CBOR PR (WEEK 12
+    confirmed by WEEK 24, only PRs between).
     """
     tu, tr = PHARMA / "tu_onco.csv", PHARMA / "tr_onco.csv"
     run_sdtm(tmp_path, tu, tr, "--adam-dir", tmp_path / "adam")
-    adtr = stream_rows(read_text_table(tmp_path / "adam" / "adtr.csv"), "01-701-1153", "INVESTIGATOR", "SDIAM")
+    adtr = stream_rows(
+        read_text_table(tmp_path / "adam" / "adtr.csv"), "01-701-1153", "INVESTIGATOR", "SDIAM"
+    )
     by_visit = {r["AVISIT"]: r for r in adtr.to_dict("records")}
     assert {v: num(r["AVAL"]) for v, r in by_visit.items() if v != "BASELINE"} == {
-        "WEEK 6": 53.8, "WEEK 12": 49.2, "UNSCHEDULED 9.3": 51.8, "UNSCHEDULED 9.2": 44.0, "WEEK 24": 39.0}
+        "WEEK 6": 53.8,
+        "WEEK 12": 49.2,
+        "UNSCHEDULED 9.3": 51.8,
+        "UNSCHEDULED 9.2": 44.0,
+        "WEEK 24": 39.0,
+    }
     assert round(num(by_visit["WEEK 12"]["PCHG"]), 2) == -34.40
     assert num(by_visit["WEEK 12"]["NADIR"]) == 53.8
     assert num(by_visit["UNSCHEDULED 9.2"]["NADIR"]) == 49.2
     assert num(by_visit["UNSCHEDULED 9.3"]["NADIR"]) in (49.2, 44.0)
-    assert num(by_visit["WEEK 24"]["NADIR"]) == 44.0, "WEEK 24 nadir must include the earlier unscheduled visits"
+    assert num(by_visit["WEEK 24"]["NADIR"]) == 44.0, (
+        "WEEK 24 nadir must include the earlier unscheduled visits"
+    )
     assert round(num(by_visit["WEEK 24"]["PCHGNAD"]), 2) == -11.36
     adrs = read_text_table(tmp_path / "adam" / "adrs.csv")
     ovr = stream_rows(adrs, "01-701-1153", "INVESTIGATOR", "OVR")
     assert dict(zip(ovr["AVISIT"], ovr["AVALC"], strict=True)) == {
-        "WEEK 6": "SD", "WEEK 12": "PR", "UNSCHEDULED 9.3": "PR", "UNSCHEDULED 9.2": "PR", "WEEK 24": "PR"}
+        "WEEK 6": "SD",
+        "WEEK 12": "PR",
+        "UNSCHEDULED 9.3": "PR",
+        "UNSCHEDULED 9.2": "PR",
+        "WEEK 24": "PR",
+    }
     assert list(stream_rows(adrs, "01-701-1153", "INVESTIGATOR", "BOR")["AVALC"]) == ["PR"]
     assert list(stream_rows(adrs, "01-701-1153", "INVESTIGATOR", "CBOR")["AVALC"]) == ["PR"]
 

@@ -1,0 +1,433 @@
+"""Batch engines beyond one in-memory table: subject-complete chunks (bounded memory) and Dask.
+
+Both apply `score_part` — the very function the default pandas engine applies to a whole file — to parts that
+each hold every row of their subjects: a subject's rows are routed to a part by a fixed hash of its id, so no
+subject is ever split. Results of all parts are written through one `ResultSink`, which also keeps the best
+responses (one row per subject) for the summary and adds up the per-file accounting.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .batch import BatchResult, score_read
+from .errors import CrlmError, InputTableError
+from .summary import summarise
+from .trial import ERROR_COLUMNS, ColumnMap, RawTable, _apply_map, check_long_columns, long_from_frames
+from .writers import neutralise_formulas, write_table
+
+LINE = "_line"
+OUTPUT_KINDS = ("visits", "best", "errors", "warnings", "flags", "lesions")
+
+
+class EngineError(CrlmError):
+    """The chosen engine cannot run (Dask not installed, scheduler unreachable)."""
+
+
+def bucket_of(subjects: pd.Series | np.ndarray, n_buckets: int) -> np.ndarray:
+    """A part number per row from the subject id: a fixed hash, so a subject's rows always meet."""
+    text = pd.Series(subjects, dtype=object).astype(str).to_numpy(dtype=object)
+    return (pd.util.hash_array(text, categorize=True) % np.uint64(max(n_buckets, 1))).astype(np.int64)
+
+
+def score_part(lesions: pd.DataFrame, file: str, organs: pd.DataFrame | None, organs_file: str | None,
+               criteria: Sequence[str] | None, settings: Mapping[str, Mapping[str, Any]] | None,
+               explain: bool = False) -> BatchResult:
+    """Score one subject-complete part. Rows carry their source line in the `_line` column."""
+    lines = lesions[LINE].to_numpy(dtype=np.int64)
+    files = lesions["_file"].to_numpy(dtype=object) if "_file" in lesions else None
+    raw = lesions.drop(columns=[c for c in (LINE, "_file") if c in lesions]).reset_index(drop=True)
+    organ_raw = None
+    if organs is not None:
+        organ_raw = RawTable(organs.drop(columns=[LINE]).reset_index(drop=True), organs[LINE].to_numpy(dtype=np.int64),
+                             _no_malformed())
+    read = long_from_frames(RawTable(raw, lines, _no_malformed(), files), file, organ_raw, organs_file)
+    return score_read(read, criteria, settings, explain=explain)
+
+
+def _no_malformed() -> pd.DataFrame:
+    return pd.DataFrame({"line": pd.Series(dtype=np.int64), "reason": pd.Series(dtype=object)})
+
+
+# --------------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResultSink:
+    """Writes the outputs of many parts: one file per output (CSV appended part by part, or Parquet), or a
+    partitioned Parquet dataset (a folder per output, a file per part) when `folder` is set."""
+
+    paths: dict[str, Path | None]
+    folder: Path | None = None
+    safe_csv: bool = True
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    best_parts: list[pd.DataFrame] = field(default_factory=list)
+    _columns: dict[str, list[str]] = field(default_factory=dict)
+    _pending: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+    _tmp: dict[str, Path] = field(default_factory=dict)
+    parts: int = 0
+    warnings: int = 0
+
+    def add(self, result: BatchResult, part: int) -> None:
+        self.parts += 1
+        for file, c in result.counts.items():
+            total = self.counts.setdefault(file, {"read": 0, "scored": 0, "rejected": 0})
+            for key in total:
+                total[key] += c[key]
+        self.best_parts.append(result.best)
+        self.warnings += len(result.warnings)
+        tables = {"visits": result.visits, "best": result.best, "errors": result.rejected,
+                  "warnings": result.warnings, "flags": result.flags, "lesions": result.lesions}
+        for kind, frame in tables.items():
+            if frame is None or frame.empty:
+                continue
+            if self.folder is not None:
+                target = self.folder / kind / f"part-{part:05d}.parquet"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_table(frame, target)
+                continue
+            path = self.paths.get(kind)
+            if path is None:
+                continue
+            if path.suffix.lower() in (".parquet", ".pq"):
+                self._pending.setdefault(kind, []).append(frame)  # Parquet needs one schema: written at close
+            else:
+                self._append_csv(kind, path, frame)
+
+    def _append_csv(self, kind: str, path: Path, frame: pd.DataFrame) -> None:
+        from .writers import _lowercase_booleans
+
+        data = neutralise_formulas(frame) if self.safe_csv else frame
+        data = _lowercase_booleans(data)
+        if kind not in self._columns:
+            self._columns[kind] = list(data.columns)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)[1])
+            self._tmp[kind] = tmp
+            data.to_csv(tmp, index=False, lineterminator="\n")
+            return
+        columns = self._columns[kind] + [c for c in data.columns if c not in self._columns[kind]]
+        if columns != self._columns[kind]:
+            # A later part brought a new column (rare): rewrite what is there with it.
+            old = pd.read_csv(self._tmp[kind], dtype=object, keep_default_na=False)
+            pd.concat([old, data.astype(object)], ignore_index=True).reindex(columns=columns).to_csv(
+                self._tmp[kind], index=False, lineterminator="\n")
+            self._columns[kind] = columns
+            return
+        data.reindex(columns=columns).to_csv(self._tmp[kind], mode="a", header=False, index=False, lineterminator="\n")
+
+    def close(self) -> pd.DataFrame:
+        """Finish every output; return the best-response table of all parts (for the summary)."""
+        import os
+
+        best = pd.concat([b for b in self.best_parts if b is not None and not b.empty], ignore_index=True) \
+            if any(b is not None and not b.empty for b in self.best_parts) else pd.DataFrame()
+        for kind, frames in self._pending.items():
+            path = self.paths[kind]
+            assert path is not None
+            write_table(pd.concat(frames, ignore_index=True), path)
+        for kind, tmp in self._tmp.items():
+            path = self.paths[kind]
+            assert path is not None
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        for kind in ("visits", "best", "errors"):
+            path = self.paths.get(kind)
+            if self.folder is None and path is not None and kind not in self._tmp and kind not in self._pending:
+                write_table(pd.DataFrame(columns=ERROR_COLUMNS if kind == "errors" else ["subject_id"]), path)
+        return best
+
+    def abort(self) -> None:
+        for tmp in self._tmp.values():
+            tmp.unlink(missing_ok=True)
+
+    def summary(self, best: pd.DataFrame) -> list[dict[str, Any]]:
+        return summarise(best) if not best.empty else []
+
+
+# --------------------------------------------------------------------------------------------------
+# Bounded memory: subject-complete chunks through a disk-backed shuffle
+# --------------------------------------------------------------------------------------------------
+
+
+def _batches(path: Path, rows: int, encoding: str) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """The input in blocks of about `rows` rows, as text, with each row's source line (row for Parquet)."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        start = 1
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+            frame = batch.to_pandas()
+            yield frame, np.arange(start, start + len(frame))
+            start += len(frame)
+        return
+    from .trial import _detect_encoding
+
+    enc = _detect_encoding(path, encoding)
+    start = 2
+    for frame in pd.read_csv(path, encoding=enc, dtype=object, keep_default_na=False, na_values=[""],
+                             skip_blank_lines=False, chunksize=rows):
+        lines = np.arange(start, start + len(frame))
+        start += len(frame)
+        blank = frame.isna().all(axis=1).to_numpy()
+        yield frame.loc[~blank].reset_index(drop=True), lines[~blank]
+
+
+def _estimate_rows(path: Path) -> int:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 20)
+    lines = max(head.count(b"\n"), 1)
+    return int(size / (len(head) / lines))
+
+
+def _spill(path: Path, mapping: ColumnMap, encoding: str, n_buckets: int, rows: int, workdir: Path,
+           name: str, lesion_file: bool) -> tuple[list[Path], list[str]]:
+    """Pass 1: route every row to its subject's bucket file (Parquet, text columns + source line)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writers: dict[int, Any] = {}
+    schema = None
+    columns: list[str] = []
+    try:
+        for frame, lines in _batches(path, rows, encoding):
+            frame = _apply_map(frame, mapping, str(path))
+            if schema is None:
+                if lesion_file:
+                    frame = check_long_columns(frame, str(path))
+                elif "subject_id" not in frame or "timepoint" not in frame:
+                    raise InputTableError("missing required column(s): subject_id, timepoint", file=path)
+                columns = [str(c) for c in frame.columns]
+                schema = pa.schema([(c, pa.string()) for c in columns] + [(LINE, pa.int64())])
+            elif lesion_file and "lesion_id" not in frame and "id" in frame:
+                frame = frame.rename(columns={"id": "lesion_id"})
+            text = {c: frame[c].astype(object).where(frame[c].notna(), None).map(
+                lambda v: None if v is None else str(v)) for c in columns if c in frame}
+            table = pd.DataFrame(text).reindex(columns=columns)
+            table[LINE] = lines
+            buckets = bucket_of(table["subject_id"].fillna(""), n_buckets)
+            for bucket in np.unique(buckets):
+                part = pa.Table.from_pandas(table.loc[buckets == bucket], schema=schema, preserve_index=False)
+                if bucket not in writers:
+                    writers[bucket] = pq.ParquetWriter(workdir / f"{name}-{bucket:05d}.parquet", schema)
+                writers[bucket].write_table(part)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [workdir / f"{name}-{b:05d}.parquet" for b in range(n_buckets)], columns
+
+
+def run_chunked(path: Path, sink: ResultSink, column_map: ColumnMap, organs: Path | None, criteria: Sequence[str] | None,
+                settings: Mapping[str, Mapping[str, Any]] | None, chunk_rows: int, encoding: str = "auto",
+                explain: bool = False, progress: Any = None) -> int:
+    """Score a file larger than memory: about `chunk_rows` rows in memory at a time. Returns the number of parts."""
+    say = progress or (lambda _m: None)
+    n_buckets = max(1, math.ceil(_estimate_rows(path) / max(chunk_rows, 1)))
+    workdir = Path(tempfile.mkdtemp(prefix="crlm-chunks-"))
+    try:
+        say(f"splitting {path.name} into {n_buckets} subject-complete parts")
+        lesion_parts, _ = _spill(path, column_map, encoding, n_buckets, chunk_rows, workdir, "lesions", True)
+        organ_parts = None
+        if organs is not None:
+            organ_parts, _ = _spill(organs, column_map, encoding, n_buckets, chunk_rows, workdir, "organs", False)
+        for i, part in enumerate(lesion_parts):
+            say(f"scoring part {i + 1} of {n_buckets}")
+            if not part.exists():
+                continue
+            frame = pd.read_parquet(part)
+            organ_frame = pd.read_parquet(organ_parts[i]) if organ_parts and organ_parts[i].exists() else (
+                pd.DataFrame(columns=["subject_id", "timepoint", LINE]) if organ_parts else None)
+            result = score_part(frame, str(path), organ_frame, str(organs) if organs else None, criteria, settings,
+                                explain)
+            sink.add(result, i)
+        if organ_parts:
+            _orphan_organs(sink, organ_parts, lesion_parts, str(organs))
+        return n_buckets
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _orphan_organs(sink: ResultSink, organ_parts: list[Path], lesion_parts: list[Path], organs_file: str) -> None:
+    """Organ rows of a bucket without any lesion rows were never scored: count them as rejected."""
+    for organ_part, lesion_part in zip(organ_parts, lesion_parts, strict=True):
+        if organ_part.exists() and not lesion_part.exists():
+            frame = pd.read_parquet(organ_part)
+            total = sink.counts.setdefault(organs_file, {"read": 0, "scored": 0, "rejected": 0})
+            total["read"] += len(frame)
+            total["rejected"] += len(frame)
+            rejected = pd.DataFrame({"file": organs_file, "line": frame[LINE], "subject_id": frame["subject_id"],
+                                     "timepoint": frame["timepoint"], "lesion_id": None, "column": "subject_id",
+                                     "value": frame["subject_id"], "code": "unknown_subject",
+                                     "reason": "subject is not in the lesion file"})
+            sink.add(BatchResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
+                                 rejected, {}, []), 99_999)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dask
+# --------------------------------------------------------------------------------------------------
+
+
+def _dask() -> Any:
+    try:
+        import dask  # noqa: F401
+        import dask.dataframe as dd
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise EngineError("the dask engine needs Dask", hint='install it with: pip install "crlm-response[dask]"') from None
+    return dd, Client, LocalCluster
+
+
+def connect(scheduler: str | None, workers: int | None = None, timeout_s: float = 5.0) -> Any:
+    """A Dask client: the given scheduler (failing within `timeout_s`), or a local cluster (one worker per core)."""
+    import os
+
+    dd, Client, LocalCluster = _dask()
+    if scheduler:
+        try:
+            return Client(scheduler, timeout=f"{timeout_s}s")
+        except (OSError, TimeoutError) as exc:
+            raise EngineError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
+                              hint="check the address (e.g. tcp://host:8786) and that the scheduler is running") from None
+    n = workers or max(1, os.cpu_count() or 1)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=50)
+    return Client(cluster)
+
+
+def _dask_part(frame: pd.DataFrame, organs: pd.DataFrame | None, file: str, organs_file: str | None,
+               criteria: Sequence[str] | None, settings: Mapping[str, Mapping[str, Any]] | None) -> BatchResult:
+    """The task of one Dask partition: its subjects' organ rows, then `score_part`."""
+    organ_rows = None
+    if organs is not None:
+        organ_rows = organs.loc[organs["subject_id"].isin(set(frame["subject_id"]))]
+    return score_part(frame, file, organ_rows, organs_file, criteria, settings)
+
+
+def run_dask(paths: Sequence[Path], sink: ResultSink, column_map: ColumnMap, organs: Path | None,
+             criteria: Sequence[str] | None, settings: Mapping[str, Mapping[str, Any]] | None, client: Any,
+             partitions: int | None = None, encoding: str = "auto", progress: Any = None) -> int:
+    """Score on a Dask cluster: rows get their source line, are shuffled by a subject hash into partitions, and
+    each partition is scored by `score_part` on a worker. Returns the number of partitions."""
+    dd, _, _ = _dask()
+    say = progress or (lambda _m: None)
+    frames = []
+    for path in paths:
+        say(f"reading {path.name}")
+        if path.suffix.lower() in (".parquet", ".pq"):
+            ddf = dd.read_parquet(str(path))
+            first_line = 1
+        else:
+            ddf = dd.read_csv(str(path), dtype=object, keep_default_na=False, na_values=[""], blocksize="64MB")
+            first_line = 2
+        ddf = ddf.persist()
+        lengths = ddf.map_partitions(len).compute()
+        offsets = np.r_[0, np.cumsum(lengths)[:-1]] + first_line
+        ddf = ddf.map_partitions(_with_lines, offsets=list(offsets), str_path=str(path),
+                                 meta=_meta_with_lines(ddf._meta, str(path)))
+        frames.append(ddf)
+    ddf = frames[0] if len(frames) == 1 else dd.concat(frames)
+    renames = {theirs: ours for ours, theirs in column_map.columns.items()}
+    if renames:
+        ddf = ddf.rename(columns=renames)
+    check_long_columns(ddf._meta.drop(columns=[LINE, "_file"]), str(paths[0]))
+    n = partitions or max(2, ddf.npartitions)
+    ddf = ddf.assign(_part=ddf["subject_id"].map_partitions(lambda s, _n=n: pd.Series(bucket_of(s, _n), index=s.index),
+                                                            meta=("_part", "i8")))
+    ddf = ddf.shuffle("_part", npartitions=n)
+    organ_frame = None
+    if organs is not None:
+        from .trial import read_frame
+
+        table = read_frame(organs, encoding)
+        organ_frame = _apply_map(table.frame, column_map, str(organs)).astype(object)
+        organ_frame = organ_frame.where(organ_frame.notna(), None)
+        organ_frame[LINE] = table.lines
+    organ_future = client.scatter(organ_frame, broadcast=True) if organ_frame is not None else None
+    from dask import delayed
+
+    label = str(paths[0]) if len(paths) == 1 else _common_label(paths)
+    tasks = []
+    for part in ddf.to_delayed():
+        frame = delayed(_strip_part)(part)
+        tasks.append(delayed(_dask_part)(frame, organ_future, label, str(organs) if organs else None,
+                                         list(criteria) if criteria else None, settings))
+    say(f"scoring {len(tasks)} partitions on the cluster")
+    futures = client.compute(tasks)
+    seen_subjects: set[Any] = set()
+    for i, future in enumerate(futures):
+        result = future.result()
+        if organ_frame is not None and not result.best.empty:
+            seen_subjects |= set(result.best["subject_id"])
+        sink.add(result, i)
+    if organ_frame is not None:
+        _dask_orphan_organs(sink, organ_frame, str(organs), seen_subjects, futures)
+    return len(tasks)
+
+
+def _common_label(paths: Sequence[Path]) -> str:
+    """One name for an input that spans several files (errors still name each row's own file)."""
+    folders = {str(p.parent) for p in paths}
+    suffixes = {p.suffix for p in paths}
+    folder = folders.pop() if len(folders) == 1 else "..."
+    return f"{folder}/*{suffixes.pop() if len(suffixes) == 1 else ''} ({len(paths)} files)"
+
+
+def _strip_part(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in ("_part",) if c in frame.columns]).reset_index(drop=True)
+
+
+def _with_lines(frame: pd.DataFrame, offsets: list[int], str_path: str, partition_info: dict[str, Any] | None = None
+                ) -> pd.DataFrame:
+    number = partition_info["number"] if partition_info else 0
+    out = frame.reset_index(drop=True).astype(object)
+    out = out.where(out.notna(), None)
+    out[LINE] = np.arange(offsets[number], offsets[number] + len(out), dtype=np.int64)
+    out["_file"] = str_path
+    return out
+
+
+def _meta_with_lines(meta: pd.DataFrame, path: str) -> pd.DataFrame:
+    out = meta.astype(object)
+    out[LINE] = pd.Series(dtype=np.int64)
+    out["_file"] = pd.Series(dtype=object)
+    return out
+
+
+def _dask_orphan_organs(sink: ResultSink, organs: pd.DataFrame, organs_file: str, scored: set[Any],
+                        futures: list[Any]) -> None:
+    """Organ rows whose subject no partition had: read, and rejected (an unknown subject)."""
+    seen = set()
+    for future in futures:
+        result = future.result()
+        seen |= set(result.visits["subject_id"]) if not result.visits.empty else set()
+        if not result.rejected.empty:
+            seen |= set(result.rejected["subject_id"].dropna())
+    orphan = organs.loc[~organs["subject_id"].isin(seen | scored)]
+    if orphan.empty:
+        return
+    total = sink.counts.setdefault(organs_file, {"read": 0, "scored": 0, "rejected": 0})
+    total["read"] += len(orphan)
+    total["rejected"] += len(orphan)
+    rejected = pd.DataFrame({"file": organs_file, "line": orphan[LINE], "subject_id": orphan["subject_id"],
+                             "timepoint": orphan["timepoint"], "lesion_id": None, "column": "subject_id",
+                             "value": orphan["subject_id"], "code": "unknown_subject",
+                             "reason": "subject is not in the lesion file"})
+    sink.add(BatchResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), rejected,
+                         {}, []), 99_999)
