@@ -1,0 +1,188 @@
+"""The bounded-memory chunks and the Dask engine give exactly what the in-memory pandas engine gives."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crlm_response.engines import bucket_of
+from crlm_response.synthetic import generate_cohort
+
+from conftest import run_cli
+
+OUTPUTS = ("", ".best", ".errors", ".warnings", ".flags")
+
+
+def cohort_with_bad_rows(path: Path, subjects: int = 160) -> Path:
+    """A synthetic cohort with a few planted mistakes, so rejected rows cross partitions too."""
+    frame = generate_cohort(subjects=subjects, seed=11).astype(object)
+    frame.loc[5, "longest_diameter_mm"] = -3.0  # negative size
+    frame.loc[40, "status"] = "gone"  # unknown word
+    follow = frame.index[(frame["timepoint"] == "FU1") & (frame["subject_id"] == "S7")][0]
+    frame.loc[follow, ["lesion_id", "kind"]] = ["T99", "target"]  # a target first seen at follow-up
+    frame.loc[77, "day"] = "soon"  # text in a number column
+    frame.to_csv(path, index=False)
+    return path
+
+
+def read_sorted(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    if path.is_dir():
+        parts = sorted(path.glob("*.parquet"))
+        frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
+        frame = frame.astype(object).where(frame.notna(), None)
+        frame = frame.map(lambda v: ("true" if v else "false") if isinstance(v, bool | np.bool_) else v)
+        frame = pd.read_csv(pd.io.common.StringIO(frame.to_csv(index=False)), dtype=str, keep_default_na=False)
+    else:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    columns = columns or list(frame.columns)
+    frame = frame.reindex(columns=columns).fillna("")
+    return frame.sort_values(columns, kind="stable").reset_index(drop=True)
+
+
+def run_reference(tmp_path: Path, source: Path) -> Path:
+    out = tmp_path / "ref" / "responses.csv"
+    result = run_cli("batch", source, "-o", out, "--summary-file", tmp_path / "ref" / "summary.json")
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def assert_same_outputs(reference: Path, other: Path) -> None:
+    for suffix in OUTPUTS:
+        ref = reference.with_name(f"responses{suffix}.csv")
+        got = other.with_name(f"responses{suffix}.csv")
+        want = read_sorted(ref)
+        assert got.exists(), f"{got.name} was not written"
+        have = read_sorted(got, list(want.columns))
+        assert list(have.columns) == list(want.columns)
+        pd.testing.assert_frame_equal(have, want, check_dtype=False, obj=f"responses{suffix}")
+
+
+def accounting(stderr: str) -> str:
+    return next(line for line in stderr.splitlines() if "rows read" in line).split(": ", 1)[1]
+
+
+def test_bucket_is_a_fixed_function_of_the_subject() -> None:
+    subjects = np.array(["S1", "S2", "S10", "S1"], dtype=object)
+    first, second = bucket_of(subjects, 7), bucket_of(subjects[::-1], 7)[::-1]
+    assert (first == second).all() and first[0] == first[3]
+    assert set(bucket_of(np.array([f"S{i}" for i in range(2000)], dtype=object), 5)) == set(range(5))
+
+
+def test_chunks_give_exactly_the_in_memory_answers(tmp_path: Path) -> None:
+    source = cohort_with_bad_rows(tmp_path / "cohort.csv")
+    reference = run_reference(tmp_path, source)
+    out = tmp_path / "chunked" / "responses.csv"
+    result = run_cli("batch", source, "--chunk-rows", "1000", "-o", out, "--summary-file",
+                     tmp_path / "chunked" / "summary.json")
+    assert result.exit_code == 0, result.stderr
+    assert_same_outputs(reference, out)
+    ref_run = run_cli("batch", source, "-o", tmp_path / "again" / "responses.csv")
+    assert accounting(result.stderr) == accounting(ref_run.stderr)
+    assert "rows rejected 0" not in accounting(result.stderr)
+    ref_summary = json.loads((tmp_path / "ref" / "summary.json").read_text())["summary"]
+    assert json.loads((tmp_path / "chunked" / "summary.json").read_text())["summary"] == ref_summary
+
+
+def test_chunks_of_a_parquet_input(tmp_path: Path) -> None:
+    frame = generate_cohort(subjects=60, seed=4)
+    source = tmp_path / "cohort.parquet"
+    frame.to_parquet(source, index=False)
+    reference = tmp_path / "ref" / "responses.csv"
+    assert run_cli("batch", source, "-o", reference).exit_code == 0
+    out = tmp_path / "chunked" / "responses.csv"
+    result = run_cli("batch", source, "--chunk-rows", "1000", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert_same_outputs(reference, out)
+
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster():  # type: ignore[no-untyped-def]
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=50) as local:
+        yield local
+
+
+def test_dask_equals_pandas_row_for_row(tmp_path: Path, cluster) -> None:  # type: ignore[no-untyped-def]
+    source = cohort_with_bad_rows(tmp_path / "cohort.csv")
+    reference = run_reference(tmp_path, source)
+    out = tmp_path / "dask" / "responses.csv"
+    result = run_cli("batch", source, "--engine", "dask", "--scheduler", cluster.scheduler_address,
+                     "--partitions", "9", "-o", out, "--summary-file", tmp_path / "dask" / "summary.json")
+    assert result.exit_code == 0, result.stderr
+    assert_same_outputs(reference, out)
+    ref_run = run_cli("batch", source, "-o", tmp_path / "again" / "responses.csv")
+    assert accounting(result.stderr) == accounting(ref_run.stderr)
+    ref_summary = json.loads((tmp_path / "ref" / "summary.json").read_text())["summary"]
+    assert json.loads((tmp_path / "dask" / "summary.json").read_text())["summary"] == ref_summary
+
+
+def test_dask_partitioned_parquet_output_of_several_files(tmp_path: Path, cluster) -> None:  # type: ignore[no-untyped-def]
+    frame = generate_cohort(subjects=90, seed=8)
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    subjects = frame["subject_id"].unique()
+    for i, chunk in enumerate(np.array_split(subjects, 3)):
+        frame.loc[frame["subject_id"].isin(chunk)].to_parquet(folder / f"part{i}.parquet", index=False)
+    single = tmp_path / "single.csv"
+    frame.to_csv(single, index=False)
+    reference = tmp_path / "ref" / "responses.csv"
+    assert run_cli("batch", single, "-o", reference).exit_code == 0
+    out = tmp_path / "scored"
+    result = run_cli("batch", str(folder / "*.parquet"), "--engine", "dask", "--scheduler", cluster.scheduler_address,
+                     "-o", f"{out}/")
+    assert result.exit_code == 0, result.stderr
+    assert f"rows read {len(frame):,} = rows scored {len(frame):,} + rows rejected 0" in result.stderr
+    want = read_sorted(reference)
+    have = read_sorted(out / "visits", list(want.columns))
+    pd.testing.assert_frame_equal(have, want, check_dtype=False)
+    best_want = read_sorted(reference.with_name("responses.best.csv"))
+    pd.testing.assert_frame_equal(read_sorted(out / "best", list(best_want.columns)), best_want, check_dtype=False)
+
+
+def test_unreachable_scheduler_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
+    source = tmp_path / "cohort.csv"
+    generate_cohort(subjects=5, seed=1).to_csv(source, index=False)
+    start = time.monotonic()
+    result = run_cli("batch", source, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "-o",
+                     tmp_path / "out.csv")
+    assert time.monotonic() - start < 20
+    assert result.exit_code == 1
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_dask_missing_gives_install_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_dask(name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "dask" or name.startswith("dask.") or name.startswith("distributed"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_dask)
+    source = tmp_path / "cohort.csv"
+    generate_cohort(subjects=3, seed=1).to_csv(source, index=False)
+    result = run_cli("batch", source, "--engine", "dask", "-o", tmp_path / "out.csv")
+    assert result.exit_code == 1
+    assert 'pip install "crlm-response[dask]"' in result.stderr
+
+
+def test_engine_options_are_checked(tmp_path: Path) -> None:
+    source = tmp_path / "cohort.csv"
+    generate_cohort(subjects=3, seed=1).to_csv(source, index=False)
+    assert run_cli("batch", source, "--scheduler", "tcp://x:1", "-o", tmp_path / "o.csv").exit_code == 2
+    assert run_cli("batch", source, "--engine", "dask", "--chunk-rows", "5000", "-o", tmp_path / "o.csv").exit_code == 2
