@@ -106,26 +106,33 @@ class ResultSink:
                 self._append_csv(kind, path, frame)
 
     def _append_csv(self, kind: str, path: Path, frame: pd.DataFrame) -> None:
-        from .writers import _lowercase_booleans
+        """Append one part with the same CSV writer as the in-memory engine (identical text for identical data)."""
+        from .writers import _lowercase_booleans, write_csv
 
-        data = neutralise_formulas(frame) if self.safe_csv else frame
-        data = _lowercase_booleans(data)
+        data = _lowercase_booleans(neutralise_formulas(frame) if self.safe_csv else frame)
         if kind not in self._columns:
             self._columns[kind] = list(data.columns)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)[1])
-            self._tmp[kind] = tmp
-            data.to_csv(tmp, index=False, lineterminator="\n")
+            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            import os
+
+            os.close(handle)
+            self._tmp[kind] = Path(name)
+            write_csv(data, self._tmp[kind])
             return
         columns = self._columns[kind] + [c for c in data.columns if c not in self._columns[kind]]
         if columns != self._columns[kind]:
             # A later part brought a new column (rare): rewrite what is there with it.
             old = pd.read_csv(self._tmp[kind], dtype=object, keep_default_na=False)
-            pd.concat([old, data.astype(object)], ignore_index=True).reindex(columns=columns).to_csv(
-                self._tmp[kind], index=False, lineterminator="\n")
+            write_csv(pd.concat([old, data.astype(object)], ignore_index=True).reindex(columns=columns), self._tmp[kind])
             self._columns[kind] = columns
             return
-        data.reindex(columns=columns).to_csv(self._tmp[kind], mode="a", header=False, index=False, lineterminator="\n")
+        part = self._tmp[kind].with_suffix(".part")
+        write_csv(data.reindex(columns=columns), part)
+        with open(part, "rb") as source, open(self._tmp[kind], "ab") as target:
+            source.readline()  # the header is already there
+            shutil.copyfileobj(source, target)
+        part.unlink()
 
     def close(self) -> pd.DataFrame:
         """Finish every output; return the best-response table of all parts (for the summary)."""

@@ -75,23 +75,35 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def _map_distinct(values: pd.Series, func: Any) -> tuple[np.ndarray, bool]:
+    """Apply `func` to each distinct value once (text columns repeat few values); report whether anything changed."""
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
+    mapped = np.array([func(u) for u in uniques], dtype=object)
+    changed = any(m is not u for m, u in zip(mapped, uniques, strict=True))
+    if not changed:
+        return values.to_numpy(dtype=object), False
+    out = values.to_numpy(dtype=object).copy()
+    ok = codes >= 0
+    out[ok] = mapped[codes[ok]]
+    return out, True
+
+
 def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     """Prefix text cells a spreadsheet would run as a formula with a single quote (OWASP CSV injection).
 
     Numbers (including negative numbers stored as numbers) are not touched; only text cells are.
     """
-    out = frame.copy()
-    for column in out.columns:
-        values = out[column]
+    out = frame
+    for column in frame.columns:
+        values = frame[column]
         if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
             continue
-        arr = values.to_numpy(dtype=object)
-        mask = np.array([isinstance(v, str) and v.startswith(FORMULA_START) and not _is_number(v) for v in arr],
-                        dtype=bool)
-        if mask.any():
-            arr = arr.copy()
-            arr[mask] = np.array(["'" + v for v in arr[mask]], dtype=object)
-            out[column] = arr
+        mapped, changed = _map_distinct(
+            values, lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) and not _is_number(v) else v)
+        if changed:
+            if out is frame:
+                out = frame.copy()
+            out[column] = mapped
     return out
 
 
@@ -112,7 +124,21 @@ def write_table(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True)
             _to_parquet(frame, tmp)
         else:
             data = neutralise_formulas(frame) if safe_csv else frame
-            _lowercase_booleans(data).to_csv(tmp, index=False, lineterminator="\n")
+            write_csv(_lowercase_booleans(data), tmp)
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    """CSV through pyarrow's writer (several times faster than pandas on large outputs); quotes only where needed,
+    missing values as empty cells. Falls back to pandas for columns pyarrow cannot type (mixed objects)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        frame.to_csv(path, index=False, lineterminator="\n")
+        return
+    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 
 def _lowercase_booleans(frame: pd.DataFrame) -> pd.DataFrame:
@@ -120,10 +146,17 @@ def _lowercase_booleans(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame
     for column in frame.columns:
         values = frame[column]
-        if values.dtype == bool or (values.dtype == object and values.map(lambda v: isinstance(v, bool | np.bool_)).any()):
+        if values.dtype == bool:
+            mapped, changed = np.where(values.to_numpy(), "true", "false").astype(object), True
+        elif values.dtype == object:
+            mapped, changed = _map_distinct(
+                values, lambda v: ("true" if v else "false") if isinstance(v, bool | np.bool_) else v)
+        else:
+            continue
+        if changed:
             if out is frame:
                 out = frame.copy()
-            out[column] = values.map(lambda v: ("true" if v else "false") if isinstance(v, bool | np.bool_) else v)
+            out[column] = mapped
     return out
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from crlm_response.engines import bucket_of
 from crlm_response.synthetic import generate_cohort
+from crlm_response.writers import write_csv
 
 from conftest import run_cli
 
@@ -34,9 +35,9 @@ def read_sorted(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     if path.is_dir():
         parts = sorted(path.glob("*.parquet"))
         frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
-        frame = frame.astype(object).where(frame.notna(), None)
-        frame = frame.map(lambda v: ("true" if v else "false") if isinstance(v, bool | np.bool_) else v)
-        frame = pd.read_csv(pd.io.common.StringIO(frame.to_csv(index=False)), dtype=str, keep_default_na=False)
+        text = path.with_suffix(".as.csv")
+        write_csv(frame, text)  # the CSV writer the CSV outputs use, so numbers print the same way
+        frame = pd.read_csv(text, dtype=str, keep_default_na=False)
     else:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     columns = columns or list(frame.columns)

@@ -277,7 +277,8 @@ def test_waterfall_bars_are_lowest_change_coloured_by_bor(tiny: Path, capture_fi
     assert heights == pytest.approx([TINY_BARS[s][0] for s in labels], abs=0.01)
     box = ax.get_legend()
     legend = {t.get_text(): to_hex(h.get_facecolor())
-              for t, h in zip(box.get_texts(), box.legend_handles, strict=True) if t.get_text().startswith("BOR ")}
+              for t, h in zip(box.get_texts(), box.legend_handles, strict=True)
+              if t.get_text().startswith("BOR ")}
     for subject, colour in zip(labels, colours, strict=True):
         assert colour == legend[f"BOR {TINY_BARS[subject][1]}"], f"{subject} is not coloured as its BOR"
     # A shrinking subject with a new lesion is PD-coloured, not like the PR bars of similar height.

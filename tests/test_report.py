@@ -2,9 +2,10 @@
 
 For every sample case the report is written through the CLI and read back as text:
 
-* every section is there (ids patient, lesions, trajectory, responses, toxicity, warnings, provenance), with
-  the lesion-size chart embedded as a base64 PNG (decoded and checked), and nothing that would load from elsewhere
-  (no http(s)://, no //cdn, no src= / href= other than data: URIs or in-page anchors, no <script>, no <link>);
+* every section is there (ids patient, lesions, trajectory, responses, toxicity, warnings, provenance),
+  with the lesion-size chart embedded as a base64 PNG (decoded and checked), and nothing that would load from
+  elsewhere (no http(s)://, no //cdn, no src= / href= other than data: URIs or in-page anchors, no <script>,
+  no <link>);
 * print CSS: an @page rule with A4 size and an @media print block;
 * the content matches an independent `assess(..., explain=True)` of the same case: the case id, every criteria
   set run (in the provenance table) and, per response block, its best overall response, every explanation line
@@ -214,7 +215,7 @@ BROKEN = {
 
 @pytest.mark.parametrize("name", BROKEN)
 def test_case_with_error(tmp_path: Path, name: str) -> None:
-    sample = (FOLFOX).read_text(encoding="utf-8")
+    sample = FOLFOX.read_text(encoding="utf-8")
     broken = BROKEN[name](sample)
     assert broken != sample
     case_file = tmp_path / f"{name}.yaml"
