@@ -79,6 +79,9 @@ def _pct_column(frame: pd.DataFrame, criteria: str) -> str:
     for column in PCT_COLUMNS:
         if column in frame and frame[column].notna().any():
             return column
+    for column in PCT_COLUMNS:  # the column is there but no subject has a measured follow-up yet
+        if column in frame:
+            return column
     raise InputTableError(f"`{criteria}` results have no % change from baseline to plot",
                           hint="waterfall and spider plots are for size-based sets (recist1.1, who, mrecist, choi)")
 
@@ -101,6 +104,15 @@ def _save(fig: Any, plt: Any, output: str | Path) -> None:
     with atomic_path(output) as tmp:
         fig.savefig(tmp, format=suffix, dpi=150, bbox_inches="tight", metadata={"Date": None} if suffix == "svg" else None)
     plt.close(fig)
+
+
+def _subjects(n: int) -> str:
+    return f"{n:,} subject" + ("" if n == 1 else "s")
+
+
+def _not_shown(all_subjects: pd.Index, shown: int) -> str:
+    missing = len(all_subjects) - shown
+    return f"; {missing} without a measured follow-up not shown" if missing > 0 else ""
 
 
 def _reference_lines(ax: Any) -> None:
@@ -140,7 +152,7 @@ def waterfall(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Pat
     line_handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + line_handles, fontsize=8, loc="upper right", frameon=False)
     note = f"; {without} without a measured follow-up not shown" if without else ""
-    ax.set_title(title or f"Best response, {criteria}: {n} subjects{note}", fontsize=10)
+    ax.set_title(title or f"Best response, {criteria}: {_subjects(n)}{note}", fontsize=10)
     ax.set_xlim(-1, max(n, 1))
     _save(fig, plt, output)
     return {"subjects": n, "without_follow_up": without, "criteria": criteria}
@@ -153,7 +165,8 @@ def spider(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Path, 
     rows, criteria = _one_criteria(visits, criteria)
     column = _pct_column(rows, criteria)
     bor = best_responses(rows, best, criteria)
-    rows = rows.sort_values(["subject_id", "day"], kind="stable")
+    everyone = pd.Index(bor.index).union(pd.Index(rows["subject_id"].astype(str).unique()))
+    rows = rows.loc[rows[column].notna()].sort_values(["subject_id", "day"], kind="stable")
     fig, ax = plt.subplots(figsize=(8, 5))
     n = rows["subject_id"].nunique()
     alpha, width = (0.8, 1.2) if n <= 100 else (max(0.08, 40.0 / n), 0.6)
@@ -172,9 +185,9 @@ def spider(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Path, 
     handles = [plt.Line2D([0], [0], color=RESPONSE_COLOURS[w], label=f"BOR {w}") for w in shown]
     line_handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + line_handles, fontsize=8, loc="upper left", frameon=False)
-    ax.set_title(title or f"Change over time, {criteria}: {n} subjects", fontsize=10)
+    ax.set_title(title or f"Change over time, {criteria}: {_subjects(n)}{_not_shown(everyone, n)}", fontsize=10)
     _save(fig, plt, output)
-    return {"subjects": int(n), "criteria": criteria}
+    return {"subjects": int(n), "without_follow_up": len(everyone) - int(n), "criteria": criteria}
 
 
 def swimmer(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Path, criteria: str | None = None,
@@ -218,9 +231,10 @@ def swimmer(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Path,
     handles = [plt.Rectangle((0, 0), 1, 1, color=RESPONSE_COLOURS[w], label=f"BOR {w}") for w in shown]
     marker_handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + marker_handles, fontsize=7, loc="lower right", frameon=False)
-    ax.set_title(title or f"Time on study, {criteria}: {n} subjects", fontsize=10)
+    everyone = pd.Index(bor.index).union(pd.Index(order))
+    ax.set_title(title or f"Time on study, {criteria}: {_subjects(n)}{_not_shown(everyone, n)}", fontsize=10)
     _save(fig, plt, output)
-    return {"subjects": n, "criteria": criteria}
+    return {"subjects": n, "without_follow_up": len(everyone) - n, "criteria": criteria}
 
 
 PLOTS = {"waterfall": waterfall, "spider": spider, "swimmer": swimmer}

@@ -136,12 +136,14 @@ def render_report(case: Case, assessment: Assessment) -> str:
                                                                           for k, v in organs.items())) + "</p>")
 
     sizes = _lesion_sizes(case)
+    parts.append('<h2 id="trajectory">Target lesion sizes</h2>')
     if not sizes.empty:
         from .plots import trajectory_png
 
         image = base64.b64encode(trajectory_png([], sizes)).decode("ascii")
-        parts.append('<h2 id="trajectory">Target lesion sizes</h2>')
         parts.append(f'<div class="chart"><img alt="target lesion sizes over time" src="data:image/png;base64,{image}"></div>')
+    else:
+        parts.append('<p class="muted">no measured target lesions to chart (e.g. ablated lesions only)</p>')
 
     parts.append('<h2 id="responses">Response by criteria set</h2>')
     for rule_id, block in data["criteria"].items():

@@ -34,6 +34,7 @@ SUBJECT_FIELDS = ("regimen", "agents", "setting", "procedure_day")
 VISIT_FIELDS = tuple(TIMEPOINT_SPECS) + tuple(ORGAN_SPECS) + tuple(PET_SPECS)
 LESION_FIELDS = tuple(LESION_SPECS)
 KEY_COLUMNS = ("subject_id", "timepoint", "lesion_id")
+CORE_LESION_FIELDS = ("kind", "organ", "is_lymph_node", "status", "equivocal")
 ERROR_COLUMNS = ["file", "line", "subject_id", "timepoint", "lesion_id", "column", "value", "code", "reason"]
 MAX_INPUT_BYTES = 20 * 1024**3
 TRUE_WORDS = {"true", "t", "yes", "y", "1", "1.0"}
@@ -648,9 +649,9 @@ def _build_tables(cols: Columns, lines: np.ndarray, organs: pd.DataFrame | None,
     for column in VISIT_FIELDS:
         if column in cols:
             visits_cols[column] = _first_per_group(cols[column], visit_gid, visit_first)
-        else:
-            visits_cols[column] = np.full(len(visit_first), np.nan) if SPECS[column].kind in (
-                "number", "integer", "bool") else np.full(len(visit_first), None, dtype=object)
+        elif column in ("day", "date"):
+            visits_cols[column] = np.full(len(visit_first), np.nan) if column == "day" else np.full(
+                len(visit_first), None, dtype=object)
     visits_cols["source"] = file
     visits_cols["line"] = lines[visit_first]
     visits = pd.DataFrame(visits_cols, copy=False)
@@ -658,13 +659,14 @@ def _build_tables(cols: Columns, lines: np.ndarray, organs: pd.DataFrame | None,
         visits = _merge_organs(visits, organs)
     has_lesion = ~pd.isna(cols["lesion_id"])
     lesion_cols: dict[str, Any] = {key: cols[key][has_lesion] for key in KEY_COLUMNS}
+    n_lesions = int(has_lesion.sum())
     for column in LESION_SPECS:
         target = "fragments_sum_mm" if column == "fragments_mm" else column
         if column in cols:
             lesion_cols[target] = cols[column][has_lesion]
-        else:
-            lesion_cols[target] = np.full(int(has_lesion.sum()), np.nan) if SPECS[column].kind in (
-                "number", "integer", "bool", "list") else np.full(int(has_lesion.sum()), None, dtype=object)
+        elif column in CORE_LESION_FIELDS:  # the engine reads absent optional fields as missing on its own
+            lesion_cols[target] = np.full(n_lesions, np.nan) if SPECS[column].kind in (
+                "number", "integer", "bool", "list") else np.full(n_lesions, None, dtype=object)
     lesion_cols["equivocal"] = np.nan_to_num(lesion_cols["equivocal"].astype(float), nan=0.0)
     status = lesion_cols["status"]
     lesion_cols["status"] = np.where(pd.isna(status), "present", status)

@@ -58,6 +58,13 @@ class Problems:
         return pd.concat(self._frames, ignore_index=True)[PROBLEM_COLUMNS]
 
 
+def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A numeric column, or all-missing when the input does not have it (trial exports carry few optional fields)."""
+    if column not in frame:
+        return np.full(len(frame), np.nan)
+    return frame[column].to_numpy(dtype=float)
+
+
 def _show(value: Any) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "(none)"
@@ -246,8 +253,8 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     is_node = les["is_lymph_node"].to_numpy(dtype=float) == 1
     target = kind == "target"
     present = status == "present"
-    no_ld = les["longest_diameter_mm"].isna().to_numpy() & les["fragments_sum_mm"].isna().to_numpy()
-    problems.add(les, target & is_node & present & les["short_axis_mm"].isna().to_numpy(),
+    no_ld = np.isnan(_numbers(les, "longest_diameter_mm")) & np.isnan(_numbers(les, "fragments_sum_mm"))
+    problems.add(les, target & is_node & present & np.isnan(_numbers(les, "short_axis_mm")),
                  "target_node_without_short_axis",
                  "target lymph node {lesion_id} at {timepoint} has no short_axis_mm; nodes are measured in short axis "
                  "(RECIST 1.1), or give status too_small / not_evaluated")
@@ -261,7 +268,7 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
                  "target lesion {lesion_id} has status {status} at baseline; every target must be measured at "
                  "baseline")
     coalesced = status == "coalesced"
-    if coalesced.any():
+    if coalesced.any() and "coalesced_into" in les:
         own = pd.MultiIndex.from_arrays([les["subject_id"].to_numpy(dtype=object),
                                          les["timepoint"].to_numpy(dtype=object),
                                          les["lesion_id"].to_numpy(dtype=object)])
