@@ -134,6 +134,8 @@ def score_read(read: ReadResult, criteria: Sequence[str] | str | None = None,
     say("checking subjects")
     prepared, problems = validate_and_prepare(read.tables)
     read.set_aside(problems)
+    if read.warnings is not None and not read.warnings.empty:
+        problems = pd.concat([problems, read.warnings], ignore_index=True)
     rule_ids = select_criteria(None, criteria)
     say("scoring " + ", ".join(str(r) for r in rule_ids))
     results = score_prepared(prepared, rule_ids, settings, None, explain=explain)

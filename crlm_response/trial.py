@@ -10,6 +10,7 @@ never scored on part of its data (a dropped "new lesion" row would hide a PD).
 from __future__ import annotations
 
 import codecs
+import csv
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,7 @@ class ReadResult:
 
     tables: Tables
     ledgers: list[Ledger]
+    warnings: pd.DataFrame | None = None  # reader-level warnings: subject_id, code, timepoint, lesion_id, message
 
     def rejected(self) -> pd.DataFrame:
         parts = [ledger.table() for ledger in self.ledgers]
@@ -282,7 +284,7 @@ def _read_csv_arrow(p: Path, path: str | Path, data: bytes, none: pd.DataFrame) 
     import pyarrow.csv as pacsv
 
     header = data.split(b"\n", 1)[0].decode("utf-8-sig").strip("\r")
-    names = [n.strip().strip('"') for n in next(iter(__import__("csv").reader([header])))]
+    names = [n.strip().strip('"') for n in next(iter(csv.reader([header])))]
     if not any(names):
         raise InputTableError("file has no header line", file=path)
     if len(set(names)) != len(names):
@@ -293,7 +295,7 @@ def _read_csv_arrow(p: Path, path: str | Path, data: bytes, none: pd.DataFrame) 
     subject_at = names.index("subject_id") if "subject_id" in names else -1
 
     def skip(row: Any) -> str:
-        fields = next(iter(__import__("csv").reader([row.text or ""])), [])
+        fields = next(iter(csv.reader([row.text or ""])), [])
         subject = fields[subject_at].strip() if 0 <= subject_at < len(fields) else None
         malformed.append((int(row.number) if row.number is not None else -1,
                           f"expected {row.expected_columns} fields, found {row.actual_columns}", subject))
@@ -594,7 +596,24 @@ def long_from_frames(lesions: RawTable, file: str, organs: RawTable | None = Non
         organ_frame, organ_ledger = _organ_rows(organs, organs_file or "organs", kept, ledger)
         ledgers.append(organ_ledger)
     tables = _build_tables(kept, lines[ok], organ_frame, file)
-    return ReadResult(tables, ledgers)
+    return ReadResult(tables, ledgers, _several_files(cols["subject_id"], lesions.files, ok))
+
+
+def _several_files(subjects: np.ndarray, files: np.ndarray | None, ok: np.ndarray) -> pd.DataFrame | None:
+    """A subject whose rows come from more than one input file: allowed (exports split by date), but worth a look
+    (a duplicated export would double its rows)."""
+    if files is None or not ok.any():
+        return None
+    frame = pd.DataFrame({"s": subjects[ok], "f": files[ok]}).drop_duplicates()
+    counts = frame.groupby("s")["f"].agg(lambda f: sorted(map(str, f)))
+    several = counts[counts.map(len) > 1]
+    if several.empty:
+        return None
+    return pd.DataFrame({"subject_id": several.index.to_numpy(dtype=object), "code": "subject_in_several_files",
+                         "timepoint": None, "lesion_id": None,
+                         "message": ["rows of this subject come from " + ", ".join(Path(f).name for f in files_)
+                                     + "; check the files are not duplicate exports" for files_ in several],
+                         "severity": "warning"})
 
 
 def _organ_rows(organs: RawTable, file: str, lesion_rows: Columns, lesion_ledger: Ledger) -> tuple[pd.DataFrame, Ledger]:

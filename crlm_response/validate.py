@@ -247,6 +247,8 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     node = les["is_lymph_node"].to_numpy(dtype=float)
     les["is_lymph_node"] = np.where(np.isnan(node), node_from_organ.astype(float), node)
 
+    _units_check(les, problems)
+
     # Measurements the criteria cannot do without.
     kind = les["kind"].to_numpy(dtype=object)
     status = les["status"].to_numpy(dtype=object)
@@ -281,6 +283,26 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
                      "lesion {lesion_id} at {timepoint} is coalesced but coalesced_into does not name a lesion of the "
                      "same timepoint; name the lesion that carries the merged diameter (RECIST 1.1 §4.3)")
     return les
+
+
+def _units_check(les: pd.DataFrame, problems: Problems) -> None:
+    """Every measured baseline target under 10: the sizes were probably typed in centimetres."""
+    node = les["is_lymph_node"].to_numpy(dtype=float) == 1
+    size = np.where(node, _numbers(les, "short_axis_mm"), _numbers(les, "longest_diameter_mm"))
+    measured = les["is_baseline"].to_numpy(dtype=bool) & (les["kind"].to_numpy(dtype=object) == "target") & ~np.isnan(size)
+    if not measured.any():
+        return
+    frame = pd.DataFrame({"s": les["subject_id"].to_numpy(dtype=object)[measured], "v": size[measured]})
+    largest = frame.groupby("s")["v"].max()
+    suspicious = largest[(largest < 10) & (largest > 0)]
+    if suspicious.empty:
+        return
+    first = les.loc[measured].drop_duplicates("subject_id")
+    hit = first["subject_id"].isin(suspicious.index).to_numpy()
+    problems.add(first, hit, "units_look_like_cm",
+                 "every baseline target of this subject measures under 10 (largest {largest}): are the sizes in "
+                 "centimetres? Sizes are in mm; scored as given", severity="warning",
+                 extra={"largest": first["subject_id"].map(suspicious).to_numpy(dtype=object)})
 
 
 def _key(visits: pd.DataFrame, lesions: pd.DataFrame, subjects: pd.DataFrame,
