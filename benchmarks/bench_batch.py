@@ -51,12 +51,16 @@ def measure(rows: int, criteria: str, workdir: Path) -> dict[str, float]:
     if not csv.exists():
         generate_cohort(rows=rows, seed=1).to_csv(csv, index=False)
     out = workdir / f"responses_{rows}.csv"
-    child = subprocess.run([sys.executable, "-c", CHILD, str(csv), str(out), criteria],
-                           capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(csv), str(out), criteria], capture_output=True, text=True, check=True
+    )
     figures = json.loads(child.stdout.strip().splitlines()[-1])
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "crlm_response", "batch", str(csv), "-o", str(out), "--criteria", criteria],
-                   capture_output=True, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "crlm_response", "batch", str(csv), "-o", str(out), "--criteria", criteria],
+        capture_output=True,
+        check=True,
+    )
     figures["cli_wall_s"] = time.perf_counter() - t
     return figures
 
@@ -71,14 +75,18 @@ def main() -> None:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         print(f"criteria: {args.criteria}")
-        print(f"{'rows':>10} {'subjects':>9} {'read_csv s':>10} {'batch s':>8} {'ratio':>6} {'rows/s':>10} "
-              f"{'CLI wall s':>10} {'peak MB':>8}")
+        print(
+            f"{'rows':>10} {'subjects':>9} {'read_csv s':>10} {'batch s':>8} {'ratio':>6} {'rows/s':>10} "
+            f"{'CLI wall s':>10} {'peak MB':>8}"
+        )
         previous = None
         for rows in args.rows:
             f = measure(rows, args.criteria, workdir)
             ratio = f["batch_s"] / f["read_csv_s"]
-            print(f"{f['rows']:>10,} {f['subjects']:>9,} {f['read_csv_s']:>10.2f} {f['batch_s']:>8.2f} {ratio:>6.2f} "
-                  f"{f['rows'] / f['batch_s']:>10,.0f} {f['cli_wall_s']:>10.2f} {f['peak_mb']:>8.0f}")
+            print(
+                f"{f['rows']:>10,} {f['subjects']:>9,} {f['read_csv_s']:>10.2f} {f['batch_s']:>8.2f} {ratio:>6.2f} "
+                f"{f['rows'] / f['batch_s']:>10,.0f} {f['cli_wall_s']:>10.2f} {f['peak_mb']:>8.0f}"
+            )
             if previous is not None:
                 scale = (f["batch_s"] / previous["batch_s"]) / (f["rows"] / previous["rows"])
                 print(f"{'':>10} time per row vs the previous size: x{scale:.2f} (1.00 = linear)")

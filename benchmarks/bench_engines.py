@@ -112,18 +112,38 @@ def main() -> None:
 
         cli = [sys.executable, "-m", "crlm_response", "batch"]
         pandas_out = work / "pandas" / "responses.parquet"
-        wall_p, mem_p, _ = run_measured(cli + [str(single), "--chunk-rows", str(args.chunk_rows), "-o", str(pandas_out),
-                                               "--criteria", args.criteria])
+        wall_p, mem_p, _ = run_measured(
+            cli
+            + [str(single), "--chunk-rows", str(args.chunk_rows), "-o", str(pandas_out), "--criteria", args.criteria]
+        )
         dask_out = work / "dask"
-        wall_d, mem_d, _ = run_measured(cli + [str(cohort / "*.parquet"), "--engine", "dask", "--workers",
-                                               str(args.workers), "-o", f"{dask_out}/", "--criteria", args.criteria])
+        wall_d, mem_d, _ = run_measured(
+            cli
+            + [
+                str(cohort / "*.parquet"),
+                "--engine",
+                "dask",
+                "--workers",
+                str(args.workers),
+                "-o",
+                f"{dask_out}/",
+                "--criteria",
+                args.criteria,
+            ]
+        )
         print(f"{'engine':<34} {'wall s':>8} {'rows/s':>10} {'peak MB':>9}")
-        print(f"{'pandas (chunks of ' + format(args.chunk_rows, ',') + ' rows)':<34} {wall_p:>8.1f} "
-              f"{rows / wall_p:>10,.0f} {mem_p:>9,.0f}")
-        print(f"{'dask (' + str(args.workers) + ' local workers)':<34} {wall_d:>8.1f} {rows / wall_d:>10,.0f} "
-              f"{mem_d:>9,.0f}")
-        same = all(read_output(pandas_out.with_name(f"responses{s}.parquet")).equals(read_output(dask_out / kind))
-                   for s, kind in (("", "visits"), (".best", "best")))
+        print(
+            f"{'pandas (chunks of ' + format(args.chunk_rows, ',') + ' rows)':<34} {wall_p:>8.1f} "
+            f"{rows / wall_p:>10,.0f} {mem_p:>9,.0f}"
+        )
+        print(
+            f"{'dask (' + str(args.workers) + ' local workers)':<34} {wall_d:>8.1f} {rows / wall_d:>10,.0f} "
+            f"{mem_d:>9,.0f}"
+        )
+        same = all(
+            read_output(pandas_out.with_name(f"responses{s}.parquet")).equals(read_output(dask_out / kind))
+            for s, kind in (("", "visits"), (".best", "best"))
+        )
         print(f"outputs identical (per-visit and best response, after sorting): {same}")
 
 

@@ -1,8 +1,8 @@
 """crlm-response: response criteria and chemotherapy toxicity flags for colorectal liver metastases.
 
-    from crlm_response import load_case, load_rules, assess
-    result = assess("sample_cases/folfox_pr.yaml")
-    result.to_dict()["criteria"]["recist1.1"]["best_overall_response"]
+from crlm_response import load_case, load_rules, assess
+result = assess("sample_cases/folfox_pr.yaml")
+result.to_dict()["criteria"]["recist1.1"]["best_overall_response"]
 """
 
 __version__ = "0.1.0"

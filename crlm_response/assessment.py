@@ -27,8 +27,18 @@ from .validate import validate_and_prepare
 
 RESPONSE_WORDS = frozenset({"CR", "PR", "SD", "PD", "NE", "NON-CR/NON-PD"})
 # Display order: RECIST first, then the sets a reader compares it with; anything else after, by id.
-PREFERRED_ORDER = ("recist1.1", "choi", "mchoi", "chun_morphologic", "who", "mrecist", "easl", "percist1.0",
-                   "ablation", "toxicity")
+PREFERRED_ORDER = (
+    "recist1.1",
+    "choi",
+    "mchoi",
+    "chun_morphologic",
+    "who",
+    "mrecist",
+    "easl",
+    "percist1.0",
+    "ablation",
+    "toxicity",
+)
 
 
 def ordered_ids(ids: Sequence[str]) -> list[str]:
@@ -68,8 +78,9 @@ def select_criteria(case: Case | None, requested: Sequence[str] | str | None) ->
     chosen = []
     for rule_id in ordered_ids(builtin_ids()):
         rules = get_rules(rule_id)
-        if rules.schema.default or (case is not None and rules.schema.inputs
-                                    and all(_has_input(case, f) for f in rules.schema.inputs)):
+        if rules.schema.default or (
+            case is not None and rules.schema.inputs and all(_has_input(case, f) for f in rules.schema.inputs)
+        ):
             chosen.append(rule_id)
     return chosen
 
@@ -96,9 +107,15 @@ class Assessment:
                     item["lesion"] = row["lesion_id"]
                 if not pd.isna(row["grade"]):
                     item["grade"] = int(row["grade"])
-                item.update({"evidence": row["evidence"], "explanation": row["explanation"],
-                             "citation": row["citation"], "evidence_level": row["evidence_level"],
-                             "criteria": result.id})
+                item.update(
+                    {
+                        "evidence": row["evidence"],
+                        "explanation": row["explanation"],
+                        "citation": row["citation"],
+                        "evidence_level": row["evidence_level"],
+                        "criteria": result.id,
+                    }
+                )
                 flags.append(item)
         return flags
 
@@ -115,7 +132,7 @@ class Assessment:
             entry = {"id": row.pop("lesion_id")}
             tp = row.pop("timepoint")
             row.pop("subject_id")
-            entry.update({k: _plain(v) for k, v in row.items()})
+            entry.update({str(k): _plain(v) for k, v in row.items()})
             lesions_by_tp.setdefault(tp, []).append(entry)
         timepoints = []
         for row in result.timepoints.to_dict("records"):
@@ -123,7 +140,7 @@ class Assessment:
             tp_id = row.pop("timepoint")
             item: dict[str, Any] = {"id": tp_id}
             explanation = row.pop("explanation", None)
-            item.update({k: _plain(v) for k, v in row.items()})
+            item.update({str(k): _plain(v) for k, v in row.items()})
             if schema.kind == "response" and "overall" not in item:
                 item["overall"] = None
             if tp_id in lesions_by_tp:
@@ -134,8 +151,13 @@ class Assessment:
         out["timepoints"] = timepoints
         if result.best is not None and not result.best.empty:
             best = result.best.iloc[0]
-            for key in ("best_overall_response", "best_overall_response_day", "best_overall_response_timepoint",
-                        "responder", "clinical_benefit"):
+            for key in (
+                "best_overall_response",
+                "best_overall_response_day",
+                "best_overall_response_timepoint",
+                "responder",
+                "clinical_benefit",
+            ):
                 out[key] = _plain(best[key])
         out["parameters"] = {k: _plain(v) if not isinstance(v, list) else v for k, v in result.params.items()}
         out["warnings"] = [w for w in self.warnings if w.get("criteria") == rule_id]
@@ -175,14 +197,22 @@ def problems_to_error(problems: pd.DataFrame) -> CaseError:
     file, _, key = source.partition(": ")
     line = int(first["line"]) if pd.notna(first["line"]) else None
     more = len(errors) - 1
-    return CaseError(str(first["message"]), file=file or None, line=line, key=key or None,
-                     hint=f"and {more} more problem(s)" if more else None)
+    return CaseError(
+        str(first["message"]),
+        file=file or None,
+        line=line,
+        key=key or None,
+        hint=f"and {more} more problem(s)" if more else None,
+    )
 
 
-def score_prepared(prepared: Prepared, rule_ids: Sequence[str | Path],
-                   settings: Mapping[str, Mapping[str, Any]] | None = None,
-                   case_settings: Mapping[str, Mapping[str, Any]] | None = None,
-                   explain: bool = False) -> dict[str, RuleSetResult]:
+def score_prepared(
+    prepared: Prepared,
+    rule_ids: Sequence[str | Path],
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    case_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    explain: bool = False,
+) -> dict[str, RuleSetResult]:
     """Run each rule set over prepared tables: file defaults, then case settings, then `settings` (--set)."""
     settings = settings or {}
     case_settings = case_settings or {}
@@ -217,21 +247,33 @@ def assess(
     known = set(builtin_ids()) | {get_rules(r).id for r in rule_ids}
     for rule_id in case_obj.settings:
         if rule_id not in known:
-            raise SettingsError(f"unknown rule set `{rule_id}`", file=file, line=lines.get(("settings", rule_id)),
-                                key=f"settings.{rule_id}", hint="shipped rule sets: " + ", ".join(builtin_ids()))
+            raise SettingsError(
+                f"unknown rule set `{rule_id}`",
+                file=file,
+                line=lines.get(("settings", rule_id)),
+                key=f"settings.{rule_id}",
+                hint="shipped rule sets: " + ", ".join(builtin_ids()),
+            )
     tables = tables_from_cases([(case_obj, file, lines)])
     prepared, problems = validate_and_prepare(tables)
     if (problems["severity"] == "error").any():
         raise problems_to_error(problems)
     results = score_prepared(prepared, rule_ids, settings, case_obj.settings, explain=explain)
-    warnings = [_warning_dict(w) for w in problems.loc[problems["severity"] == "warning"].to_dict("records")]
+    # The criteria's own warnings first (the most specific), then the data checks shared by every set.
+    warnings: list[dict[str, Any]] = []
     for result in results.values():
         warnings.extend(_warning_dict(w) for w in result.warnings.to_dict("records"))
+    warnings.extend(_warning_dict(w) for w in problems.loc[problems["severity"] == "warning"].to_dict("records"))
     if strict and warnings:
         first = warnings[0]
         line, key = _warning_location(prepared, first)
-        raise StrictModeError(f"warning {first['code']}: {first['message']}", file=file, line=line, key=key,
-                              hint=f"--strict turns warnings into errors; {len(warnings)} warning(s) in all")
+        raise StrictModeError(
+            f"warning {first['code']}: {first['message']}",
+            file=file,
+            line=line,
+            key=key,
+            hint=f"--strict turns warnings into errors; {len(warnings)} warning(s) in all",
+        )
     return Assessment(case_obj.case_id, results, warnings)
 
 
@@ -249,10 +291,11 @@ def _warning_location(prepared: Prepared, warning: Mapping[str, Any]) -> tuple[i
     return (int(line) if pd.notna(line) else None), (source.partition(": ")[2] or None)
 
 
-def _warning_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def _warning_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
     out = {"code": row.get("code"), "timepoint": row.get("timepoint"), "message": row.get("message")}
-    if row.get("lesion_id") is not None and not (isinstance(row.get("lesion_id"), float)
-                                                 and np.isnan(row["lesion_id"])):
+    if row.get("lesion_id") is not None and not (
+        isinstance(row.get("lesion_id"), float) and np.isnan(row["lesion_id"])
+    ):
         out["lesion"] = row["lesion_id"]
     if row.get("criteria"):
         out["criteria"] = row["criteria"]

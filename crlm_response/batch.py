@@ -43,8 +43,11 @@ class BatchResult:
 
     def accounting_lines(self) -> list[str]:
         """`rows read = rows scored + rows rejected`, per input file."""
-        return [f"{Path(file).name}: rows read {c['read']:,} = rows scored {c['scored']:,} + rows rejected "
-                f"{c['rejected']:,}" for file, c in self.counts.items()]
+        return [
+            f"{Path(file).name}: rows read {c['read']:,} = rows scored {c['scored']:,} + rows rejected "
+            f"{c['rejected']:,}"
+            for file, c in self.counts.items()
+        ]
 
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
@@ -73,8 +76,9 @@ def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def combine_results(results: Mapping[str, RuleSetResult], problems: pd.DataFrame, explain: bool = False
-                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def combine_results(
+    results: Mapping[str, RuleSetResult], problems: pd.DataFrame, explain: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Stack every rule set's tables into the batch outputs (visits, best, lesions, flags, warnings)."""
     order = ordered_ids(list(results))
     visits, best, lesions, flags, warnings = [], [], [], [], []
@@ -126,9 +130,13 @@ def combine_results(results: Mapping[str, RuleSetResult], problems: pd.DataFrame
 
 
 @with_object_strings
-def score_read(read: ReadResult, criteria: Sequence[str] | str | None = None,
-               settings: Mapping[str, Mapping[str, Any]] | None = None, explain: bool = False,
-               progress: Progress | None = None) -> BatchResult:
+def score_read(
+    read: ReadResult,
+    criteria: Sequence[str] | str | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    explain: bool = False,
+    progress: Progress | None = None,
+) -> BatchResult:
     """Validate the tables a reader built, set aside unscorable subjects, score the rest with every rule set."""
     say = progress or (lambda _msg: None)
     say("checking subjects")
@@ -141,10 +149,14 @@ def score_read(read: ReadResult, criteria: Sequence[str] | str | None = None,
     results = score_prepared(prepared, rule_ids, settings, None, explain=explain)
     visits, best, lesions, flags, warnings = combine_results(results, problems, explain)
     rejected = read.rejected()
-    rejected = rejected.sort_values(["file", "line"], kind="stable").reset_index(drop=True) if not rejected.empty \
+    rejected = (
+        rejected.sort_values(["file", "line"], kind="stable").reset_index(drop=True)
+        if not rejected.empty
         else pd.DataFrame(columns=ERROR_COLUMNS)
-    return BatchResult(visits, best, lesions, flags, warnings, rejected, read.counts(), summarise(best), results,
-                       prepared)
+    )
+    return BatchResult(
+        visits, best, lesions, flags, warnings, rejected, read.counts(), summarise(best), results, prepared
+    )
 
 
 def empty_like(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

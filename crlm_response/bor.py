@@ -44,7 +44,9 @@ class BorSettings:
 class BorResult:
     """Per subject: best response and its day; per visit: what each visit contributed."""
 
-    subjects: pd.DataFrame  # subject, best_overall_response, best_overall_response_day, best_row, responder, clinical_benefit
+    subjects: (
+        pd.DataFrame
+    )  # subject, best_overall_response, best_overall_response_day, best_row, responder, clinical_benefit
     contribution: np.ndarray  # per input row: the category the visit counts as (None: does not count / dropped)
     confirmed: np.ndarray  # per input row: a CR or PR confirmed by a later visit
     cr_then_pr: pd.DataFrame  # warnings: subject, pr_row, cr_row
@@ -97,8 +99,13 @@ def _confirmed(subject: np.ndarray, day: np.ndarray, resp: np.ndarray, s: BorSet
     last_pr_upto = pd.Series(np.where(is_pr, idx, -1)).groupby(subject).cummax().to_numpy()
     pr_after_cr = next_cr_after[i] < last_pr_upto[j]
     allowed = is_cr | is_pr | is_sd | is_ne
-    pr_pair = (is_pr[i] & (is_cr[j] | is_pr[j]) & (between(cum(~allowed)) == 0) & ~pr_after_cr
-               & (s.accept_sd_between_pr_confirmation | (between(cum(is_sd)) == 0)))
+    pr_pair = (
+        is_pr[i]
+        & (is_cr[j] | is_pr[j])
+        & (between(cum(~allowed)) == 0)
+        & ~pr_after_cr
+        & (s.accept_sd_between_pr_confirmation | (between(cum(is_sd)) == 0))
+    )
     ok = far_enough & ne_ok & (cr_pair | pr_pair)
     confirmed[i[ok]] = True
     return confirmed
@@ -177,15 +184,18 @@ def best_overall_response(
     words_by_rank = np.asarray(list(ranking) + [fallback], dtype=object)
     ranks = np.where(none_rank, worst, best["rank"].fillna(worst).to_numpy(dtype=float)).astype(np.int64)
     bor = words_by_rank[ranks]
-    result = pd.DataFrame({
-        "subject": all_subjects.to_numpy(dtype=object),
-        "best_overall_response": bor,
-        "best_overall_response_day": np.where(none_rank, np.nan, best["day"].to_numpy(dtype=float)),
-        "best_row": np.where(none_rank, -1, best["row"].fillna(-1).to_numpy(dtype=float)).astype(np.int64),
-    })
+    result = pd.DataFrame(
+        {
+            "subject": all_subjects.to_numpy(dtype=object),
+            "best_overall_response": bor,
+            "best_overall_response_day": np.where(none_rank, np.nan, best["day"].to_numpy(dtype=float)),
+            "best_row": np.where(none_rank, -1, best["row"].fillna(-1).to_numpy(dtype=float)).astype(np.int64),
+        }
+    )
     result["responder"] = np.where(np.isin(result["best_overall_response"].astype(str), ["CR", "PR"]), "Y", "N")
     result["clinical_benefit"] = np.where(
-        np.isin(result["best_overall_response"].astype(str), ["CR", "PR", "SD", "NON-CR/NON-PD"]), "Y", "N")
+        np.isin(result["best_overall_response"].astype(str), ["CR", "PR", "SD", "NON-CR/NON-PD"]), "Y", "N"
+    )
 
     # Per-input-row views, in the caller's order.
     full_contribution = np.full(n, None, dtype=object)
@@ -198,8 +208,9 @@ def best_overall_response(
 
 
 def _empty_warnings() -> pd.DataFrame:
-    return pd.DataFrame({"subject": pd.Series(dtype=object), "pr_row": pd.Series(dtype=np.int64),
-                         "cr_row": pd.Series(dtype=np.int64)})
+    return pd.DataFrame(
+        {"subject": pd.Series(dtype=object), "pr_row": pd.Series(dtype=np.int64), "cr_row": pd.Series(dtype=np.int64)}
+    )
 
 
 def _cr_then_pr(subj: np.ndarray, resp: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
@@ -214,8 +225,9 @@ def _cr_then_pr(subj: np.ndarray, resp: np.ndarray, rows: np.ndarray) -> pd.Data
     return pd.DataFrame({"subject": subj[hit], "pr_row": rows[hit], "cr_row": rows[last_cr[hit]]})
 
 
-def persist_category(subject: np.ndarray, category: np.ndarray, keep: str, replaces: list[Any],
-                     stop: tuple[str, ...] = ("PD",)) -> np.ndarray:
+def persist_category(
+    subject: np.ndarray, category: np.ndarray, keep: str, replaces: list[Any], stop: tuple[str, ...] = ("PD",)
+) -> np.ndarray:
     """Once `keep` has occurred for a subject, later `replaces` values become `keep` until a `stop` value.
 
     Rows must be sorted by subject and time. Used for the RECIST FAQ "sticky PR" parameter.

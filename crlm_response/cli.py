@@ -49,11 +49,13 @@ class CrlmGroup(click.Group):
                 raise
             raise click.ClickException(
                 f"internal error ({type(exc).__name__}: {exc}); please report it with the input "
-                "(set CRLM_DEBUG=1 to see the traceback)") from None
+                "(set CRLM_DEBUG=1 to see the traceback)"
+            ) from None
 
 
-def parse_set_options(values: Sequence[str], references: Sequence[str | Path] = (),
-                      option: str = "--set") -> dict[str, dict[str, Any]]:
+def parse_set_options(
+    values: Sequence[str], references: Sequence[str | Path] = (), option: str = "--set"
+) -> dict[str, dict[str, Any]]:
     """`recist1.1.sd_min_days=56` -> {"recist1.1": {"sd_min_days": 56}}; rule-set ids may contain dots.
 
     `references` are the rule sets in play (ids or files), so a site variant's own id can be set too."""
@@ -66,22 +68,27 @@ def parse_set_options(values: Sequence[str], references: Sequence[str | Path] = 
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r}: write RULESET.PARAMETER=VALUE, e.g. recist1.1.sd_min_days=56",
-                                     param_hint=option)
+            raise click.BadParameter(
+                f"{item!r}: write RULESET.PARAMETER=VALUE, e.g. recist1.1.sd_min_days=56", param_hint=option
+            )
         key = key.strip()
         rule_id = next((i for i in ids if key.startswith(i + ".")), None)
         if rule_id is None:
-            raise click.BadParameter(f"{item!r}: `{key}` does not start with a rule set id ({', '.join(ids)})",
-                                     param_hint=option)
-        name = key[len(rule_id) + 1:]
+            raise click.BadParameter(
+                f"{item!r}: `{key}` does not start with a rule set id ({', '.join(ids)})", param_hint=option
+            )
+        name = key[len(rule_id) + 1 :]
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         rules = get_rules(known[rule_id])
         if name not in rules.schema.parameters:
-            raise click.BadParameter(f"{item!r}: `{rule_id}` has no parameter `{name}`; parameters: "
-                                     + ", ".join(sorted(rules.schema.parameters)), param_hint=option)
+            raise click.BadParameter(
+                f"{item!r}: `{rule_id}` has no parameter `{name}`; parameters: "
+                + ", ".join(sorted(rules.schema.parameters)),
+                param_hint=option,
+            )
         try:
             value = check_parameter_value(rules, name, value, f"{rule_id}.{name}")
         except SettingsError as exc:
@@ -98,17 +105,28 @@ def _criteria_option(value: str | None) -> list[str] | None:
         return ids
     for rule_id in ids:
         if rule_id not in builtin_ids() and not Path(rule_id).is_file():
-            raise click.BadParameter(f"unknown criteria `{rule_id}`; choose from {', '.join(builtin_ids())}, `all`, "
-                                     "or give a rule file", param_hint="--criteria")
+            raise click.BadParameter(
+                f"unknown criteria `{rule_id}`; choose from {', '.join(builtin_ids())}, `all`, or give a rule file",
+                param_hint="--criteria",
+            )
     return ids
 
 
-criteria_opt = click.option("--criteria", "-c", metavar="IDS",
-                            help="Comma-separated rule-set ids or files, or `all` (default: the case's own list, "
-                                 "else RECIST 1.1, toxicity and every set whose inputs the case has).")
-set_opt = click.option("--set", "set_values", multiple=True, metavar="ID.PARAM=VALUE",
-                       help="Override a rule-set parameter, e.g. --set recist1.1.confirmation_required=true "
-                            "(repeatable; wins over the case's settings).")
+criteria_opt = click.option(
+    "--criteria",
+    "-c",
+    metavar="IDS",
+    help="Comma-separated rule-set ids or files, or `all` (default: the case's own list, "
+    "else RECIST 1.1, toxicity and every set whose inputs the case has).",
+)
+set_opt = click.option(
+    "--set",
+    "set_values",
+    multiple=True,
+    metavar="ID.PARAM=VALUE",
+    help="Override a rule-set parameter, e.g. --set recist1.1.confirmation_required=true "
+    "(repeatable; wins over the case's settings).",
+)
 
 
 @click.group(cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
@@ -128,14 +146,29 @@ def cli() -> None:
 @cli.command("assess", context_settings=CONTEXT_SETTINGS)
 @click.argument("case_file", type=click.Path(dir_okay=False, path_type=Path))
 @criteria_opt
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="Terminal tables, or the machine-readable JSON contract.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Terminal tables, or the machine-readable JSON contract.",
+)
 @click.option("--explain", is_flag=True, help="Add one line per decision: the rule that fired and its numbers.")
 @set_opt
 @click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 1).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of stdout.")
-def assess_cmd(case_file: Path, criteria: str | None, fmt: str, explain: bool, set_values: tuple[str, ...],
-               strict: bool, output: Path | None) -> None:
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of stdout."
+)
+def assess_cmd(
+    case_file: Path,
+    criteria: str | None,
+    fmt: str,
+    explain: bool,
+    set_values: tuple[str, ...],
+    strict: bool,
+    output: Path | None,
+) -> None:
     """Assess one case file: response per timepoint, best overall response, toxicity flags.
 
     Example:
@@ -187,9 +220,16 @@ def rules_list(fmt: str) -> None:
     rows = []
     for rule_id in builtin_ids():
         rules = get_rules(rule_id)
-        rows.append({"id": rules.id, "name": rules.schema.name, "kind": rules.schema.kind,
-                     "inputs": rules.schema.inputs, "citation": main_citation(rules),
-                     "description": " ".join(rules.schema.description.split())})
+        rows.append(
+            {
+                "id": rules.id,
+                "name": rules.schema.name,
+                "kind": rules.schema.kind,
+                "inputs": rules.schema.inputs,
+                "citation": main_citation(rules),
+                "description": " ".join(rules.schema.description.split()),
+            }
+        )
     if fmt == "json":
         click.echo(to_json({"rule_sets": rows}), nl=False)
     else:
@@ -207,8 +247,10 @@ def rules_show(rule_set: str, fmt: str) -> None:
         crlm-response rules show recist1.1
     """
     if rule_set not in builtin_ids() and not Path(rule_set).is_file():
-        raise click.BadParameter(f"unknown rule set `{rule_set}`; choose from {', '.join(builtin_ids())} or give a file",
-                                 param_hint="RULE_SET")
+        raise click.BadParameter(
+            f"unknown rule set `{rule_set}`; choose from {', '.join(builtin_ids())} or give a file",
+            param_hint="RULE_SET",
+        )
     info = describe(get_rules(rule_set))
     if fmt == "json":
         click.echo(to_json(info), nl=False)
@@ -236,8 +278,10 @@ def rules_validate(files: tuple[Path, ...]) -> None:
             click.echo(f"Error: {exc}", err=True)
             continue
         chain = " -> ".join(rules.chain)
-        click.echo(f"{file}: OK ({rules.id}; {len(rules.schema.parameters)} parameters, {len(rules.outputs)} outputs, "
-                   f"{len(rules.flags)} flags; {chain})")
+        click.echo(
+            f"{file}: OK ({rules.id}; {len(rules.schema.parameters)} parameters, {len(rules.outputs)} outputs, "
+            f"{len(rules.flags)} flags; {chain})"
+        )
     if failures:
         sys.exit(EXIT_INPUT_ERROR)
 
@@ -298,44 +342,105 @@ class _Steps:
 
 @cli.command("batch", context_settings=CONTEXT_SETTINGS)
 @click.argument("lesions", required=False)
-@click.option("--organs", type=click.Path(dir_okay=False, path_type=Path),
-              help="Organ and PET measurements in a second table keyed by subject_id and timepoint.")
-@click.option("--map", "column_map", type=click.Path(dir_okay=False, path_type=Path),
-              help="YAML column map for exports whose column names differ (see README).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="Per-visit responses (.csv or .parquet); side files go next to it.")
-@click.option("--best", "best_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Best overall response per subject (default: OUTPUT stem + .best).")
-@click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Rejected rows with line, subject and reason (default: OUTPUT stem + .errors).")
+@click.option(
+    "--organs",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Organ and PET measurements in a second table keyed by subject_id and timepoint.",
+)
+@click.option(
+    "--map",
+    "column_map",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML column map for exports whose column names differ (see README).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Per-visit responses (.csv or .parquet); side files go next to it.",
+)
+@click.option(
+    "--best",
+    "best_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Best overall response per subject (default: OUTPUT stem + .best).",
+)
+@click.option(
+    "--errors",
+    "errors_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Rejected rows with line, subject and reason (default: OUTPUT stem + .errors).",
+)
 @click.option("--summary", is_flag=True, help="Print subjects, best-response counts, ORR and DCR with exact 95 % CIs.")
-@click.option("--summary-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the summary (.json or .csv).")
+@click.option(
+    "--summary-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the summary (.json or .csv)."
+)
 @criteria_opt
 @set_opt
 @click.option("--explain", is_flag=True, help="Add an explanation column (slower on large inputs).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any row was rejected or any warning raised.")
-@click.option("--encoding", default="auto", show_default=True, help="Text encoding of CSV inputs (auto: UTF-8, BOM-aware).")
+@click.option(
+    "--encoding", default="auto", show_default=True, help="Text encoding of CSV inputs (auto: UTF-8, BOM-aware)."
+)
 @click.option("--no-safe-csv", is_flag=True, help="Do not neutralise cells that a spreadsheet would run as formulas.")
-@click.option("--sdtm-tu", type=click.Path(dir_okay=False, path_type=Path), help="SDTM TU domain (CSV, Parquet or XPT).")
-@click.option("--sdtm-tr", type=click.Path(dir_okay=False, path_type=Path), help="SDTM TR domain (CSV, Parquet or XPT).")
-@click.option("--out-rs", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write SDTM RS rows (TRGRESP, NTRGRESP, NEWLPROG, OVRLRESP) from the RECIST 1.1 results.")
-@click.option("--adam-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write ADaM-shaped ADRS (OVR, BOR, CBOR) and ADTR (SDIAM) tables into this folder.")
-@click.option("--engine", type=click.Choice(["pandas", "dask"]), default="pandas", show_default=True,
-              help="pandas: this machine; dask: a Dask cluster (local, or --scheduler), partitioned by subject.")
+@click.option(
+    "--sdtm-tu", type=click.Path(dir_okay=False, path_type=Path), help="SDTM TU domain (CSV, Parquet or XPT)."
+)
+@click.option(
+    "--sdtm-tr", type=click.Path(dir_okay=False, path_type=Path), help="SDTM TR domain (CSV, Parquet or XPT)."
+)
+@click.option(
+    "--out-rs",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write SDTM RS rows (TRGRESP, NTRGRESP, NEWLPROG, OVRLRESP) from the RECIST 1.1 results.",
+)
+@click.option(
+    "--adam-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write ADaM-shaped ADRS (OVR, BOR, CBOR) and ADTR (SDIAM) tables into this folder.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["pandas", "dask"]),
+    default="pandas",
+    show_default=True,
+    help="pandas: this machine; dask: a Dask cluster (local, or --scheduler), partitioned by subject.",
+)
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://scheduler:8786.")
-@click.option("--workers", type=click.IntRange(1, 512), help="Workers of the local Dask cluster (default: one per core).")
+@click.option(
+    "--workers", type=click.IntRange(1, 512), help="Workers of the local Dask cluster (default: one per core)."
+)
 @click.option("--partitions", type=click.IntRange(1, 100_000), help="Dask partitions (subject-complete).")
-@click.option("--chunk-rows", type=click.IntRange(1000, 10**9),
-              help="pandas engine: score in subject-complete chunks of about this many rows (bounded memory).")
-def batch_cmd(lesions: str | None, organs: Path | None, column_map: Path | None, output: Path | None,
-              best_path: Path | None, errors_path: Path | None, summary: bool, summary_file: Path | None,
-              criteria: str | None, set_values: tuple[str, ...], explain: bool, strict: bool, encoding: str,
-              no_safe_csv: bool, sdtm_tu: Path | None, sdtm_tr: Path | None, out_rs: Path | None,
-              adam_dir: Path | None, engine: str, scheduler: str | None, workers: int | None,
-              partitions: int | None, chunk_rows: int | None) -> None:
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(1000, 10**9),
+    help="pandas engine: score in subject-complete chunks of about this many rows (bounded memory).",
+)
+def batch_cmd(
+    lesions: str | None,
+    organs: Path | None,
+    column_map: Path | None,
+    output: Path | None,
+    best_path: Path | None,
+    errors_path: Path | None,
+    summary: bool,
+    summary_file: Path | None,
+    criteria: str | None,
+    set_values: tuple[str, ...],
+    explain: bool,
+    strict: bool,
+    encoding: str,
+    no_safe_csv: bool,
+    sdtm_tu: Path | None,
+    sdtm_tr: Path | None,
+    out_rs: Path | None,
+    adam_dir: Path | None,
+    engine: str,
+    scheduler: str | None,
+    workers: int | None,
+    partitions: int | None,
+    chunk_rows: int | None,
+) -> None:
     """Score a trial table: one row per lesion per timepoint (CSV or Parquet).
 
     Writes per-visit responses (-o), best response per subject, rejected rows with their reason, and
@@ -367,16 +472,35 @@ def batch_cmd(lesions: str | None, organs: Path | None, column_map: Path | None,
             raise click.UsageError("SDTM input and RS/ADaM output run on the pandas engine without --chunk-rows")
         if engine == "dask" and chunk_rows is not None:
             raise click.UsageError("--chunk-rows is for the pandas engine; the dask engine partitions by itself")
-        _batch_large(lesions, organs, column_map, output, best_path, errors_path, summary, summary_file, requested,
-                     settings, strict, encoding, not no_safe_csv, engine, scheduler, workers, partitions, chunk_rows)
+        _batch_large(
+            lesions,
+            organs,
+            column_map,
+            output,
+            best_path,
+            errors_path,
+            summary,
+            summary_file,
+            requested,
+            settings,
+            strict,
+            encoding,
+            not no_safe_csv,
+            engine,
+            scheduler,
+            workers,
+            partitions,
+            chunk_rows,
+        )
         return
     if scheduler or workers or partitions:
         raise click.UsageError("--scheduler, --workers and --partitions need --engine dask")
     lesions_path = _single_input(lesions) if lesions is not None else None
     outputs = _batch_outputs(output, best_path, errors_path)
     adam = {"adrs": adam_dir / "adrs.csv", "adtr": adam_dir / "adtr.csv"} if adam_dir else {}
-    refuse_overwriting_inputs([*outputs.values(), summary_file, out_rs, *adam.values()],
-                              [lesions_path, organs, column_map, sdtm_tu, sdtm_tr])
+    refuse_overwriting_inputs(
+        [*outputs.values(), summary_file, out_rs, *adam.values()], [lesions_path, organs, column_map, sdtm_tu, sdtm_tr]
+    )
     with _Steps() as step:
         if sdtm:
             from .sdtm import read_sdtm
@@ -396,8 +520,9 @@ def batch_cmd(lesions: str | None, organs: Path | None, column_map: Path | None,
     _report_batch(result, outputs, summary, summary_file, strict)
 
 
-def _write_sdtm(result: Any, streams: Any, out_rs: Path | None, adam: dict[str, Path], settings: Any,
-                safe_csv: bool) -> None:
+def _write_sdtm(
+    result: Any, streams: Any, out_rs: Path | None, adam: dict[str, Path], settings: Any, safe_csv: bool
+) -> None:
     from .assessment import get_rules
     from .engine import resolve_params, score
     from .sdtm import adam_rows, rs_rows
@@ -436,16 +561,32 @@ def _expand_inputs(pattern: str) -> list[Path]:
 def _single_input(pattern: str) -> Path:
     files = _expand_inputs(pattern)
     if len(files) > 1:
-        raise click.UsageError(f"{pattern!r} names {len(files)} files; several files need --engine dask "
-                               "(or concatenate them)")
+        raise click.UsageError(
+            f"{pattern!r} names {len(files)} files; several files need --engine dask (or concatenate them)"
+        )
     return files[0]
 
 
-def _batch_large(lesions: str | None, organs: Path | None, column_map: Path | None, output: Path | None,
-                 best_path: Path | None, errors_path: Path | None, summary: bool, summary_file: Path | None,
-                 requested: list[str] | None, settings: dict[str, Any], strict: bool, encoding: str, safe_csv: bool,
-                 engine: str, scheduler: str | None, workers: int | None, partitions: int | None,
-                 chunk_rows: int | None) -> None:
+def _batch_large(
+    lesions: str | None,
+    organs: Path | None,
+    column_map: Path | None,
+    output: Path | None,
+    best_path: Path | None,
+    errors_path: Path | None,
+    summary: bool,
+    summary_file: Path | None,
+    requested: list[str] | None,
+    settings: dict[str, Any],
+    strict: bool,
+    encoding: str,
+    safe_csv: bool,
+    engine: str,
+    scheduler: str | None,
+    workers: int | None,
+    partitions: int | None,
+    chunk_rows: int | None,
+) -> None:
     """Subject-complete parts scored one at a time (--chunk-rows) or on Dask; outputs written part by part."""
     from .batch import BatchResult
     from .engines import ResultSink, connect, run_chunked, run_dask
@@ -458,7 +599,9 @@ def _batch_large(lesions: str | None, organs: Path | None, column_map: Path | No
     folder = None
     if output is not None and (output.suffix == "" or output.is_dir() or str(output).endswith("/")):
         folder = output
-        outputs: dict[str, Path | None] = {k: None for k in ("visits", "best", "errors", "warnings", "flags", "lesions")}
+        outputs: dict[str, Path | None] = {
+            k: None for k in ("visits", "best", "errors", "warnings", "flags", "lesions")
+        }
     else:
         outputs = _batch_outputs(output, best_path, errors_path)
     refuse_overwriting_inputs([*outputs.values(), summary_file], [*inputs, organs, column_map])
@@ -476,8 +619,17 @@ def _batch_large(lesions: str | None, organs: Path | None, column_map: Path | No
             else:
                 if len(inputs) > 1:
                     raise click.UsageError("the pandas engine reads one file; use --engine dask for several")
-                run_chunked(inputs[0], sink, mapping, organs, requested, settings, chunk_rows or 1_000_000, encoding,
-                            progress=step)
+                run_chunked(
+                    inputs[0],
+                    sink,
+                    mapping,
+                    organs,
+                    requested,
+                    settings,
+                    chunk_rows or 1_000_000,
+                    encoding,
+                    progress=step,
+                )
             best = sink.close()
     except BaseException:
         sink.abort()
@@ -488,8 +640,16 @@ def _batch_large(lesions: str | None, organs: Path | None, column_map: Path | No
             client.close()
             if cluster is not None and not scheduler:
                 cluster.close()
-    result = BatchResult(pd.DataFrame(), best, pd.DataFrame(), pd.DataFrame(), pd.DataFrame({"n": range(sink.warnings)}),
-                         pd.DataFrame(), sink.counts, sink.summary(best))
+    result = BatchResult(
+        pd.DataFrame(),
+        best,
+        pd.DataFrame(),
+        pd.DataFrame(),
+        pd.DataFrame({"n": range(sink.warnings)}),
+        pd.DataFrame(),
+        sink.counts,
+        sink.summary(best),
+    )
     shown = dict(outputs)
     if folder is not None:
         shown = {"dataset": folder}
@@ -513,8 +673,14 @@ def _write_batch(result: Any, outputs: dict[str, Path | None], safe_csv: bool) -
     from .trial import ERROR_COLUMNS
     from .writers import write_table
 
-    tables = {"visits": result.visits, "best": result.best, "errors": result.rejected, "warnings": result.warnings,
-              "flags": result.flags, "lesions": result.lesions}
+    tables = {
+        "visits": result.visits,
+        "best": result.best,
+        "errors": result.rejected,
+        "warnings": result.warnings,
+        "flags": result.flags,
+        "lesions": result.lesions,
+    }
     always = {"visits", "best", "errors"}
     for name, path in outputs.items():
         if path is None:
@@ -527,8 +693,9 @@ def _write_batch(result: Any, outputs: dict[str, Path | None], safe_csv: bool) -
         write_table(frame, path, safe_csv=safe_csv)
 
 
-def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, summary_file: Path | None,
-                  strict: bool) -> None:
+def _report_batch(
+    result: Any, outputs: dict[str, Path | None], summary: bool, summary_file: Path | None, strict: bool
+) -> None:
     from .render import render_summary
     from .summary import summary_table
     from .writers import write_table, write_text
@@ -540,7 +707,10 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
     if written:
         err.print("wrote " + ", ".join(written), style="dim")
     if len(result.warnings):
-        err.print(f"{len(result.warnings):,} warning(s)" + (f" (see {outputs['warnings']})" if outputs.get("warnings") else ""))
+        err.print(
+            f"{len(result.warnings):,} warning(s)"
+            + (f" (see {outputs['warnings']})" if outputs.get("warnings") else "")
+        )
     if summary:
         render_summary(_console(), result.summary)
     if summary_file is not None:
@@ -555,27 +725,68 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
 
 @cli.command("bor", context_settings=CONTEXT_SETTINGS)
 @click.argument("visits", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="One row per subject (.csv/.parquet).")
-@click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Rejected rows (default: OUTPUT stem + .errors).")
-@click.option("--confirm/--no-confirm", default=False, show_default=True,
-              help="CR and PR need a confirming assessment (E2009 §4.6).")
-@click.option("--sd-min-days", type=click.IntRange(0, 3650), default=42, show_default=True,
-              help="SD (and NON-CR/NON-PD) counts only from this many days after the reference date.")
-@click.option("--confirm-days", type=click.IntRange(1, 3650), default=28, show_default=True,
-              help="Minimum interval to a confirming assessment.")
-@click.option("--max-ne-between", type=click.IntRange(0, 100), default=1, show_default=True,
-              help="NE assessments allowed between a response and its confirmation.")
-@click.option("--accept-sd-between/--no-accept-sd-between", default=False, show_default=True,
-              help="Allow SD between a PR and its confirmation.")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="One row per subject (.csv/.parquet)."
+)
+@click.option(
+    "--errors",
+    "errors_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Rejected rows (default: OUTPUT stem + .errors).",
+)
+@click.option(
+    "--confirm/--no-confirm",
+    default=False,
+    show_default=True,
+    help="CR and PR need a confirming assessment (E2009 §4.6).",
+)
+@click.option(
+    "--sd-min-days",
+    type=click.IntRange(0, 3650),
+    default=42,
+    show_default=True,
+    help="SD (and NON-CR/NON-PD) counts only from this many days after the reference date.",
+)
+@click.option(
+    "--confirm-days",
+    type=click.IntRange(1, 3650),
+    default=28,
+    show_default=True,
+    help="Minimum interval to a confirming assessment.",
+)
+@click.option(
+    "--max-ne-between",
+    type=click.IntRange(0, 100),
+    default=1,
+    show_default=True,
+    help="NE assessments allowed between a response and its confirmation.",
+)
+@click.option(
+    "--accept-sd-between/--no-accept-sd-between",
+    default=False,
+    show_default=True,
+    help="Allow SD between a PR and its confirmation.",
+)
 @click.option("--missing-as-ne", is_flag=True, help="Treat missing / ND responses as NE instead of dropping them.")
-@click.option("--stop-at-pd/--no-stop-at-pd", default=True, show_default=True,
-              help="Ignore assessments after the first PD.")
+@click.option(
+    "--stop-at-pd/--no-stop-at-pd", default=True, show_default=True, help="Ignore assessments after the first PD."
+)
 @click.option("--reference-date", help="Reference date (YYYY-MM-DD) when the input has dates instead of days.")
 @click.option("--encoding", default="auto", show_default=True)
-def bor_cmd(visits: Path, output: Path | None, errors_path: Path | None, confirm: bool, sd_min_days: int,
-            confirm_days: int, max_ne_between: int, accept_sd_between: bool, missing_as_ne: bool, stop_at_pd: bool,
-            reference_date: str | None, encoding: str) -> None:
+def bor_cmd(
+    visits: Path,
+    output: Path | None,
+    errors_path: Path | None,
+    confirm: bool,
+    sd_min_days: int,
+    confirm_days: int,
+    max_ne_between: int,
+    accept_sd_between: bool,
+    missing_as_ne: bool,
+    stop_at_pd: bool,
+    reference_date: str | None,
+    encoding: str,
+) -> None:
     """Best overall response from responses already assigned per visit.
 
     Reads a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or ADaM ADRS (OVR rows),
@@ -592,24 +803,34 @@ def bor_cmd(visits: Path, output: Path | None, errors_path: Path | None, confirm
     errors_out = errors_path or (_default_path(output, "errors") if output else None)
     refuse_overwriting_inputs([output, errors_out], [visits])
     data = read_responses(visits, reference_date, encoding)
-    settings = BorSettings(confirmation_required=confirm, min_confirmation_interval_days=confirm_days,
-                           sd_min_days=sd_min_days, max_ne_between_confirmation=max_ne_between,
-                           accept_sd_between_pr_confirmation=accept_sd_between, stop_at_first_pd=stop_at_pd,
-                           missing_as_ne=missing_as_ne)
+    settings = BorSettings(
+        confirmation_required=confirm,
+        min_confirmation_interval_days=confirm_days,
+        sd_min_days=sd_min_days,
+        max_ne_between_confirmation=max_ne_between,
+        accept_sd_between_pr_confirmation=accept_sd_between,
+        stop_at_first_pd=stop_at_pd,
+        missing_as_ne=missing_as_ne,
+    )
     frame = data.frame
     stream = frame["subject_id"] + ("|" + frame["reader"]).where(frame["reader"] != "", "")
     result = best_overall_response(stream.to_numpy(dtype=object), frame["day"], frame["response"], settings)
     table = result.subjects.rename(columns={"subject": "stream"}).drop(columns=["best_row"])
     lookup = pd.DataFrame({"stream": stream, "subject_id": frame["subject_id"], "reader": frame["reader"]})
     table = table.merge(lookup.drop_duplicates("stream"), on="stream", how="left")
-    columns = ["subject_id"] + (["reader"] if (table["reader"] != "").any() else []) + [
-        "best_overall_response", "best_overall_response_day", "responder", "clinical_benefit"]
+    columns = (
+        ["subject_id"]
+        + (["reader"] if (table["reader"] != "").any() else [])
+        + ["best_overall_response", "best_overall_response_day", "responder", "clinical_benefit"]
+    )
     table = table.sort_values(["subject_id", "reader"], kind="stable")[columns].reset_index(drop=True)
     table["best_overall_response_day"] = table["best_overall_response_day"].astype("Int64")
     err = _console(stderr=True)
     counts = data.ledger.counts()
-    err.print(f"{visits.name}: rows read {counts['read']:,} = rows scored {counts['scored']:,} + rows rejected "
-              f"{counts['rejected']:,}")
+    err.print(
+        f"{visits.name}: rows read {counts['read']:,} = rows scored {counts['scored']:,} + rows rejected "
+        f"{counts['rejected']:,}"
+    )
     if output is not None:
         write_table(table, output)
         if errors_out is not None:
@@ -620,11 +841,15 @@ def bor_cmd(visits: Path, output: Path | None, errors_path: Path | None, confirm
     else:
         click.echo(table.to_csv(index=False), nl=False)
     for w in result.cr_then_pr.itertuples():
-        err.print(f"warning recist_cr_then_pr: {w.subject}: a PR follows a CR; re-read both scans (E2009 Table 3 note)",
-                  style="yellow")
+        err.print(
+            f"warning recist_cr_then_pr: {w.subject}: a PR follows a CR; re-read both scans (E2009 Table 3 note)",
+            style="yellow",
+        )
 
 
-def _load_cohort(path: Path, column_map: Path | None, organs: Path | None, encoding: str) -> tuple[Any, dict[str, Any], list[str]]:
+def _load_cohort(
+    path: Path, column_map: Path | None, organs: Path | None, encoding: str
+) -> tuple[Any, dict[str, Any], list[str]]:
     """A cohort for `diff`: case files (one YAML, or a folder of them) or any batch input (CSV / Parquet).
 
     Returns prepared tables, per-subject case settings, and accounting lines."""
@@ -646,8 +871,11 @@ def _load_cohort(path: Path, column_map: Path | None, organs: Path | None, encod
         ids = [c.case_id for c, _, _ in loaded]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
-            raise CrlmError(f"case_id given in more than one file: {', '.join(dup)}", file=path,
-                            hint="every case in a cohort needs its own case_id")
+            raise CrlmError(
+                f"case_id given in more than one file: {', '.join(dup)}",
+                file=path,
+                hint="every case in a cohort needs its own case_id",
+            )
         with object_strings():
             prepared, problems = validate_and_prepare(tables_from_cases(loaded))
         if (problems["severity"] == "error").any():
@@ -659,9 +887,11 @@ def _load_cohort(path: Path, column_map: Path | None, organs: Path | None, encod
     with object_strings():
         prepared, problems = validate_and_prepare(read.tables)
     read.set_aside(problems)
-    lines = [f"{Path(f).name}: rows read {c['read']:,} = rows scored {c['scored']:,} + rows rejected {c['rejected']:,}"
-             for f, c in read.counts().items()]
-    return prepared, {}, lines
+    accounting = [
+        f"{Path(f).name}: rows read {c['read']:,} = rows scored {c['scored']:,} + rows rejected {c['rejected']:,}"
+        for f, c in read.counts().items()
+    ]
+    return prepared, {}, accounting
 
 
 def _score_by_settings(prepared: Any, rules: Any, case_settings: dict[str, Any], overrides: dict[str, Any]) -> Any:
@@ -682,41 +912,64 @@ def _score_by_settings(prepared: Any, rules: Any, case_settings: dict[str, Any],
         if len(groups) > 1:
             keep = set(subjects)
             result = RuleSetResult(
-                result.rule_set, result.params,
+                result.rule_set,
+                result.params,
                 result.timepoints.loc[result.timepoints["subject_id"].isin(keep)],
                 result.lesions.loc[result.lesions["subject_id"].isin(keep)],
                 result.baseline.loc[result.baseline["subject_id"].isin(keep)],
                 result.best.loc[result.best["subject_id"].isin(keep)] if result.best is not None else None,
                 result.flags.loc[result.flags["subject_id"].isin(keep)] if len(result.flags) else result.flags,
-                result.warnings.loc[result.warnings["subject_id"].isin(keep)] if len(result.warnings) else result.warnings)
+                result.warnings.loc[result.warnings["subject_id"].isin(keep)]
+                if len(result.warnings)
+                else result.warnings,
+            )
         results.append(result)
     if len(results) == 1:
         return results[0]
     first = results[0]
-    return RuleSetResult(first.rule_set, first.params,
-                         pd.concat([r.timepoints for r in results], ignore_index=True),
-                         pd.concat([r.lesions for r in results], ignore_index=True),
-                         pd.concat([r.baseline for r in results], ignore_index=True),
-                         pd.concat([r.best for r in results], ignore_index=True) if first.best is not None else None,
-                         pd.concat([r.flags for r in results], ignore_index=True),
-                         pd.concat([r.warnings for r in results], ignore_index=True))
+    return RuleSetResult(
+        first.rule_set,
+        first.params,
+        pd.concat([r.timepoints for r in results], ignore_index=True),
+        pd.concat([r.lesions for r in results], ignore_index=True),
+        pd.concat([r.baseline for r in results], ignore_index=True),
+        pd.concat([r.best for r in results], ignore_index=True) if first.best is not None else None,
+        pd.concat([r.flags for r in results], ignore_index=True),
+        pd.concat([r.warnings for r in results], ignore_index=True),
+    )
 
 
 @cli.command("diff", context_settings=CONTEXT_SETTINGS)
 @click.argument("rule_set_a")
 @click.argument("rule_set_b")
-@click.option("--cases", type=click.Path(path_type=Path),
-              help="Cohort to compare verdicts on: a case file, a folder of case files, or a batch CSV/Parquet.")
+@click.option(
+    "--cases",
+    type=click.Path(path_type=Path),
+    help="Cohort to compare verdicts on: a case file, a folder of case files, or a batch CSV/Parquet.",
+)
 @click.option("--set-a", "set_a", multiple=True, metavar="ID.PARAM=VALUE", help="Parameter override for set A.")
 @click.option("--set-b", "set_b", multiple=True, metavar="ID.PARAM=VALUE", help="Parameter override for set B.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the reclassified subjects as CSV.")
-@click.option("--map", "column_map", type=click.Path(dir_okay=False, path_type=Path), help="Column map for a CSV cohort.")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the reclassified subjects as CSV."
+)
+@click.option(
+    "--map", "column_map", type=click.Path(dir_okay=False, path_type=Path), help="Column map for a CSV cohort."
+)
 @click.option("--organs", type=click.Path(dir_okay=False, path_type=Path), help="Organ table for a CSV cohort.")
 @click.option("--encoding", default="auto", show_default=True)
-def diff_cmd(rule_set_a: str, rule_set_b: str, cases: Path | None, set_a: tuple[str, ...], set_b: tuple[str, ...],
-             fmt: str, output: Path | None, column_map: Path | None, organs: Path | None, encoding: str) -> None:
+def diff_cmd(
+    rule_set_a: str,
+    rule_set_b: str,
+    cases: Path | None,
+    set_a: tuple[str, ...],
+    set_b: tuple[str, ...],
+    fmt: str,
+    output: Path | None,
+    column_map: Path | None,
+    organs: Path | None,
+    encoding: str,
+) -> None:
     """Compare two criteria sets: the rules that differ, and (with --cases) whose verdict changes.
 
     Example:
@@ -730,8 +983,9 @@ def diff_cmd(rule_set_a: str, rule_set_b: str, cases: Path | None, set_a: tuple[
 
     for ref, hint in ((rule_set_a, "RULE_SET_A"), (rule_set_b, "RULE_SET_B")):
         if ref not in builtin_ids() and not Path(ref).is_file():
-            raise click.BadParameter(f"unknown rule set `{ref}`; choose from {', '.join(builtin_ids())} or give a file",
-                                     param_hint=hint)
+            raise click.BadParameter(
+                f"unknown rule set `{ref}`; choose from {', '.join(builtin_ids())} or give a file", param_hint=hint
+            )
     rules_a, rules_b = get_rules(rule_set_a), get_rules(rule_set_b)
     overrides_a = parse_set_options(set_a, [rule_set_a], "--set-a").get(rules_a.id, {})
     overrides_b = parse_set_options(set_b, [rule_set_b], "--set-b").get(rules_b.id, {})
@@ -743,7 +997,8 @@ def diff_cmd(rule_set_a: str, rule_set_b: str, cases: Path | None, set_a: tuple[
     rule_diff = diff_rule_sets(rules_a, rules_b, params_a, params_b)
     label_a = rules_a.id + (" (A)" if rules_a.id == rules_b.id else "")
     label_b = rules_b.id + (" (B)" if rules_a.id == rules_b.id else "")
-    verdicts, accounting = None, []
+    verdicts = None
+    accounting: list[str] = []
     if cases is not None:
         refuse_overwriting_inputs([output], [cases, column_map, organs])
         prepared, case_settings, accounting = _load_cohort(cases, column_map, organs, encoding)
@@ -758,8 +1013,11 @@ def diff_cmd(rule_set_a: str, rule_set_b: str, cases: Path | None, set_a: tuple[
             verdicts = compare_results(result_a, result_b, label_a, label_b)
         _ = diff_verdicts  # the one-call library form; the CLI splits it to honour per-case settings
     if fmt == "json":
-        data: dict[str, Any] = {"a": label_a, "b": label_b, "rules": {"identical": rule_diff.identical,
-                                                                     "changes": [c.as_dict() for c in rule_diff.ordered()]}}
+        data: dict[str, Any] = {
+            "a": label_a,
+            "b": label_b,
+            "rules": {"identical": rule_diff.identical, "changes": [c.as_dict() for c in rule_diff.ordered()]},
+        }
         if verdicts is not None:
             data["verdicts"] = verdicts.as_dict()
         click.echo(to_json(data), nl=False)
@@ -784,8 +1042,13 @@ def plot_group() -> None:
 def _plot_command(kind: str, summary: str, example: str) -> None:
     @plot_group.command(kind, help=f"{summary}\n\nExample:\n\n    {example}")
     @click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
-    @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                  help="Picture to write: .png, .svg or .pdf.")
+    @click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        help="Picture to write: .png, .svg or .pdf.",
+    )
     @click.option("--criteria", "-c", help="Criteria set to plot (default: the first size-based one in the file).")
     @click.option("--title", help="Title instead of the default.")
     def command(results: Path, output: Path, criteria: str | None, title: str | None) -> None:
@@ -798,18 +1061,32 @@ def _plot_command(kind: str, summary: str, example: str) -> None:
         _console(stderr=True).print(f"wrote {output} ({info['subjects']:,} subjects, {info['criteria']})")
 
 
-_plot_command("waterfall", "One bar per subject: best % change of the target sum, coloured by best overall response.",
-              "crlm-response plot waterfall responses.csv -o waterfall.png")
-_plot_command("spider", "% change from baseline over time, one line per subject, PD visits marked.",
-              "crlm-response plot spider responses.csv -o spider.svg --criteria recist1.1")
-_plot_command("swimmer", "Time on study per subject with assessments, first response, PD and ongoing arrows.",
-              "crlm-response plot swimmer responses.csv -o swimmer.pdf")
+_plot_command(
+    "waterfall",
+    "One bar per subject: best % change of the target sum, coloured by best overall response.",
+    "crlm-response plot waterfall responses.csv -o waterfall.png",
+)
+_plot_command(
+    "spider",
+    "% change from baseline over time, one line per subject, PD visits marked.",
+    "crlm-response plot spider responses.csv -o spider.svg --criteria recist1.1",
+)
+_plot_command(
+    "swimmer",
+    "Time on study per subject with assessments, first response, PD and ongoing arrows.",
+    "crlm-response plot swimmer responses.csv -o swimmer.pdf",
+)
 
 
 @cli.command("report", context_settings=CONTEXT_SETTINGS)
 @click.argument("case_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="HTML file to write (self-contained, prints on A4).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="HTML file to write (self-contained, prints on A4).",
+)
 @criteria_opt
 @set_opt
 def report_cmd(case_file: Path, output: Path, criteria: str | None, set_values: tuple[str, ...]) -> None:

@@ -141,14 +141,16 @@ class _Compiler:
         if vtype is None:
             raise self.fail(f"unknown word `{name}`", hint=self.vocabulary.describe())
         self.names.add(name)
-        return Compiled(lambda env, _n=name: env.get(_n), vtype)
+        return Compiled(lambda env: env.get(name), vtype)
 
     def compile(self, node: ast.AST) -> Compiled:
         method = getattr(self, "node_" + type(node).__name__, None)
         if method is None:
-            raise self.fail(f"`{ast.unparse(node) if isinstance(node, ast.expr) else type(node).__name__}` is not "
-                            "allowed", hint="conditions use names, numbers, 'words', comparisons, and/or/not, "
-                            "+ - * /, and the functions " + ", ".join(FUNCTIONS))
+            raise self.fail(
+                f"`{ast.unparse(node) if isinstance(node, ast.expr) else type(node).__name__}` is not allowed",
+                hint="conditions use names, numbers, 'words', comparisons, and/or/not, "
+                "+ - * /, and the functions " + ", ".join(FUNCTIONS),
+            )
         result: Compiled = method(node)
         return result
 
@@ -158,40 +160,42 @@ class _Compiler:
     def node_Constant(self, node: ast.Constant) -> Compiled:
         value = node.value
         if isinstance(value, bool):
-            return Compiled(lambda env, _v=value: _v, "bool")
+            return Compiled(lambda env: value, "bool")
         if isinstance(value, int | float):
-            return Compiled(lambda env, _v=float(value): _v, "number")
+            return Compiled(lambda env: float(value), "number")
         if isinstance(value, str):
-            return Compiled(lambda env, _v=value: _v, "text")
+            return Compiled(lambda env: value, "text")
         if value is None:
             return Compiled(lambda env: None, "any")
         raise self.fail(f"constant {value!r} is not allowed")
 
     def node_Name(self, node: ast.Name) -> Compiled:
         if node.id in ("true", "false"):
-            return Compiled(lambda env, _v=node.id == "true": _v, "bool")
+            return Compiled(lambda env: node.id == "true", "bool")
         return self.name(node.id)
 
     def node_Subscript(self, node: ast.Subscript) -> Compiled:
-        if not isinstance(node.value, ast.Name) or not isinstance(node.slice, ast.Constant) or not isinstance(
-            node.slice.value, int
+        if (
+            not isinstance(node.value, ast.Name)
+            or not isinstance(node.slice, ast.Constant)
+            or not isinstance(node.slice.value, int)
         ):
             raise self.fail("only a parameter list indexed by a number (`name[0]`) is allowed")
         inner = self.name(node.value.id)
         if inner.type != "list":
             raise self.fail(f"`{node.value.id}` is not a list")
         index = node.slice.value
-        return Compiled(lambda env, _i=inner.evaluate, _k=index: float(_i(env)[_k]), "number")
+        return Compiled(lambda env: float(inner.evaluate(env)[index]), "number")
 
     def node_UnaryOp(self, node: ast.UnaryOp) -> Compiled:
         operand = self.compile(node.operand)
         if isinstance(node.op, ast.Not):
             self.expect(operand, "bool", node.operand)
-            return Compiled(lambda env, _o=operand.evaluate: np.logical_not(_truth(_o(env))), "bool")
+            return Compiled(lambda env: np.logical_not(_truth(operand.evaluate(env))), "bool")
         if isinstance(node.op, ast.USub | ast.UAdd):
             self.expect(operand, "number", node.operand)
             sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
-            return Compiled(lambda env, _o=operand.evaluate, _s=sign: _s * _as_float(_o(env)), "number")
+            return Compiled(lambda env: sign * _as_float(operand.evaluate(env)), "number")
         raise self.fail("this operator is not allowed")
 
     def node_BoolOp(self, node: ast.BoolOp) -> Compiled:
@@ -213,7 +217,10 @@ class _Compiler:
         self.expect(left, "number", node.left)
         self.expect(right, "number", node.right)
         ops: dict[type, Callable[[Any, Any], Any]] = {
-            ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: _safe_divide,
+            ast.Add: np.add,
+            ast.Sub: np.subtract,
+            ast.Mult: np.multiply,
+            ast.Div: _safe_divide,
         }
         fn = ops.get(type(node.op))
         if fn is None:
@@ -273,21 +280,23 @@ class _Compiler:
         types = {left.type, right.type} - {"any"}
         if isinstance(op, ast.Eq | ast.NotEq):
             if types <= {"number", "bool"} and types:
-                return lambda env, _l=left.evaluate, _r=right.evaluate: _num_compare(op, _l(env), _r(env))
+                return lambda env: _num_compare(op, left.evaluate(env), right.evaluate(env))
             if len(types) > 1:
                 raise self.fail(f"cannot compare a {left.type} with a {right.type}")
             if isinstance(op, ast.Eq):
-                return lambda env, _l=left.evaluate, _r=right.evaluate: _text_equal(_l(env), _r(env))
-            return lambda env, _l=left.evaluate, _r=right.evaluate: np.logical_and(
-                np.logical_not(_text_equal(_l(env), _r(env))), _is_known(_l(env)))
+                return lambda env: _text_equal(left.evaluate(env), right.evaluate(env))
+            return lambda env: np.logical_and(
+                np.logical_not(_text_equal(left.evaluate(env), right.evaluate(env))), _is_known(left.evaluate(env))
+            )
         if not types <= {"number"}:
             raise self.fail(f"`{ast.unparse(node)}` orders values that are not numbers")
-        return lambda env, _l=left.evaluate, _r=right.evaluate: _num_compare(op, _l(env), _r(env))
+        return lambda env: _num_compare(op, left.evaluate(env), right.evaluate(env))
 
     def node_Call(self, node: ast.Call) -> Compiled:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            raise self.fail(f"`{ast.unparse(node.func)}` is not a known function",
-                            hint="functions: " + ", ".join(FUNCTIONS))
+            raise self.fail(
+                f"`{ast.unparse(node.func)}` is not a known function", hint="functions: " + ", ".join(FUNCTIONS)
+            )
         if node.keywords:
             raise self.fail("functions take positional arguments only")
         fname = node.func.id
@@ -306,12 +315,12 @@ class _Compiler:
             if len(compiled) != 1:
                 raise self.fail(f"{fname}() takes one argument")
             want = fname == "known"
-            return Compiled(lambda env, _a=compiled[0].evaluate, _w=want: _is_known(_a(env)) == _w, "bool")
+            return Compiled(lambda env: _is_known(compiled[0].evaluate(env)) == want, "bool")
         if fname == "abs":
             if len(compiled) != 1:
                 raise self.fail("abs() takes one argument")
             self.expect(compiled[0], "number", args[0])
-            return Compiled(lambda env, _a=compiled[0].evaluate: np.abs(_as_float(_a(env))), "number")
+            return Compiled(lambda env: np.abs(_as_float(compiled[0].evaluate(env))), "number")
         if fname in ("min", "max"):
             if len(compiled) < 2:
                 raise self.fail(f"{fname}() takes two or more arguments")
@@ -344,7 +353,7 @@ class _Compiler:
         if self.vocabulary.type_of(name) is None:
             raise self.fail(f"unknown word `{name}`", hint=self.vocabulary.describe())
         self.names.add(name)
-        return Compiled(lambda env, _n=name: env.get(_n), vtype)
+        return Compiled(lambda env: env.get(name), vtype)
 
     def expect(self, compiled: Compiled, wanted: ValueType, node: ast.AST) -> None:
         if compiled.type in (wanted, "any"):
@@ -393,15 +402,19 @@ def compile_condition(source: str, vocabulary: Vocabulary, where: str) -> Condit
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise ConditionError(f"cannot parse `{text}`: {exc.msg}", key=where,
-                             hint="write e.g. `pct_from_baseline <= -30 and not new_lesions`") from None
+        raise ConditionError(
+            f"cannot parse `{text}`: {exc.msg}",
+            key=where,
+            hint="write e.g. `pct_from_baseline <= -30 and not new_lesions`",
+        ) from None
     if sum(1 for _ in ast.walk(tree)) > MAX_CONDITION_NODES:
         raise ConditionError(f"condition has more than {MAX_CONDITION_NODES} parts", key=where)
     compiler = _Compiler(vocabulary, where, text)
     compiled = compiler.compile(tree)
     if compiled.type not in ("bool", "any"):
-        raise ConditionError(f"`{text}` is a {compiled.type}, not a yes/no condition", key=where,
-                             hint="compare it, e.g. `sum_mm > 0`")
+        raise ConditionError(
+            f"`{text}` is a {compiled.type}, not a yes/no condition", key=where, hint="compare it, e.g. `sum_mm > 0`"
+        )
     return Condition(text, frozenset(compiler.names), compiled)
 
 
@@ -473,13 +486,16 @@ def compile_template(source: str, vocabulary: Vocabulary, where: str) -> Templat
     try:
         parsed = list(string.Formatter().parse(source))
     except ValueError as exc:
-        raise ConditionError(f"bad explanation text: {exc}", key=where, hint="use {name} for values, {{ for a brace")
+        raise ConditionError(
+            f"bad explanation text: {exc}", key=where, hint="use {name} for values, {{ for a brace"
+        ) from None
     for _literal, name, spec, conversion in parsed:
         if name is None:
             continue
         if conversion or not name.isidentifier():
-            raise ConditionError(f"`{{{name}}}` is not allowed in an explanation", key=where,
-                                 hint="use plain names such as {sum_mm}")
+            raise ConditionError(
+                f"`{{{name}}}` is not allowed in an explanation", key=where, hint="use plain names such as {sum_mm}"
+            )
         if vocabulary.type_of(name) is None:
             raise ConditionError(f"unknown word `{name}` in explanation", key=where, hint=vocabulary.describe())
         if spec:

@@ -38,8 +38,14 @@ class Change:
     detail: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"section": self.section, "name": self.name, "kind": self.kind, "a": self.a, "b": self.b,
-                "detail": self.detail}
+        return {
+            "section": self.section,
+            "name": self.name,
+            "kind": self.kind,
+            "a": self.a,
+            "b": self.b,
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -66,8 +72,12 @@ def _param_text(param: Any, value: Any) -> str:
     return f"{value}{unit}"
 
 
-def diff_rule_sets(a: LoadedRuleSet, b: LoadedRuleSet, params_a: Mapping[str, Any] | None = None,
-                   params_b: Mapping[str, Any] | None = None) -> RuleDiff:
+def diff_rule_sets(
+    a: LoadedRuleSet,
+    b: LoadedRuleSet,
+    params_a: Mapping[str, Any] | None = None,
+    params_b: Mapping[str, Any] | None = None,
+) -> RuleDiff:
     """Semantic differences between two resolved rule sets (with their effective parameter values)."""
     out = RuleDiff(a.id, b.id)
     pa, pb = a.schema.parameters, b.schema.parameters
@@ -77,8 +87,16 @@ def diff_rule_sets(a: LoadedRuleSet, b: LoadedRuleSet, params_a: Mapping[str, An
         if name in pa and name in pb:
             units_differ = bool(pa[name].unit and pb[name].unit and pa[name].unit != pb[name].unit)
             if va.get(name) != vb.get(name) or units_differ:
-                out.changes.append(Change("parameters", name, "changed", _param_text(pa[name], va.get(name)),
-                                          _param_text(pb[name], vb.get(name)), pa[name].description))
+                out.changes.append(
+                    Change(
+                        "parameters",
+                        name,
+                        "changed",
+                        _param_text(pa[name], va.get(name)),
+                        _param_text(pb[name], vb.get(name)),
+                        pa[name].description,
+                    )
+                )
             elif pa[name].citation != pb[name].citation:
                 out.changes.append(Change("parameter citations", name, "changed", pa[name].citation, pb[name].citation))
         elif name in pa:
@@ -98,8 +116,16 @@ def diff_rule_sets(a: LoadedRuleSet, b: LoadedRuleSet, params_a: Mapping[str, An
         out.changes.extend(_diff_decisions(name, outs_a[name], outs_b[name]))
 
     for section, items_a, items_b in (
-        ("checks", {c.spec.code: c.condition.source for c in a.checks}, {c.spec.code: c.condition.source for c in b.checks}),
-        ("flags", {f.spec.flag: f.condition.source for f in a.flags}, {f.spec.flag: f.condition.source for f in b.flags}),
+        (
+            "checks",
+            {c.spec.code: c.condition.source for c in a.checks},
+            {c.spec.code: c.condition.source for c in b.checks},
+        ),
+        (
+            "flags",
+            {f.spec.flag: f.condition.source for f in a.flags},
+            {f.spec.flag: f.condition.source for f in b.flags},
+        ),
         ("citations", a.schema.citations, b.schema.citations),
     ):
         for name in list(items_a) + [n for n in items_b if n not in items_a]:
@@ -111,8 +137,15 @@ def diff_rule_sets(a: LoadedRuleSet, b: LoadedRuleSet, params_a: Mapping[str, An
                 out.changes.append(Change(section, name, "changed", items_a[name], items_b[name]))
     ba, bb = a.schema.best_response, b.schema.best_response
     if (ba is None) != (bb is None) or (ba and bb and (ba.method, ba.ranking) != (bb.method, bb.ranking)):
-        out.changes.append(Change("best_response", "method", "changed",
-                                  f"{ba.method}: {ba.ranking}" if ba else None, f"{bb.method}: {bb.ranking}" if bb else None))
+        out.changes.append(
+            Change(
+                "best_response",
+                "method",
+                "changed",
+                f"{ba.method}: {ba.ranking}" if ba else None,
+                f"{bb.method}: {bb.ranking}" if bb else None,
+            )
+        )
     return out
 
 
@@ -146,8 +179,16 @@ def _diff_decisions(name: str, out_a: Any, out_b: Any) -> list[Change]:
             elif ca != cb:
                 changes.append(Change("decisions", label, "changed", ca, cb))
     if order_a != order_b and set(order_a) == set(order_b):
-        changes.append(Change("decisions", f"{name} (order)", "changed", " > ".join(order_a), " > ".join(order_b),
-                              "the first rule that holds decides, so order matters"))
+        changes.append(
+            Change(
+                "decisions",
+                f"{name} (order)",
+                "changed",
+                " > ".join(order_a),
+                " > ".join(order_b),
+                "the first rule that holds decides, so order matters",
+            )
+        )
     return changes
 
 
@@ -175,15 +216,23 @@ class VerdictDiff:
     def as_dict(self) -> dict[str, Any]:
         table = self.crosstab
         return {
-            "a": self.a, "b": self.b, "subjects": int(len(self.subjects)),
+            "a": self.a,
+            "b": self.b,
+            "subjects": int(len(self.subjects)),
             "agreement_pct": self.agreement_pct,
-            "kappa": self.kappa, "kappa_note": self.kappa_note,
+            "kappa": self.kappa,
+            "kappa_note": self.kappa_note,
             "timepoint_agreement_pct": self.timepoint_agreement_pct,
-            "crosstab": {"rows": [str(i) for i in table.index], "columns": [str(c) for c in table.columns],
-                         "counts": table.to_numpy().astype(int).tolist()},
+            "crosstab": {
+                "rows": [str(i) for i in table.index],
+                "columns": [str(c) for c in table.columns],
+                "counts": table.to_numpy().astype(int).tolist(),
+            },
             "objective_response_rate": self.orr,
-            "reclassified": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-                             for row in self.reclassified().to_dict("records")],
+            "reclassified": [
+                {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+                for row in self.reclassified().to_dict("records")
+            ],
         }
 
 
@@ -199,8 +248,14 @@ def cohens_kappa(table: pd.DataFrame) -> dict[str, Any]:
     po = float(np.trace(p))
     pe = float((rows * cols).sum())
     if pe >= 1.0:
-        return {"kappa": 1.0 if po >= 1.0 else None, "se": 0.0, "ci_low": None, "ci_high": None, "n": int(n),
-                "note": "all ratings in one category: kappa is undefined (agreement is trivially complete)"}
+        return {
+            "kappa": 1.0 if po >= 1.0 else None,
+            "se": 0.0,
+            "ci_low": None,
+            "ci_high": None,
+            "n": int(n),
+            "note": "all ratings in one category: kappa is undefined (agreement is trivially complete)",
+        }
     kappa = (po - pe) / (1.0 - pe)
     k = len(rows)
     a = sum(p[i, i] * (1.0 - (rows[i] + cols[i]) * (1.0 - kappa)) ** 2 for i in range(k))
@@ -208,9 +263,14 @@ def cohens_kappa(table: pd.DataFrame) -> dict[str, Any]:
     c = (kappa - pe * (1.0 - kappa)) ** 2
     variance = max(a + b - c, 0.0) / (n * (1.0 - pe) ** 2)
     se = math.sqrt(variance)
-    return {"kappa": round(kappa, 4), "se": round(se, 4), "ci_low": round(max(kappa - Z95 * se, -1.0), 4),
-            "ci_high": round(min(kappa + Z95 * se, 1.0), 4), "n": int(n),
-            "method": "Fleiss-Cohen-Everitt 1969 SE, Wald 95 % CI (clipped to [-1, 1])"}
+    return {
+        "kappa": round(kappa, 4),
+        "se": round(se, 4),
+        "ci_low": round(max(kappa - Z95 * se, -1.0), 4),
+        "ci_high": round(min(kappa + Z95 * se, 1.0), 4),
+        "n": int(n),
+        "method": "Fleiss-Cohen-Everitt 1969 SE, Wald 95 % CI (clipped to [-1, 1])",
+    }
 
 
 def _why(result: RuleSetResult) -> pd.DataFrame:
@@ -219,15 +279,20 @@ def _why(result: RuleSetResult) -> pd.DataFrame:
         return pd.DataFrame(columns=["subject_id", "why"])
     tp = result.timepoints[["subject_id", "timepoint", "explanation"]]
     best = result.best[["subject_id", "best_overall_response_timepoint"]].rename(
-        columns={"best_overall_response_timepoint": "timepoint"})
+        columns={"best_overall_response_timepoint": "timepoint"}
+    )
     joined = best.merge(tp, on=["subject_id", "timepoint"], how="left")
     output = result.rule_set.schema.best_response.output  # type: ignore[union-attr]
-    joined["why"] = [f"{t}: " + " | ".join(_deciding(e, output)) if isinstance(e, list) else "no evaluable follow-up"
-                     for t, e in zip(joined["timepoint"], joined["explanation"], strict=True)]
+    joined["why"] = [
+        f"{t}: " + " | ".join(_deciding(e, output)) if isinstance(e, list) else "no evaluable follow-up"
+        for t, e in zip(joined["timepoint"], joined["explanation"], strict=True)
+    ]
     if "best_overall_response_note" in result.best:
         notes = result.best.set_index("subject_id")["best_overall_response_note"].reindex(joined["subject_id"])
-        joined["why"] = [w if pd.isna(n) else f"{w} || best response: {n}"
-                         for w, n in zip(joined["why"], notes.to_numpy(dtype=object), strict=True)]
+        joined["why"] = [
+            w if pd.isna(n) else f"{w} || best response: {n}"
+            for w, n in zip(joined["why"], notes.to_numpy(dtype=object), strict=True)
+        ]
     return joined[["subject_id", "why"]]
 
 
@@ -237,15 +302,25 @@ def _deciding(lines: list[str], output: str) -> list[str]:
     overall = [line for line in lines if line.startswith(output + " ")]
     if not overall:
         return lines
-    verdict = overall[0][len(output) + 1:].split(":")[0].split(" [")[0]
-    same = [line for line in lines if not line.startswith(output + " ")
-            and line.split(":")[0].split(" [")[0].endswith(" " + verdict)]
+    verdict = overall[0][len(output) + 1 :].split(":")[0].split(" [")[0]
+    same = [
+        line
+        for line in lines
+        if not line.startswith(output + " ") and line.split(":")[0].split(" [")[0].endswith(" " + verdict)
+    ]
     return same + overall
 
 
 @with_object_strings
-def diff_verdicts(prepared: Prepared, a: LoadedRuleSet, b: LoadedRuleSet, params_a: Mapping[str, Any],
-                  params_b: Mapping[str, Any], label_a: str = "A", label_b: str = "B") -> VerdictDiff:
+def diff_verdicts(
+    prepared: Prepared,
+    a: LoadedRuleSet,
+    b: LoadedRuleSet,
+    params_a: Mapping[str, Any],
+    params_b: Mapping[str, Any],
+    label_a: str = "A",
+    label_b: str = "B",
+) -> VerdictDiff:
     """Score the cohort once under each rule set and compare the verdicts."""
     result_a = score(prepared, a, params_a, explain=True)
     result_b = score(prepared, b, params_b, explain=True)
@@ -268,27 +343,42 @@ def compare_results(result_a: RuleSetResult, result_b: RuleSetResult, label_a: s
     ranking_a = [str(r) for r in result_a.rule_set.schema.best_response.ranking]  # type: ignore[union-attr]
     ranking_b = [str(r) for r in result_b.rule_set.schema.best_response.ranking]  # type: ignore[union-attr]
     rows = [c for c in ranking_a if c in set(subjects["bor_a"].astype(str))] + sorted(
-        set(subjects["bor_a"].astype(str)) - set(ranking_a))
+        set(subjects["bor_a"].astype(str)) - set(ranking_a)
+    )
     cols = [c for c in ranking_b if c in set(subjects["bor_b"].astype(str))] + sorted(
-        set(subjects["bor_b"].astype(str)) - set(ranking_b))
+        set(subjects["bor_b"].astype(str)) - set(ranking_b)
+    )
     same_vocabulary = ranking_a == ranking_b
     if same_vocabulary:
-        rows = cols = [c for c in ranking_a if c in set(rows) | set(cols)] + sorted((set(rows) | set(cols)) - set(ranking_a))
+        rows = cols = [c for c in ranking_a if c in set(rows) | set(cols)] + sorted(
+            (set(rows) | set(cols)) - set(ranking_a)
+        )
     crosstab = pd.crosstab(subjects["bor_a"].astype(str), subjects["bor_b"].astype(str)).reindex(
-        index=rows, columns=cols, fill_value=0)
+        index=rows, columns=cols, fill_value=0
+    )
     crosstab.index.name, crosstab.columns.name = label_a, label_b
     n = len(subjects)
-    agreement: float | None = (round(100.0 * float((~subjects["reclassified"]).sum()) / n, 2)
-                               if n and same_vocabulary else None)
-    kappa, note = (cohens_kappa(crosstab), None) if same_vocabulary else (
-        None, "kappa omitted: the two criteria sets use different categories "
-              f"({', '.join(ranking_a)} vs {', '.join(ranking_b)})")
+    agreement: float | None = (
+        round(100.0 * float((~subjects["reclassified"]).sum()) / n, 2) if n and same_vocabulary else None
+    )
+    kappa, note = (
+        (cohens_kappa(crosstab), None)
+        if same_vocabulary
+        else (
+            None,
+            "kappa omitted: the two criteria sets use different categories "
+            f"({', '.join(ranking_a)} vs {', '.join(ranking_b)})",
+        )
+    )
 
     tp_a = result_a.timepoints[["subject_id", "timepoint", "day", "overall"]].rename(columns={"overall": "overall_a"})
     tp_b = result_b.timepoints[["subject_id", "timepoint", "overall"]].rename(columns={"overall": "overall_b"})
     timepoints = tp_a.merge(tp_b, on=["subject_id", "timepoint"], how="outer")
-    tp_agree = round(100.0 * float((timepoints["overall_a"] == timepoints["overall_b"]).mean()), 2) \
-        if len(timepoints) and same_vocabulary else None
+    tp_agree = (
+        round(100.0 * float((timepoints["overall_a"] == timepoints["overall_b"]).mean()), 2)
+        if len(timepoints) and same_vocabulary
+        else None
+    )
 
     orr: dict[str, Any] = {}
     if same_vocabulary and set(RESPONDER) <= set(ranking_a):
@@ -297,11 +387,14 @@ def compare_results(result_a: RuleSetResult, result_b: RuleSetResult, label_a: s
         diff = (rb.mean() - ra.mean()) if n else float("nan")
         only_b, only_a = float((rb & ~ra).sum()), float((ra & ~rb).sum())
         se = math.sqrt(max((only_a + only_b) - (only_b - only_a) ** 2 / n, 0.0)) / n if n else float("nan")
-        orr = {"a_pct": round(100.0 * ra.mean(), 2) if n else None, "b_pct": round(100.0 * rb.mean(), 2) if n else None,
-               "difference_pct": round(100.0 * diff, 2) if n else None,
-               "difference_ci_low_pct": round(100.0 * (diff - Z95 * se), 2) if n else None,
-               "difference_ci_high_pct": round(100.0 * (diff + Z95 * se), 2) if n else None,
-               "method": "paired difference (B - A), Wald 95 % CI"}
+        orr = {
+            "a_pct": round(100.0 * ra.mean(), 2) if n else None,
+            "b_pct": round(100.0 * rb.mean(), 2) if n else None,
+            "difference_pct": round(100.0 * diff, 2) if n else None,
+            "difference_ci_low_pct": round(100.0 * (diff - Z95 * se), 2) if n else None,
+            "difference_ci_high_pct": round(100.0 * (diff + Z95 * se), 2) if n else None,
+            "method": "paired difference (B - A), Wald 95 % CI",
+        }
     return VerdictDiff(label_a, label_b, subjects, timepoints, crosstab, agreement, kappa, note, orr, tp_agree)
 
 

@@ -7,11 +7,10 @@ lists, tables, aggregates and flags, and how to sequence visits into a best over
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import json
 
 import numpy as np
 import pandas as pd
@@ -21,11 +20,21 @@ from .conditions import format_value
 from .errors import RuleSetError
 from .metrics import METRICS, Context, Level
 from .rules import CompiledOutput, LoadedRuleSet, check_parameter_value, report_items
-from .tables import Prepared
+from .tables import Prepared, blank_where
 
 WARNING_COLUMNS = ["subject_id", "criteria", "code", "timepoint", "lesion_id", "message"]
-FLAG_COLUMNS = ["subject_id", "flag", "timepoint", "day", "lesion_id", "grade", "evidence", "explanation",
-                "citation", "evidence_level"]
+FLAG_COLUMNS = [
+    "subject_id",
+    "flag",
+    "timepoint",
+    "day",
+    "lesion_id",
+    "grade",
+    "evidence",
+    "explanation",
+    "citation",
+    "evidence_level",
+]
 
 
 class _LevelEnv:
@@ -40,8 +49,9 @@ class _LevelEnv:
         try:
             return self.ctx.get(name, self.level)
         except KeyError as exc:
-            raise RuleSetError(f"a metric used here needs the parameter {exc.args[0]!r}, which this rule set "
-                               "does not define") from None
+            raise RuleSetError(
+                f"a metric used here needs the parameter {exc.args[0]!r}, which this rule set does not define"
+            ) from None
 
 
 @dataclass
@@ -163,8 +173,9 @@ def _warning_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=WARNING_COLUMNS) if rows else pd.DataFrame(columns=WARNING_COLUMNS)
 
 
-def score(prepared: Prepared, rule_set: LoadedRuleSet, params: Mapping[str, Any] | None = None,
-          explain: bool = False) -> RuleSetResult:
+def score(
+    prepared: Prepared, rule_set: LoadedRuleSet, params: Mapping[str, Any] | None = None, explain: bool = False
+) -> RuleSetResult:
     """Apply one rule set to every subject of `prepared`.
 
     `params` are the resolved parameters (see `resolve_params`); `explain` adds, per timepoint, one line per
@@ -191,12 +202,21 @@ def score(prepared: Prepared, rule_set: LoadedRuleSet, params: Mapping[str, Any]
                 subject, tp, lesion = lesion_subject[row], lesion_visit_id[row], lesion_id[row]
             else:
                 subject, tp, lesion = visit_subject[row], visit_id[row], None
-            warnings.append({"subject_id": subject, "criteria": rule_set.id, "code": code, "timepoint": tp,
-                             "lesion_id": lesion, "message": message})
+            warnings.append(
+                {
+                    "subject_id": subject,
+                    "criteria": rule_set.id,
+                    "code": code,
+                    "timepoint": tp,
+                    "lesion_id": lesion,
+                    "message": message,
+                }
+            )
 
     for check in rule_set.checks:
-        level = check.spec.level
-        add_warnings(level, check.condition.evaluate(envs[level]), check.spec.code, check.template)
+        add_warnings(
+            check.spec.level, check.condition.evaluate(envs[check.spec.level]), check.spec.code, check.template
+        )
 
     fired_by_output: dict[str, np.ndarray] = {}
     for out in rule_set.outputs:
@@ -226,8 +246,7 @@ def score(prepared: Prepared, rule_set: LoadedRuleSet, params: Mapping[str, Any]
     if rule_set.schema.best_response is not None:
         best, bor_warnings = _best(ctx, rule_set, visits, params)
         warnings.extend(bor_warnings)
-    return RuleSetResult(rule_set, params, timepoints, lesion_table, baseline, best, flags,
-                         _warning_frame(warnings))
+    return RuleSetResult(rule_set, params, timepoints, lesion_table, baseline, best, flags, _warning_frame(warnings))
 
 
 def _persist(ctx: Context, values: np.ndarray, keep: Any, replaces: list[Any], params: Mapping[str, Any]) -> np.ndarray:
@@ -239,12 +258,18 @@ def _persist(ctx: Context, values: np.ndarray, keep: Any, replaces: list[Any], p
         settings = BorSettings.from_params(dict(params))
         rows = np.flatnonzero(follow)
         day = ctx.prepared.visits["day"].to_numpy(dtype=float)
-        result = best_overall_response(subject[rows], day[rows], values[rows],
-                                       BorSettings(confirmation_required=True,
-                                                   min_confirmation_interval_days=settings.min_confirmation_interval_days,
-                                                   max_ne_between_confirmation=settings.max_ne_between_confirmation,
-                                                   accept_sd_between_pr_confirmation=settings.accept_sd_between_pr_confirmation,
-                                                   stop_at_first_pd=False))
+        result = best_overall_response(
+            subject[rows],
+            day[rows],
+            values[rows],
+            BorSettings(
+                confirmation_required=True,
+                min_confirmation_interval_days=settings.min_confirmation_interval_days,
+                max_ne_between_confirmation=settings.max_ne_between_confirmation,
+                accept_sd_between_pr_confirmation=settings.accept_sd_between_pr_confirmation,
+                stop_at_first_pd=False,
+            ),
+        )
         anchor = np.zeros(len(values), dtype=bool)
         anchor[rows] = result.confirmed & (values[rows] == keep)
         reached = pd.Series(anchor.astype(np.int64)).groupby(subject).cumsum().to_numpy() > 0
@@ -256,8 +281,14 @@ def _persist(ctx: Context, values: np.ndarray, keep: Any, replaces: list[Any], p
     return out
 
 
-def _flags(ctx: Context, rule_set: LoadedRuleSet, envs: dict[str, _LevelEnv], visits: pd.DataFrame,
-           lesions: pd.DataFrame, explain: bool) -> pd.DataFrame:
+def _flags(
+    ctx: Context,
+    rule_set: LoadedRuleSet,
+    envs: dict[str, _LevelEnv],
+    visits: pd.DataFrame,
+    lesions: pd.DataFrame,
+    explain: bool,
+) -> pd.DataFrame:
     """One row per raised flag, built column-wise; explanation text only where asked for (assess always asks)."""
     parts: list[pd.DataFrame] = []
     for flag in rule_set.flags:
@@ -277,22 +308,25 @@ def _flags(ctx: Context, rule_set: LoadedRuleSet, envs: dict[str, _LevelEnv], vi
             open_rows &= ~hit
         evidence = _evidence(ctx, flag.spec.evidence, level, hits, as_json=not explain)
         table = lesions if level == "lesion" else visits
-        frame = pd.DataFrame({
-            "subject_id": table["subject_id"].to_numpy(dtype=object)[hits],
-            "flag": flag.spec.flag,
-            "timepoint": table["timepoint"].to_numpy(dtype=object)[hits],
-            "day": np.asarray(ctx.get("day", level), dtype=float)[hits].astype(np.int64),
-            "lesion_id": table["lesion_id"].to_numpy(dtype=object)[hits] if level == "lesion" else None,
-            "grade": grade[hits],
-            "evidence": evidence,
-            "citation": flag.spec.citation,
-            "evidence_level": flag.spec.evidence_level,
-        })
+        frame = pd.DataFrame(
+            {
+                "subject_id": table["subject_id"].to_numpy(dtype=object)[hits],
+                "flag": flag.spec.flag,
+                "timepoint": table["timepoint"].to_numpy(dtype=object)[hits],
+                "day": np.asarray(ctx.get("day", level), dtype=float)[hits].astype(np.int64),
+                "lesion_id": table["lesion_id"].to_numpy(dtype=object)[hits] if level == "lesion" else None,
+                "grade": grade[hits],
+                "evidence": evidence,
+                "citation": flag.spec.citation,
+                "evidence_level": flag.spec.evidence_level,
+            }
+        )
         if explain:
             because = _render_rows(flag.template, ctx, level, hits)
             notes = [(c.evaluate(env)[hits], text) for c, text in flag.context]
-            frame["explanation"] = [" ".join([b] + [t for hold, t in notes if hold[i]]).strip()
-                                    for i, b in enumerate(because)]
+            frame["explanation"] = [
+                " ".join([b] + [t for hold, t in notes if hold[i]]).strip() for i, b in enumerate(because)
+            ]
         else:
             frame["explanation"] = None
         parts.append(frame[FLAG_COLUMNS])
@@ -320,7 +354,8 @@ def _evidence(ctx: Context, names: list[str], level: Level, rows: np.ndarray, as
             values = pd.Series(column).map("{:g}".format).where(~np.isnan(column), "null")
         elif column.dtype == object:
             values = pd.Series(column, dtype=object).map(
-                lambda v: "null" if v is None else ("true" if v is True else "false" if v is False else json.dumps(v)))
+                lambda v: "null" if v is None else ("true" if v is True else "false" if v is False else json.dumps(v))
+            )
         else:
             values = pd.Series(column).astype(str)
         text = text + ("" if k == 0 else ", ") + f'"{name}": ' + values
@@ -348,8 +383,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _timepoint_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame,
-                     fired: dict[str, np.ndarray], explain: bool) -> pd.DataFrame:
+def _timepoint_table(
+    ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame, fired: dict[str, np.ndarray], explain: bool
+) -> pd.DataFrame:
     follow = np.flatnonzero(~ctx.visit_is_baseline)
     columns: dict[str, Any] = {
         "subject_id": visits["subject_id"].to_numpy(dtype=object)[follow],
@@ -364,7 +400,7 @@ def _timepoint_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame
         if out.spec.level == "timepoint" and out.spec.report:
             values = ctx.value(out.spec.name)[follow]
             if values.dtype != object:  # yes/no outputs: true / false / missing
-                values = np.where(np.isnan(values), None, values == 1)
+                values = blank_where(values == 1, np.isnan(values))
             columns[out.spec.name] = values
     table = pd.DataFrame(columns)
     if explain:
@@ -372,8 +408,9 @@ def _timepoint_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame
     return table
 
 
-def _explanations(ctx: Context, rule_set: LoadedRuleSet, fired: dict[str, np.ndarray],
-                  rows: np.ndarray) -> list[list[str]]:
+def _explanations(
+    ctx: Context, rule_set: LoadedRuleSet, fired: dict[str, np.ndarray], rows: np.ndarray
+) -> list[list[str]]:
     lines: list[list[str]] = [[] for _ in rows]
     position = {int(r): i for i, r in enumerate(rows)}
     lesion_ids = ctx.prepared.lesions["lesion_id"].to_numpy(dtype=object)
@@ -414,10 +451,10 @@ def _explanations(ctx: Context, rule_set: LoadedRuleSet, fired: dict[str, np.nda
                 continue
             rendered = _render_rows(rule.template, ctx, "timepoint", rows[hit])
             citation = getattr(rule.rule, "citation", None)
-            for i, text in zip(hit, rendered, strict=True):
-                line = f"{name} {_shown(values[rows[i]], ctx.type_of(name))}"
+            for j, text in zip(hit, rendered, strict=True):
+                line = f"{name} {_shown(values[rows[j]], ctx.type_of(name))}"
                 line += f": {text}" if text else ""
-                lines[i].append(line + (f" [{citation}]" if citation else ""))
+                lines[j].append(line + (f" [{citation}]" if citation else ""))
     return lines
 
 
@@ -458,29 +495,45 @@ def _baseline_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame)
     return pd.DataFrame(columns)
 
 
-def _bor_notes(subject: np.ndarray, day: np.ndarray, response: np.ndarray, timepoint_ids: np.ndarray, result: Any,
-               settings: BorSettings, table: pd.DataFrame) -> np.ndarray:
+def _bor_notes(
+    subject: np.ndarray,
+    day: np.ndarray,
+    response: np.ndarray,
+    timepoint_ids: np.ndarray,
+    result: Any,
+    settings: BorSettings,
+    table: pd.DataFrame,
+) -> np.ndarray:
     """Why a subject's best response is lower than a visit's: an unconfirmed CR/PR, or SD before the minimum."""
     words = pd.Series(response, dtype=object)
     counted = pd.Series(result.contribution, dtype=object)
     notes = pd.Series([None] * len(response), dtype=object)
     if settings.confirmation_required:
         hit = np.flatnonzero(words.isin(["CR", "PR"]).to_numpy() & ~result.confirmed)
-        notes.iloc[hit] = [f"{words.iat[i]} at {timepoint_ids[i]} (day {day[i]:g}) not confirmed by a CR/PR at least "
-                           f"{settings.min_confirmation_interval_days:g} days later" for i in hit]
+        notes.iloc[hit] = [
+            f"{words.iat[int(i)]} at {timepoint_ids[i]} (day {day[i]:g}) not confirmed by a CR/PR at least "
+            f"{settings.min_confirmation_interval_days:g} days later"
+            for i in hit
+        ]
     early = words.isin(["SD", "NON-CR/NON-PD"]).to_numpy() & counted.isna().to_numpy()
     hit = np.flatnonzero(early & pd.isna(notes).to_numpy())
-    notes.iloc[hit] = [f"{words.iat[i]} at {timepoint_ids[i]} (day {day[i]:g}) is before the {settings.sd_min_days:g}-day "
-                       "minimum for SD" for i in hit]
+    notes.iloc[hit] = [
+        f"{words.iat[int(i)]} at {timepoint_ids[i]} (day {day[i]:g}) is before the {settings.sd_min_days:g}-day "
+        "minimum for SD"
+        for i in hit
+    ]
     first = pd.DataFrame({"subject": subject, "note": notes}).dropna().drop_duplicates("subject")
     by_subject = dict(zip(first["subject"], first["note"], strict=True))
     bor = table["best_overall_response"].astype(str).to_numpy()
-    return np.array([by_subject.get(s) if b not in ("CR",) else None for s, b in zip(table["subject_id"], bor,
-                                                                                     strict=True)], dtype=object)
+    return np.array(
+        [by_subject.get(s) if b not in ("CR",) else None for s, b in zip(table["subject_id"], bor, strict=True)],
+        dtype=object,
+    )
 
 
-def _best(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame,
-          params: Mapping[str, Any]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def _best(
+    ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame, params: Mapping[str, Any]
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     spec = rule_set.schema.best_response
     assert spec is not None
     follow = np.flatnonzero(~ctx.visit_is_baseline)
@@ -488,12 +541,15 @@ def _best(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame,
     day = visits["day"].to_numpy(dtype=float)
     response = ctx.value(spec.output)
     settings = BorSettings.from_params(dict(params)) if spec.method == "recist" else BorSettings()
-    result = best_overall_response(subjects[follow], day[follow], response[follow], settings,
-                                   tuple(str(r) for r in spec.ranking), spec.method)
+    result = best_overall_response(
+        subjects[follow], day[follow], response[follow], settings, tuple(str(r) for r in spec.ranking), spec.method
+    )
     all_subjects = pd.Index(ctx.prepared.subjects["subject_id"].to_numpy(dtype=object))
     table = result.subjects.set_index("subject").reindex(all_subjects)
     if spec.method == "recist":
-        table["best_overall_response"] = table["best_overall_response"].where(table["best_overall_response"].notna(), "NE")
+        table["best_overall_response"] = table["best_overall_response"].where(
+            table["best_overall_response"].notna(), "NE"
+        )
     table["best_overall_response_day"] = table["best_overall_response_day"].astype(float)
     best_row = table["best_row"].fillna(-1).astype(np.int64).to_numpy()
     timepoint_ids = visits["timepoint"].to_numpy(dtype=object)[follow]
@@ -503,18 +559,25 @@ def _best(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame,
     table["best_overall_response_timepoint"] = chosen
     table["responder"] = np.where(np.isin(table["best_overall_response"].astype(str), ["CR", "PR"]), "Y", "N")
     table["clinical_benefit"] = np.where(
-        np.isin(table["best_overall_response"].astype(str), ["CR", "PR", "SD", "NON-CR/NON-PD"]), "Y", "N")
+        np.isin(table["best_overall_response"].astype(str), ["CR", "PR", "SD", "NON-CR/NON-PD"]), "Y", "N"
+    )
     table = table.drop(columns=["best_row"]).reset_index(names="subject_id")
     if spec.method == "recist":
-        table["best_overall_response_note"] = _bor_notes(subjects[follow], day[follow], response[follow],
-                                                         timepoint_ids, result, settings, table)
+        table["best_overall_response_note"] = _bor_notes(
+            subjects[follow], day[follow], response[follow], timepoint_ids, result, settings, table
+        )
     warnings = []
     for _, w in result.cr_then_pr.iterrows():
         pr_tp, cr_tp = timepoint_ids[int(w["pr_row"])], timepoint_ids[int(w["cr_row"])]
-        warnings.append({
-            "subject_id": w["subject"], "criteria": rule_set.id, "code": "recist_cr_then_pr", "timepoint": pr_tp,
-            "lesion_id": None,
-            "message": f"PR at {pr_tp} follows CR at {cr_tp}: re-read both scans; if CR was real the later disease "
-                       "is PD, if not the CR should have been PR (E2009 Table 3 note). Scored as recorded.",
-        })
+        warnings.append(
+            {
+                "subject_id": w["subject"],
+                "criteria": rule_set.id,
+                "code": "recist_cr_then_pr",
+                "timepoint": pr_tp,
+                "lesion_id": None,
+                "message": f"PR at {pr_tp} follows CR at {cr_tp}: re-read both scans; if CR was real the later disease "
+                "is PD, if not the CR should have been PR (E2009 Table 3 note). Scored as recorded.",
+            }
+        )
     return table, warnings

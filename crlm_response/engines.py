@@ -39,17 +39,24 @@ def bucket_of(subjects: pd.Series | np.ndarray, n_buckets: int) -> np.ndarray:
     return (pd.util.hash_array(text, categorize=True) % np.uint64(max(n_buckets, 1))).astype(np.int64)
 
 
-def score_part(lesions: pd.DataFrame, file: str, organs: pd.DataFrame | None, organs_file: str | None,
-               criteria: Sequence[str] | None, settings: Mapping[str, Mapping[str, Any]] | None,
-               explain: bool = False) -> BatchResult:
+def score_part(
+    lesions: pd.DataFrame,
+    file: str,
+    organs: pd.DataFrame | None,
+    organs_file: str | None,
+    criteria: Sequence[str] | None,
+    settings: Mapping[str, Mapping[str, Any]] | None,
+    explain: bool = False,
+) -> BatchResult:
     """Score one subject-complete part. Rows carry their source line in the `_line` column."""
     lines = lesions[LINE].to_numpy(dtype=np.int64)
     files = lesions["_file"].to_numpy(dtype=object) if "_file" in lesions else None
     raw = lesions.drop(columns=[c for c in (LINE, "_file") if c in lesions]).reset_index(drop=True)
     organ_raw = None
     if organs is not None:
-        organ_raw = RawTable(organs.drop(columns=[LINE]).reset_index(drop=True), organs[LINE].to_numpy(dtype=np.int64),
-                             _no_malformed())
+        organ_raw = RawTable(
+            organs.drop(columns=[LINE]).reset_index(drop=True), organs[LINE].to_numpy(dtype=np.int64), _no_malformed()
+        )
     read = long_from_frames(RawTable(raw, lines, _no_malformed(), files), file, organ_raw, organs_file)
     return score_read(read, criteria, settings, explain=explain)
 
@@ -87,8 +94,14 @@ class ResultSink:
                 total[key] += c[key]
         self.best_parts.append(result.best)
         self.warnings += len(result.warnings)
-        tables = {"visits": result.visits, "best": result.best, "errors": result.rejected,
-                  "warnings": result.warnings, "flags": result.flags, "lesions": result.lesions}
+        tables = {
+            "visits": result.visits,
+            "best": result.best,
+            "errors": result.rejected,
+            "warnings": result.warnings,
+            "flags": result.flags,
+            "lesions": result.lesions,
+        }
         for kind, frame in tables.items():
             if frame is None or frame.empty:
                 continue
@@ -124,7 +137,9 @@ class ResultSink:
         if columns != self._columns[kind]:
             # A later part brought a new column (rare): rewrite what is there with it.
             old = pd.read_csv(self._tmp[kind], dtype=object, keep_default_na=False)
-            write_csv(pd.concat([old, data.astype(object)], ignore_index=True).reindex(columns=columns), self._tmp[kind])
+            write_csv(
+                pd.concat([old, data.astype(object)], ignore_index=True).reindex(columns=columns), self._tmp[kind]
+            )
             self._columns[kind] = columns
             return
         part = self._tmp[kind].with_suffix(".part")
@@ -138,8 +153,11 @@ class ResultSink:
         """Finish every output; return the best-response table of all parts (for the summary)."""
         import os
 
-        best = pd.concat([b for b in self.best_parts if b is not None and not b.empty], ignore_index=True) \
-            if any(b is not None and not b.empty for b in self.best_parts) else pd.DataFrame()
+        best = (
+            pd.concat([b for b in self.best_parts if b is not None and not b.empty], ignore_index=True)
+            if any(b is not None and not b.empty for b in self.best_parts)
+            else pd.DataFrame()
+        )
         for kind, frames in self._pending.items():
             path = self.paths[kind]
             assert path is not None
@@ -183,8 +201,9 @@ def _batches(path: Path, rows: int, encoding: str) -> Iterator[tuple[pd.DataFram
 
     enc = _detect_encoding(path, encoding)
     start = 2
-    for frame in pd.read_csv(path, encoding=enc, dtype=object, keep_default_na=False, na_values=[""],
-                             skip_blank_lines=False, chunksize=rows):
+    for frame in pd.read_csv(
+        path, encoding=enc, dtype=object, keep_default_na=False, na_values=[""], skip_blank_lines=False, chunksize=rows
+    ):
         lines = np.arange(start, start + len(frame))
         start += len(frame)
         blank = frame.isna().all(axis=1).to_numpy()
@@ -203,8 +222,16 @@ def _estimate_rows(path: Path) -> int:
     return int(size / (len(head) / lines))
 
 
-def _spill(path: Path, mapping: ColumnMap, encoding: str, n_buckets: int, rows: int, workdir: Path,
-           name: str, lesion_file: bool) -> tuple[list[Path], list[str]]:
+def _spill(
+    path: Path,
+    mapping: ColumnMap,
+    encoding: str,
+    n_buckets: int,
+    rows: int,
+    workdir: Path,
+    name: str,
+    lesion_file: bool,
+) -> tuple[list[Path], list[str]]:
     """Pass 1: route every row to its subject's bucket file (Parquet, text columns + source line)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -224,8 +251,11 @@ def _spill(path: Path, mapping: ColumnMap, encoding: str, n_buckets: int, rows: 
                 schema = pa.schema([(c, pa.string()) for c in columns] + [(LINE, pa.int64())])
             elif lesion_file and "lesion_id" not in frame and "id" in frame:
                 frame = frame.rename(columns={"id": "lesion_id"})
-            text = {c: frame[c].astype(object).where(frame[c].notna(), None).map(
-                lambda v: None if v is None else str(v)) for c in columns if c in frame}
+            text = {
+                c: frame[c].astype(object).where(frame[c].notna(), None).map(lambda v: None if v is None else str(v))
+                for c in columns
+                if c in frame
+            }
             table = pd.DataFrame(text).reindex(columns=columns)
             table[LINE] = lines
             buckets = bucket_of(table["subject_id"].fillna(""), n_buckets)
@@ -240,9 +270,18 @@ def _spill(path: Path, mapping: ColumnMap, encoding: str, n_buckets: int, rows: 
     return [workdir / f"{name}-{b:05d}.parquet" for b in range(n_buckets)], columns
 
 
-def run_chunked(path: Path, sink: ResultSink, column_map: ColumnMap, organs: Path | None, criteria: Sequence[str] | None,
-                settings: Mapping[str, Mapping[str, Any]] | None, chunk_rows: int, encoding: str = "auto",
-                explain: bool = False, progress: Any = None) -> int:
+def run_chunked(
+    path: Path,
+    sink: ResultSink,
+    column_map: ColumnMap,
+    organs: Path | None,
+    criteria: Sequence[str] | None,
+    settings: Mapping[str, Mapping[str, Any]] | None,
+    chunk_rows: int,
+    encoding: str = "auto",
+    explain: bool = False,
+    progress: Any = None,
+) -> int:
     """Score a file larger than memory: about `chunk_rows` rows in memory at a time. Returns the number of parts."""
     say = progress or (lambda _m: None)
     n_buckets = max(1, math.ceil(_estimate_rows(path) / max(chunk_rows, 1)))
@@ -258,10 +297,14 @@ def run_chunked(path: Path, sink: ResultSink, column_map: ColumnMap, organs: Pat
             if not part.exists():
                 continue
             frame = pd.read_parquet(part)
-            organ_frame = pd.read_parquet(organ_parts[i]) if organ_parts and organ_parts[i].exists() else (
-                pd.DataFrame(columns=["subject_id", "timepoint", LINE]) if organ_parts else None)
-            result = score_part(frame, str(path), organ_frame, str(organs) if organs else None, criteria, settings,
-                                explain)
+            organ_frame = (
+                pd.read_parquet(organ_parts[i])
+                if organ_parts and organ_parts[i].exists()
+                else (pd.DataFrame(columns=["subject_id", "timepoint", LINE]) if organ_parts else None)
+            )
+            result = score_part(
+                frame, str(path), organ_frame, str(organs) if organs else None, criteria, settings, explain
+            )
             sink.add(result, i)
         if organ_parts:
             _orphan_organs(sink, organ_parts, lesion_parts, str(organs))
@@ -278,12 +321,25 @@ def _orphan_organs(sink: ResultSink, organ_parts: list[Path], lesion_parts: list
             total = sink.counts.setdefault(organs_file, {"read": 0, "scored": 0, "rejected": 0})
             total["read"] += len(frame)
             total["rejected"] += len(frame)
-            rejected = pd.DataFrame({"file": organs_file, "line": frame[LINE], "subject_id": frame["subject_id"],
-                                     "timepoint": frame["timepoint"], "lesion_id": None, "column": "subject_id",
-                                     "value": frame["subject_id"], "code": "unknown_subject",
-                                     "reason": "subject is not in the lesion file"})
-            sink.add(BatchResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
-                                 rejected, {}, []), 99_999)
+            rejected = pd.DataFrame(
+                {
+                    "file": organs_file,
+                    "line": frame[LINE],
+                    "subject_id": frame["subject_id"],
+                    "timepoint": frame["timepoint"],
+                    "lesion_id": None,
+                    "column": "subject_id",
+                    "value": frame["subject_id"],
+                    "code": "unknown_subject",
+                    "reason": "subject is not in the lesion file",
+                }
+            )
+            sink.add(
+                BatchResult(
+                    pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), rejected, {}, []
+                ),
+                99_999,
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,7 +353,9 @@ def _dask() -> Any:
         import dask.dataframe as dd
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise EngineError("the dask engine needs Dask", hint='install it with: pip install "crlm-response[dask]"') from None
+        raise EngineError(
+            "the dask engine needs Dask", hint='install it with: pip install "crlm-response[dask]"'
+        ) from None
     return dd, Client, LocalCluster
 
 
@@ -310,16 +368,23 @@ def connect(scheduler: str | None, workers: int | None = None, timeout_s: float 
         try:
             return Client(scheduler, timeout=f"{timeout_s}s")
         except (OSError, TimeoutError) as exc:
-            raise EngineError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
-                              hint="check the address (e.g. tcp://host:8786) and that the scheduler is running") from None
+            raise EngineError(
+                f"cannot reach the Dask scheduler at {scheduler}: {exc}",
+                hint="check the address (e.g. tcp://host:8786) and that the scheduler is running",
+            ) from None
     n = workers or max(1, os.cpu_count() or 1)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=50)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50)
     return Client(cluster)
 
 
-def _dask_part(frame: pd.DataFrame, organs: pd.DataFrame | None, file: str, organs_file: str | None,
-               criteria: Sequence[str] | None, settings: Mapping[str, Mapping[str, Any]] | None) -> BatchResult:
+def _dask_part(
+    frame: pd.DataFrame,
+    organs: pd.DataFrame | None,
+    file: str,
+    organs_file: str | None,
+    criteria: Sequence[str] | None,
+    settings: Mapping[str, Mapping[str, Any]] | None,
+) -> BatchResult:
     """The task of one Dask partition: its subjects' organ rows, then `score_part`."""
     organ_rows = None
     if organs is not None:
@@ -327,9 +392,18 @@ def _dask_part(frame: pd.DataFrame, organs: pd.DataFrame | None, file: str, orga
     return score_part(frame, file, organ_rows, organs_file, criteria, settings)
 
 
-def run_dask(paths: Sequence[Path], sink: ResultSink, column_map: ColumnMap, organs: Path | None,
-             criteria: Sequence[str] | None, settings: Mapping[str, Mapping[str, Any]] | None, client: Any,
-             partitions: int | None = None, encoding: str = "auto", progress: Any = None) -> int:
+def run_dask(
+    paths: Sequence[Path],
+    sink: ResultSink,
+    column_map: ColumnMap,
+    organs: Path | None,
+    criteria: Sequence[str] | None,
+    settings: Mapping[str, Mapping[str, Any]] | None,
+    client: Any,
+    partitions: int | None = None,
+    encoding: str = "auto",
+    progress: Any = None,
+) -> int:
     """Score on a Dask cluster: rows get their source line, are shuffled by a subject hash into partitions, and
     each partition is scored by `score_part` on a worker. Returns the number of partitions."""
     dd, _, _ = _dask()
@@ -343,11 +417,12 @@ def run_dask(paths: Sequence[Path], sink: ResultSink, column_map: ColumnMap, org
         else:
             ddf = dd.read_csv(str(path), dtype=object, keep_default_na=False, na_values=[""], blocksize="64MB")
             first_line = 2
-        ddf = ddf.persist()
+        # Row counts first (a streaming pass; nothing is kept in memory), so every row gets its source line.
         lengths = ddf.map_partitions(len).compute()
         offsets = np.r_[0, np.cumsum(lengths)[:-1]] + first_line
-        ddf = ddf.map_partitions(_with_lines, offsets=list(offsets), str_path=str(path),
-                                 meta=_meta_with_lines(ddf._meta, str(path)))
+        ddf = ddf.map_partitions(
+            _with_lines, offsets=list(offsets), str_path=str(path), meta=_meta_with_lines(ddf._meta, str(path))
+        )
         frames.append(ddf)
     ddf = frames[0] if len(frames) == 1 else dd.concat(frames)
     renames = {theirs: ours for ours, theirs in column_map.columns.items()}
@@ -355,8 +430,11 @@ def run_dask(paths: Sequence[Path], sink: ResultSink, column_map: ColumnMap, org
         ddf = ddf.rename(columns=renames)
     check_long_columns(ddf._meta.drop(columns=[LINE, "_file"]), str(paths[0]))
     n = partitions or max(2, ddf.npartitions)
-    ddf = ddf.assign(_part=ddf["subject_id"].map_partitions(lambda s, _n=n: pd.Series(bucket_of(s, _n), index=s.index),
-                                                            meta=("_part", "i8")))
+    ddf = ddf.assign(
+        _part=ddf["subject_id"].map_partitions(
+            lambda s, _n=n: pd.Series(bucket_of(s, _n), index=s.index), meta=("_part", "i8")
+        )
+    )
     ddf = ddf.shuffle("_part", npartitions=n)
     organ_frame = None
     if organs is not None:
@@ -373,8 +451,16 @@ def run_dask(paths: Sequence[Path], sink: ResultSink, column_map: ColumnMap, org
     tasks = []
     for part in ddf.to_delayed():
         frame = delayed(_strip_part)(part)
-        tasks.append(delayed(_dask_part)(frame, organ_future, label, str(organs) if organs else None,
-                                         list(criteria) if criteria else None, settings))
+        tasks.append(
+            delayed(_dask_part)(
+                frame,
+                organ_future,
+                label,
+                str(organs) if organs else None,
+                list(criteria) if criteria else None,
+                settings,
+            )
+        )
     say(f"scoring {len(tasks)} partitions on the cluster")
     futures = client.compute(tasks)
     seen_subjects: set[Any] = set()
@@ -400,8 +486,9 @@ def _strip_part(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=[c for c in ("_part",) if c in frame.columns]).reset_index(drop=True)
 
 
-def _with_lines(frame: pd.DataFrame, offsets: list[int], str_path: str, partition_info: dict[str, Any] | None = None
-                ) -> pd.DataFrame:
+def _with_lines(
+    frame: pd.DataFrame, offsets: list[int], str_path: str, partition_info: dict[str, Any] | None = None
+) -> pd.DataFrame:
     number = partition_info["number"] if partition_info else 0
     out = frame.reset_index(drop=True).astype(object)
     out = out.where(out.notna(), None)
@@ -417,8 +504,9 @@ def _meta_with_lines(meta: pd.DataFrame, path: str) -> pd.DataFrame:
     return out
 
 
-def _dask_orphan_organs(sink: ResultSink, organs: pd.DataFrame, organs_file: str, scored: set[Any],
-                        futures: list[Any]) -> None:
+def _dask_orphan_organs(
+    sink: ResultSink, organs: pd.DataFrame, organs_file: str, scored: set[Any], futures: list[Any]
+) -> None:
     """Organ rows whose subject no partition had: read, and rejected (an unknown subject)."""
     seen = set()
     for future in futures:
@@ -432,9 +520,20 @@ def _dask_orphan_organs(sink: ResultSink, organs: pd.DataFrame, organs_file: str
     total = sink.counts.setdefault(organs_file, {"read": 0, "scored": 0, "rejected": 0})
     total["read"] += len(orphan)
     total["rejected"] += len(orphan)
-    rejected = pd.DataFrame({"file": organs_file, "line": orphan[LINE], "subject_id": orphan["subject_id"],
-                             "timepoint": orphan["timepoint"], "lesion_id": None, "column": "subject_id",
-                             "value": orphan["subject_id"], "code": "unknown_subject",
-                             "reason": "subject is not in the lesion file"})
-    sink.add(BatchResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), rejected,
-                         {}, []), 99_999)
+    rejected = pd.DataFrame(
+        {
+            "file": organs_file,
+            "line": orphan[LINE],
+            "subject_id": orphan["subject_id"],
+            "timepoint": orphan["timepoint"],
+            "lesion_id": None,
+            "column": "subject_id",
+            "value": orphan["subject_id"],
+            "code": "unknown_subject",
+            "reason": "subject is not in the lesion file",
+        }
+    )
+    sink.add(
+        BatchResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), rejected, {}, []),
+        99_999,
+    )

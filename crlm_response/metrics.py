@@ -48,8 +48,9 @@ class Metric:
 METRICS: dict[str, Metric] = {}
 
 
-def metric(level: Level, type: ValueType = "number", unit: str = "", params: tuple[str, ...] = ()
-           ) -> Callable[[Callable[[Context], np.ndarray]], Callable[[Context], np.ndarray]]:
+def metric(
+    level: Level, type: ValueType = "number", unit: str = "", params: tuple[str, ...] = ()
+) -> Callable[[Callable[[Context], np.ndarray]], Callable[[Context], np.ndarray]]:
     """Register a function as a metric named after the quantity it returns."""
 
     def register(func: Callable[[Context], np.ndarray]) -> Callable[[Context], np.ndarray]:
@@ -75,8 +76,11 @@ def _field(level: Level, column: str) -> Metric:
             unit = u
             break
     doc = f"Input field `{column}`" + (f": {spec.description}" if spec and spec.description else "") + "."
-    return Metric(column, level, _field_type(column), unit, doc, (),
-                  lambda ctx, _c=column, _l=level: ctx.column(_l, _c))
+
+    def read(ctx: Context) -> np.ndarray:
+        return ctx.column(level, column)
+
+    return Metric(column, level, _field_type(column), unit, doc, (), read)
 
 
 for _column in LESION_VALUE_COLUMNS + ("lesion_id", "timepoint"):
@@ -84,10 +88,12 @@ for _column in LESION_VALUE_COLUMNS + ("lesion_id", "timepoint"):
 for _column in VISIT_VALUE_COLUMNS:
     if _column not in ("date",):
         METRICS.setdefault(_column, _field("timepoint", _column))
-METRICS["timepoint_id"] = Metric("timepoint_id", "timepoint", "text", "", "Timepoint id.", (),
-                                 lambda ctx: ctx.column("timepoint", "timepoint"))
-METRICS["subject_id"] = Metric("subject_id", "subject", "text", "", "Subject id.", (),
-                               lambda ctx: ctx.column("subject", "subject_id"))
+METRICS["timepoint_id"] = Metric(
+    "timepoint_id", "timepoint", "text", "", "Timepoint id.", (), lambda ctx: ctx.column("timepoint", "timepoint")
+)
+METRICS["subject_id"] = Metric(
+    "subject_id", "subject", "text", "", "Subject id.", (), lambda ctx: ctx.column("subject", "subject_id")
+)
 
 
 class Context:
@@ -118,8 +124,9 @@ class Context:
 
     # -- access --------------------------------------------------------------------------------------
     def column(self, level: Level, name: str) -> np.ndarray:
-        frame = {"lesion": self.prepared.lesions, "timepoint": self.prepared.visits,
-                 "subject": self.prepared.subjects}[level]
+        frame = {"lesion": self.prepared.lesions, "timepoint": self.prepared.visits, "subject": self.prepared.subjects}[
+            level
+        ]
         if name not in frame:
             spec = spec_of(name)
             if spec is not None and spec.kind in ("number", "integer", "bool", "list"):
@@ -344,8 +351,9 @@ def lesion_mm(ctx: Context) -> np.ndarray:
     status = ctx.value("status")
     node = ctx.value("is_node")
     fragments = ctx.value("fragments_sum_mm")
-    measured = np.where(node, ctx.value("short_axis_mm"),
-                        np.where(np.isnan(fragments), ctx.value("longest_diameter_mm"), fragments))
+    measured = np.where(
+        node, ctx.value("short_axis_mm"), np.where(np.isnan(fragments), ctx.value("longest_diameter_mm"), fragments)
+    )
     return _by_status(status, measured, float(ctx.param("too_small_default_mm")))
 
 
@@ -378,8 +386,9 @@ def lesion_viable_mm(ctx: Context) -> np.ndarray:
 @metric("lesion", "number", "mm²")
 def lesion_viable_area_mm2(ctx: Context) -> np.ndarray:
     """Bidimensional product of the enhancing part of one lesion (EASL), mm²."""
-    return _by_status(ctx.value("status"), ctx.value("viable_diameter_mm") * ctx.value("viable_perpendicular_mm"),
-                      np.nan)
+    return _by_status(
+        ctx.value("status"), ctx.value("viable_diameter_mm") * ctx.value("viable_perpendicular_mm"), np.nan
+    )
 
 
 @metric("lesion", "number")
@@ -405,8 +414,11 @@ def n_graded_liver_lesions(ctx: Context) -> np.ndarray:
 def baseline_lesion_mm(ctx: Context) -> np.ndarray:
     """RECIST measurement of the same lesion at baseline (mm); used to pick the largest lesion."""
     return ctx.at_baseline(
-        np.where(np.isnan(ctx.value("longest_diameter_mm")), ctx.value("short_axis_mm"), ctx.value("longest_diameter_mm")),
-        "lesion")
+        np.where(
+            np.isnan(ctx.value("longest_diameter_mm")), ctx.value("short_axis_mm"), ctx.value("longest_diameter_mm")
+        ),
+        "lesion",
+    )
 
 
 @metric("lesion", "bool")
@@ -556,43 +568,97 @@ def _sum_family(quantity: str, label: str, unit: str, **names: str) -> None:
         return ctx.value(names["available"]) - ctx.value(names["nadir"])
 
     docs = {
-        "available": (f"Sum of {label} over the targets evaluated at this timepoint ({unit}), even if some are "
-                      "missing.", available, "number", unit),
+        "available": (
+            f"Sum of {label} over the targets evaluated at this timepoint ({unit}), even if some are missing.",
+            available,
+            "number",
+            unit,
+        ),
         "complete": (f"Every target has a {label} value at this timepoint.", complete, "bool", ""),
-        "sum": (f"Sum of {label} over all targets ({unit}); missing if any target was not evaluated.", total,
-                "number", unit),
+        "sum": (
+            f"Sum of {label} over all targets ({unit}); missing if any target was not evaluated.",
+            total,
+            "number",
+            unit,
+        ),
         "baseline": (f"Sum of {label} at baseline ({unit}).", baseline, "number", unit),
-        "nadir": (f"Nadir: smallest complete sum of {label} at an earlier timepoint, baseline included ({unit}).",
-                  nadir, "number", unit),
+        "nadir": (
+            f"Nadir: smallest complete sum of {label} at an earlier timepoint, baseline included ({unit}).",
+            nadir,
+            "number",
+            unit,
+        ),
         "pct_baseline": (f"Per cent change of the sum of {label} from baseline (%).", pct_baseline, "number", "%"),
-        "pct_nadir": ("Per cent change from the nadir, on the sum of the targets evaluated (%).", pct_nadir,
-                      "number", "%"),
-        "change_nadir": (f"Change from the nadir, on the sum of the targets evaluated ({unit}).",
-                         change_nadir, "number", unit),
+        "pct_nadir": (
+            "Per cent change from the nadir, on the sum of the targets evaluated (%).",
+            pct_nadir,
+            "number",
+            "%",
+        ),
+        "change_nadir": (
+            f"Change from the nadir, on the sum of the targets evaluated ({unit}).",
+            change_nadir,
+            "number",
+            unit,
+        ),
     }
     needs = METRICS[quantity].params
     for key, (doc, func, vtype, u) in docs.items():
         METRICS[names[key]] = Metric(names[key], "timepoint", vtype, u, doc, needs, func)  # type: ignore[arg-type]
 
 
-_sum_family("lesion_mm", "diameters (longest diameter; short axis for nodes)", "mm",
-            available="available_sum_mm", complete="all_targets_evaluated", sum="sum_mm",
-            baseline="baseline_sum_mm", nadir="nadir_mm", pct_baseline="pct_from_baseline",
-            pct_nadir="pct_from_nadir", change_nadir="mm_from_nadir")
-_sum_family("lesion_product_mm2", "bidimensional products (WHO)", "mm²",
-            available="available_sum_products_mm2", complete="all_products_evaluated", sum="sum_products_mm2",
-            baseline="baseline_sum_products_mm2", nadir="nadir_products_mm2",
-            pct_baseline="pct_products_from_baseline", pct_nadir="pct_products_from_nadir",
-            change_nadir="mm2_products_from_nadir")
-_sum_family("lesion_viable_mm", "viable-tumour diameters (mRECIST)", "mm",
-            available="available_viable_sum_mm", complete="all_viable_evaluated", sum="viable_sum_mm",
-            baseline="baseline_viable_sum_mm", nadir="nadir_viable_mm", pct_baseline="pct_viable_from_baseline",
-            pct_nadir="pct_viable_from_nadir", change_nadir="mm_viable_from_nadir")
-_sum_family("lesion_viable_area_mm2", "viable-tumour areas (EASL)", "mm²",
-            available="available_viable_area_mm2", complete="all_viable_areas_evaluated", sum="viable_area_mm2",
-            baseline="baseline_viable_area_mm2", nadir="nadir_viable_area_mm2",
-            pct_baseline="pct_viable_area_from_baseline", pct_nadir="pct_viable_area_from_nadir",
-            change_nadir="mm2_viable_area_from_nadir")
+_sum_family(
+    "lesion_mm",
+    "diameters (longest diameter; short axis for nodes)",
+    "mm",
+    available="available_sum_mm",
+    complete="all_targets_evaluated",
+    sum="sum_mm",
+    baseline="baseline_sum_mm",
+    nadir="nadir_mm",
+    pct_baseline="pct_from_baseline",
+    pct_nadir="pct_from_nadir",
+    change_nadir="mm_from_nadir",
+)
+_sum_family(
+    "lesion_product_mm2",
+    "bidimensional products (WHO)",
+    "mm²",
+    available="available_sum_products_mm2",
+    complete="all_products_evaluated",
+    sum="sum_products_mm2",
+    baseline="baseline_sum_products_mm2",
+    nadir="nadir_products_mm2",
+    pct_baseline="pct_products_from_baseline",
+    pct_nadir="pct_products_from_nadir",
+    change_nadir="mm2_products_from_nadir",
+)
+_sum_family(
+    "lesion_viable_mm",
+    "viable-tumour diameters (mRECIST)",
+    "mm",
+    available="available_viable_sum_mm",
+    complete="all_viable_evaluated",
+    sum="viable_sum_mm",
+    baseline="baseline_viable_sum_mm",
+    nadir="nadir_viable_mm",
+    pct_baseline="pct_viable_from_baseline",
+    pct_nadir="pct_viable_from_nadir",
+    change_nadir="mm_viable_from_nadir",
+)
+_sum_family(
+    "lesion_viable_area_mm2",
+    "viable-tumour areas (EASL)",
+    "mm²",
+    available="available_viable_area_mm2",
+    complete="all_viable_areas_evaluated",
+    sum="viable_area_mm2",
+    baseline="baseline_viable_area_mm2",
+    nadir="nadir_viable_area_mm2",
+    pct_baseline="pct_viable_area_from_baseline",
+    pct_nadir="pct_viable_area_from_nadir",
+    change_nadir="mm2_viable_area_from_nadir",
+)
 
 
 @metric("timepoint", "number", "%", params=("too_small_default_mm",))
@@ -691,8 +757,9 @@ def any_equivocal_new_lesion(ctx: Context) -> np.ndarray:
 @metric("timepoint", "bool", params=("too_small_default_mm", "node_normal_short_axis_mm"))
 def all_lesions_disappeared(ctx: Context) -> np.ndarray:
     """Every target measures 0 mm (nodes below the normal limit) and every non-target is absent."""
-    targets_gone = np.where(ctx.value("has_targets"),
-                            ctx.value("non_nodal_targets_all_disappeared") & ctx.value("all_nodes_normal"), True)
+    targets_gone = np.where(
+        ctx.value("has_targets"), ctx.value("non_nodal_targets_all_disappeared") & ctx.value("all_nodes_normal"), True
+    )
     non_targets_gone = np.where(ctx.value("has_non_targets"), ctx.value("all_non_targets_absent"), True)
     return targets_gone & non_targets_gone & (ctx.value("has_targets") | ctx.value("has_non_targets"))
 
@@ -877,8 +944,9 @@ def ablation_reading_missing(ctx: Context) -> np.ndarray:
 @metric("lesion", "bool")
 def complete_ablation_documented_before(ctx: Context) -> np.ndarray:
     """An earlier post-ablation study of this lesion showed complete ablation (no viable tissue)."""
-    complete = ctx.value("is_post_ablation_study") & ~ctx.value("ablation_incomplete") & ~ctx.value(
-        "ablation_reading_missing")
+    complete = (
+        ctx.value("is_post_ablation_study") & ~ctx.value("ablation_incomplete") & ~ctx.value("ablation_reading_missing")
+    )
     return ctx.earlier_any(complete)
 
 

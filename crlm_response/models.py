@@ -23,9 +23,7 @@ MAX_DIAMETER_MM = 1000.0
 MAX_SPLEEN_VOLUME_ML = 5000.0
 
 LesionKind = Literal["target", "non_target", "new", "ablated"]
-LesionStatus = Literal[
-    "present", "disappeared", "too_small", "not_evaluated", "unequivocal_progression", "coalesced"
-]
+LesionStatus = Literal["present", "disappeared", "too_small", "not_evaluated", "unequivocal_progression", "coalesced"]
 Modality = Literal["CT", "MRI", "PET-CT"]
 CtPhase = Literal["unenhanced", "arterial", "portal_venous", "delayed"]
 MriContrast = Literal["gadoxetic_acid", "extracellular", "none"]
@@ -72,8 +70,10 @@ def _normalise_agents(value: Any) -> Any:
 def _not_boolean(value: Any) -> Any:
     """YAML reads `no`/`yes`/`off` as booleans; a size or attenuation must be a number, never a yes/no."""
     if isinstance(value, bool):
-        raise ValueError("a yes/no value (such as `no` or `false`) is not a number; give the measurement, or a "
-                         "status such as disappeared or not_evaluated")
+        raise ValueError(
+            "a yes/no value (such as `no` or `false`) is not a number; give the measurement, or a "
+            "status such as disappeared or not_evaluated"
+        )
     return value
 
 
@@ -110,7 +110,9 @@ class Lesion(_Strict):
     viable_perpendicular_mm: Millimetres | None = Field(None, description="enhancing perpendicular (EASL)")
     attenuation_hu: Hounsfield | None = Field(None, description="mean attenuation, portal-venous CT (Choi)")
     intratumoral_nodule: Annotated[IntratumoralNodule | None, BeforeValidator(_normalise_word)] = None
-    morphology_group: Annotated[int, Number] | None = Field(None, ge=1, le=3, description="Chun group 1 | 2 | 3 (reader)")
+    morphology_group: Annotated[int, Number] | None = Field(
+        None, ge=1, le=3, description="Chun group 1 | 2 | 3 (reader)"
+    )
     status: Annotated[LesionStatus, BeforeValidator(_normalise_word)] = "present"
     coalesced_into: Text | None = Field(None, description="for status coalesced: the lesion carrying the size")
     equivocal: bool = Field(False, description="new lesion not yet unequivocal (RECIST 1.1 §4.3.2)")
@@ -153,7 +155,9 @@ class Timepoint(_Strict):
     """One imaging timepoint: baseline (the earliest) or a follow-up."""
 
     id: Text
-    day: Annotated[int, Number] | None = Field(None, ge=-3650, le=36500, description="days since baseline (baseline = 0)")
+    day: Annotated[int, Number] | None = Field(
+        None, ge=-3650, le=36500, description="days since baseline (baseline = 0)"
+    )
     date: dt.date | None = None
     modality: Annotated[Modality | None, BeforeValidator(_normalise_modality)] = None
     tumor_markers_above_normal: bool | None = None
@@ -185,7 +189,7 @@ class Case(_Strict):
     description: str | None = None
     rule: str | None = None
     criteria: list[str] | None = None
-    treatment: Treatment = Field(default_factory=Treatment)
+    treatment: Treatment = Field(default_factory=lambda: Treatment.model_validate({}))
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     timepoints: list[Timepoint] = Field(min_length=1)
     # Worked cases carry their expected answers; a case file may keep them, the tool never reads them.

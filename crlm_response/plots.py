@@ -20,7 +20,12 @@ from .errors import InputTableError
 from .writers import atomic_path
 
 RESPONSE_COLOURS = {
-    "CR": "#1a9850", "PR": "#66bd63", "SD": "#fee08b", "NON-CR/NON-PD": "#d9d9d9", "PD": "#d73027", "NE": "#969696",
+    "CR": "#1a9850",
+    "PR": "#66bd63",
+    "SD": "#fee08b",
+    "NON-CR/NON-PD": "#d9d9d9",
+    "PD": "#d73027",
+    "NE": "#969696",
 }
 PCT_COLUMNS = ("pct_from_baseline", "pct_size_from_baseline")
 REFERENCE_LINES = ((20.0, "+20 % (RECIST PD)"), (-30.0, "-30 % (RECIST PR)"))
@@ -31,7 +36,9 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise InputTableError("plots need matplotlib", hint='install it with: pip install "crlm-response[plots]"') from None
+        raise InputTableError(
+            "plots need matplotlib", hint='install it with: pip install "crlm-response[plots]"'
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -45,14 +52,20 @@ def read_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 
     p = Path(path)
     frame = read_frame(p).frame
-    frame = pd.DataFrame({c: (frame[c].astype(object) if isinstance(frame[c].dtype, pd.CategoricalDtype) else frame[c])
-                          for c in frame.columns})
+    frame = pd.DataFrame(
+        {
+            c: (frame[c].astype(object) if isinstance(frame[c].dtype, pd.CategoricalDtype) else frame[c])
+            for c in frame.columns
+        }
+    )
     needed = {"subject_id", "criteria", "timepoint", "day", "overall"}
     missing = sorted(needed - set(frame.columns))
     if missing:
-        raise InputTableError(f"not a per-visit results table: missing column(s) {', '.join(missing)}", file=path,
-                              hint="give the -o file of `crlm-response batch` (one row per subject, timepoint and "
-                                   "criteria set)")
+        raise InputTableError(
+            f"not a per-visit results table: missing column(s) {', '.join(missing)}",
+            file=path,
+            hint="give the -o file of `crlm-response batch` (one row per subject, timepoint and criteria set)",
+        )
     frame["day"] = pd.to_numeric(frame["day"], errors="coerce")
     for column in PCT_COLUMNS:
         if column in frame:
@@ -61,8 +74,12 @@ def read_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     best = None
     if best_path.exists():
         best = read_frame(best_path).frame
-        best = pd.DataFrame({c: (best[c].astype(object) if isinstance(best[c].dtype, pd.CategoricalDtype) else best[c])
-                             for c in best.columns})
+        best = pd.DataFrame(
+            {
+                c: (best[c].astype(object) if isinstance(best[c].dtype, pd.CategoricalDtype) else best[c])
+                for c in best.columns
+            }
+        )
     return frame, best
 
 
@@ -71,7 +88,9 @@ def _one_criteria(frame: pd.DataFrame, criteria: str | None) -> tuple[pd.DataFra
     if criteria is None:
         criteria = next((c for c in SIZE_BASED if c in available), available[0] if available else "")
     if criteria not in available:
-        raise InputTableError(f"criteria `{criteria}` is not in this results table", hint=f"it has: {', '.join(available)}")
+        raise InputTableError(
+            f"criteria `{criteria}` is not in this results table", hint=f"it has: {', '.join(available)}"
+        )
     return frame.loc[frame["criteria"].astype(str) == criteria].copy(), criteria
 
 
@@ -82,8 +101,10 @@ def _pct_column(frame: pd.DataFrame, criteria: str) -> str:
     for column in PCT_COLUMNS:  # the column is there but no subject has a measured follow-up yet
         if column in frame:
             return column
-    raise InputTableError(f"`{criteria}` results have no % change from baseline to plot",
-                          hint="waterfall and spider plots are for size-based sets (recist1.1, who, mrecist, choi)")
+    raise InputTableError(
+        f"`{criteria}` results have no % change from baseline to plot",
+        hint="waterfall and spider plots are for size-based sets (recist1.1, who, mrecist, choi)",
+    )
 
 
 def best_responses(visits: pd.DataFrame, best: pd.DataFrame | None, criteria: str) -> pd.Series:
@@ -91,8 +112,12 @@ def best_responses(visits: pd.DataFrame, best: pd.DataFrame | None, criteria: st
     if best is not None and "best_overall_response" in best:
         rows = best.loc[best["criteria"].astype(str) == criteria] if "criteria" in best else best
         return rows.set_index(rows["subject_id"].astype(str))["best_overall_response"].astype(str)
-    result = best_overall_response(visits["subject_id"].astype(str).to_numpy(dtype=object), visits["day"],
-                                   visits["overall"].astype(object).to_numpy(dtype=object), BorSettings())
+    result = best_overall_response(
+        visits["subject_id"].astype(str).to_numpy(dtype=object),
+        visits["day"],
+        visits["overall"].astype(object).to_numpy(dtype=object),
+        BorSettings(),
+    )
     return result.subjects.set_index("subject")["best_overall_response"].astype(str)
 
 
@@ -102,7 +127,9 @@ def _save(fig: Any, plt: Any, output: str | Path) -> None:
         plt.close(fig)
         raise InputTableError(f"cannot write a .{suffix} picture", file=output, hint="use .png, .svg or .pdf")
     with atomic_path(output) as tmp:
-        fig.savefig(tmp, format=suffix, dpi=150, bbox_inches="tight", metadata={"Date": None} if suffix == "svg" else None)
+        fig.savefig(
+            tmp, format=suffix, dpi=150, bbox_inches="tight", metadata={"Date": None} if suffix == "svg" else None
+        )
     plt.close(fig)
 
 
@@ -121,8 +148,13 @@ def _reference_lines(ax: Any) -> None:
     ax.axhline(0, color="#999999", linewidth=0.6)
 
 
-def waterfall(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Path, criteria: str | None = None,
-              title: str | None = None) -> dict[str, Any]:
+def waterfall(
+    visits: pd.DataFrame,
+    best: pd.DataFrame | None,
+    output: str | Path,
+    criteria: str | None = None,
+    title: str | None = None,
+) -> dict[str, Any]:
     """One bar per subject: best (lowest) % change of the target sum from baseline, sorted, coloured by best
     overall response (a shrinking subject can still be PD through a new lesion)."""
     plt = _pyplot()
@@ -138,8 +170,14 @@ def waterfall(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Pat
     n = len(plotted)
     fig, ax = plt.subplots(figsize=(max(6.0, min(16.0, 0.18 * n + 4)), 4.8))
     x = np.arange(n)
-    ax.bar(x, plotted.to_numpy(), color=colours, width=0.85 if n < 200 else 1.0,
-           edgecolor="none" if n >= 200 else "white", linewidth=0.3)
+    ax.bar(
+        x,
+        plotted.to_numpy(),
+        color=colours,
+        width=0.85 if n < 200 else 1.0,
+        edgecolor="none" if n >= 200 else "white",
+        linewidth=0.3,
+    )
     _reference_lines(ax)
     if n <= 40:
         ax.set_xticks(x, plotted.index, rotation=90, fontsize=7)
@@ -158,8 +196,13 @@ def waterfall(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Pat
     return {"subjects": n, "without_follow_up": without, "criteria": criteria}
 
 
-def spider(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Path, criteria: str | None = None,
-           title: str | None = None) -> dict[str, Any]:
+def spider(
+    visits: pd.DataFrame,
+    best: pd.DataFrame | None,
+    output: str | Path,
+    criteria: str | None = None,
+    title: str | None = None,
+) -> dict[str, Any]:
     """% change from baseline over time (weeks), one line per subject, PD visits marked."""
     plt = _pyplot()
     rows, criteria = _one_criteria(visits, criteria)
@@ -176,8 +219,16 @@ def spider(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Path, 
         colour = RESPONSE_COLOURS.get(bor.get(subject, "NE"), "#969696")
         ax.plot(weeks, values, color=colour, alpha=alpha, linewidth=width)
     pd_rows = rows.loc[rows["overall"].astype(str) == "PD"]
-    ax.scatter(pd_rows["day"].to_numpy(dtype=float) / 7.0, pd_rows[column].to_numpy(dtype=float), marker="x",
-               color="#d73027", s=18, zorder=3, label="PD at this visit", gid="pd-markers")
+    ax.scatter(
+        pd_rows["day"].to_numpy(dtype=float) / 7.0,
+        pd_rows[column].to_numpy(dtype=float),
+        marker="x",
+        color="#d73027",
+        s=18,
+        zorder=3,
+        label="PD at this visit",
+        gid="pd-markers",
+    )
     _reference_lines(ax)
     ax.set_xlabel("weeks since baseline")
     ax.set_ylabel("change in sum of diameters from baseline (%)")
@@ -190,8 +241,13 @@ def spider(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Path, 
     return {"subjects": int(n), "without_follow_up": len(everyone) - int(n), "criteria": criteria}
 
 
-def swimmer(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Path, criteria: str | None = None,
-            title: str | None = None) -> dict[str, Any]:
+def swimmer(
+    visits: pd.DataFrame,
+    best: pd.DataFrame | None,
+    output: str | Path,
+    criteria: str | None = None,
+    title: str | None = None,
+) -> dict[str, Any]:
     """One bar per subject from baseline to the last assessment (weeks): every assessment, the first response
     (CR/PR), PD, and an arrow for subjects still on study (no PD yet)."""
     plt = _pyplot()
@@ -205,25 +261,46 @@ def swimmer(visits: pd.DataFrame, best: pd.DataFrame | None, output: str | Path,
     fig, ax = plt.subplots(figsize=(8, max(3.0, min(14.0, 0.22 * n + 1.5))))
     thin = n > 60
     colours = [RESPONSE_COLOURS.get(bor.get(s, "NE"), "#969696") for s in order]
-    ax.barh(np.arange(n), last.reindex(order).to_numpy(), color=colours, height=0.7 if not thin else 1.0,
-            edgecolor="none")
+    ax.barh(
+        np.arange(n), last.reindex(order).to_numpy(), color=colours, height=0.7 if not thin else 1.0, edgecolor="none"
+    )
     y = rows["subject_id"].astype(str).map(position).to_numpy(dtype=float)
     weeks = rows["day"].to_numpy(dtype=float) / 7.0
     overall = rows["overall"].astype(str).to_numpy()
     if not thin:
         ax.scatter(weeks, y, marker="|", color="#333333", s=30, label="assessment", gid="assessments")
     responded = rows.loc[rows["overall"].astype(str).isin(["CR", "PR"])].drop_duplicates("subject_id")
-    ax.scatter(responded["day"].to_numpy(dtype=float) / 7.0,
-               responded["subject_id"].astype(str).map(position).to_numpy(dtype=float),
-               marker="^", color="#1a9850", s=14 if thin else 36, zorder=3, label="first response (CR/PR)",
-               gid="first-response")
+    ax.scatter(
+        responded["day"].to_numpy(dtype=float) / 7.0,
+        responded["subject_id"].astype(str).map(position).to_numpy(dtype=float),
+        marker="^",
+        color="#1a9850",
+        s=14 if thin else 36,
+        zorder=3,
+        label="first response (CR/PR)",
+        gid="first-response",
+    )
     first_pd = rows.loc[rows["overall"].astype(str) == "PD"].drop_duplicates("subject_id")
-    ax.scatter(first_pd["day"].to_numpy(dtype=float) / 7.0,
-               first_pd["subject_id"].astype(str).map(position).to_numpy(dtype=float), marker="X", color="#d73027",
-               s=14 if thin else 40, zorder=3, label="first PD", gid="pd")
+    ax.scatter(
+        first_pd["day"].to_numpy(dtype=float) / 7.0,
+        first_pd["subject_id"].astype(str).map(position).to_numpy(dtype=float),
+        marker="X",
+        color="#d73027",
+        s=14 if thin else 40,
+        zorder=3,
+        label="first PD",
+        gid="pd",
+    )
     ongoing = [s for s in order if "PD" not in set(overall[rows["subject_id"].astype(str).to_numpy() == s])]
-    ax.scatter(last.reindex(ongoing).to_numpy() + 0.6, [position[s] for s in ongoing], marker=">", color="#333333",
-               s=10 if thin else 28, label="still on study (no PD)", gid="ongoing")
+    ax.scatter(
+        last.reindex(ongoing).to_numpy() + 0.6,
+        [position[s] for s in ongoing],
+        marker=">",
+        color="#333333",
+        s=10 if thin else 28,
+        label="still on study (no PD)",
+        gid="ongoing",
+    )
     ax.set_yticks([] if thin else np.arange(n), [] if thin else order, fontsize=7)
     ax.set_xlabel("weeks since baseline")
     ax.set_ylabel("subjects" if thin else "")

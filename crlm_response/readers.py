@@ -16,7 +16,7 @@ from .models import Case
 from .yamlio import LineMap, format_loc, line_of, load_yaml, parse_yaml
 
 
-def _friendly(error: dict[str, Any]) -> str:
+def _friendly(error: Any) -> str:
     kind = error.get("type", "")
     message = str(error.get("msg", "invalid value"))
     if kind == "extra_forbidden":
@@ -38,9 +38,19 @@ def case_from_data(data: Any, file: str, lines: LineMap | None = None) -> Case:
     """Validate already-parsed YAML data as a case; errors name the key and line."""
     lines = lines or {}
     if not isinstance(data, dict):
-        what = {list: "the file holds a list; ", str: "the file holds only text; "}.get(type(data), "")
-        raise CaseError(what + "a case file is a YAML mapping with case_id and timepoints", file=file,
-                        line=lines.get(()), hint="see sample_cases/ for examples")
+        what = (
+            "the file holds a list; "
+            if isinstance(data, list)
+            else "the file holds only text; "
+            if isinstance(data, str)
+            else ""
+        )
+        raise CaseError(
+            what + "a case file is a YAML mapping with case_id and timepoints",
+            file=file,
+            line=lines.get(()),
+            hint="see sample_cases/ for examples",
+        )
     try:
         return Case.model_validate(data)
     except ValidationError as exc:
@@ -49,7 +59,10 @@ def case_from_data(data: Any, file: str, lines: LineMap | None = None) -> Case:
         loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
         more = len(errors) - 1
         raise CaseError(
-            _friendly(first), file=file, line=line_of(lines, loc), key=format_loc(loc) or None,
+            _friendly(first),
+            file=file,
+            line=line_of(lines, loc),
+            key=format_loc(loc) or None,
             hint=f"and {more} more problem(s)" if more else None,
         ) from None
 

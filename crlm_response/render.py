@@ -38,10 +38,24 @@ HEADERS = {
 QUIET = {"available_sum_mm", "targets_evaluated"}
 
 STYLE = {
-    "CR": "bold green", "PR": "green", "SD": "yellow", "PD": "bold red", "NE": "dim", "NA": "dim",
-    "NON-CR/NON-PD": "yellow", "optimal": "green", "incomplete": "yellow", "none": "red",
-    "not_applicable": "dim", "CMR": "bold green", "PMR": "green", "SMD": "yellow", "PMD": "bold red",
-    "complete_ablation": "green", "no_local_tumor_progression": "green", "residual_unablated_tumor": "red",
+    "CR": "bold green",
+    "PR": "green",
+    "SD": "yellow",
+    "PD": "bold red",
+    "NE": "dim",
+    "NA": "dim",
+    "NON-CR/NON-PD": "yellow",
+    "optimal": "green",
+    "incomplete": "yellow",
+    "none": "red",
+    "not_applicable": "dim",
+    "CMR": "bold green",
+    "PMR": "green",
+    "SMD": "yellow",
+    "PMD": "bold red",
+    "complete_ablation": "green",
+    "no_local_tumor_progression": "green",
+    "residual_unablated_tumor": "red",
     "local_tumor_progression": "bold red",
 }
 
@@ -64,8 +78,11 @@ def _json_default(value: Any) -> Any:
 
 
 def _criteria_title(rule_id: str, block: Mapping[str, Any]) -> Text:
-    baseline_bits = [f"{k.replace('_', ' ')} {format_value(v)}" for k, v in block.items()
-                     if k.startswith("baseline_") and not isinstance(v, dict | list)]
+    baseline_bits = [
+        f"{k.replace('_', ' ')} {format_value(v)}"
+        for k, v in block.items()
+        if k.startswith("baseline_") and not isinstance(v, dict | list)
+    ]
     title = Text(str(block.get("name", rule_id)), style="bold")
     if baseline_bits:
         title.append("  (" + "; ".join(baseline_bits) + ")", style="dim")
@@ -86,8 +103,9 @@ def _criteria_table(rule_id: str, block: Mapping[str, Any], full: bool) -> Table
     table.add_column("timepoint", style="bold")
     for key in keys:
         numeric = key not in ("target", "non_target", "overall", "new_lesions", "targets_evaluated")
-        table.add_column(HEADERS.get(key, key.replace("_", " ")), justify="right" if numeric else "left",
-                         no_wrap=not numeric)
+        table.add_column(
+            HEADERS.get(key, key.replace("_", " ")), justify="right" if numeric else "left", no_wrap=not numeric
+        )
     for tp in timepoints:
         cells: list[Text | str] = [str(tp["id"])]
         for key in keys:
@@ -128,12 +146,15 @@ def _best_line(block: Mapping[str, Any]) -> Text | None:
         text.append(f"  (at {where}, day {format_value(block.get('best_overall_response_day'))})", style="dim")
     params = block.get("parameters", {})
     if "confirmation_required" in params:
-        text.append("  confirmation " + ("required" if params["confirmation_required"] else "not required"), style="dim")
+        text.append(
+            "  confirmation " + ("required" if params["confirmation_required"] else "not required"), style="dim"
+        )
     return text
 
 
-def render_assessment(console: Console, data: Mapping[str, Any], explain: bool = False,
-                      case_header: str | None = None) -> None:
+def render_assessment(
+    console: Console, data: Mapping[str, Any], explain: bool = False, case_header: str | None = None
+) -> None:
     """The terminal view of `assess`: one table per criteria set, disagreements, toxicity, warnings."""
     console.print(Text(case_header or f"Case {data['case_id']}", style="bold underline"))
     for rule_id, block in data.get("criteria", {}).items():
@@ -156,8 +177,7 @@ def render_assessment(console: Console, data: Mapping[str, Any], explain: bool =
     disagreements = data.get("disagreements") or []
     if disagreements:
         console.print()
-        lines = [f"{d['timepoint']}: " + ", ".join(f"{k} {v}" for k, v in d["verdicts"].items())
-                 for d in disagreements]
+        lines = [f"{d['timepoint']}: " + ", ".join(f"{k} {v}" for k, v in d["verdicts"].items()) for d in disagreements]
         console.print(Panel("\n".join(lines), title="criteria disagree", border_style="yellow", expand=False))
     _toxicity_panel(console, data.get("toxicity") or [])
     _warnings_panel(console, data.get("warnings") or [])
@@ -175,8 +195,12 @@ def _toxicity_panel(console: Console, flags: Iterable[Mapping[str, Any]]) -> Non
     for flag in flags:
         name = flag["flag"] + (f" ({flag['lesion']})" if flag.get("lesion") else "")
         name += f" grade {flag['grade']}" if flag.get("grade") is not None else ""
-        table.add_row(str(flag["timepoint"]), Text(name, style="magenta"), flag.get("explanation", ""),
-                      f"{flag.get('citation', '')} [{flag.get('evidence_level', '')}]")
+        table.add_row(
+            str(flag["timepoint"]),
+            Text(name, style="magenta"),
+            flag.get("explanation", ""),
+            f"{flag.get('citation', '')} [{flag.get('evidence_level', '')}]",
+        )
     console.print(table)
 
 
@@ -210,8 +234,13 @@ def render_rule_set(console: Console, info: Mapping[str, Any]) -> None:
     for column in ("parameter", "value", "unit", "citation", "tag"):
         params.add_column(column)
     for name, p in info["parameters"].items():
-        params.add_row(name + (" *" if p.get("disputed") else ""), format_value(p["value"]) if not isinstance(
-            p["value"], list) else str(p["value"]), p.get("unit") or "", p["citation"], p.get("evidence") or "")
+        params.add_row(
+            name + (" *" if p.get("disputed") else ""),
+            format_value(p["value"]) if not isinstance(p["value"], list) else str(p["value"]),
+            p.get("unit") or "",
+            p["citation"],
+            p.get("evidence") or "",
+        )
     console.print(params)
     for out in info["outputs"]:
         table = Table(title=f"{out['name']} ({out['level']})", title_justify="left", box=box.SIMPLE, show_edge=False)
@@ -223,8 +252,11 @@ def render_rule_set(console: Console, info: Mapping[str, Any]) -> None:
             table.add_row(str(i + 1), rule["when"], styled(rule["then"]), rule.get("citation") or "")
         console.print(table)
     for flag in info.get("flags", []):
-        console.print(Text(f"flag {flag['flag']}: ", style="bold magenta") + Text(flag["when"]) +
-                      Text(f"  [{flag['citation']}; {flag['evidence_level']}]", style="dim"))
+        console.print(
+            Text(f"flag {flag['flag']}: ", style="bold magenta")
+            + Text(flag["when"])
+            + Text(f"  [{flag['citation']}; {flag['evidence_level']}]", style="dim")
+        )
     if info.get("checks"):
         console.print(Text("Warnings:", style="bold"))
         for check in info["checks"]:
@@ -241,18 +273,32 @@ def render_group(*items: Any) -> Group:
 def render_summary(console: Console, summary: list[Mapping[str, Any]]) -> None:
     """Per criteria set: subjects, best-response counts, ORR and DCR with exact 95 % CIs."""
     for entry in summary:
-        table = Table(title=f"{entry['criteria']}: {entry['subjects']:,} subjects", title_justify="left",
-                      box=box.SIMPLE, show_edge=False, title_style="bold")
+        table = Table(
+            title=f"{entry['criteria']}: {entry['subjects']:,} subjects",
+            title_justify="left",
+            box=box.SIMPLE,
+            show_edge=False,
+            title_style="bold",
+        )
         table.add_column("measure")
         table.add_column("n", justify="right")
         table.add_column("%", justify="right")
         table.add_column("95 % CI (exact)", justify="right")
         for word, count in entry["best_response"].items():
-            table.add_row(Text("BOR ") + styled(word), f"{count:,}", format_value(100.0 * count / entry["subjects"]), "")
-        for key, label in (("objective_response_rate", "ORR (CR+PR)"), ("disease_control_rate", "DCR (CR+PR+SD+NON-CR/NON-PD)")):
+            table.add_row(
+                Text("BOR ") + styled(word), f"{count:,}", format_value(100.0 * count / entry["subjects"]), ""
+            )
+        for key, label in (
+            ("objective_response_rate", "ORR (CR+PR)"),
+            ("disease_control_rate", "DCR (CR+PR+SD+NON-CR/NON-PD)"),
+        ):
             m = entry[key]
-            table.add_row(Text(label, style="bold"), f"{m['n']:,}", format_value(m["rate_pct"]),
-                          f"{format_value(m['ci_low_pct'])}-{format_value(m['ci_high_pct'])}")
+            table.add_row(
+                Text(label, style="bold"),
+                f"{m['n']:,}",
+                format_value(m["rate_pct"]),
+                f"{format_value(m['ci_low_pct'])}-{format_value(m['ci_high_pct'])}",
+            )
         console.print(table)
 
 
@@ -267,14 +313,21 @@ def render_diff(console: Console, rule_diff: Any, verdicts: Any, label_a: str, l
             table.add_column(column, overflow="fold")
         marks = {"changed": "~", "only_a": "-", "only_b": "+"}
         for change in rule_diff.ordered():
-            table.add_row(marks[change.kind], change.section, change.name,
-                          "" if change.a is None else str(change.a), "" if change.b is None else str(change.b))
+            table.add_row(
+                marks[change.kind],
+                change.section,
+                change.name,
+                "" if change.a is None else str(change.a),
+                "" if change.b is None else str(change.b),
+            )
         console.print(table)
         console.print(Text("~ changed   - only in A   + only in B", style="dim"))
     if verdicts is None:
         return
     console.print()
-    console.print(Text(f"Verdicts on {len(verdicts.subjects):,} subjects (best overall response)", style="bold underline"))
+    console.print(
+        Text(f"Verdicts on {len(verdicts.subjects):,} subjects (best overall response)", style="bold underline")
+    )
     console.print(Text(f"rows: {label_a}; columns: {label_b}", style="dim"))
     cross = Table(box=box.SIMPLE, show_edge=False)
     cross.add_column("")
@@ -283,8 +336,11 @@ def render_diff(console: Console, rule_diff: Any, verdicts: Any, label_a: str, l
     for index, row in verdicts.crosstab.iterrows():
         cross.add_row(styled(index), *[str(int(v)) for v in row])
     console.print(cross)
-    line = (f"agreement {format_value(verdicts.agreement_pct)} %" if verdicts.agreement_pct is not None
-            else "agreement not computed (different categories)")
+    line = (
+        f"agreement {format_value(verdicts.agreement_pct)} %"
+        if verdicts.agreement_pct is not None
+        else "agreement not computed (different categories)"
+    )
     if verdicts.kappa and verdicts.kappa.get("kappa") is not None:
         k = verdicts.kappa
         line += f"; Cohen's kappa {k['kappa']}"
@@ -295,16 +351,23 @@ def render_diff(console: Console, rule_diff: Any, verdicts: Any, label_a: str, l
     console.print(line)
     if verdicts.orr:
         o = verdicts.orr
-        console.print(f"objective response rate {label_a} {format_value(o['a_pct'])} %, {label_b} "
-                      f"{format_value(o['b_pct'])} %, difference {format_value(o['difference_pct'])} points "
-                      f"(95 % CI {format_value(o['difference_ci_low_pct'])} to {format_value(o['difference_ci_high_pct'])})")
+        console.print(
+            f"objective response rate {label_a} {format_value(o['a_pct'])} %, {label_b} "
+            f"{format_value(o['b_pct'])} %, difference {format_value(o['difference_pct'])} points "
+            f"(95 % CI {format_value(o['difference_ci_low_pct'])} to {format_value(o['difference_ci_high_pct'])})"
+        )
     moved = verdicts.reclassified()
     console.print()
     if moved.empty:
         console.print("no subject changes best overall response")
         return
-    table = Table(box=box.SIMPLE, show_edge=False, title=f"{len(moved):,} reclassified subject(s)", title_justify="left",
-                  title_style="bold")
+    table = Table(
+        box=box.SIMPLE,
+        show_edge=False,
+        title=f"{len(moved):,} reclassified subject(s)",
+        title_justify="left",
+        title_style="bold",
+    )
     for column in ("subject", label_a, label_b, f"why ({label_a})", f"why ({label_b})"):
         table.add_column(column, overflow="fold")
     for row in moved.head(50).itertuples():

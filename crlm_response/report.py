@@ -19,7 +19,8 @@ from .conditions import format_value
 from .models import Case
 
 CSS = """
-body { font-family: "Helvetica Neue", Arial, sans-serif; font-size: 10.5pt; color: #111; margin: 24px; max-width: 960px; }
+body { font-family: "Helvetica Neue", Arial, sans-serif; font-size: 10.5pt; color: #111; margin: 24px;
+  max-width: 960px; }
 h1 { font-size: 17pt; margin: 0 0 4px; } h2 { font-size: 13pt; margin: 22px 0 6px; border-bottom: 1px solid #bbb; }
 h3 { font-size: 11pt; margin: 14px 0 4px; }
 table { border-collapse: collapse; margin: 4px 0 8px; width: 100%; }
@@ -36,16 +37,39 @@ img { max-width: 100%; }
   table, .chart { break-inside: avoid; } a { color: inherit; text-decoration: none; } }
 """
 
-LESION_COLUMNS = ("kind", "organ", "longest_diameter_mm", "short_axis_mm", "status", "attenuation_hu",
-                  "morphology_group", "viable_diameter_mm", "min_margin_mm")
+LESION_COLUMNS = (
+    "kind",
+    "organ",
+    "longest_diameter_mm",
+    "short_axis_mm",
+    "status",
+    "attenuation_hu",
+    "morphology_group",
+    "viable_diameter_mm",
+    "min_margin_mm",
+)
 
 
 def _e(value: Any) -> str:
     return html.escape(format_value(value) if not isinstance(value, str) else value)
 
 
-CATEGORY_CLASSES = {"CR", "PR", "SD", "PD", "NE", "CMR", "PMR", "SMD", "PMD", "optimal", "incomplete",
-                    "complete_ablation", "local_tumor_progression", "residual_unablated_tumor"}
+CATEGORY_CLASSES = {
+    "CR",
+    "PR",
+    "SD",
+    "PD",
+    "NE",
+    "CMR",
+    "PMR",
+    "SMD",
+    "PMD",
+    "optimal",
+    "incomplete",
+    "complete_ablation",
+    "local_tumor_progression",
+    "residual_unablated_tumor",
+}
 
 
 def _cell(value: Any) -> str:
@@ -77,11 +101,13 @@ def _lesion_sizes(case: Case) -> pd.DataFrame:
     rows = []
     base_day = {tp.id: tp.day for tp in case.timepoints}
     dates = {tp.id: tp.date for tp in case.timepoints}
-    first = min(case.timepoints, key=lambda t: (t.day if t.day is not None else 0,
-                                               t.date.toordinal() if t.date else 0))
+    first = min(case.timepoints, key=lambda t: (t.day if t.day is not None else 0, t.date.toordinal() if t.date else 0))
     kinds = {lesion.id: lesion.kind for lesion in first.lesions}
-    nodes = {lesion.id: bool(lesion.is_lymph_node) or (lesion.organ or "").startswith("lymph") for lesion in first.lesions}
+    nodes = {
+        lesion.id: bool(lesion.is_lymph_node) or (lesion.organ or "").startswith("lymph") for lesion in first.lesions
+    }
     for tp in case.timepoints:
+        size: float | None
         if tp.day is not None:
             day = tp.day - (first.day or 0)
         elif dates[tp.id] is not None and first.date is not None:
@@ -115,25 +141,47 @@ def render_report(case: Case, assessment: Assessment) -> str:
     if case.description:
         parts.append(f'<p class="muted">{_e(case.description)}</p>')
     parts.append('<h2 id="patient">Patient and treatment</h2>')
-    parts.append(_table(["case", "regimen", "agents", "setting", "timepoints"],
-                        [[case.case_id, treatment.regimen or "", ", ".join(treatment.agents), treatment.setting,
-                          ", ".join(tp.id for tp in case.timepoints)]]))
+    parts.append(
+        _table(
+            ["case", "regimen", "agents", "setting", "timepoints"],
+            [
+                [
+                    case.case_id,
+                    treatment.regimen or "",
+                    ", ".join(treatment.agents),
+                    treatment.setting,
+                    ", ".join(tp.id for tp in case.timepoints),
+                ]
+            ],
+        )
+    )
 
     parts.append('<h2 id="lesions">Lesions per timepoint</h2>')
     baseline_lesions = {lesion.id: lesion for tp in case.timepoints for lesion in tp.lesions if lesion.kind}
-    used = [c for c in LESION_COLUMNS
-            if any(getattr(lesion, c) not in (None, "present") for tp in case.timepoints for lesion in tp.lesions)]
+    used = [
+        c
+        for c in LESION_COLUMNS
+        if any(getattr(lesion, c) not in (None, "present") for tp in case.timepoints for lesion in tp.lesions)
+    ]
     for tp in case.timepoints:
         when = f"day {tp.day}" if tp.day is not None else str(tp.date)
-        parts.append(f"<h3>{_e(tp.id)} <span class=muted>({_e(when)}{', ' + _e(tp.modality) if tp.modality else ''})</span></h3>")
+        parts.append(
+            f"<h3>{_e(tp.id)} <span class=muted>({_e(when)}{', ' + _e(tp.modality) if tp.modality else ''})</span></h3>"
+        )
         rows = [[lesion.id] + [_inherited(lesion, c, baseline_lesions) for c in used] for lesion in tp.lesions]
-        parts.append(_table(["lesion"] + [c.replace("_", " ") for c in used], rows) if rows
-                     else '<p class="muted">no lesions reported</p>')
+        parts.append(
+            _table(["lesion"] + [c.replace("_", " ") for c in used], rows)
+            if rows
+            else '<p class="muted">no lesions reported</p>'
+        )
         if tp.organs is not None:
             organs = {k: v for k, v in tp.organs.model_dump().items() if v is not None}
             if organs:
-                parts.append('<p class="muted">organs: ' + _e("; ".join(f"{k.replace('_', ' ')} {format_value(v)}"
-                                                                          for k, v in organs.items())) + "</p>")
+                parts.append(
+                    '<p class="muted">organs: '
+                    + _e("; ".join(f"{k.replace('_', ' ')} {format_value(v)}" for k, v in organs.items()))
+                    + "</p>"
+                )
 
     sizes = _lesion_sizes(case)
     parts.append('<h2 id="trajectory">Target lesion sizes</h2>')
@@ -141,7 +189,9 @@ def render_report(case: Case, assessment: Assessment) -> str:
         from .plots import trajectory_png
 
         image = base64.b64encode(trajectory_png([], sizes)).decode("ascii")
-        parts.append(f'<div class="chart"><img alt="target lesion sizes over time" src="data:image/png;base64,{image}"></div>')
+        parts.append(
+            f'<div class="chart"><img alt="target lesion sizes over time" src="data:image/png;base64,{image}"></div>'
+        )
     else:
         parts.append('<p class="muted">no measured target lesions to chart (e.g. ablated lesions only)</p>')
 
@@ -152,19 +202,29 @@ def render_report(case: Case, assessment: Assessment) -> str:
         keys = [k for tp in timepoints for k in tp if k not in ("id", "explanation", "lesions")]
         keys = list(dict.fromkeys(keys))
         rows = [[tp["id"]] + [tp.get(k) for k in keys] for tp in timepoints]
-        parts.append(_table(["timepoint"] + [k.replace("_", " ") for k in keys], rows) if rows
-                     else '<p class="muted">no follow-up timepoints</p>')
-        lesion_rows = [[tp["id"], les["id"]] + [v for k, v in les.items() if k != "id"]
-                       for tp in timepoints for les in tp.get("lesions", []) or []]
+        parts.append(
+            _table(["timepoint"] + [k.replace("_", " ") for k in keys], rows)
+            if rows
+            else '<p class="muted">no follow-up timepoints</p>'
+        )
+        lesion_rows = [
+            [tp["id"], les["id"]] + [v for k, v in les.items() if k != "id"]
+            for tp in timepoints
+            for les in tp.get("lesions", []) or []
+        ]
         if lesion_rows:
             first = next(les for tp in timepoints for les in tp.get("lesions", []) or [])
-            parts.append(_table(["timepoint", "lesion"] + [k.replace("_", " ") for k in first if k != "id"], lesion_rows))
+            parts.append(
+                _table(["timepoint", "lesion"] + [k.replace("_", " ") for k in first if k != "id"], lesion_rows)
+            )
         if "best_overall_response" in block:
             where = block.get("best_overall_response_timepoint")
-            parts.append(f"<p>Best overall response: <span class=\"{_e(block['best_overall_response'])}\">"
-                         f"{_e(block['best_overall_response'])}</span>"
-                         + (f" at {_e(where)} (day {_e(block.get('best_overall_response_day'))})" if where else "")
-                         + "</p>")
+            parts.append(
+                f'<p>Best overall response: <span class="{_e(block["best_overall_response"])}">'
+                f"{_e(block['best_overall_response'])}</span>"
+                + (f" at {_e(where)} (day {_e(block.get('best_overall_response_day'))})" if where else "")
+                + "</p>"
+            )
         for tp in timepoints:
             for line in tp.get("explanation", []) or []:
                 parts.append(f'<div class="why"><b>{_e(tp["id"])}</b>: {_e(line)}</div>')
@@ -175,9 +235,17 @@ def render_report(case: Case, assessment: Assessment) -> str:
     parts.append('<h2 id="toxicity">Toxicity flags</h2>')
     flags = data.get("toxicity") or []
     if flags:
-        rows = [[f["timepoint"], f["flag"] + (f" ({f['lesion']})" if f.get("lesion") else ""), f.get("grade"),
-                 "; ".join(f"{k} {format_value(v)}" for k, v in (f.get("evidence") or {}).items()),
-                 f.get("explanation") or "", f"{f.get('citation')} [{f.get('evidence_level')}]"] for f in flags]
+        rows = [
+            [
+                f["timepoint"],
+                f["flag"] + (f" ({f['lesion']})" if f.get("lesion") else ""),
+                f.get("grade"),
+                "; ".join(f"{k} {format_value(v)}" for k, v in (f.get("evidence") or {}).items()),
+                f.get("explanation") or "",
+                f"{f.get('citation')} [{f.get('evidence_level')}]",
+            ]
+            for f in flags
+        ]
         parts.append(_table(["timepoint", "flag", "grade", "evidence", "explanation", "source"], rows))
     else:
         parts.append('<p class="muted">none raised</p>')
@@ -185,8 +253,12 @@ def render_report(case: Case, assessment: Assessment) -> str:
     parts.append('<h2 id="warnings">Warnings</h2>')
     warnings = data.get("warnings") or []
     if warnings:
-        parts.append(_table(["code", "criteria", "timepoint", "message"],
-                            [[w.get("code"), w.get("criteria", ""), w.get("timepoint"), w.get("message")] for w in warnings]))
+        parts.append(
+            _table(
+                ["code", "criteria", "timepoint", "message"],
+                [[w.get("code"), w.get("criteria", ""), w.get("timepoint"), w.get("message")] for w in warnings],
+            )
+        )
     else:
         parts.append('<p class="muted">none</p>')
 
@@ -200,10 +272,17 @@ def render_report(case: Case, assessment: Assessment) -> str:
     refs = {}
     for result in assessment.results.values():
         refs.update(result.rule_set.schema.citations)
-    parts.append("<h3>References</h3><ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
-                                                     for k, v in refs.items()) + "</ul>")
-    parts.append('<p class="muted">Research and quality-assurance software; reader judgements (unequivocal progression, '
-                 'morphology groups) are taken as given. Not a substitute for the reading radiologist.</p>')
+    parts.append(
+        "<h3>References</h3><ul>"
+        + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in refs.items())
+        + "</ul>"
+    )
+    parts.append(
+        '<p class="muted">Research and quality-assurance software; reader judgements (unequivocal progression, '
+        "morphology groups) are taken as given. Not a substitute for the reading radiologist.</p>"
+    )
     title = html.escape(f"crlm-response report {case.case_id}")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )

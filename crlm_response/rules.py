@@ -35,8 +35,13 @@ Category = str | bool | int
 EvidenceTag = Literal["C", "S", "U", "E"]
 CODE_PATTERN = r"^[a-z][a-z0-9_]*$"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-BOR_PARAMETERS = ("confirmation_required", "min_confirmation_interval_days", "sd_min_days",
-                  "max_ne_between_confirmation", "accept_sd_between_pr_confirmation")
+BOR_PARAMETERS = (
+    "confirmation_required",
+    "min_confirmation_interval_days",
+    "sd_min_days",
+    "max_ne_between_confirmation",
+    "accept_sd_between_pr_confirmation",
+)
 
 
 class _Strict(BaseModel):
@@ -338,7 +343,10 @@ def load_rules(reference: str | Path) -> LoadedRuleSet:
         loc = tuple(first["loc"])
         loc = tuple(p for p in loc if not (isinstance(p, str) and p in ("str", "bool", "int", "float", "list[float]")))
         raise RuleSetError(
-            _pydantic_message(first), file=path, line=line_of(raw.lines, loc), key=format_loc(loc) or None,
+            _pydantic_message(first),
+            file=path,
+            line=line_of(raw.lines, loc),
+            key=format_loc(loc) or None,
             hint=f"{len(exc.errors()) - 1} more problem(s) in this file" if len(exc.errors()) > 1 else None,
         ) from None
     return compile_rule_set(schema, path, raw.lines, raw.chain)
@@ -382,8 +390,9 @@ class RuleVocabulary:
         return None
 
     def describe(self) -> str:
-        return (f"see `crlm-response rules metrics` for the {self.level}-level vocabulary; parameters of this set: "
-                + (", ".join(sorted(self.params)) or "none"))
+        return f"see `crlm-response rules metrics` for the {self.level}-level vocabulary; parameters of this set: " + (
+            ", ".join(sorted(self.params)) or "none"
+        )
 
 
 @dataclass
@@ -476,13 +485,14 @@ def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], i
         except ConditionError as exc:
             raise fail(exc, loc) from None
 
-    def tmpl(source: str | None, vocab: RuleVocabulary, loc: tuple[Any, ...]) -> Template | None:
-        if source is None:
-            return None
+    def tmpl(source: str, vocab: RuleVocabulary, loc: tuple[Any, ...]) -> Template:
         try:
             return compile_template(source, vocab, format_loc(loc))
         except ConditionError as exc:
             raise fail(exc, loc) from None
+
+    def maybe_tmpl(source: str | None, vocab: RuleVocabulary, loc: tuple[Any, ...]) -> Template | None:
+        return None if source is None else tmpl(source, vocab, loc)
 
     def cite(text: str | None, loc: tuple[Any, ...], required: bool = True) -> None:
         if text is None and not required:
@@ -490,7 +500,9 @@ def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], i
         if not _citation_ok(text, schema.citations):
             raise RuleSetError(
                 f"citation {text!r} names no reference of this rule set" if text else "citation is missing",
-                file=file, line=line_of(lines, loc), key=format_loc(loc),
+                file=file,
+                line=line_of(lines, loc),
+                key=format_loc(loc),
                 hint="start with a key of `citations:` (" + ", ".join(schema.citations) + ")",
             )
 
@@ -506,8 +518,13 @@ def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], i
     checks = []
     for i, check in enumerate(schema.checks):
         loc = ("checks", i)
-        checks.append(CompiledCheck(check, cond(check.when, vocab(check.level), loc + ("when",)),
-                                    tmpl(check.message, vocab(check.level), loc + ("message",))))  # type: ignore[arg-type]
+        checks.append(
+            CompiledCheck(
+                check,
+                cond(check.when, vocab(check.level), loc + ("when",)),
+                tmpl(check.message, vocab(check.level), loc + ("message",)),
+            )
+        )
         cite(check.citation, loc + ("citation",), required=False)
 
     compiled_outputs: list[CompiledOutput] = []
@@ -523,8 +540,15 @@ def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], i
                 rloc = loc + ("rules", j)
                 condition = cond(rule.when, v, rloc + ("when",)) if rule.when is not None else None
                 _check_category(out, rule.result, file, lines, rloc)
-                compiled_rules.append(CompiledRule(rule, condition, tmpl(rule.because, v, rloc + ("because",)),
-                                                   rule.result, f"{out.name}[{j}]"))
+                compiled_rules.append(
+                    CompiledRule(
+                        rule,
+                        condition,
+                        maybe_tmpl(rule.because, v, rloc + ("because",)),
+                        rule.result,
+                        f"{out.name}[{j}]",
+                    )
+                )
                 cite(rule.citation, rloc + ("citation",), required=False)
         elif out.table is not None:
             for j, row in enumerate(out.table):
@@ -532,31 +556,49 @@ def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], i
                 source = _table_condition(row, outputs_seen, file, lines, rloc)
                 _check_category(out, row.then, file, lines, rloc)
                 because = row.because or ", ".join(f"{c.replace('_', '-')} {{{c}}}" for c in row.match)
-                compiled_rules.append(CompiledRule(row, cond(source, v, rloc + ("match",)),
-                                                   tmpl(because, v, rloc + ("because",)), row.then,
-                                                   f"{out.name}[{j}]"))
+                compiled_rules.append(
+                    CompiledRule(
+                        row,
+                        cond(source, v, rloc + ("match",)),
+                        maybe_tmpl(because, v, rloc + ("because",)),
+                        row.then,
+                        f"{out.name}[{j}]",
+                    )
+                )
                 cite(row.citation, rloc + ("citation",), required=False)
         aggregate_template = None
         if out.aggregate is not None:
             agg = out.aggregate
             if agg.source not in outputs_seen or outputs_seen[agg.source][0] != "lesion":
-                raise RuleSetError(f"aggregate `from: {agg.source}` must name an earlier lesion-level output",
-                                   file=file, line=line_of(lines, loc + ("aggregate",)))
+                raise RuleSetError(
+                    f"aggregate `from: {agg.source}` must name an earlier lesion-level output",
+                    file=file,
+                    line=line_of(lines, loc + ("aggregate",)),
+                )
             methods = {"worst_lesion", "largest_lesion", "any"}
             if agg.method not in methods:
                 choice = schema.parameters.get(agg.method)
                 if choice is None or not set(choice.choices or []) <= methods:
                     raise RuleSetError(
                         f"aggregate method `{agg.method}` is neither one of {sorted(methods)} nor a parameter "
-                        "whose choices are among them", file=file, line=line_of(lines, loc + ("aggregate",)))
+                        "whose choices are among them",
+                        file=file,
+                        line=line_of(lines, loc + ("aggregate",)),
+                    )
             if METRICS.get(agg.size) is None or METRICS[agg.size].level != "lesion":
-                raise RuleSetError(f"aggregate size `{agg.size}` is not a lesion-level metric", file=file,
-                                   line=line_of(lines, loc + ("aggregate",)))
-            aggregate_template = tmpl(agg.because, v, loc + ("aggregate", "because"))
+                raise RuleSetError(
+                    f"aggregate size `{agg.size}` is not a lesion-level metric",
+                    file=file,
+                    line=line_of(lines, loc + ("aggregate",)),
+                )
+            aggregate_template = maybe_tmpl(agg.because, v, loc + ("aggregate", "because"))
             cite(agg.citation, loc + ("aggregate", "citation"), required=False)
         if out.persist is not None and out.persist.parameter not in schema.parameters:
-            raise RuleSetError(f"persist parameter `{out.persist.parameter}` is not a parameter of this set",
-                               file=file, line=line_of(lines, loc + ("persist",)))
+            raise RuleSetError(
+                f"persist parameter `{out.persist.parameter}` is not a parameter of this set",
+                file=file,
+                line=line_of(lines, loc + ("persist",)),
+            )
         compiled = CompiledOutput(out, where, compiled_rules, aggregate_template)
         outputs_seen[out.name] = (out.level, _category_type(compiled))
         compiled_outputs.append(compiled)
@@ -568,42 +610,75 @@ def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], i
         grade_rules = []
         for j, rule in enumerate(flag.grade or []):
             rloc = loc + ("grade", j)
-            grade_rules.append(CompiledRule(rule, cond(rule.when, v, rloc + ("when",)) if rule.when else None, None,
-                                            rule.result, f"{flag.flag}.grade[{j}]"))
+            grade_rules.append(
+                CompiledRule(
+                    rule,
+                    cond(rule.when, v, rloc + ("when",)) if rule.when else None,
+                    None,
+                    rule.result,
+                    f"{flag.flag}.grade[{j}]",
+                )
+            )
         for k, name in enumerate(flag.evidence):
             if v.type_of(name) is None:
-                raise RuleSetError(f"evidence `{name}` is not a metric of this level", file=file,
-                                   line=line_of(lines, loc + ("evidence", k)), hint=v.describe())
+                raise RuleSetError(
+                    f"evidence `{name}` is not a metric of this level",
+                    file=file,
+                    line=line_of(lines, loc + ("evidence", k)),
+                    hint=v.describe(),
+                )
         context = [(cond(c.when, v, loc + ("context", k, "when")), c.text) for k, c in enumerate(flag.context)]
         cite(flag.citation, loc + ("citation",))
-        flags.append(CompiledFlag(flag, cond(flag.when, v, loc + ("when",)),
-                                  tmpl(flag.because, v, loc + ("because",)), grade_rules, context))  # type: ignore[arg-type]
+        flags.append(
+            CompiledFlag(
+                flag,
+                cond(flag.when, v, loc + ("when",)),
+                tmpl(flag.because, v, loc + ("because",)),
+                grade_rules,
+                context,
+            )
+        )
         outputs_seen[flag.flag] = (flag.level, "bool")
 
-    for i, item in enumerate(_report_items(schema.report.timepoint) + _report_items(schema.report.baseline)):
+    for item in _report_items(schema.report.timepoint) + _report_items(schema.report.baseline):
         metric_name = item[1]
         if vocab("timepoint").type_of(metric_name) is None:
-            raise RuleSetError(f"report value `{metric_name}` is not a timepoint-level metric or output", file=file,
-                               line=line_of(lines, ("report",)))
+            raise RuleSetError(
+                f"report value `{metric_name}` is not a timepoint-level metric or output",
+                file=file,
+                line=line_of(lines, ("report",)),
+            )
     for item in _report_items(schema.report.lesion):
         if vocab("lesion").type_of(item[1]) is None:
-            raise RuleSetError(f"lesion report value `{item[1]}` is not a lesion-level metric or output", file=file,
-                               line=line_of(lines, ("report", "lesion")))
+            raise RuleSetError(
+                f"lesion report value `{item[1]}` is not a lesion-level metric or output",
+                file=file,
+                line=line_of(lines, ("report", "lesion")),
+            )
 
     needed = {p for name in _used_metrics(compiled_outputs, checks, flags, schema) for p in METRICS[name].params}
     missing = sorted(needed - set(schema.parameters))
     if missing:
-        raise RuleSetError(f"metrics used by this set need the parameter(s) {', '.join(missing)}", file=file,
-                           hint="add them under `parameters:` with value, unit and citation")
+        raise RuleSetError(
+            f"metrics used by this set need the parameter(s) {', '.join(missing)}",
+            file=file,
+            hint="add them under `parameters:` with value, unit and citation",
+        )
     if schema.best_response is not None:
         if schema.best_response.output not in outputs_seen:
-            raise RuleSetError(f"best_response output `{schema.best_response.output}` is not an output", file=file,
-                               line=line_of(lines, ("best_response",)))
+            raise RuleSetError(
+                f"best_response output `{schema.best_response.output}` is not an output",
+                file=file,
+                line=line_of(lines, ("best_response",)),
+            )
         if schema.best_response.method == "recist":
             absent = [p for p in BOR_PARAMETERS if p not in schema.parameters]
             if absent:
-                raise RuleSetError("best_response method recist needs the parameters " + ", ".join(absent),
-                                   file=file, line=line_of(lines, ("best_response",)))
+                raise RuleSetError(
+                    "best_response method recist needs the parameters " + ", ".join(absent),
+                    file=file,
+                    line=line_of(lines, ("best_response",)),
+                )
         cite(schema.best_response.citation, ("best_response", "citation"), required=False)
     return LoadedRuleSet(schema, path, lines, chain, checks, compiled_outputs, flags)
 
@@ -623,8 +698,9 @@ def report_items(items: list[ReportItem]) -> list[tuple[str, str]]:
     return _report_items(items)
 
 
-def _used_metrics(outputs: list[CompiledOutput], checks: list[CompiledCheck], flags: list[CompiledFlag],
-                  schema: RuleSet) -> set[str]:
+def _used_metrics(
+    outputs: list[CompiledOutput], checks: list[CompiledCheck], flags: list[CompiledFlag], schema: RuleSet
+) -> set[str]:
     names: set[str] = set()
     for out in outputs:
         if out.where:
@@ -644,21 +720,29 @@ def _used_metrics(outputs: list[CompiledOutput], checks: list[CompiledCheck], fl
     return {n for n in names if n in METRICS}
 
 
-def _check_category(out: Output, value: Category, file: str, lines: dict[tuple[Any, ...], int],
-                    loc: tuple[Any, ...]) -> None:
+def _check_category(
+    out: Output, value: Category, file: str, lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]
+) -> None:
     if out.categories is not None and value not in out.categories:
-        raise RuleSetError(f"`{value}` is not one of the categories of `{out.name}`: "
-                           + ", ".join(map(str, out.categories)), file=file, line=line_of(lines, loc))
+        raise RuleSetError(
+            f"`{value}` is not one of the categories of `{out.name}`: " + ", ".join(map(str, out.categories)),
+            file=file,
+            line=line_of(lines, loc),
+        )
 
 
-def _table_condition(row: TableRow, outputs: dict[str, tuple[Level, ValueType]], file: str,
-                     lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> str:
+def _table_condition(
+    row: TableRow,
+    outputs: dict[str, tuple[Level, ValueType]],
+    file: str,
+    lines: dict[tuple[Any, ...], int],
+    loc: tuple[Any, ...],
+) -> str:
     """`{target: CR, non_target: [CR, NA], new_lesions: false}` -> a condition string."""
     parts: list[str] = []
     for column, wanted in row.match.items():
         if column not in outputs:
-            raise RuleSetError(f"table column `{column}` is not an earlier output", file=file,
-                               line=line_of(lines, loc))
+            raise RuleSetError(f"table column `{column}` is not an earlier output", file=file, line=line_of(lines, loc))
         if wanted == "any":
             continue
         values = wanted if isinstance(wanted, list) else [wanted]
@@ -690,8 +774,9 @@ def check_parameter_value(rule_set: LoadedRuleSet, name: str, value: Any, source
 
     params = rule_set.schema.parameters
     if name not in params:
-        raise SettingsError(f"`{rule_set.id}` has no parameter `{name}`", key=source,
-                            hint="parameters: " + ", ".join(sorted(params)))
+        raise SettingsError(
+            f"`{rule_set.id}` has no parameter `{name}`", key=source, hint="parameters: " + ", ".join(sorted(params))
+        )
     param = params[name]
     current = param.value
     expected = _value_kind(current)
@@ -714,16 +799,22 @@ def describe(rules: LoadedRuleSet) -> dict[str, Any]:
     schema = rules.schema
     outputs = []
     for out in rules.outputs:
-        entries = []
+        entries: list[dict[str, Any]] = []
         if out.spec.aggregate is not None:
             agg = out.spec.aggregate
-            entries.append({"when": f"{agg.method} of lesion `{agg.source}`", "then": ", ".join(map(str, agg.order or agg.values)),
-                            "citation": agg.citation})
+            entries.append(
+                {
+                    "when": f"{agg.method} of lesion `{agg.source}`",
+                    "then": ", ".join(map(str, agg.order or agg.values)),
+                    "citation": agg.citation,
+                }
+            )
         for rule in out.rules:
             when = rule.condition.source if rule.condition is not None else "otherwise"
             entries.append({"when": when, "then": rule.result, "citation": getattr(rule.rule, "citation", None)})
-        outputs.append({"name": out.spec.name, "level": out.spec.level, "description": out.spec.description,
-                        "rules": entries})
+        outputs.append(
+            {"name": out.spec.name, "level": out.spec.level, "description": out.spec.description, "rules": entries}
+        )
     return {
         "id": schema.id,
         "name": schema.name,
@@ -732,12 +823,21 @@ def describe(rules: LoadedRuleSet) -> dict[str, Any]:
         "file": str(rules.path),
         "chain": rules.chain,
         "inputs": schema.inputs,
-        "parameters": {name: {"value": p.value, **p.model_dump(exclude_none=True, exclude={"value"})}
-                       for name, p in schema.parameters.items()},
+        "parameters": {
+            name: {"value": p.value, **p.model_dump(exclude_none=True, exclude={"value"})}
+            for name, p in schema.parameters.items()
+        },
         "checks": [{"code": c.spec.code, "when": c.condition.source} for c in rules.checks],
         "outputs": outputs,
-        "flags": [{"flag": f.spec.flag, "when": f.condition.source, "citation": f.spec.citation,
-                   "evidence_level": f.spec.evidence_level} for f in rules.flags],
+        "flags": [
+            {
+                "flag": f.spec.flag,
+                "when": f.condition.source,
+                "citation": f.spec.citation,
+                "evidence_level": f.spec.evidence_level,
+            }
+            for f in rules.flags
+        ],
         "citations": schema.citations,
     }
 

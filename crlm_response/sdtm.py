@@ -12,25 +12,62 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from .engine import RuleSetResult
 from .errors import InputTableError
-from .tables import Tables, with_object_strings
+from .tables import Tables, blank_where, with_object_strings
 from .trial import Ledger, RawTable, ReadResult, read_frame
 
 SUMMARY_TESTS = {"SUMDIAM", "SUMNLNLD", "ACNSD", "PCBSD", "PCNSD", "SUMPDIAM"}
 MEASURE_TESTS = {"LDIAM", "LPERP", "DIAMETER"}
-STATE_WORDS = {"PRESENT": "present", "ABSENT": "disappeared", "UNEQUIVOCAL": "unequivocal_progression",
-               "EQUIVOCAL": "present", "NOT EVALUABLE": "not_evaluated", "NON-EVALUABLE": "not_evaluated"}
+STATE_WORDS = {
+    "PRESENT": "present",
+    "ABSENT": "disappeared",
+    "UNEQUIVOCAL": "unequivocal_progression",
+    "EQUIVOCAL": "present",
+    "NOT EVALUABLE": "not_evaluated",
+    "NON-EVALUABLE": "not_evaluated",
+}
 KIND_WORDS = {"TARGET": "target", "NON-TARGET": "non_target", "NEW": "new"}
-METHOD_WORDS = {"CT SCAN": "CT", "CT": "CT", "MRI": "MRI", "MRI SCAN": "MRI", "PET SCAN": "PET-CT", "PET-CT": "PET-CT",
-                "PET/CT SCAN": "PET-CT"}
-RS_COLUMNS = ["STUDYID", "DOMAIN", "USUBJID", "RSSEQ", "RSLNKGRP", "RSTESTCD", "RSTEST", "RSCAT", "RSORRES",
-              "RSSTRESC", "RSSTAT", "RSREASND", "RSEVAL", "RSEVALID", "RSACPTFL", "VISITNUM", "VISIT", "RSDTC", "RSDY"]
-RS_TESTS = {"TRGRESP": "Target Response", "NTRGRESP": "Non-target Response", "NEWLPROG": "New Lesion Progression",
-            "OVRLRESP": "Overall Response"}
+METHOD_WORDS = {
+    "CT SCAN": "CT",
+    "CT": "CT",
+    "MRI": "MRI",
+    "MRI SCAN": "MRI",
+    "PET SCAN": "PET-CT",
+    "PET-CT": "PET-CT",
+    "PET/CT SCAN": "PET-CT",
+}
+RS_COLUMNS = [
+    "STUDYID",
+    "DOMAIN",
+    "USUBJID",
+    "RSSEQ",
+    "RSLNKGRP",
+    "RSTESTCD",
+    "RSTEST",
+    "RSCAT",
+    "RSORRES",
+    "RSSTRESC",
+    "RSSTAT",
+    "RSREASND",
+    "RSEVAL",
+    "RSEVALID",
+    "RSACPTFL",
+    "VISITNUM",
+    "VISIT",
+    "RSDTC",
+    "RSDY",
+]
+RS_TESTS = {
+    "TRGRESP": "Target Response",
+    "NTRGRESP": "Non-target Response",
+    "NEWLPROG": "New Lesion Progression",
+    "OVRLRESP": "Overall Response",
+}
 
 
 @dataclass
@@ -46,8 +83,11 @@ def _read(path: str | Path, what: str, required: list[str], encoding: str) -> Ra
     table.frame.columns = [c.upper() for c in table.frame.columns]
     missing = [c for c in required if c not in table.frame]
     if missing:
-        raise InputTableError(f"not an SDTM {what} table: missing column(s) {', '.join(missing)}", file=path,
-                              hint=f"the file has: {', '.join(table.frame.columns[:25])}")
+        raise InputTableError(
+            f"not an SDTM {what} table: missing column(s) {', '.join(missing)}",
+            file=path,
+            hint=f"the file has: {', '.join(table.frame.columns[:25])}",
+        )
     return table
 
 
@@ -65,8 +105,9 @@ def _stream_ids(usubjid: pd.Series, evaluator: pd.Series, evaluator_id: pd.Serie
 
 
 @with_object_strings
-def read_sdtm(tu_path: str | Path, tr_path: str | Path, supptr_path: str | Path | None = None,
-              encoding: str = "auto") -> tuple[ReadResult, SdtmStreams]:
+def read_sdtm(
+    tu_path: str | Path, tr_path: str | Path, supptr_path: str | Path | None = None, encoding: str = "auto"
+) -> tuple[ReadResult, SdtmStreams]:
     """Read SDTM TU + TR into lesion tables, one stream per subject and reader."""
     tu_raw = _read(tu_path, "TU", ["USUBJID", "TULNKID"], encoding)
     tr_raw = _read(tr_path, "TR", ["USUBJID", "TRLNKID", "TRTESTCD", "VISITNUM"], encoding)
@@ -89,22 +130,40 @@ def read_sdtm(tu_path: str | Path, tr_path: str | Path, supptr_path: str | Path 
     tu_view = pd.DataFrame({"subject_id": tu_stream, "timepoint": _text(tu, "VISIT"), "lesion_id": tu_lnk})
     tu_ledger = Ledger(str(tu_path), tu_raw.lines, tu_view)
     tu_ledger.add_malformed(tu_raw.malformed)
-    tu_kind = (_text(tu, "TUSTRESC").where(_text(tu, "TUSTRESC") != "", _text(tu, "TUORRES"))).str.upper().map(KIND_WORDS)
+    tu_kind = (
+        (_text(tu, "TUSTRESC").where(_text(tu, "TUSTRESC") != "", _text(tu, "TUORRES"))).str.upper().map(KIND_WORDS)
+    )
     if "TUTESTCD" in tu:
         other_test = _text(tu, "TUTESTCD").str.upper() != "TUMIDENT"
-        tu_ledger.add(other_test.to_numpy(), "TUTESTCD", "test_not_used",
-                      "only TUMIDENT identification rows are used (split/merged lesions are read from TR)")
-    tu_ledger.add(tu_kind.isna().to_numpy(), "TUSTRESC", "not_allowed",
-                  "TUSTRESC must be TARGET, NON-TARGET or NEW")
+        tu_ledger.add(
+            other_test.to_numpy(),
+            "TUTESTCD",
+            "test_not_used",
+            "only TUMIDENT identification rows are used (split/merged lesions are read from TR)",
+        )
+    tu_ledger.add(tu_kind.isna().to_numpy(), "TUSTRESC", "not_allowed", "TUSTRESC must be TARGET, NON-TARGET or NEW")
     tu_key = tu_stream + "\x1f" + tu_lnk
-    tu_ledger.add(tu_key.duplicated().to_numpy(), "TULNKID", "duplicate_row",
-                  "a second TU identification row for the same lesion and reader")
+    tu_ledger.add(
+        tu_key.duplicated().to_numpy(),
+        "TULNKID",
+        "duplicate_row",
+        "a second TU identification row for the same lesion and reader",
+    )
     tu_ok = tu_ledger.ok
     location = _text(tu, "TULOC").str.lower()
-    organ = np.where(location.str.contains("lymph", regex=False), "lymph_node",
-                     np.where(location == "", None, location.str.replace(" ", "_")))
-    tu_info = pd.DataFrame({"key": tu_key[tu_ok].to_numpy(), "kind": tu_kind[tu_ok].to_numpy(dtype=object),
-                            "organ": organ[tu_ok], "node": location[tu_ok].str.contains("lymph", regex=False).to_numpy()})
+    organ = np.where(
+        location.str.contains("lymph", regex=False),
+        "lymph_node",
+        blank_where(location.str.replace(" ", "_").to_numpy(dtype=object), (location == "").to_numpy()),
+    )
+    tu_info = pd.DataFrame(
+        {
+            "key": tu_key[tu_ok].to_numpy(),
+            "kind": tu_kind[tu_ok].to_numpy(dtype=object),
+            "organ": organ[tu_ok],
+            "node": location[tu_ok].str.contains("lymph", regex=False).to_numpy(),
+        }
+    )
     tu_info = tu_info.set_index("key")
 
     visit_label = _text(tr, "VISIT").where(_text(tr, "VISIT") != "", "VISIT " + _text(tr, "VISITNUM"))
@@ -116,56 +175,86 @@ def read_sdtm(tu_path: str | Path, tr_path: str | Path, supptr_path: str | Path 
     ledger.add_malformed(tr_raw.malformed)
 
     summary = testcd.isin(SUMMARY_TESTS) | (tr_lnk == "")
-    ledger.add(summary.to_numpy(), "TRTESTCD", "summary_recomputed",
-               "collected summary result; sums and changes are recomputed from the lesion rows")
-    ledger.add((testcd == "LNSTATE").to_numpy(), "TRTESTCD", "not_used",
-               "node state is derived from the short axis, not read")
+    ledger.add(
+        summary.to_numpy(),
+        "TRTESTCD",
+        "summary_recomputed",
+        "collected summary result; sums and changes are recomputed from the lesion rows",
+    )
+    ledger.add(
+        (testcd == "LNSTATE").to_numpy(), "TRTESTCD", "not_used", "node state is derived from the short axis, not read"
+    )
     known_test = testcd.isin(MEASURE_TESTS | {"TUMSTATE"})
     ledger.add(~known_test.to_numpy(), "TRTESTCD", "test_not_used", "this TR test is not used by the criteria")
 
     key = tr_stream + "\x1f" + tr_lnk
-    found = tu_info.index.get_indexer(key) if len(tu_info) else np.full(len(tr), -1)
+    found = tu_info.index.get_indexer(pd.Index(key)) if len(tu_info) else np.full(len(tr), -1)
     ledger.add(found < 0, "TRLNKID", "no_tu_record", "no TU identification row for this lesion and reader")
-    kind = np.where(found >= 0, tu_info["kind"].to_numpy(dtype=object)[np.maximum(found, 0)] if len(tu_info) else None,
-                    None)
-    node = np.where(found >= 0, tu_info["node"].to_numpy(dtype=bool)[np.maximum(found, 0)] if len(tu_info) else False,
-                    False).astype(bool)
-    lesion_organ = np.where(found >= 0, tu_info["organ"].to_numpy(dtype=object)[np.maximum(found, 0)]
-                            if len(tu_info) else None, None)
+    kind = np.where(
+        found >= 0, tu_info["kind"].to_numpy(dtype=object)[np.maximum(found, 0)] if len(tu_info) else None, None
+    )
+    node = np.where(
+        found >= 0, tu_info["node"].to_numpy(dtype=bool)[np.maximum(found, 0)] if len(tu_info) else False, False
+    ).astype(bool)
+    lesion_organ = np.where(
+        found >= 0, tu_info["organ"].to_numpy(dtype=object)[np.maximum(found, 0)] if len(tu_info) else None, None
+    )
 
     day = pd.to_numeric(tr["TRDY"], errors="coerce").to_numpy(dtype=float) if "TRDY" in tr else np.full(len(tr), np.nan)
-    dates = pd.to_datetime(_text(tr, "TRDTC").where(_text(tr, "TRDTC").str.len() >= 10, None), errors="coerce",
-                           format="ISO8601")
-    ledger.add(np.isnan(day) & dates.isna().to_numpy(), "TRDY", "no_study_day",
-               "neither TRDY nor a complete TRDTC: the assessment cannot be placed in time")
+    dates = pd.to_datetime(
+        _text(tr, "TRDTC").where(_text(tr, "TRDTC").str.len() >= 10, None), errors="coerce", format="ISO8601"
+    )
+    ledger.add(
+        np.isnan(day) & dates.isna().to_numpy(),
+        "TRDY",
+        "no_study_day",
+        "neither TRDY nor a complete TRDTC: the assessment cannot be placed in time",
+    )
 
-    value = pd.to_numeric(tr["TRSTRESN"], errors="coerce").to_numpy(dtype=float) if "TRSTRESN" in tr \
+    value = (
+        pd.to_numeric(tr["TRSTRESN"], errors="coerce").to_numpy(dtype=float)
+        if "TRSTRESN" in tr
         else np.full(len(tr), np.nan)
+    )
     unit = _text(tr, "TRSTRESU").str.lower()
     value = np.where(unit == "cm", value * 10.0, value)
     original = _text(tr, "TRORRES").str.upper()
     not_done = (_text(tr, "TRSTAT").str.upper() == "NOT DONE").to_numpy()
     too_small = original.str.contains("TOO SMALL", regex=False).to_numpy()
     measure = testcd.isin(MEASURE_TESTS).to_numpy()
-    ledger.add(measure & ~not_done & ~too_small & np.isnan(value), "TRSTRESN", "not_a_number",
-               "a measurement row without a numeric TRSTRESN")
+    ledger.add(
+        measure & ~not_done & ~too_small & np.isnan(value),
+        "TRSTRESN",
+        "not_a_number",
+        "a measurement row without a numeric TRSTRESN",
+    )
     ledger.add(measure & (value < 0), "TRSTRESN", "out_of_range", "a diameter must be >= 0")
 
     # Which measurement row supplies which field (nodes: short axis; other lesions: longest diameter).
-    has = pd.DataFrame({"k": (key + "\x1f" + _text(tr, "VISITNUM")).to_numpy(), "t": testcd.to_numpy(),
-                        "ok": ledger.ok})
+    has = pd.DataFrame(
+        {"k": (key + "\x1f" + _text(tr, "VISITNUM")).to_numpy(), "t": testcd.to_numpy(), "ok": ledger.ok}
+    )
     present_tests = has.loc[has["ok"]].groupby("k")["t"].agg(set)
     tests_of_row = has["k"].map(present_tests)
     has_ldiam = tests_of_row.map(lambda t: isinstance(t, set) and "LDIAM" in t).to_numpy(dtype=bool)
     has_lperp = tests_of_row.map(lambda t: isinstance(t, set) and "LPERP" in t).to_numpy(dtype=bool)
     is_target = kind == "target"
     t = testcd.to_numpy()
-    ledger.add((t == "LDIAM") & node & is_target, "TRTESTCD", "not_used",
-               "long axis of a lymph node: RECIST 1.1 uses the short axis (LPERP)")
-    ledger.add((t == "DIAMETER") & ((node & has_lperp) | (~node & has_ldiam)), "TRTESTCD", "duplicate_measurement",
-               "DIAMETER repeats the LDIAM/LPERP measurement of the same lesion; LDIAM/LPERP is used")
-    ledger.add((t == "TUMSTATE") & is_target, "TRTESTCD", "not_used",
-               "state of a target lesion: the measurement is used")
+    ledger.add(
+        (t == "LDIAM") & node & is_target,
+        "TRTESTCD",
+        "not_used",
+        "long axis of a lymph node: RECIST 1.1 uses the short axis (LPERP)",
+    )
+    ledger.add(
+        (t == "DIAMETER") & ((node & has_lperp) | (~node & has_ldiam)),
+        "TRTESTCD",
+        "duplicate_measurement",
+        "DIAMETER repeats the LDIAM/LPERP measurement of the same lesion; LDIAM/LPERP is used",
+    )
+    ledger.add(
+        (t == "TUMSTATE") & is_target, "TRTESTCD", "not_used", "state of a target lesion: the measurement is used"
+    )
 
     ok = ledger.ok
     field = np.full(len(tr), None, dtype=object)
@@ -177,17 +266,34 @@ def read_sdtm(tu_path: str | Path, tr_path: str | Path, supptr_path: str | Path 
     field[ok & (t == "TUMSTATE")] = "state"
     ledger.add(ok & (field == None), "TRTESTCD", "not_used", "measurement not used for this lesion")  # noqa: E711
 
-    frame = pd.DataFrame({
-        "subject_id": tr_stream.to_numpy(dtype=object), "visitnum": pd.to_numeric(tr["VISITNUM"], errors="coerce"),
-        "visit": visit_label.to_numpy(dtype=object), "lesion_id": tr_lnk.to_numpy(dtype=object), "field": field,
-        "value": value, "not_done": not_done, "too_small": too_small, "state": original.to_numpy(dtype=object),
-        "kind": kind, "organ": lesion_organ, "node": node, "day": day, "date": dates.to_numpy(),
-        "method": _text(tr, "TRMETHOD").str.upper().map(METHOD_WORDS).to_numpy(dtype=object),
-        "lnkgrp": _text(tr, "TRLNKGRP").to_numpy(dtype=object), "line": ledger.lines, "ok": ledger.ok,
-        "usubjid": tr_subj.to_numpy(dtype=object), "eval": tr_eval.to_numpy(dtype=object),
-        "evalid": tr_evalid.to_numpy(dtype=object), "acptfl": _text(tr, "TRACPTFL").to_numpy(dtype=object),
-        "studyid": _text(tr, "STUDYID").to_numpy(dtype=object), "dtc": _text(tr, "TRDTC").to_numpy(dtype=object),
-    })
+    frame = pd.DataFrame(
+        {
+            "subject_id": tr_stream.to_numpy(dtype=object),
+            "visitnum": pd.to_numeric(tr["VISITNUM"], errors="coerce"),
+            "visit": visit_label.to_numpy(dtype=object),
+            "lesion_id": tr_lnk.to_numpy(dtype=object),
+            "field": field,
+            "value": value,
+            "not_done": not_done,
+            "too_small": too_small,
+            "state": original.to_numpy(dtype=object),
+            "kind": kind,
+            "organ": lesion_organ,
+            "node": node,
+            "day": day,
+            "date": dates.to_numpy(),
+            "method": _text(tr, "TRMETHOD").str.upper().map(METHOD_WORDS).to_numpy(dtype=object),
+            "lnkgrp": _text(tr, "TRLNKGRP").to_numpy(dtype=object),
+            "line": ledger.lines,
+            "ok": ledger.ok,
+            "usubjid": tr_subj.to_numpy(dtype=object),
+            "eval": tr_eval.to_numpy(dtype=object),
+            "evalid": tr_evalid.to_numpy(dtype=object),
+            "acptfl": _text(tr, "TRACPTFL").to_numpy(dtype=object),
+            "studyid": _text(tr, "STUDYID").to_numpy(dtype=object),
+            "dtc": _text(tr, "TRDTC").to_numpy(dtype=object),
+        }
+    )
     tables, streams = _build(frame.loc[frame["ok"]], str(tr_path))
     return ReadResult(tables, [tu_ledger, ledger]), streams
 
@@ -195,20 +301,35 @@ def read_sdtm(tu_path: str | Path, tr_path: str | Path, supptr_path: str | Path 
 def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
     """Measurement rows -> one lesion row per stream, visit and lesion; visits keyed by stream and VISITNUM."""
     visit_key = ["subject_id", "visitnum"]
-    visits = rows.groupby(visit_key, sort=False, dropna=False).agg(
-        visit=("visit", "first"), day=("day", "max"), date=("date", "max"), modality=("method", "first"),
-        lnkgrp=("lnkgrp", lambda s: next((x for x in s if x), "")), dtc=("dtc", "max"), line=("line", "min"),
-    ).reset_index()
+    visits = (
+        rows.groupby(visit_key, sort=False, dropna=False)
+        .agg(
+            visit=("visit", "first"),
+            day=("day", "max"),
+            date=("date", "max"),
+            modality=("method", "first"),
+            lnkgrp=("lnkgrp", lambda s: next((x for x in s if x), "")),
+            dtc=("dtc", "max"),
+            line=("line", "min"),
+        )
+        .reset_index()
+    )
     # Two VISITNUMs with the same label would be one timepoint id: keep them apart.
     clash = visits.duplicated(["subject_id", "visit"], keep=False)
-    visits["timepoint"] = np.where(clash, visits["visit"] + " (" + visits["visitnum"].map("{:g}".format) + ")",
-                                   visits["visit"])
+    visits["timepoint"] = np.where(
+        clash, visits["visit"] + " (" + visits["visitnum"].map("{:g}".format) + ")", visits["visit"]
+    )
     lesion_key = ["subject_id", "visitnum", "lesion_id"]
-    values = rows.loc[rows["field"] != "state"].pivot_table(index=lesion_key, columns="field", values="value",
-                                                           aggfunc="first")
+    values = rows.loc[rows["field"] != "state"].pivot_table(
+        index=lesion_key, columns="field", values="value", aggfunc="first"
+    )
     flags = rows.groupby(lesion_key, sort=False).agg(
-        kind=("kind", "first"), organ=("organ", "first"), node=("node", "first"), not_done=("not_done", "any"),
-        too_small=("too_small", "any"), line=("line", "min"),
+        kind=("kind", "first"),
+        organ=("organ", "first"),
+        node=("node", "first"),
+        not_done=("not_done", "any"),
+        too_small=("too_small", "any"),
+        line=("line", "min"),
         state=("state", lambda s: next((x for x in s if x), "")),
         has_state=("field", lambda f: (f == "state").any()),
     )
@@ -227,16 +348,23 @@ def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
     equivocal = ((les["kind"] == "new") & (state == "EQUIVOCAL")).to_numpy()
     timepoint = visits.set_index(visit_key)["timepoint"]
     les["timepoint"] = timepoint.reindex(pd.MultiIndex.from_frame(les[visit_key])).to_numpy(dtype=object)
-    lesions = pd.DataFrame({
-        "subject_id": les["subject_id"].to_numpy(dtype=object), "timepoint": les["timepoint"].to_numpy(dtype=object),
-        "lesion_id": les["lesion_id"].to_numpy(dtype=object), "organ": les["organ"].to_numpy(dtype=object),
-        "kind": les["kind"].to_numpy(dtype=object), "is_lymph_node": les["node"].astype(float).to_numpy(),
-        "longest_diameter_mm": les["longest_diameter_mm"].to_numpy(dtype=float),
-        "short_axis_mm": les["short_axis_mm"].to_numpy(dtype=float),
-        "perpendicular_mm": les["perpendicular_mm"].to_numpy(dtype=float),
-        "status": status, "equivocal": equivocal.astype(float), "source": file,
-        "line": les["line"].to_numpy(),
-    })
+    lesions = pd.DataFrame(
+        {
+            "subject_id": les["subject_id"].to_numpy(dtype=object),
+            "timepoint": les["timepoint"].to_numpy(dtype=object),
+            "lesion_id": les["lesion_id"].to_numpy(dtype=object),
+            "organ": les["organ"].to_numpy(dtype=object),
+            "kind": les["kind"].to_numpy(dtype=object),
+            "is_lymph_node": les["node"].astype(float).to_numpy(),
+            "longest_diameter_mm": les["longest_diameter_mm"].to_numpy(dtype=float),
+            "short_axis_mm": les["short_axis_mm"].to_numpy(dtype=float),
+            "perpendicular_mm": les["perpendicular_mm"].to_numpy(dtype=float),
+            "status": status,
+            "equivocal": equivocal.astype(float),
+            "source": file,
+            "line": les["line"].to_numpy(),
+        }
+    )
     from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, spec_of
 
     for column in LESION_VALUE_COLUMNS:
@@ -252,37 +380,65 @@ def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
     offset = anchor.groupby(visits["subject_id"].to_numpy(dtype=object)).transform("median").to_numpy(dtype=float)
     from_date = np.where(np.isnan(offset), date_days, date_days + offset)
     visits["day"] = np.where(np.isnan(study_day), from_date, study_day)
-    visit_table = pd.DataFrame({
-        "subject_id": visits["subject_id"].to_numpy(dtype=object), "timepoint": visits["timepoint"].to_numpy(dtype=object),
-        "day": visits["day"].to_numpy(dtype=float),
-        "date": None, "modality": visits["modality"].to_numpy(dtype=object), "source": file,
-        "line": visits["line"].to_numpy(),
-    })
+    visit_table = pd.DataFrame(
+        {
+            "subject_id": visits["subject_id"].to_numpy(dtype=object),
+            "timepoint": visits["timepoint"].to_numpy(dtype=object),
+            "day": visits["day"].to_numpy(dtype=float),
+            "date": None,
+            "modality": visits["modality"].to_numpy(dtype=object),
+            "source": file,
+            "line": visits["line"].to_numpy(),
+        }
+    )
     for column in VISIT_VALUE_COLUMNS:
         if column not in visit_table:
             spec = spec_of(column)
             visit_table[column] = np.nan if spec is not None and spec.kind in ("number", "integer", "bool") else None
     stream_rows = rows.drop_duplicates("subject_id")
     acptfl = rows.groupby("subject_id")["acptfl"].agg(lambda s: next((x for x in s if x), ""))
-    streams = pd.DataFrame({
-        "subject_id": stream_rows["subject_id"].to_numpy(dtype=object),
-        "STUDYID": stream_rows["studyid"].to_numpy(dtype=object), "USUBJID": stream_rows["usubjid"].to_numpy(dtype=object),
-        "EVAL": stream_rows["eval"].to_numpy(dtype=object), "EVALID": stream_rows["evalid"].to_numpy(dtype=object),
-        "ACPTFL": acptfl.reindex(stream_rows["subject_id"]).to_numpy(dtype=object),
-    })
-    subjects = pd.DataFrame({"subject_id": streams["subject_id"].to_numpy(dtype=object), "regimen": None, "agents": "",
-                             "setting": "systemic", "procedure_day": np.nan, "source": file,
-                             "line": stream_rows["line"].to_numpy()})
-    new_equivocal = pd.DataFrame({"subject_id": lesions["subject_id"], "timepoint": lesions["timepoint"],
-                                  "eq": equivocal}).groupby(["subject_id", "timepoint"])["eq"].any()
-    visit_info = pd.DataFrame({
-        "subject_id": visits["subject_id"].to_numpy(dtype=object), "timepoint": visits["timepoint"].to_numpy(dtype=object),
-        "VISITNUM": visits["visitnum"].to_numpy(), "VISIT": visits["visit"].to_numpy(dtype=object),
-        "RSDTC": visits["dtc"].to_numpy(dtype=object), "RSDY": visits["day"].to_numpy(dtype=float),
-        "LNKGRP": visits["lnkgrp"].to_numpy(dtype=object),
-    })
-    visit_info["new_equivocal"] = new_equivocal.reindex(
-        pd.MultiIndex.from_frame(visit_info[["subject_id", "timepoint"]])).fillna(False).to_numpy(dtype=bool)
+    streams = pd.DataFrame(
+        {
+            "subject_id": stream_rows["subject_id"].to_numpy(dtype=object),
+            "STUDYID": stream_rows["studyid"].to_numpy(dtype=object),
+            "USUBJID": stream_rows["usubjid"].to_numpy(dtype=object),
+            "EVAL": stream_rows["eval"].to_numpy(dtype=object),
+            "EVALID": stream_rows["evalid"].to_numpy(dtype=object),
+            "ACPTFL": acptfl.reindex(stream_rows["subject_id"]).to_numpy(dtype=object),
+        }
+    )
+    subjects = pd.DataFrame(
+        {
+            "subject_id": streams["subject_id"].to_numpy(dtype=object),
+            "regimen": None,
+            "agents": "",
+            "setting": "systemic",
+            "procedure_day": np.nan,
+            "source": file,
+            "line": stream_rows["line"].to_numpy(),
+        }
+    )
+    new_equivocal = (
+        pd.DataFrame({"subject_id": lesions["subject_id"], "timepoint": lesions["timepoint"], "eq": equivocal})
+        .groupby(["subject_id", "timepoint"])["eq"]
+        .any()
+    )
+    visit_info = pd.DataFrame(
+        {
+            "subject_id": visits["subject_id"].to_numpy(dtype=object),
+            "timepoint": visits["timepoint"].to_numpy(dtype=object),
+            "VISITNUM": visits["visitnum"].to_numpy(),
+            "VISIT": visits["visit"].to_numpy(dtype=object),
+            "RSDTC": visits["dtc"].to_numpy(dtype=object),
+            "RSDY": visits["day"].to_numpy(dtype=float),
+            "LNKGRP": visits["lnkgrp"].to_numpy(dtype=object),
+        }
+    )
+    visit_info["new_equivocal"] = (
+        new_equivocal.reindex(pd.MultiIndex.from_frame(visit_info[["subject_id", "timepoint"]]))
+        .fillna(False)
+        .to_numpy(dtype=bool)
+    )
     return Tables(subjects=subjects, visits=visit_table, lesions=lesions), SdtmStreams(streams, visit_info)
 
 
@@ -294,14 +450,19 @@ def rs_rows(result: RuleSetResult, streams: SdtmStreams, category: str = "RECIST
     tp = result.timepoints.merge(streams.visits, on=["subject_id", "timepoint"], how="left")
     tp = tp.merge(streams.streams, on="subject_id", how="left")
     parts = []
-    for testcd, column in (("TRGRESP", "target"), ("NTRGRESP", "non_target"), ("NEWLPROG", "new_lesions"),
-                           ("OVRLRESP", "overall")):
+    for testcd, column in (
+        ("TRGRESP", "target"),
+        ("NTRGRESP", "non_target"),
+        ("NEWLPROG", "new_lesions"),
+        ("OVRLRESP", "overall"),
+    ):
         if column not in tp:
             continue
         values = tp[column]
         if testcd == "NEWLPROG":
-            word = np.where(values == True, "UNEQUIVOCAL",  # noqa: E712
-                            np.where(tp["new_equivocal"].fillna(False).to_numpy(dtype=bool), "EQUIVOCAL", None))
+            unequivocal = np.asarray(values == True, dtype=bool)  # noqa: E712 - elementwise, object column
+            equivocal = tp["new_equivocal"].fillna(False).to_numpy(dtype=bool)
+            word = blank_where(np.where(unequivocal, "UNEQUIVOCAL", "EQUIVOCAL"), ~(unequivocal | equivocal))
             keep = pd.notna(word)
             values = pd.Series(word, index=tp.index)
         elif testcd in ("TRGRESP", "NTRGRESP"):
@@ -309,16 +470,31 @@ def rs_rows(result: RuleSetResult, streams: SdtmStreams, category: str = "RECIST
         else:
             keep = values.notna().to_numpy()
         block = tp.loc[keep]
-        parts.append(pd.DataFrame({
-            "STUDYID": block["STUDYID"], "DOMAIN": "RS", "USUBJID": block["USUBJID"],
-            "RSLNKGRP": block["LNKGRP"] if testcd == "OVRLRESP" else "",
-            "RSTESTCD": testcd, "RSTEST": RS_TESTS[testcd], "RSCAT": category,
-            "RSORRES": values[keep].to_numpy(dtype=object), "RSSTRESC": values[keep].to_numpy(dtype=object),
-            "RSSTAT": "", "RSREASND": "", "RSEVAL": block["EVAL"], "RSEVALID": block["EVALID"],
-            "RSACPTFL": block["ACPTFL"], "VISITNUM": block["VISITNUM"], "VISIT": block["VISIT"],
-            "RSDTC": block["RSDTC"], "RSDY": block["RSDY"], "_order": {"TRGRESP": 0, "NTRGRESP": 1, "NEWLPROG": 2,
-                                                                       "OVRLRESP": 3}[testcd],
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "STUDYID": block["STUDYID"],
+                    "DOMAIN": "RS",
+                    "USUBJID": block["USUBJID"],
+                    "RSLNKGRP": block["LNKGRP"] if testcd == "OVRLRESP" else "",
+                    "RSTESTCD": testcd,
+                    "RSTEST": RS_TESTS[testcd],
+                    "RSCAT": category,
+                    "RSORRES": values[keep].to_numpy(dtype=object),
+                    "RSSTRESC": values[keep].to_numpy(dtype=object),
+                    "RSSTAT": "",
+                    "RSREASND": "",
+                    "RSEVAL": block["EVAL"],
+                    "RSEVALID": block["EVALID"],
+                    "RSACPTFL": block["ACPTFL"],
+                    "VISITNUM": block["VISITNUM"],
+                    "VISIT": block["VISIT"],
+                    "RSDTC": block["RSDTC"],
+                    "RSDY": block["RSDY"],
+                    "_order": {"TRGRESP": 0, "NTRGRESP": 1, "NEWLPROG": 2, "OVRLRESP": 3}[testcd],
+                }
+            )
+        )
     if not parts:
         return pd.DataFrame(columns=RS_COLUMNS)
     rs = pd.concat(parts, ignore_index=True)
@@ -328,16 +504,28 @@ def rs_rows(result: RuleSetResult, streams: SdtmStreams, category: str = "RECIST
     return rs[RS_COLUMNS].reset_index(drop=True)
 
 
-def adam_rows(result: RuleSetResult, streams: SdtmStreams, confirmed: RuleSetResult | None = None
-              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def adam_rows(
+    result: RuleSetResult, streams: SdtmStreams, confirmed: RuleSetResult | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Sponsor-side ADaM-shaped tables: ADRS (OVR per visit, BOR, and CBOR when `confirmed` is given) and
     ADTR (SDIAM per visit with BASE, CHG, PCHG, NADIR, CHGNAD, PCHGNAD)."""
     tp = result.timepoints.merge(streams.visits, on=["subject_id", "timepoint"], how="left")
     tp = tp.merge(streams.streams, on="subject_id", how="left")
     base = result.baseline.set_index("subject_id")
-    ovr = pd.DataFrame({"STUDYID": tp["STUDYID"], "USUBJID": tp["USUBJID"], "EVAL": tp["EVAL"], "EVALID": tp["EVALID"],
-                        "PARAMCD": "OVR", "PARAM": "Overall Response by Investigator/Reader", "AVALC": tp["overall"],
-                        "AVISIT": tp["VISIT"], "ADY": tp["RSDY"], "ADTC": tp["RSDTC"]})
+    ovr = pd.DataFrame(
+        {
+            "STUDYID": tp["STUDYID"],
+            "USUBJID": tp["USUBJID"],
+            "EVAL": tp["EVAL"],
+            "EVALID": tp["EVALID"],
+            "PARAMCD": "OVR",
+            "PARAM": "Overall Response by Investigator/Reader",
+            "AVALC": tp["overall"],
+            "AVISIT": tp["VISIT"],
+            "ADY": tp["RSDY"],
+            "ADTC": tp["RSDTC"],
+        }
+    )
     best_parts = [("BOR", "Best Overall Response", result.best)]
     if confirmed is not None:
         best_parts.append(("CBOR", "Best Confirmed Overall Response", confirmed.best))
@@ -348,31 +536,76 @@ def adam_rows(result: RuleSetResult, streams: SdtmStreams, confirmed: RuleSetRes
             continue
         b = best.merge(streams.streams, on="subject_id", how="left")
         # The visit that gave the best response, on the same study-day scale as the OVR rows.
-        b = b.merge(visit_days[["subject_id", "best_overall_response_timepoint", "VISIT", "RSDY", "RSDTC"]],
-                    on=["subject_id", "best_overall_response_timepoint"], how="left")
-        frames.append(pd.DataFrame({"STUDYID": b["STUDYID"], "USUBJID": b["USUBJID"], "EVAL": b["EVAL"],
-                                    "EVALID": b["EVALID"], "PARAMCD": code, "PARAM": label,
-                                    "AVALC": b["best_overall_response"], "AVISIT": b["VISIT"],
-                                    "ADY": b["RSDY"], "ADTC": b["RSDTC"]}))
+        b = b.merge(
+            visit_days[["subject_id", "best_overall_response_timepoint", "VISIT", "RSDY", "RSDTC"]],
+            on=["subject_id", "best_overall_response_timepoint"],
+            how="left",
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "STUDYID": b["STUDYID"],
+                    "USUBJID": b["USUBJID"],
+                    "EVAL": b["EVAL"],
+                    "EVALID": b["EVALID"],
+                    "PARAMCD": code,
+                    "PARAM": label,
+                    "AVALC": b["best_overall_response"],
+                    "AVISIT": b["VISIT"],
+                    "ADY": b["RSDY"],
+                    "ADTC": b["RSDTC"],
+                }
+            )
+        )
     adrs = pd.concat(frames, ignore_index=True)
     sums = tp.dropna(subset=["sum_mm"]) if "sum_mm" in tp else tp.iloc[0:0]
     baseline = base["baseline_sum_mm"].reindex(sums["subject_id"]).to_numpy(dtype=float) if len(sums) else np.array([])
-    follow = pd.DataFrame({
-        "STUDYID": sums["STUDYID"], "USUBJID": sums["USUBJID"], "EVAL": sums["EVAL"], "EVALID": sums["EVALID"],
-        "PARAMCD": "SDIAM", "PARAM": "Target Lesions Sum of Diameters", "AVISIT": sums["VISIT"], "ADY": sums["RSDY"],
-        "AVAL": sums["sum_mm"], "ABLFL": "", "BASE": baseline, "CHG": sums["sum_mm"].to_numpy(dtype=float) - baseline,
-        "PCHG": sums["pct_from_baseline"], "NADIR": sums["nadir_mm"], "CHGNAD": sums["mm_from_nadir"],
-        "PCHGNAD": sums["pct_from_nadir"],
-    })
+    follow = pd.DataFrame(
+        {
+            "STUDYID": sums["STUDYID"],
+            "USUBJID": sums["USUBJID"],
+            "EVAL": sums["EVAL"],
+            "EVALID": sums["EVALID"],
+            "PARAMCD": "SDIAM",
+            "PARAM": "Target Lesions Sum of Diameters",
+            "AVISIT": sums["VISIT"],
+            "ADY": sums["RSDY"],
+            "AVAL": sums["sum_mm"],
+            "ABLFL": "",
+            "BASE": baseline,
+            "CHG": sums["sum_mm"].to_numpy(dtype=float) - baseline,
+            "PCHG": sums["pct_from_baseline"],
+            "NADIR": sums["nadir_mm"],
+            "CHGNAD": sums["mm_from_nadir"],
+            "PCHGNAD": sums["pct_from_nadir"],
+        }
+    )
     # The baseline record (ABLFL = Y) carries the value BASE comes from.
-    base_rows = result.baseline.dropna(subset=["baseline_sum_mm"]).merge(
-        streams.visits, on=["subject_id", "timepoint"], how="left").merge(streams.streams, on="subject_id", how="left")
-    baseline_records = pd.DataFrame({
-        "STUDYID": base_rows["STUDYID"], "USUBJID": base_rows["USUBJID"], "EVAL": base_rows["EVAL"],
-        "EVALID": base_rows["EVALID"], "PARAMCD": "SDIAM", "PARAM": "Target Lesions Sum of Diameters",
-        "AVISIT": base_rows["VISIT"], "ADY": base_rows["RSDY"], "AVAL": base_rows["baseline_sum_mm"], "ABLFL": "Y",
-        "BASE": base_rows["baseline_sum_mm"], "CHG": None, "PCHG": None, "NADIR": None, "CHGNAD": None, "PCHGNAD": None,
-    })
+    base_rows = (
+        result.baseline.dropna(subset=["baseline_sum_mm"])
+        .merge(streams.visits, on=["subject_id", "timepoint"], how="left")
+        .merge(streams.streams, on="subject_id", how="left")
+    )
+    baseline_records = pd.DataFrame(
+        {
+            "STUDYID": base_rows["STUDYID"],
+            "USUBJID": base_rows["USUBJID"],
+            "EVAL": base_rows["EVAL"],
+            "EVALID": base_rows["EVALID"],
+            "PARAMCD": "SDIAM",
+            "PARAM": "Target Lesions Sum of Diameters",
+            "AVISIT": base_rows["VISIT"],
+            "ADY": base_rows["RSDY"],
+            "AVAL": base_rows["baseline_sum_mm"],
+            "ABLFL": "Y",
+            "BASE": base_rows["baseline_sum_mm"],
+            "CHG": None,
+            "PCHG": None,
+            "NADIR": None,
+            "CHGNAD": None,
+            "PCHGNAD": None,
+        }
+    )
     adtr = pd.concat([baseline_records, follow], ignore_index=True)
     adtr = adtr.sort_values(["USUBJID", "EVAL", "EVALID", "ADY"], kind="stable")
     for column in ("AVAL", "BASE", "CHG", "PCHG", "NADIR", "CHGNAD", "PCHGNAD"):

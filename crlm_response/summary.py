@@ -87,15 +87,22 @@ def summarise(best: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, An
         responses = group["best_overall_response"].fillna("NE").astype(str)
         n = len(responses)
         counts = responses.value_counts()
-        entry: dict[str, Any] = {"criteria": criteria, "subjects": n,
-                                 "best_response": {k: int(v) for k, v in counts.items()}}
+        entry: dict[str, Any] = {
+            "criteria": criteria,
+            "subjects": n,
+            "best_response": {k: int(v) for k, v in counts.items()},
+        }
         for name, words in (("objective_response_rate", RESPONDER), ("disease_control_rate", DISEASE_CONTROL)):
             k = int(responses.isin(words).sum())
             low, high = clopper_pearson(k, n, confidence)
-            entry[name] = {"n": k, "rate_pct": round(100.0 * k / n, 2) if n else None,
-                           "ci_low_pct": round(100.0 * low, 2) if n else None,
-                           "ci_high_pct": round(100.0 * high, 2) if n else None,
-                           "confidence": confidence, "method": "Clopper-Pearson exact"}
+            entry[name] = {
+                "n": k,
+                "rate_pct": round(100.0 * k / n, 2) if n else None,
+                "ci_low_pct": round(100.0 * low, 2) if n else None,
+                "ci_high_pct": round(100.0 * high, 2) if n else None,
+                "confidence": confidence,
+                "method": "Clopper-Pearson exact",
+            }
         out.append(entry)
     return out
 
@@ -105,11 +112,28 @@ def summary_table(summary: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for entry in summary:
         for word, count in entry["best_response"].items():
-            rows.append({"criteria": entry["criteria"], "measure": f"best_response_{word}", "n": count,
-                         "subjects": entry["subjects"], "rate_pct": round(100.0 * count / entry["subjects"], 2),
-                         "ci_low_pct": None, "ci_high_pct": None})
+            rows.append(
+                {
+                    "criteria": entry["criteria"],
+                    "measure": f"best_response_{word}",
+                    "n": count,
+                    "subjects": entry["subjects"],
+                    "rate_pct": round(100.0 * count / entry["subjects"], 2),
+                    "ci_low_pct": None,
+                    "ci_high_pct": None,
+                }
+            )
         for measure in ("objective_response_rate", "disease_control_rate"):
             m = entry[measure]
-            rows.append({"criteria": entry["criteria"], "measure": measure, "n": m["n"], "subjects": entry["subjects"],
-                         "rate_pct": m["rate_pct"], "ci_low_pct": m["ci_low_pct"], "ci_high_pct": m["ci_high_pct"]})
+            rows.append(
+                {
+                    "criteria": entry["criteria"],
+                    "measure": measure,
+                    "n": m["n"],
+                    "subjects": entry["subjects"],
+                    "rate_pct": m["rate_pct"],
+                    "ci_low_pct": m["ci_low_pct"],
+                    "ci_high_pct": m["ci_high_pct"],
+                }
+            )
     return pd.DataFrame(rows, columns=["criteria", "measure", "n", "subjects", "rate_pct", "ci_low_pct", "ci_high_pct"])

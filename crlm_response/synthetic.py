@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .tables import blank_where
+
 REGIMENS = (
     ("FOLFOX", "oxaliplatin;fluorouracil;leucovorin"),
     ("FOLFOX + bevacizumab", "oxaliplatin;fluorouracil;leucovorin;bevacizumab"),
@@ -55,7 +57,6 @@ def generate_cohort(rows: int = 100_000, seed: int = 1, subjects: int | None = N
 
     # Visits: baseline + follow-ups.
     n_visits = n_follow_ups + 1
-    subj_of_visit = np.repeat(np.arange(n), n_visits)
     visit_index = np.arange(n_visits.sum()) - np.repeat(np.cumsum(n_visits) - n_visits, n_visits)
     day = np.where(visit_index == 0, 0, visit_index * 56 + rng.integers(-7, 8, len(visit_index)))
     visit_start = np.cumsum(n_visits) - n_visits
@@ -67,8 +68,10 @@ def generate_cohort(rows: int = 100_000, seed: int = 1, subjects: int | None = N
     row_k = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
     row_visit = visit_start[row_subject] + row_k
     k = row_k.astype(float)
-    factor = np.exp((trend[row_subject] + lesion_noise[row_lesion]) * np.minimum(k, 3) / 3.0
-                    + np.where(trend[row_subject] < 0, 0.15 * np.maximum(k - 4, 0), 0.0))
+    factor = np.exp(
+        (trend[row_subject] + lesion_noise[row_lesion]) * np.minimum(k, 3) / 3.0
+        + np.where(trend[row_subject] < 0, 0.15 * np.maximum(k - 4, 0), 0.0)
+    )
     size = np.round(base_size[row_lesion] * factor * rng.normal(1, 0.03, len(row_lesion)), 0)
     baseline_row = row_k == 0
     status = np.full(len(row_lesion), "present", dtype=object)
@@ -78,48 +81,67 @@ def generate_cohort(rows: int = 100_000, seed: int = 1, subjects: int | None = N
     missing = ~baseline_row & (rng.random(len(row_lesion)) < 0.01)
     status[missing] = "not_evaluated"
     target = is_target[row_lesion]
-    nt_status = np.where(trend[row_subject] > 0.2, np.where(rng.random(len(row_lesion)) < 0.1,
-                                                            "unequivocal_progression", "present"), "present")
+    nt_status = np.where(
+        trend[row_subject] > 0.2,
+        np.where(rng.random(len(row_lesion)) < 0.1, "unequivocal_progression", "present"),
+        "present",
+    )
     status = np.where(~target & ~baseline_row & (status == "present"), nt_status, status)
     measured = target & (status == "present")
     longest = np.where(measured & ~node[row_lesion], np.maximum(size, 1), np.nan)
     longest = np.where(~target & baseline_row & ~node[row_lesion], np.maximum(size, 1), longest)
     short_axis = np.where(measured & node[row_lesion], np.maximum(size, 1), np.nan)
     hu = np.where(measured, (base_hu[row_lesion] * (1 + 0.6 * (factor - 1))).round(), np.nan)
-    morph = np.where(organ[row_lesion] == "liver",
-                     np.where(baseline_row, group[row_lesion], np.clip(group[row_lesion] - (trend[row_subject] < -0.3)
-                                                                        - (k > 1) * (trend[row_subject] < -0.1), 1, 3)),
-                     np.nan)
+    morph = np.where(
+        organ[row_lesion] == "liver",
+        np.where(
+            baseline_row,
+            group[row_lesion],
+            np.clip(group[row_lesion] - (trend[row_subject] < -0.3) - (k > 1) * (trend[row_subject] < -0.1), 1, 3),
+        ),
+        np.nan,
+    )
     kind = np.where(target, "target", "non_target")
-    lesions = pd.DataFrame({
-        "subject_id": np.char.add("S", (row_subject + 1).astype(str).astype("U")).astype(object),
-        "timepoint": np.where(row_k == 0, "baseline", np.char.add("FU", row_k.astype(str))).astype(object),
-        "day": day[row_visit],
-        "lesion_id": lesion_id[row_lesion].astype(object),
-        "kind": np.where(baseline_row, kind, None).astype(object),
-        "organ": np.where(baseline_row, organ[row_lesion], None).astype(object),
-        "is_lymph_node": np.where(baseline_row, np.where(node[row_lesion], "true", "false"), None).astype(object),
-        "longest_diameter_mm": longest,
-        "short_axis_mm": short_axis,
-        "attenuation_hu": hu,
-        "morphology_group": morph,
-        "status": status,
-        "agents": np.asarray(REGIMENS, dtype=object)[regimen[row_subject], 1],
-        "spleen_volume_ml": np.round(spleen[row_subject] * (1 + 0.08 * k), 0),
-    })
+    lesions = pd.DataFrame(
+        {
+            "subject_id": np.char.add("S", (row_subject + 1).astype(str).astype("U")).astype(object),
+            "timepoint": np.where(row_k == 0, "baseline", np.char.add("FU", row_k.astype(str))).astype(object),
+            "day": day[row_visit],
+            "lesion_id": lesion_id[row_lesion].astype(object),
+            "kind": blank_where(kind, ~baseline_row),
+            "organ": blank_where(organ[row_lesion], ~baseline_row),
+            "is_lymph_node": blank_where(np.where(node[row_lesion], "true", "false"), ~baseline_row),
+            "longest_diameter_mm": longest,
+            "short_axis_mm": short_axis,
+            "attenuation_hu": hu,
+            "morphology_group": morph,
+            "status": status,
+            "agents": np.asarray(REGIMENS, dtype=object)[regimen[row_subject], 1],
+            "spleen_volume_ml": np.round(spleen[row_subject] * (1 + 0.08 * k), 0),
+        }
+    )
 
     # New lesions for some progressing subjects at their last visit.
     new_subjects = np.flatnonzero((trend > 0.2) & (rng.random(n) < 0.5))
     if len(new_subjects):
         last_visit = visit_start[new_subjects] + n_follow_ups[new_subjects]
-        new = pd.DataFrame({
-            "subject_id": np.char.add("S", (new_subjects + 1).astype(str).astype("U")).astype(object),
-            "timepoint": np.char.add("FU", n_follow_ups[new_subjects].astype(str)).astype(object),
-            "day": day[last_visit], "lesion_id": "NEW1", "kind": "new", "organ": "liver",
-            "is_lymph_node": "false", "longest_diameter_mm": rng.integers(8, 25, len(new_subjects)).astype(float),
-            "short_axis_mm": np.nan, "attenuation_hu": np.nan, "morphology_group": np.nan, "status": "present",
-            "agents": np.asarray(REGIMENS, dtype=object)[regimen[new_subjects], 1],
-            "spleen_volume_ml": np.round(spleen[new_subjects] * (1 + 0.08 * n_follow_ups[new_subjects]), 0),
-        })
+        new = pd.DataFrame(
+            {
+                "subject_id": np.char.add("S", (new_subjects + 1).astype(str).astype("U")).astype(object),
+                "timepoint": np.char.add("FU", n_follow_ups[new_subjects].astype(str)).astype(object),
+                "day": day[last_visit],
+                "lesion_id": "NEW1",
+                "kind": "new",
+                "organ": "liver",
+                "is_lymph_node": "false",
+                "longest_diameter_mm": rng.integers(8, 25, len(new_subjects)).astype(float),
+                "short_axis_mm": np.nan,
+                "attenuation_hu": np.nan,
+                "morphology_group": np.nan,
+                "status": "present",
+                "agents": np.asarray(REGIMENS, dtype=object)[regimen[new_subjects], 1],
+                "spleen_volume_ml": np.round(spleen[new_subjects] * (1 + 0.08 * n_follow_ups[new_subjects]), 0),
+            }
+        )
         lesions = pd.concat([lesions, new], ignore_index=True)
     return lesions

@@ -122,8 +122,10 @@ LESION_VALUE_COLUMNS = tuple(k for k in LESION_SPECS if k != "fragments_mm") + (
 TRACE_COLUMNS = ("source", "line")
 
 _VISIT_SPECS = {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS}
-_LESION_SPECS = {**{k: v for k, v in LESION_SPECS.items() if k != "fragments_mm"},
-                 "fragments_sum_mm": FieldSpec("fragments_sum_mm", "number", ge=0)}
+_LESION_SPECS = {
+    **{k: v for k, v in LESION_SPECS.items() if k != "fragments_mm"},
+    "fragments_sum_mm": FieldSpec("fragments_sum_mm", "number", ge=0),
+}
 
 
 def spec_of(column: str) -> FieldSpec | None:
@@ -147,6 +149,13 @@ def _typed_frame(rows: list[dict[str, Any]], columns: tuple[str, ...], specs: di
     return coerce_known_types(frame, specs)
 
 
+def blank_where(values: Any, missing: Any) -> np.ndarray:
+    """An object array of `values` with None where `missing` holds (numpy's `where` with None, typed)."""
+    out = np.array(values, dtype=object, copy=True)
+    out[np.asarray(missing, dtype=bool)] = None
+    return out
+
+
 def coerce_known_types(frame: pd.DataFrame, specs: dict[str, FieldSpec]) -> pd.DataFrame:
     """Give already-valid columns their engine dtypes: numbers and yes/no as float64, words as objects."""
     out: dict[str, Any] = {}
@@ -163,7 +172,7 @@ def coerce_known_types(frame: pd.DataFrame, specs: dict[str, FieldSpec]) -> pd.D
         else:
             arr = values.to_numpy(dtype=object)
             missing = pd.isna(arr)
-            out[column] = np.where(missing, None, arr) if missing.any() else arr
+            out[column] = blank_where(arr, missing) if missing.any() else arr
     return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
 
 
@@ -180,10 +189,17 @@ def tables_from_cases(cases: list[tuple[Case, str, dict[tuple[Any, ...], int]]])
     for case, file, lines in cases:
         sid = case.case_id
         t = case.treatment
-        subjects.append({
-            "subject_id": sid, "regimen": t.regimen, "agents": ";".join(t.agents), "setting": t.setting,
-            "procedure_day": t.procedure_day, "source": file, "line": lines.get(("case_id",), 1),
-        })
+        subjects.append(
+            {
+                "subject_id": sid,
+                "regimen": t.regimen,
+                "agents": ";".join(t.agents),
+                "setting": t.setting,
+                "procedure_day": t.procedure_day,
+                "source": file,
+                "line": lines.get(("case_id",), 1),
+            }
+        )
         if case.settings:
             settings[sid] = case.settings
         for ti, tp in enumerate(case.timepoints):
@@ -211,10 +227,16 @@ def tables_from_cases(cases: list[tuple[Case, str, dict[tuple[Any, ...], int]]])
                 lesions.append(lrow)
     return Tables(
         subjects=_typed_frame(subjects, SUBJECT_COLUMNS + TRACE_COLUMNS, {"procedure_day": FieldSpec("p", "number")}),
-        visits=_typed_frame(visits, ("subject_id", "timepoint") + VISIT_VALUE_COLUMNS + TRACE_COLUMNS,
-                            {**_VISIT_SPECS, "line": FieldSpec("line", "number")}),
-        lesions=_typed_frame(lesions, ("subject_id", "timepoint", "lesion_id") + LESION_VALUE_COLUMNS + TRACE_COLUMNS,
-                             {**_LESION_SPECS, "line": FieldSpec("line", "number")}),
+        visits=_typed_frame(
+            visits,
+            ("subject_id", "timepoint") + VISIT_VALUE_COLUMNS + TRACE_COLUMNS,
+            {**_VISIT_SPECS, "line": FieldSpec("line", "number")},
+        ),
+        lesions=_typed_frame(
+            lesions,
+            ("subject_id", "timepoint", "lesion_id") + LESION_VALUE_COLUMNS + TRACE_COLUMNS,
+            {**_LESION_SPECS, "line": FieldSpec("line", "number")},
+        ),
         settings=settings,
     )
 
@@ -245,7 +267,7 @@ class Prepared:
 
 
 def subject_keys(subject_ids: pd.Series, order: pd.Index) -> np.ndarray:
-    return np.asarray(order.get_indexer(subject_ids.to_numpy(dtype=object)), dtype=np.int64)
+    return np.asarray(order.get_indexer(pd.Index(subject_ids.to_numpy(dtype=object))), dtype=np.int64)
 
 
 def long_frame(tables: Tables) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from .tables import (
     TIMEPOINT_SPECS,
     FieldSpec,
     Tables,
+    blank_where,
     with_object_strings,
 )
 from .yamlio import load_yaml
@@ -41,7 +42,10 @@ MAX_INPUT_BYTES = 20 * 1024**3
 TRUE_WORDS = {"true", "t", "yes", "y", "1", "1.0"}
 FALSE_WORDS = {"false", "f", "no", "n", "0", "0.0"}
 SPECS: dict[str, FieldSpec] = {
-    **{k: v for k, v in LESION_SPECS.items()}, **TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS,
+    **{k: v for k, v in LESION_SPECS.items()},
+    **TIMEPOINT_SPECS,
+    **ORGAN_SPECS,
+    **PET_SPECS,
     "procedure_day": FieldSpec("procedure_day", "integer", ge=-3650, le=36500),
     "regimen": FieldSpec("regimen", "text"),
     "agents": FieldSpec("agents", "text", description="agents separated by ';'"),
@@ -70,10 +74,21 @@ class Ledger:
             return
         self.malformed += len(malformed)
         subjects = malformed["subject_id"].to_numpy(dtype=object) if "subject_id" in malformed else None
-        self.parts.append(pd.DataFrame({
-            "file": self.file, "line": malformed["line"].to_numpy(), "subject_id": subjects, "timepoint": None,
-            "lesion_id": None, "column": None, "value": None, "code": "malformed_row",
-            "reason": malformed["reason"].to_numpy(dtype=object)}))
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    "file": self.file,
+                    "line": malformed["line"].to_numpy(),
+                    "subject_id": subjects,
+                    "timepoint": None,
+                    "lesion_id": None,
+                    "column": None,
+                    "value": None,
+                    "code": "malformed_row",
+                    "reason": malformed["reason"].to_numpy(dtype=object),
+                }
+            )
+        )
 
     def _column(self, name: str) -> np.ndarray | None:
         return self.frame[name].to_numpy(dtype=object) if name in self.frame else None
@@ -90,17 +105,21 @@ class Ledger:
 
         if values is None and column and column in self.frame:
             values = self.frame[column].to_numpy(dtype=object)
-        self.parts.append(pd.DataFrame({
-            "file": self.file if self.files is None else self.files[mask],
-            "line": self.lines[mask],
-            "subject_id": pick(self._column("subject_id")),
-            "timepoint": pick(self._column("timepoint")),
-            "lesion_id": pick(self._column("lesion_id")),
-            "column": column,
-            "value": pick(values),
-            "code": code,
-            "reason": reason[mask] if isinstance(reason, np.ndarray) else reason,
-        }))
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    "file": self.file if self.files is None else self.files[mask],
+                    "line": self.lines[mask],
+                    "subject_id": pick(self._column("subject_id")),
+                    "timepoint": pick(self._column("timepoint")),
+                    "lesion_id": pick(self._column("lesion_id")),
+                    "column": column,
+                    "value": pick(values),
+                    "code": code,
+                    "reason": reason[mask] if isinstance(reason, np.ndarray) else reason,
+                }
+            )
+        )
 
     def set_aside_subjects(self, reasons: Mapping[Any, str], code: str = "subject_set_aside") -> None:
         """Reject every remaining row of the given subjects: one bad row makes the subject unscorable."""
@@ -117,8 +136,10 @@ class Ledger:
         table = self.table()
         table = table.loc[table["subject_id"].notna()].sort_values("line", kind="stable")
         first = table.drop_duplicates("subject_id")
-        return {row.subject_id: f"subject set aside: {self.file} line {row.line} was rejected ({row.reason})"
-                for row in first.itertuples()}
+        return {
+            row.subject_id: f"subject set aside: {self.file} line {row.line} was rejected ({row.reason})"
+            for row in first.itertuples()
+        }
 
     @property
     def ok(self) -> np.ndarray:
@@ -157,18 +178,25 @@ class ReadResult:
         if errors.empty:
             return
         first = errors.drop_duplicates("subject_id")
-        reasons = {row.subject_id: (f"subject set aside: {row.source} line {int(row.line)} was rejected ({row.message})"
-                                    if pd.notna(row.line) else f"subject set aside: {row.message}")
-                   for row in first.itertuples()}
+        reasons = {
+            subject: (
+                f"subject set aside: {source} line {int(line)} was rejected ({message})"
+                if pd.notna(line)
+                else f"subject set aside: {message}"
+            )
+            for subject, source, line, message in zip(
+                first["subject_id"], first["source"], first["line"], first["message"], strict=True
+            )
+        }
         for ledger in self.ledgers:
             own = errors.loc[(errors["source"].astype(str) == ledger.file) & errors["line"].notna()]
             own = own.drop_duplicates("line")
             if not own.empty:
                 line_index = pd.Index(own["line"].astype(np.int64))
-                where = line_index.get_indexer(ledger.lines.astype(np.int64))
+                where = line_index.get_indexer(pd.Index(ledger.lines.astype(np.int64)))
                 hit = where >= 0
-                messages = np.where(hit, own["message"].to_numpy(dtype=object)[np.maximum(where, 0)], None)
-                codes = np.where(hit, own["code"].to_numpy(dtype=object)[np.maximum(where, 0)], None)
+                messages = blank_where(own["message"].to_numpy(dtype=object)[np.maximum(where, 0)], ~hit)
+                codes = blank_where(own["code"].to_numpy(dtype=object)[np.maximum(where, 0)], ~hit)
                 for code in pd.unique(codes[hit]):
                     ledger.add(hit & (codes == code), None, str(code), messages)
             ledger.set_aside_subjects(reasons)
@@ -187,26 +215,36 @@ def load_column_map(path: str | Path | None) -> ColumnMap:
         return ColumnMap()
     data, _ = load_yaml(path)
     if not isinstance(data, dict):
-        raise InputTableError("a column map is a YAML mapping: {columns: {our_name: their_name}, values: {...}}",
-                              file=path)
+        raise InputTableError(
+            "a column map is a YAML mapping: {columns: {our_name: their_name}, values: {...}}", file=path
+        )
     unknown = set(data) - {"columns", "values"}
     if unknown:
-        raise InputTableError(f"unknown key(s) {', '.join(sorted(unknown))}", file=path,
-                              hint="a column map has `columns:` and optionally `values:`")
+        raise InputTableError(
+            f"unknown key(s) {', '.join(sorted(unknown))}",
+            file=path,
+            hint="a column map has `columns:` and optionally `values:`",
+        )
     columns = data.get("columns") or {}
     values = data.get("values") or {}
     if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items()):
-        raise InputTableError("`columns:` maps our column name to the export's column name (text to text)",
-                              file=path, key="columns")
+        raise InputTableError(
+            "`columns:` maps our column name to the export's column name (text to text)", file=path, key="columns"
+        )
     known = set(SPECS) | set(KEY_COLUMNS) | set(SUBJECT_FIELDS)
     for ours in columns:
         if ours not in known:
-            raise InputTableError(f"`{ours}` is not a column this tool reads", file=path, key=f"columns.{ours}",
-                                  hint="see README, 'Long format'")
+            raise InputTableError(
+                f"`{ours}` is not a column this tool reads",
+                file=path,
+                key=f"columns.{ours}",
+                hint="see README, 'Long format'",
+            )
     if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
         raise InputTableError("`values:` maps a column to {their word: our word}", file=path, key="values")
-    return ColumnMap({k: v for k, v in columns.items()},
-                     {k: {str(a): str(b) for a, b in v.items()} for k, v in values.items()})
+    return ColumnMap(
+        {k: v for k, v in columns.items()}, {k: {str(a): str(b) for a, b in v.items()} for k, v in values.items()}
+    )
 
 
 def _detect_encoding(path: Path, encoding: str) -> str:
@@ -229,8 +267,11 @@ def _detect_encoding(path: Path, encoding: str) -> str:
             line = head[: exc.start].count(b"\n") + 1
             column = exc.start - (head.rfind(b"\n", 0, exc.start) + 1) + 1
             raise InputTableError(
-                f"not UTF-8 text (byte 0x{head[exc.start]:02x} at column {column})", file=path, line=line,
-                hint="save as UTF-8, or pass --encoding latin-1 (or cp1252) if that is what the file is") from None
+                f"not UTF-8 text (byte 0x{head[exc.start]:02x} at column {column})",
+                file=path,
+                line=line,
+                hint="save as UTF-8, or pass --encoding latin-1 (or cp1252) if that is what the file is",
+            ) from None
     return "utf-8"
 
 
@@ -290,15 +331,20 @@ def _read_csv_arrow(p: Path, path: str | Path, data: bytes, none: pd.DataFrame) 
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise InputTableError(f"column name(s) given twice in the header: {', '.join(dup)}", file=path)
-    malformed: list[tuple[int, str]] = []
+    malformed: list[tuple[int, str, str | None]] = []
 
     subject_at = names.index("subject_id") if "subject_id" in names else -1
 
     def skip(row: Any) -> str:
         fields = next(iter(csv.reader([row.text or ""])), [])
         subject = fields[subject_at].strip() if 0 <= subject_at < len(fields) else None
-        malformed.append((int(row.number) if row.number is not None else -1,
-                          f"expected {row.expected_columns} fields, found {row.actual_columns}", subject))
+        malformed.append(
+            (
+                int(row.number) if row.number is not None else -1,
+                f"expected {row.expected_columns} fields, found {row.actual_columns}",
+                subject,
+            )
+        )
         return "skip"
 
     types = {name: pa.dictionary(pa.int32(), pa.string()) for name in names}
@@ -306,10 +352,13 @@ def _read_csv_arrow(p: Path, path: str | Path, data: bytes, none: pd.DataFrame) 
     def parse(threads: bool) -> Any:
         try:
             return pacsv.read_csv(
-                p, read_options=pacsv.ReadOptions(use_threads=threads),
+                p,
+                read_options=pacsv.ReadOptions(use_threads=threads),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=skip, newlines_in_values=False),
-                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
-                                                     null_values=[""], quoted_strings_can_be_null=True))
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types, strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=True
+                ),
+            )
         except pa.ArrowInvalid as exc:
             raise InputTableError(f"not a valid CSV table: {exc}", file=path) from None
 
@@ -324,19 +373,38 @@ def _read_csv_arrow(p: Path, path: str | Path, data: bytes, none: pd.DataFrame) 
     skipped = np.array(sorted(n for n, _, _ in malformed if n > 0), dtype=np.int64)
     line_numbers = np.arange(2, len(frame) + len(skipped) + 2)
     lines = line_numbers[~np.isin(line_numbers, skipped)] if len(skipped) else line_numbers
-    bad = pd.DataFrame({"line": [n for n, _, _ in malformed], "reason": [f"malformed CSV row: {r}" for _, r, _ in malformed],
-                        "subject_id": [s for _, _, s in malformed]}) if malformed else none
+    bad = (
+        pd.DataFrame(
+            {
+                "line": [n for n, _, _ in malformed],
+                "reason": [f"malformed CSV row: {r}" for _, r, _ in malformed],
+                "subject_id": [s for _, _, s in malformed],
+            }
+        )
+        if malformed
+        else none
+    )
     return RawTable(frame, lines, bad)
 
 
 def _read_csv_pandas(p: Path, path: str | Path, enc: str, none: pd.DataFrame) -> RawTable:
     """Careful path (blank lines, other encodings): pandas' parser, every cell as text, exact line numbers."""
     try:
-        frame = pd.read_csv(p, encoding=enc, skip_blank_lines=False, dtype=object, keep_default_na=False,
-                            na_values=[""], low_memory=False)
+        frame = pd.read_csv(
+            p,
+            encoding=enc,
+            skip_blank_lines=False,
+            dtype=object,
+            keep_default_na=False,
+            na_values=[""],
+            low_memory=False,
+        )
     except UnicodeDecodeError as exc:
-        raise InputTableError(f"cannot decode the file as {enc}: {exc.reason} at byte {exc.start}", file=path,
-                              hint="pass --encoding with the file's real encoding (e.g. latin-1)") from None
+        raise InputTableError(
+            f"cannot decode the file as {enc}: {exc.reason} at byte {exc.start}",
+            file=path,
+            hint="pass --encoding with the file's real encoding (e.g. latin-1)",
+        ) from None
     except pd.errors.EmptyDataError:
         raise InputTableError("file has no header line", file=path) from None
     except pd.errors.ParserError as exc:
@@ -395,8 +463,11 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
         raw = frame[column]
         present = raw.notna().to_numpy()
         if not present.any():
-            out[column] = np.full(n, np.nan) if spec.kind in ("number", "integer", "bool", "list") else \
-                np.full(n, None, dtype=object)
+            out[column] = (
+                np.full(n, np.nan)
+                if spec.kind in ("number", "integer", "bool", "list")
+                else np.full(n, None, dtype=object)
+            )
             continue
         if spec.kind in ("number", "integer"):
             values = _numbers(raw).to_numpy()
@@ -404,8 +475,12 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
             rejects.add(present & np.isinf(values), column, "not_finite", f"{column} must be a finite number")
             if spec.kind == "integer":
                 with np.errstate(invalid="ignore"):
-                    rejects.add(present & np.isfinite(values) & (np.floor(values) != values), column, "not_integer",
-                                f"{column} must be a whole number")
+                    rejects.add(
+                        present & np.isfinite(values) & (np.floor(values) != values),
+                        column,
+                        "not_integer",
+                        f"{column} must be a whole number",
+                    )
             _bounds(rejects, values, spec, column)
             out[column] = values
         elif spec.kind == "bool":
@@ -419,7 +494,9 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
             parsed = pd.to_datetime(uniques, errors="coerce", format="ISO8601").to_numpy()
             stamps = np.full(n, np.datetime64("NaT"), dtype=parsed.dtype if len(parsed) else "datetime64[ns]")
             stamps[codes >= 0] = parsed[codes[codes >= 0]]
-            rejects.add(present & np.isnat(stamps), column, "bad_date", f"{column} must be a real date written YYYY-MM-DD")
+            rejects.add(
+                present & np.isnat(stamps), column, "bad_date", f"{column} must be a real date written YYYY-MM-DD"
+            )
             out[column] = stamps
         elif spec.kind == "list":
             parts = raw.astype(str).str.replace(",", ";").str.split(";")
@@ -427,8 +504,10 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
             sums = exploded.groupby(level=0).sum(min_count=1)
             any_bad = exploded.isna().groupby(level=0).any()
             negative = (exploded < 0).groupby(level=0).any()
-            bad = present & (any_bad.reindex(raw.index, fill_value=False).to_numpy()
-                             | negative.reindex(raw.index, fill_value=False).to_numpy())
+            bad = present & (
+                any_bad.reindex(raw.index, fill_value=False).to_numpy()
+                | negative.reindex(raw.index, fill_value=False).to_numpy()
+            )
             rejects.add(bad, column, "bad_list", f"{column} must be numbers >= 0 separated by ';'")
             out[column] = sums.reindex(raw.index).to_numpy(dtype=float)
         elif spec.choices:
@@ -450,7 +529,8 @@ def _key_text(values: pd.Series) -> np.ndarray:
     """Ids as plain text: 007 stays 007, a number from Parquet becomes its shortest text, missing is None."""
     if pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_integer_dtype(values.dtype):
         return _per_unique(values, lambda u: u.map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))).to_numpy(
-            dtype=object)
+            dtype=object
+        )
     return _per_unique(values, lambda u: u.astype(str).str.strip()).to_numpy(dtype=object)
 
 
@@ -473,16 +553,23 @@ def _bounds(rejects: Ledger, values: np.ndarray, spec: FieldSpec, column: str) -
         if spec.gt is not None:
             rejects.add(values <= spec.gt, column, "out_of_range", f"{column} must be > {spec.gt:g}")
         if spec.le is not None:
-            rejects.add(values > spec.le, column, "out_of_range",
-                        f"{column} must be <= {spec.le:g} (a larger value is a typing or unit mistake)")
+            rejects.add(
+                values > spec.le,
+                column,
+                "out_of_range",
+                f"{column} must be <= {spec.le:g} (a larger value is a typing or unit mistake)",
+            )
 
 
 def _apply_map(frame: pd.DataFrame, mapping: ColumnMap, file: str) -> pd.DataFrame:
     renames = {theirs: ours for ours, theirs in mapping.columns.items()}
     missing = [theirs for theirs in renames if theirs not in frame.columns]
     if missing:
-        raise InputTableError(f"column(s) named in the column map are not in the file: {', '.join(missing)}", file=file,
-                              hint=f"the file has: {', '.join(map(str, frame.columns[:30]))}")
+        raise InputTableError(
+            f"column(s) named in the column map are not in the file: {', '.join(missing)}",
+            file=file,
+            hint=f"the file has: {', '.join(map(str, frame.columns[:30]))}",
+        )
     frame = frame.rename(columns=renames)
     for column, words in mapping.values.items():
         if column in frame:
@@ -522,8 +609,12 @@ def _subject_conflicts(cols: Columns, columns: tuple[str, ...], gid: np.ndarray,
         np.minimum.at(low, gid[keep], numbers[keep])
         np.maximum.at(high, gid[keep], numbers[keep])
         clash = (low < high)[gid] & ~np.isnan(numbers)
-        rejects.add(clash, column, "inconsistent_" + what,
-                    f"{column} differs between rows of the same {what}; it must be the same on every row")
+        rejects.add(
+            clash,
+            column,
+            "inconsistent_" + what,
+            f"{column} differs between rows of the same {what}; it must be the same on every row",
+        )
 
 
 def _first_per_group(values: np.ndarray, gid: np.ndarray, first_rows: np.ndarray) -> np.ndarray:
@@ -547,14 +638,18 @@ def check_long_columns(raw: pd.DataFrame, file: str) -> pd.DataFrame:
     if "lesion_id" not in raw:
         missing.append("lesion_id")
     if missing:
-        raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=file,
-                              hint=f"the file has: {', '.join(map(str, raw.columns[:30]))}; map other names with --map")
+        raise InputTableError(
+            f"missing required column(s): {', '.join(missing)}",
+            file=file,
+            hint=f"the file has: {', '.join(map(str, raw.columns[:30]))}; map other names with --map",
+        )
     return raw
 
 
 @with_object_strings
-def read_long(path: str | Path, column_map: ColumnMap | None = None, organs: str | Path | None = None,
-              encoding: str = "auto") -> ReadResult:
+def read_long(
+    path: str | Path, column_map: ColumnMap | None = None, organs: str | Path | None = None, encoding: str = "auto"
+) -> ReadResult:
     """Read a long-format lesion table (and optionally a separate organ table) into `Tables`."""
     mapping = column_map or ColumnMap()
     file = str(path)
@@ -565,15 +660,18 @@ def read_long(path: str | Path, column_map: ColumnMap | None = None, organs: str
     organ_raw = None
     if organs is not None:
         organ_table = read_frame(organs, encoding)
-        organ_raw = RawTable(_apply_map(organ_table.frame, mapping, str(organs)), organ_table.lines,
-                             organ_table.malformed)
-    return long_from_frames(RawTable(raw, table.lines, table.malformed), file, organ_raw,
-                            str(organs) if organs is not None else None)
+        organ_raw = RawTable(
+            _apply_map(organ_table.frame, mapping, str(organs)), organ_table.lines, organ_table.malformed
+        )
+    return long_from_frames(
+        RawTable(raw, table.lines, table.malformed), file, organ_raw, str(organs) if organs is not None else None
+    )
 
 
 @with_object_strings
-def long_from_frames(lesions: RawTable, file: str, organs: RawTable | None = None,
-                     organs_file: str | None = None) -> ReadResult:
+def long_from_frames(
+    lesions: RawTable, file: str, organs: RawTable | None = None, organs_file: str | None = None
+) -> ReadResult:
     """Check and convert raw long-format rows (a whole file, or a subject-complete chunk of one) into tables.
 
     The same function serves a whole file, the bounded-memory chunks and the Dask partitions."""
@@ -609,14 +707,26 @@ def _several_files(subjects: np.ndarray, files: np.ndarray | None, ok: np.ndarra
     several = counts[counts.map(len) > 1]
     if several.empty:
         return None
-    return pd.DataFrame({"subject_id": several.index.to_numpy(dtype=object), "code": "subject_in_several_files",
-                         "timepoint": None, "lesion_id": None,
-                         "message": ["rows of this subject come from " + ", ".join(Path(f).name for f in files_)
-                                     + "; check the files are not duplicate exports" for files_ in several],
-                         "severity": "warning"})
+    return pd.DataFrame(
+        {
+            "subject_id": several.index.to_numpy(dtype=object),
+            "code": "subject_in_several_files",
+            "timepoint": None,
+            "lesion_id": None,
+            "message": [
+                "rows of this subject come from "
+                + ", ".join(Path(f).name for f in files_)
+                + "; check the files are not duplicate exports"
+                for files_ in several
+            ],
+            "severity": "warning",
+        }
+    )
 
 
-def _organ_rows(organs: RawTable, file: str, lesion_rows: Columns, lesion_ledger: Ledger) -> tuple[pd.DataFrame, Ledger]:
+def _organ_rows(
+    organs: RawTable, file: str, lesion_rows: Columns, lesion_ledger: Ledger
+) -> tuple[pd.DataFrame, Ledger]:
     raw, lines = organs.frame, organs.lines
     missing = [c for c in ("subject_id", "timepoint") if c not in raw]
     if missing:
@@ -626,18 +736,36 @@ def _organ_rows(organs: RawTable, file: str, lesion_rows: Columns, lesion_ledger
     cols = convert_columns(raw, ledger, {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS})
     subjects, timepoints = cols["subject_id"], cols["timepoint"]
     pairs = pd.Series(subjects, dtype=object) + "\x1f" + pd.Series(timepoints, dtype=object)
-    ledger.add(pairs.duplicated(keep="first").to_numpy(), "timepoint", "duplicate_row",
-               "a second organ row for the same subject and timepoint")
+    ledger.add(
+        pairs.duplicated(keep="first").to_numpy(),
+        "timepoint",
+        "duplicate_row",
+        "a second organ row for the same subject and timepoint",
+    )
     set_aside = set(lesion_ledger.table()["subject_id"].dropna())
-    ledger.add(np.isin(subjects, list(set_aside)) if set_aside else np.zeros(len(raw), dtype=bool), "subject_id",
-               "subject_set_aside", "subject set aside in the lesion file")
+    ledger.add(
+        np.isin(subjects, list(set_aside)) if set_aside else np.zeros(len(raw), dtype=bool),
+        "subject_id",
+        "subject_set_aside",
+        "subject set aside in the lesion file",
+    )
     known_subjects = set(pd.unique(lesion_rows["subject_id"]))
-    ledger.add(~np.isin(subjects, list(known_subjects)), "subject_id", "unknown_subject",
-               "subject is not in the lesion file")
-    known_pairs = set((pd.Series(lesion_rows["subject_id"], dtype=object) + "\x1f"
-                       + pd.Series(lesion_rows["timepoint"], dtype=object)).unique())
-    ledger.add(~pairs.isin(known_pairs).to_numpy(), "timepoint", "unknown_timepoint",
-               "this subject has no such timepoint in the lesion file")
+    ledger.add(
+        ~np.isin(subjects, list(known_subjects)), "subject_id", "unknown_subject", "subject is not in the lesion file"
+    )
+    known_pairs = set(
+        (
+            pd.Series(lesion_rows["subject_id"], dtype=object)
+            + "\x1f"
+            + pd.Series(lesion_rows["timepoint"], dtype=object)
+        ).unique()
+    )
+    ledger.add(
+        ~pairs.isin(known_pairs).to_numpy(),
+        "timepoint",
+        "unknown_timepoint",
+        "this subject has no such timepoint in the lesion file",
+    )
     frame = pd.DataFrame({k: v for k, v in cols.items()})
     frame["_ok"] = ledger.ok
     return frame, ledger
@@ -655,22 +783,29 @@ def _build_tables(cols: Columns, lines: np.ndarray, organs: pd.DataFrame | None,
             return np.full(len(subject_first), default, dtype=object if not isinstance(default, float) else float)
         return _first_per_group(cols[name], subject_gid, subject_first)
 
-    subjects = pd.DataFrame({
-        "subject_id": cols["subject_id"][subject_first],
-        "regimen": per_subject("regimen", None),
-        "agents": _agents(pd.Series(per_subject("agents", ""), dtype=object)),
-        "setting": per_subject("setting", "systemic"),
-        "procedure_day": per_subject("procedure_day", np.nan).astype(float),
-        "source": file, "line": lines[subject_first],
-    }, copy=False)
-    visits_cols: dict[str, Any] = {"subject_id": cols["subject_id"][visit_first],
-                                   "timepoint": cols["timepoint"][visit_first]}
+    subjects = pd.DataFrame(
+        {
+            "subject_id": cols["subject_id"][subject_first],
+            "regimen": per_subject("regimen", None),
+            "agents": _agents(pd.Series(per_subject("agents", ""), dtype=object)),
+            "setting": per_subject("setting", "systemic"),
+            "procedure_day": per_subject("procedure_day", np.nan).astype(float),
+            "source": file,
+            "line": lines[subject_first],
+        },
+        copy=False,
+    )
+    visits_cols: dict[str, Any] = {
+        "subject_id": cols["subject_id"][visit_first],
+        "timepoint": cols["timepoint"][visit_first],
+    }
     for column in VISIT_FIELDS:
         if column in cols:
             visits_cols[column] = _first_per_group(cols[column], visit_gid, visit_first)
         elif column in ("day", "date"):
-            visits_cols[column] = np.full(len(visit_first), np.nan) if column == "day" else np.full(
-                len(visit_first), None, dtype=object)
+            visits_cols[column] = (
+                np.full(len(visit_first), np.nan) if column == "day" else np.full(len(visit_first), None, dtype=object)
+            )
     visits_cols["source"] = file
     visits_cols["line"] = lines[visit_first]
     visits = pd.DataFrame(visits_cols, copy=False)
@@ -684,8 +819,11 @@ def _build_tables(cols: Columns, lines: np.ndarray, organs: pd.DataFrame | None,
         if column in cols:
             lesion_cols[target] = cols[column][has_lesion]
         elif column in CORE_LESION_FIELDS:  # the engine reads absent optional fields as missing on its own
-            lesion_cols[target] = np.full(n_lesions, np.nan) if SPECS[column].kind in (
-                "number", "integer", "bool", "list") else np.full(n_lesions, None, dtype=object)
+            lesion_cols[target] = (
+                np.full(n_lesions, np.nan)
+                if SPECS[column].kind in ("number", "integer", "bool", "list")
+                else np.full(n_lesions, None, dtype=object)
+            )
     lesion_cols["equivocal"] = np.nan_to_num(lesion_cols["equivocal"].astype(float), nan=0.0)
     status = lesion_cols["status"]
     lesion_cols["status"] = np.where(pd.isna(status), "present", status)
@@ -705,8 +843,9 @@ def _agents(values: pd.Series) -> np.ndarray:
 def _merge_organs(visits: pd.DataFrame, organs: pd.DataFrame) -> pd.DataFrame:
     ok = organs.loc[organs["_ok"]]
     columns = [c for c in VISIT_FIELDS if c in ok and c not in ("day", "date")]
-    merged = visits.merge(ok[["subject_id", "timepoint"] + columns], on=["subject_id", "timepoint"], how="left",
-                          suffixes=("", "_organ"))
+    merged = visits.merge(
+        ok[["subject_id", "timepoint"] + columns], on=["subject_id", "timepoint"], how="left", suffixes=("", "_organ")
+    )
     for column in columns:
         if column + "_organ" in merged:
             merged[column] = merged[column].where(merged[column].notna(), merged[column + "_organ"])
@@ -714,9 +853,20 @@ def _merge_organs(visits: pd.DataFrame, organs: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
-RESPONSE_ALIASES = {"NON-CR/NON-PD": "NON-CR/NON-PD", "NONCR/NONPD": "NON-CR/NON-PD", "NON CR/NON PD": "NON-CR/NON-PD",
-                    "NON-CR / NON-PD": "NON-CR/NON-PD", "CR": "CR", "PR": "PR", "SD": "SD", "PD": "PD", "NE": "NE",
-                    "ND": "ND", "NOT EVALUABLE": "NE", "NOT DONE": "ND"}
+RESPONSE_ALIASES = {
+    "NON-CR/NON-PD": "NON-CR/NON-PD",
+    "NONCR/NONPD": "NON-CR/NON-PD",
+    "NON CR/NON PD": "NON-CR/NON-PD",
+    "NON-CR / NON-PD": "NON-CR/NON-PD",
+    "CR": "CR",
+    "PR": "PR",
+    "SD": "SD",
+    "PD": "PD",
+    "NE": "NE",
+    "ND": "ND",
+    "NOT EVALUABLE": "NE",
+    "NOT DONE": "ND",
+}
 
 
 @dataclass
@@ -729,8 +879,9 @@ class Responses:
 
 
 @with_object_strings
-def read_responses(path: str | Path, reference_date: str | None = None, encoding: str = "auto",
-                   column_map: ColumnMap | None = None) -> Responses:
+def read_responses(
+    path: str | Path, reference_date: str | None = None, encoding: str = "auto", column_map: ColumnMap | None = None
+) -> Responses:
     """Per-visit responses from a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or
     ADaM ADRS (PARAMCD OVR rows). Dates need a reference date (option or `reference_date` column)."""
     file = str(path)
@@ -738,14 +889,23 @@ def read_responses(path: str | Path, reference_date: str | None = None, encoding
     raw = _apply_map(table.frame, column_map or ColumnMap(), file)
     upper = {c.upper(): c for c in raw.columns}
     if "RSTESTCD" in upper:
-        kind, test_col, subject_cols, response_col = "sdtm_rs", upper["RSTESTCD"], ["USUBJID", "RSEVAL", "RSEVALID"], \
-            upper.get("RSSTRESC", upper.get("RSORRES"))
+        kind, test_col, subject_cols, response_col = (
+            "sdtm_rs",
+            upper["RSTESTCD"],
+            ["USUBJID", "RSEVAL", "RSEVALID"],
+            upper.get("RSSTRESC", upper.get("RSORRES")),
+        )
         day_col, date_col, keep_value = upper.get("RSDY"), upper.get("RSDTC"), "OVRLRESP"
     elif "PARAMCD" in upper:
         kind, test_col, subject_cols, response_col = "adam_adrs", upper["PARAMCD"], ["USUBJID"], upper.get("AVALC")
         day_col, date_col, keep_value = upper.get("ADY"), upper.get("ADT"), "OVR"
     else:
-        kind, test_col, subject_cols, response_col = "simple", None, ["subject_id"], "response" if "response" in raw else None
+        kind, test_col, subject_cols, response_col = (
+            "simple",
+            None,
+            ["subject_id"],
+            "response" if "response" in raw else None,
+        )
         day_col = "day" if "day" in raw else None
         date_col, keep_value = ("date" if "date" in raw else None), None
     missing = [c for c in subject_cols[:1] if (upper.get(c.upper()) if kind != "simple" else c) not in raw]
@@ -754,9 +914,12 @@ def read_responses(path: str | Path, reference_date: str | None = None, encoding
     if day_col is None and date_col is None:
         missing.append("day or date")
     if missing:
-        raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=file,
-                              hint="a visits table has subject_id, day (or date + reference date) and response; "
-                                   "SDTM RS and ADaM ADRS are recognised by RSTESTCD / PARAMCD")
+        raise InputTableError(
+            f"missing required column(s): {', '.join(missing)}",
+            file=file,
+            hint="a visits table has subject_id, day (or date + reference date) and response; "
+            "SDTM RS and ADaM ADRS are recognised by RSTESTCD / PARAMCD",
+        )
     frame = raw
     if kind == "simple":
         subject = _text_column(frame, "subject_id")
@@ -771,20 +934,30 @@ def read_responses(path: str | Path, reference_date: str | None = None, encoding
     ledger = Ledger(file, table.lines, view)
     ledger.add_malformed(table.malformed)
     if test_col is not None:
-        ledger.add((_text_column(frame, test_col).str.upper() != keep_value).to_numpy(), test_col, "not_used",
-                   f"only {keep_value} rows carry the per-visit overall response")
+        ledger.add(
+            (_text_column(frame, test_col).str.upper() != keep_value).to_numpy(),
+            test_col,
+            "not_used",
+            f"only {keep_value} rows carry the per-visit overall response",
+        )
     ledger.add((subject == "").to_numpy(), "subject_id", "missing_key", "subject is empty")
+    assert response_col is not None  # checked with the required columns above
     words = _text_column(frame, response_col).str.upper().str.replace(r"\s+", " ", regex=True)
     response = words.map(RESPONSE_ALIASES)
     response = response.where(words != "", None)
-    ledger.add((words != "").to_numpy() & response.isna().to_numpy(), response_col, "not_allowed",
-               "response must be one of CR, PR, SD, NON-CR/NON-PD, PD, NE, ND or empty")
+    ledger.add(
+        (words != "").to_numpy() & response.isna().to_numpy(),
+        response_col,
+        "not_allowed",
+        "response must be one of CR, PR, SD, NON-CR/NON-PD, PD, NE, ND or empty",
+    )
     day = _numbers(frame[day_col]).to_numpy() if day_col is not None else np.full(len(frame), np.nan)
     if kind in ("sdtm_rs", "adam_adrs") and day_col is not None:
         day = np.where(day > 0, day - 1, day)  # RSDY / ADY: study day 1 is the reference day (there is no day 0)
     if date_col is not None and np.isnan(day).any():
-        dates = pd.to_datetime(_text_column(frame, date_col).where(lambda s: s.str.len() >= 10, None), errors="coerce",
-                               format="ISO8601")
+        dates = pd.to_datetime(
+            _text_column(frame, date_col).where(lambda s: s.str.len() >= 10, None), errors="coerce", format="ISO8601"
+        )
         ref_text = _text_column(frame, "reference_date") if "reference_date" in frame else None
         if ref_text is not None:
             refs = pd.to_datetime(ref_text.where(ref_text != "", None), errors="coerce", format="ISO8601")
@@ -799,12 +972,23 @@ def read_responses(path: str | Path, reference_date: str | None = None, encoding
             from_dates = (dates - refs).dt.days.to_numpy(dtype=float)
             day = np.where(np.isnan(day), from_dates, day)
         elif kind == "simple" and day_col is None:
-            raise InputTableError("dates need a reference date: pass --reference-date or add a reference_date column",
-                                  file=file)
-    ledger.add(np.isnan(day) & response.notna().to_numpy(), day_col or date_col, "no_day",
-               "no day: give day, or a complete date with a reference date")
-    out = pd.DataFrame({"subject_id": subject.to_numpy(dtype=object), "reader": reader.to_numpy(dtype=object),
-                        "day": day, "response": response.to_numpy(dtype=object)})
+            raise InputTableError(
+                "dates need a reference date: pass --reference-date or add a reference_date column", file=file
+            )
+    ledger.add(
+        np.isnan(day) & response.notna().to_numpy(),
+        day_col or date_col,
+        "no_day",
+        "no day: give day, or a complete date with a reference date",
+    )
+    out = pd.DataFrame(
+        {
+            "subject_id": subject.to_numpy(dtype=object),
+            "reader": reader.to_numpy(dtype=object),
+            "day": day,
+            "response": response.to_numpy(dtype=object),
+        }
+    )
     return Responses(out.loc[ledger.ok].reset_index(drop=True), ledger, kind)
 
 

@@ -13,12 +13,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .tables import Prepared, Tables
+from .tables import Prepared, Tables, blank_where
 
 BASELINE_NAMES = {"baseline", "screening", "bl", "base", "pre-treatment", "pretreatment"}
 
-ESSENTIAL_LESION_COLUMNS = {"subject_id", "timepoint", "lesion_id", "kind", "organ", "is_lymph_node", "status",
-                            "source", "line"}
+ESSENTIAL_LESION_COLUMNS = {
+    "subject_id",
+    "timepoint",
+    "lesion_id",
+    "kind",
+    "organ",
+    "is_lymph_node",
+    "status",
+    "source",
+    "line",
+}
 PROBLEM_COLUMNS = ["subject_id", "timepoint", "lesion_id", "severity", "code", "message", "source", "line"]
 
 
@@ -28,8 +37,15 @@ class Problems:
     def __init__(self) -> None:
         self._frames: list[pd.DataFrame] = []
 
-    def add(self, rows: pd.DataFrame, mask: Any, code: str, message: str, severity: str = "error",
-            extra: Mapping[str, Any] | None = None) -> None:
+    def add(
+        self,
+        rows: pd.DataFrame,
+        mask: Any,
+        code: str,
+        message: str,
+        severity: str = "error",
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         """One problem per row of `rows` where `mask` holds. `message` may name columns of `rows` or keys of
         `extra` (arrays aligned with `rows`) in braces: "lesion {lesion_id} at {timepoint}"."""
         mask = np.asarray(mask, dtype=bool)
@@ -40,16 +56,18 @@ class Problems:
         for name, arr in (extra or {}).items():
             values[name] = np.asarray(arr, dtype=object)[mask]
         messages = [message.format(**{k: _show(v[i]) for k, v in values.items()}) for i in range(int(mask.sum()))]
-        frame = pd.DataFrame({
-            "subject_id": hit["subject_id"].to_numpy(dtype=object),
-            "timepoint": hit["timepoint"].to_numpy(dtype=object) if "timepoint" in hit else None,
-            "lesion_id": hit["lesion_id"].to_numpy(dtype=object) if "lesion_id" in hit else None,
-            "severity": severity,
-            "code": code,
-            "message": np.asarray(messages, dtype=object),
-            "source": hit["source"].to_numpy(dtype=object) if "source" in hit else None,
-            "line": hit["line"].to_numpy() if "line" in hit else np.nan,
-        })
+        frame = pd.DataFrame(
+            {
+                "subject_id": hit["subject_id"].to_numpy(dtype=object),
+                "timepoint": hit["timepoint"].to_numpy(dtype=object) if "timepoint" in hit else None,
+                "lesion_id": hit["lesion_id"].to_numpy(dtype=object) if "lesion_id" in hit else None,
+                "severity": severity,
+                "code": code,
+                "message": np.asarray(messages, dtype=object),
+                "source": hit["source"].to_numpy(dtype=object) if "source" in hit else None,
+                "line": hit["line"].to_numpy() if "line" in hit else np.nan,
+            }
+        )
         self._frames.append(frame)
 
     def frame(self) -> pd.DataFrame:
@@ -89,7 +107,7 @@ def _shared_codes(*arrays: Any) -> list[np.ndarray]:
     codes = pd.factorize(joined, use_na_sentinel=True)[0].astype(np.int64)
     out, start = [], 0
     for a in arrays:
-        out.append(codes[start:start + len(a)])
+        out.append(codes[start : start + len(a)])
         start += len(a)
     return out
 
@@ -119,16 +137,24 @@ def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
     has_date = ~np.isnan(date_days)
 
     dup = v.duplicated(["subject_id", "timepoint"], keep="first").to_numpy()
-    problems.add(v, dup, "duplicate_timepoint",
-                 "timepoint id {timepoint} appears twice for this subject; give each timepoint its own id")
+    problems.add(
+        v,
+        dup,
+        "duplicate_timepoint",
+        "timepoint id {timepoint} appears twice for this subject; give each timepoint its own id",
+    )
 
     missing_day = np.bincount(codes, weights=(~has_day).astype(float), minlength=n_subjects)
     missing_date = np.bincount(codes, weights=(~has_date).astype(float), minlength=n_subjects)
     use_days = (missing_day == 0)[codes]
     mixed = ~use_days & (missing_date > 0)[codes]
-    problems.add(v, mixed & ~has_date, "day_and_date_mixed",
-                 "timepoint {timepoint} has a day but no date while other timepoints of this subject have only "
-                 "dates; give every timepoint a date, or every timepoint a day")
+    problems.add(
+        v,
+        mixed & ~has_date,
+        "day_and_date_mixed",
+        "timepoint {timepoint} has a day but no date while other timepoints of this subject have only "
+        "dates; give every timepoint a date, or every timepoint a day",
+    )
     value = np.where(use_days, day_given, date_days)
 
     tp_codes, tp_names = pd.factorize(v["timepoint"].to_numpy(dtype=object))
@@ -144,34 +170,55 @@ def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
     base_value = _group_broadcast(value, codes, n_subjects, first)
 
     n_named = np.bincount(codes, weights=named.astype(float), minlength=n_subjects)[codes]
-    problems.add(v, named & (n_named > 1) & ~first, "two_baselines",
-                 "timepoint {timepoint} is named like a baseline but another timepoint is the baseline; rename one "
-                 "of them")
+    problems.add(
+        v,
+        named & (n_named > 1) & ~first,
+        "two_baselines",
+        "timepoint {timepoint} is named like a baseline but another timepoint is the baseline; rename one of them",
+    )
 
     day = value - base_value
     v["day"] = day
     v["is_baseline"] = first
-    problems.add(v, ~first & ~np.isnan(day) & (day <= 0), "follow_up_not_after_baseline",
-                 "follow-up {timepoint} is on day {day} relative to baseline; follow-ups must come after the "
-                 "baseline scan (check its day or date)")
+    problems.add(
+        v,
+        ~first & ~np.isnan(day) & (day <= 0),
+        "follow_up_not_after_baseline",
+        "follow-up {timepoint} is on day {day} relative to baseline; follow-ups must come after the "
+        "baseline scan (check its day or date)",
+    )
 
     base_date = _group_broadcast(date_days, codes, n_subjects, first)
     both = use_days & has_date & ~np.isnan(base_date)
-    problems.add(v, both & ((date_days - base_date) != day), "day_date_mismatch",
-                 "timepoint {timepoint} has day {day} but its date is {date_offset} days after the baseline date; "
-                 "correct one of them", extra={"date_offset": date_days - base_date})
+    problems.add(
+        v,
+        both & ((date_days - base_date) != day),
+        "day_date_mismatch",
+        "timepoint {timepoint} has day {day} but its date is {date_offset} days after the baseline date; "
+        "correct one of them",
+        extra={"date_offset": date_days - base_date},
+    )
 
     dated = pd.DataFrame({"s": codes, "d": day, "t": v["timepoint"].to_numpy(dtype=object)})
     same_day = dated.duplicated(["s", "d"], keep="first").to_numpy() & ~np.isnan(day) & ~dup
     if same_day.any():
         first_on_day = dated.drop_duplicates(["s", "d"]).rename(columns={"t": "other"})
         other = dated.merge(first_on_day, on=["s", "d"], how="left")["other"].to_numpy(dtype=object)
-        problems.add(v, same_day, "same_day_timepoints",
-                     "timepoint {timepoint} is on the same day ({day}) as timepoint {other}; merge them into one "
-                     "timepoint", extra={"other": other})
+        problems.add(
+            v,
+            same_day,
+            "same_day_timepoints",
+            "timepoint {timepoint} is on the same day ({day}) as timepoint {other}; merge them into one timepoint",
+            extra={"other": other},
+        )
     n_follow = np.bincount(codes, weights=(~first).astype(float), minlength=n_subjects)[codes]
-    problems.add(v, first & (n_follow == 0), "no_follow_up",
-                 "only a baseline timepoint: there is no follow-up to assess yet", severity="warning")
+    problems.add(
+        v,
+        first & (n_follow == 0),
+        "no_follow_up",
+        "only a baseline timepoint: there is no follow-up to assess yet",
+        severity="warning",
+    )
     return v
 
 
@@ -179,7 +226,9 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     """Attach each lesion row to its visit and to its own baseline row; check the lesion bookkeeping."""
     les = lesions.copy()
     n = len(les)
-    v_subj, l_subj = _shared_codes(visits["subject_id"].to_numpy(dtype=object), les["subject_id"].to_numpy(dtype=object))
+    v_subj, l_subj = _shared_codes(
+        visits["subject_id"].to_numpy(dtype=object), les["subject_id"].to_numpy(dtype=object)
+    )
     v_tp, l_tp = _shared_codes(visits["timepoint"].to_numpy(dtype=object), les["timepoint"].to_numpy(dtype=object))
     v_key, l_key = _pair_key(v_subj, v_tp), _pair_key(l_subj, l_tp)
     visit_dup = pd.Series(v_key).duplicated(keep=False).to_numpy()
@@ -196,9 +245,13 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     dup = pd.Series(row_key).duplicated(keep="first").to_numpy()
     # A timepoint id given twice already made the subject unscorable; its lesions are not duplicates too.
     in_twice_visit = np.isin(l_key, v_key[visit_dup]) if visit_dup.any() else np.zeros(n, dtype=bool)
-    problems.add(les, dup & ~in_twice_visit, "duplicate_lesion",
-                 "lesion id {lesion_id} appears twice in timepoint {timepoint}; each lesion is listed once per "
-                 "timepoint (use fragments_mm for a split lesion)")
+    problems.add(
+        les,
+        dup & ~in_twice_visit,
+        "duplicate_lesion",
+        "lesion id {lesion_id} appears twice in timepoint {timepoint}; each lesion is listed once per "
+        "timepoint (use fragments_mm for a split lesion)",
+    )
 
     pair = _pair_key(l_subj, lesion_code)
     base_mask = is_base & ~dup
@@ -208,24 +261,43 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     has_base = base_row >= 0
 
     kind = les["kind"].to_numpy(dtype=object)
-    base_kind = np.where(has_base, kind[np.maximum(base_row, 0)], None) if n else kind
+    base_kind = blank_where(kind[np.maximum(base_row, 0)], ~has_base) if n else kind
     kind_missing = pd.isna(kind)
-    problems.add(les, is_base & kind_missing, "kind_missing_at_baseline",
-                 "lesion {lesion_id} has no kind at baseline; give kind: target, non_target or ablated")
-    problems.add(les, is_base & (kind == "new"), "new_lesion_at_baseline",
-                 "lesion {lesion_id} is kind new at baseline; lesions present at baseline are target or non_target")
+    problems.add(
+        les,
+        is_base & kind_missing,
+        "kind_missing_at_baseline",
+        "lesion {lesion_id} has no kind at baseline; give kind: target, non_target or ablated",
+    )
+    problems.add(
+        les,
+        is_base & (kind == "new"),
+        "new_lesion_at_baseline",
+        "lesion {lesion_id} is kind new at baseline; lesions present at baseline are target or non_target",
+    )
     first_at_fu = ~is_base & ~has_base & ~orphan
-    problems.add(les, first_at_fu & np.isin(kind.astype(str), ["target", "non_target", "ablated"]),
-                 "target_first_seen_at_follow_up",
-                 "lesion {lesion_id} is {kind} but first appears at {timepoint}; target and non-target lesions are "
-                 "chosen at baseline (RECIST 1.1 §4.2), a lesion first seen at follow-up is kind: new")
-    problems.add(les, first_at_fu & kind_missing, "kind_missing_for_new_lesion",
-                 "lesion {lesion_id} first appears at {timepoint} without a kind; a lesion first seen at follow-up "
-                 "is kind: new")
+    problems.add(
+        les,
+        first_at_fu & np.isin(kind.astype(str), ["target", "non_target", "ablated"]),
+        "target_first_seen_at_follow_up",
+        "lesion {lesion_id} is {kind} but first appears at {timepoint}; target and non-target lesions are "
+        "chosen at baseline (RECIST 1.1 §4.2), a lesion first seen at follow-up is kind: new",
+    )
+    problems.add(
+        les,
+        first_at_fu & kind_missing,
+        "kind_missing_for_new_lesion",
+        "lesion {lesion_id} first appears at {timepoint} without a kind; a lesion first seen at follow-up is kind: new",
+    )
     changed = ~is_base & has_base & ~kind_missing & (kind != base_kind)
-    problems.add(les, changed, "kind_changed",
-                 "lesion {lesion_id} is {base_kind} at baseline but {kind} at {timepoint}; a lesion keeps its "
-                 "baseline kind (a new lesion needs a new id)", extra={"base_kind": base_kind})
+    problems.add(
+        les,
+        changed,
+        "kind_changed",
+        "lesion {lesion_id} is {base_kind} at baseline but {kind} at {timepoint}; a lesion keeps its "
+        "baseline kind (a new lesion needs a new id)",
+        extra={"base_kind": base_kind},
+    )
 
     # Inherit what a follow-up row may leave out.
     for column in ("kind", "organ", "is_lymph_node"):
@@ -234,16 +306,23 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
         missing = pd.isna(values)
         if column == "organ":
             differs = has_base & ~missing & ~pd.isna(base_values) & (values != base_values) & ~is_base
-            problems.add(les, differs, "lesion_organ_changed",
-                         "lesion {lesion_id} is recorded in {organ} at {timepoint} but in {base_organ} at baseline; "
-                         "the baseline organ is used", severity="warning", extra={"base_organ": base_values})
+            problems.add(
+                les,
+                differs,
+                "lesion_organ_changed",
+                "lesion {lesion_id} is recorded in {organ} at {timepoint} but in {base_organ} at baseline; "
+                "the baseline organ is used",
+                severity="warning",
+                extra={"base_organ": base_values},
+            )
             les[column] = np.where(has_base, base_values, values)
         else:
             les[column] = np.where(has_base & missing, base_values, values)
     organ_codes, organ_names = pd.factorize(les["organ"].to_numpy(dtype=object))
     node_names = pd.Series(organ_names, dtype=object).astype(str).str.contains("lymph|node", regex=True).to_numpy()
-    node_from_organ = np.where(organ_codes >= 0, node_names[np.maximum(organ_codes, 0)] if len(node_names) else False,
-                               False)
+    node_from_organ = np.where(
+        organ_codes >= 0, node_names[np.maximum(organ_codes, 0)] if len(node_names) else False, False
+    )
     node = les["is_lymph_node"].to_numpy(dtype=float)
     les["is_lymph_node"] = np.where(np.isnan(node), node_from_organ.astype(float), node)
 
@@ -256,32 +335,57 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     target = kind == "target"
     present = status == "present"
     no_ld = np.isnan(_numbers(les, "longest_diameter_mm")) & np.isnan(_numbers(les, "fragments_sum_mm"))
-    problems.add(les, target & is_node & present & np.isnan(_numbers(les, "short_axis_mm")),
-                 "target_node_without_short_axis",
-                 "target lymph node {lesion_id} at {timepoint} has no short_axis_mm; nodes are measured in short axis "
-                 "(RECIST 1.1), or give status too_small / not_evaluated")
-    problems.add(les, target & ~is_node & present & no_ld, "target_without_longest_diameter",
-                 "target lesion {lesion_id} at {timepoint} has no longest_diameter_mm; give the measurement, or status "
-                 "disappeared / too_small / not_evaluated")
-    problems.add(les, target & (status == "unequivocal_progression"), "status_not_allowed",
-                 "target lesion {lesion_id} has status unequivocal_progression, which applies to non-target lesions "
-                 "only; record the measured size instead")
-    problems.add(les, is_base & target & ~present, "baseline_target_not_measured",
-                 "target lesion {lesion_id} has status {status} at baseline; every target must be measured at "
-                 "baseline")
+    problems.add(
+        les,
+        target & is_node & present & np.isnan(_numbers(les, "short_axis_mm")),
+        "target_node_without_short_axis",
+        "target lymph node {lesion_id} at {timepoint} has no short_axis_mm; nodes are measured in short axis "
+        "(RECIST 1.1), or give status too_small / not_evaluated",
+    )
+    problems.add(
+        les,
+        target & ~is_node & present & no_ld,
+        "target_without_longest_diameter",
+        "target lesion {lesion_id} at {timepoint} has no longest_diameter_mm; give the measurement, or status "
+        "disappeared / too_small / not_evaluated",
+    )
+    problems.add(
+        les,
+        target & (status == "unequivocal_progression"),
+        "status_not_allowed",
+        "target lesion {lesion_id} has status unequivocal_progression, which applies to non-target lesions "
+        "only; record the measured size instead",
+    )
+    problems.add(
+        les,
+        is_base & target & ~present,
+        "baseline_target_not_measured",
+        "target lesion {lesion_id} has status {status} at baseline; every target must be measured at baseline",
+    )
     coalesced = status == "coalesced"
     if coalesced.any() and "coalesced_into" in les:
-        own = pd.MultiIndex.from_arrays([les["subject_id"].to_numpy(dtype=object),
-                                         les["timepoint"].to_numpy(dtype=object),
-                                         les["lesion_id"].to_numpy(dtype=object)])
-        carrier = pd.MultiIndex.from_arrays([les["subject_id"].to_numpy(dtype=object),
-                                             les["timepoint"].to_numpy(dtype=object),
-                                             les["coalesced_into"].to_numpy(dtype=object)])
+        own = pd.MultiIndex.from_arrays(
+            [
+                les["subject_id"].to_numpy(dtype=object),
+                les["timepoint"].to_numpy(dtype=object),
+                les["lesion_id"].to_numpy(dtype=object),
+            ]
+        )
+        carrier = pd.MultiIndex.from_arrays(
+            [
+                les["subject_id"].to_numpy(dtype=object),
+                les["timepoint"].to_numpy(dtype=object),
+                les["coalesced_into"].to_numpy(dtype=object),
+            ]
+        )
         found = own.drop_duplicates().get_indexer(carrier) >= 0
-        problems.add(les, coalesced & (pd.isna(les["coalesced_into"].to_numpy(dtype=object)) | ~found),
-                     "coalesced_without_carrier",
-                     "lesion {lesion_id} at {timepoint} is coalesced but coalesced_into does not name a lesion of the "
-                     "same timepoint; name the lesion that carries the merged diameter (RECIST 1.1 §4.3)")
+        problems.add(
+            les,
+            coalesced & (pd.isna(les["coalesced_into"].to_numpy(dtype=object)) | ~found),
+            "coalesced_without_carrier",
+            "lesion {lesion_id} at {timepoint} is coalesced but coalesced_into does not name a lesion of the "
+            "same timepoint; name the lesion that carries the merged diameter (RECIST 1.1 §4.3)",
+        )
     return les
 
 
@@ -289,7 +393,9 @@ def _units_check(les: pd.DataFrame, problems: Problems) -> None:
     """Every measured baseline target under 10: the sizes were probably typed in centimetres."""
     node = les["is_lymph_node"].to_numpy(dtype=float) == 1
     size = np.where(node, _numbers(les, "short_axis_mm"), _numbers(les, "longest_diameter_mm"))
-    measured = les["is_baseline"].to_numpy(dtype=bool) & (les["kind"].to_numpy(dtype=object) == "target") & ~np.isnan(size)
+    measured = (
+        les["is_baseline"].to_numpy(dtype=bool) & (les["kind"].to_numpy(dtype=object) == "target") & ~np.isnan(size)
+    )
     if not measured.any():
         return
     frame = pd.DataFrame({"s": les["subject_id"].to_numpy(dtype=object)[measured], "v": size[measured]})
@@ -299,14 +405,20 @@ def _units_check(les: pd.DataFrame, problems: Problems) -> None:
         return
     first = les.loc[measured].drop_duplicates("subject_id")
     hit = first["subject_id"].isin(suspicious.index).to_numpy()
-    problems.add(first, hit, "units_look_like_cm",
-                 "every baseline target of this subject measures under 10 (largest {largest}): are the sizes in "
-                 "centimetres? Sizes are in mm; scored as given", severity="warning",
-                 extra={"largest": first["subject_id"].map(suspicious).to_numpy(dtype=object)})
+    problems.add(
+        first,
+        hit,
+        "units_look_like_cm",
+        "every baseline target of this subject measures under 10 (largest {largest}): are the sizes in "
+        "centimetres? Sizes are in mm; scored as given",
+        severity="warning",
+        extra={"largest": first["subject_id"].map(suspicious).to_numpy(dtype=object)},
+    )
 
 
-def _key(visits: pd.DataFrame, lesions: pd.DataFrame, subjects: pd.DataFrame,
-         settings: dict[str, dict[str, dict[str, Any]]]) -> Prepared:
+def _key(
+    visits: pd.DataFrame, lesions: pd.DataFrame, subjects: pd.DataFrame, settings: dict[str, dict[str, dict[str, Any]]]
+) -> Prepared:
     """Sort and add integer keys (see `Prepared`). Subjects are ordered by id, so results never depend on the
     order of the input rows."""
     subject_order = pd.Index(sorted(set(visits["subject_id"].tolist()), key=str), dtype=object)
@@ -319,10 +431,16 @@ def _key(visits: pd.DataFrame, lesions: pd.DataFrame, subjects: pd.DataFrame,
 
     v_tp, l_tp = _shared_codes(v["timepoint"].to_numpy(dtype=object), lesions["timepoint"].to_numpy(dtype=object))
     l_subj = subject_order.get_indexer(lesions["subject_id"].to_numpy(dtype=object)).astype(np.int64)
-    tp_key = pd.Index(_pair_key(v["subj_key"].to_numpy().astype(np.int64), v_tp)).get_indexer(_pair_key(l_subj, l_tp)) \
-        if len(lesions) else np.array([], dtype=np.int64)
-    lesion_code = (pd.factorize(lesions["lesion_id"].to_numpy(dtype=object).astype(str), sort=True)[0]
-                   if len(lesions) else np.array([], dtype=np.int64))
+    tp_key = (
+        pd.Index(_pair_key(v["subj_key"].to_numpy().astype(np.int64), v_tp)).get_indexer(_pair_key(l_subj, l_tp))
+        if len(lesions)
+        else np.array([], dtype=np.int64)
+    )
+    lesion_code = (
+        pd.factorize(lesions["lesion_id"].to_numpy(dtype=object).astype(str), sort=True)[0]
+        if len(lesions)
+        else np.array([], dtype=np.int64)
+    )
     lorder = np.lexsort((lesion_code, tp_key))
     # Columns no row fills (most exports carry few of the optional fields) are not carried along.
     empty = [c for c in lesions.columns if c not in ESSENTIAL_LESION_COLUMNS and lesions[c].isna().all()]

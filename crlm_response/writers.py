@@ -99,7 +99,8 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
         if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
             continue
         mapped, changed = _map_distinct(
-            values, lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) and not _is_number(v) else v)
+            values, lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) and not _is_number(v) else v
+        )
         if changed:
             if out is frame:
                 out = frame.copy()
@@ -150,7 +151,8 @@ def _lowercase_booleans(frame: pd.DataFrame) -> pd.DataFrame:
             mapped, changed = np.where(values.to_numpy(), "true", "false").astype(object), True
         elif values.dtype == object:
             mapped, changed = _map_distinct(
-                values, lambda v: ("true" if v else "false") if isinstance(v, bool | np.bool_) else v)
+                values, lambda v: ("true" if v else "false") if isinstance(v, bool | np.bool_) else v
+            )
         else:
             continue
         if changed:
@@ -170,8 +172,10 @@ def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
         if out[column].dtype == object:
             values = out[column].to_numpy(dtype=object)
             if any(isinstance(v, list | dict) for v in values):
-                out[column] = ["; ".join(map(str, v)) if isinstance(v, list) else
-                               (str(v) if v is not None else None) for v in values]
+                out[column] = [
+                    "; ".join(map(str, v)) if isinstance(v, list) else (str(v) if v is not None else None)
+                    for v in values
+                ]
             elif any(isinstance(v, bool) for v in values) and not any(isinstance(v, str) for v in values):
                 out[column] = pd.array([None if _missing(v) else bool(v) for v in values], dtype="boolean")
             else:

@@ -34,15 +34,18 @@ def _decode(raw: bytes, file: str) -> str:
         except UnicodeDecodeError as exc:
             raise YamlError(f"cannot decode UTF-16 text: {exc.reason}", file=file) from None
     if raw[:200].count(b"\x00") > len(raw[:200]) // 4:
-        raise YamlError("the file looks like UTF-16 text without a byte-order mark", file=file,
-                        hint="save the file as UTF-8")
+        raise YamlError(
+            "the file looks like UTF-16 text without a byte-order mark", file=file, hint="save the file as UTF-8"
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise YamlError(
-            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column})", file=file, line=line,
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column})",
+            file=file,
+            line=line,
             hint="save the file as UTF-8",
         ) from None
 
@@ -57,8 +60,9 @@ def read_yaml_text(path: str | Path) -> str:
         raise YamlError("is a folder, not a file", file=file)
     size = p.stat().st_size
     if size > MAX_YAML_BYTES:
-        raise YamlError(f"file is {size / 1e6:.1f} MB; the limit for YAML input is {MAX_YAML_BYTES // 10**6} MB",
-                        file=file)
+        raise YamlError(
+            f"file is {size / 1e6:.1f} MB; the limit for YAML input is {MAX_YAML_BYTES // 10**6} MB", file=file
+        )
     return _decode(p.read_bytes(), file)
 
 
@@ -73,13 +77,23 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 _FRIENDLY_PROBLEMS = (
-    ("found character '\\t' that cannot start any token", "a tab character is used for indentation; indent with spaces"),
-    ("expected <block end>, but found", "this line is indented differently from the lines above it; keys of one item "
-     "must start in the same column"),
-    ("mapping values are not allowed here", "a `key: value` is not allowed here (a missing space after ':' or a "
-     "misplaced indentation?)"),
-    ("found unacceptable character", "the file holds a control character that YAML does not allow; delete it (it "
-     "often comes from copy-paste out of a word processor)"),
+    (
+        "found character '\\t' that cannot start any token",
+        "a tab character is used for indentation; indent with spaces",
+    ),
+    (
+        "expected <block end>, but found",
+        "this line is indented differently from the lines above it; keys of one item must start in the same column",
+    ),
+    (
+        "mapping values are not allowed here",
+        "a `key: value` is not allowed here (a missing space after ':' or a misplaced indentation?)",
+    ),
+    (
+        "found unacceptable character",
+        "the file holds a control character that YAML does not allow; delete it (it "
+        "often comes from copy-paste out of a word processor)",
+    ),
 )
 
 
@@ -104,8 +118,12 @@ def _control_character(exc: yaml.reader.ReaderError, text: str, file: str) -> Ya
     code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
     name = _CONTROL_NAMES.get(code)
     label = f"U+{code:04X}" + (f" ({name})" if name else "")
-    return YamlError(f"invalid YAML: control character {label} is not allowed; delete it (it often comes from "
-                     "copy-paste out of a word processor)", file=file, line=line)
+    return YamlError(
+        f"invalid YAML: control character {label} is not allowed; delete it (it often comes from "
+        "copy-paste out of a word processor)",
+        file=file,
+        line=line,
+    )
 
 
 def parse_yaml(text: str, file: str = "<text>") -> tuple[Any, LineMap]:
@@ -163,8 +181,12 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], lines: LineMap, file: str, bud
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
             line = key_node.start_mark.line + 1
             if key in seen and key != "<<":
-                raise YamlError(f"key given twice (also on line {seen[key]}); keep one value", file=file, line=line,
-                                key=format_loc(path + (key,)))
+                raise YamlError(
+                    f"key given twice (also on line {seen[key]}); keep one value",
+                    file=file,
+                    line=line,
+                    key=format_loc(path + (key,)),
+                )
             seen[key] = line
             lines.setdefault(path + (key,), line)
             _walk(value_node, path + (key,), lines, file, budget)

@@ -30,7 +30,9 @@ SLOW_SECONDS = 10.0
 def seeds(target: str) -> list[bytes]:
     """Valid inputs to start from: the project's sample cases, rule files and trial tables."""
     if target == "case":
-        files = sorted((ROOT / "sample_cases").glob("*.yaml")) + sorted((ROOT / "tests" / "bad_inputs" / "case").glob("*.yaml"))
+        files = sorted((ROOT / "sample_cases").glob("*.yaml")) + sorted(
+            (ROOT / "tests" / "bad_inputs" / "case").glob("*.yaml")
+        )
     elif target == "rules":
         files = sorted((ROOT / "rules").glob("*.yaml"))
     else:
@@ -91,9 +93,37 @@ def save_crash(target: str, data: bytes, error: BaseException) -> Path:
     return path
 
 
-MUTATION_TOKENS = [b"-1", b"1e400", b"nan", b"inf", b"null", b"~", b"[]", b"{}", b"''", b"&a", b"*a", b"!!python/object",
-                   b"\x00", b"\xff\xfe", b"\t", b"\n\n", b",", b";", b"\"", b"target", b"disappeared", b"lymph_node",
-                   b"day: 0", b"9999999999", b"-0", b"2025-02-30", b"NE", b"PD", b"morphology_group: 9"]
+MUTATION_TOKENS = [
+    b"-1",
+    b"1e400",
+    b"nan",
+    b"inf",
+    b"null",
+    b"~",
+    b"[]",
+    b"{}",
+    b"''",
+    b"&a",
+    b"*a",
+    b"!!python/object",
+    b"\x00",
+    b"\xff\xfe",
+    b"\t",
+    b"\n\n",
+    b",",
+    b";",
+    b'"',
+    b"target",
+    b"disappeared",
+    b"lymph_node",
+    b"day: 0",
+    b"9999999999",
+    b"-0",
+    b"2025-02-30",
+    b"NE",
+    b"PD",
+    b"morphology_group: 9",
+]
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
@@ -110,7 +140,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
         elif choice < 0.5:
             buf[i:i] = rng.choice(MUTATION_TOKENS)
         elif choice < 0.65:
-            del buf[i:i + rng.randint(1, 20)]
+            del buf[i : i + rng.randint(1, 20)]
         else:
             lines = bytes(buf).split(b"\n")
             j, k = rng.randrange(len(lines)), rng.randrange(len(lines))

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from crlm_response.engines import bucket_of
 from crlm_response.synthetic import generate_cohort
 from crlm_response.writers import write_csv
-
-from conftest import run_cli
 
 OUTPUTS = ("", ".best", ".errors", ".warnings", ".flags")
 
