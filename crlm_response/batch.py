@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .assessment import ordered_ids, score_prepared, select_criteria
@@ -157,11 +156,3 @@ def score_read(
     return BatchResult(
         visits, best, lesions, flags, warnings, rejected, read.counts(), summarise(best), results, prepared
     )
-
-
-def empty_like(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    return frame if not frame.empty else pd.DataFrame(columns=list(columns))
-
-
-def as_text(values: Any) -> np.ndarray:
-    return np.asarray(values, dtype=object)

@@ -881,8 +881,6 @@ def _load_cohort(
         if (problems["severity"] == "error").any():
             raise problems_to_error(problems)
         return prepared, {c.case_id: c.settings for c, _, _ in loaded}, [f"{len(loaded)} case file(s)"]
-    from .batch import validate_and_prepare as _vp  # noqa: F401 - same function, imported for clarity
-
     read = read_long(path, load_column_map(column_map), organs, encoding)
     with object_strings():
         prepared, problems = validate_and_prepare(read.tables)
@@ -976,7 +974,7 @@ def diff_cmd(
 
         crlm-response diff recist1.1 choi --cases sample_cases/
     """
-    from .diff import diff_rule_sets, diff_verdicts
+    from .diff import diff_rule_sets
     from .engine import resolve_params
     from .render import render_diff
     from .writers import refuse_overwriting_inputs, write_table
@@ -1011,7 +1009,6 @@ def diff_cmd(
             result_a = _score_by_settings(prepared, rules_a, case_settings, overrides_a)
             result_b = _score_by_settings(prepared, rules_b, case_settings, overrides_b)
             verdicts = compare_results(result_a, result_b, label_a, label_b)
-        _ = diff_verdicts  # the one-call library form; the CLI splits it to honour per-case settings
     if fmt == "json":
         data: dict[str, Any] = {
             "a": label_a,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .engine import RuleSetResult, resolve_params, score
+from .engine import RuleSetResult, score
 from .rules import LoadedRuleSet
 from .summary import RESPONDER
 from .tables import Prepared, with_object_strings
@@ -401,7 +401,3 @@ def compare_results(result_a: RuleSetResult, result_b: RuleSetResult, label_a: s
 def _recist_like(result: RuleSetResult) -> bool:
     spec = result.rule_set.schema.best_response
     return spec is not None and spec.method == "recist"
-
-
-def effective_params(rules: LoadedRuleSet, *layers: Mapping[str, Any]) -> dict[str, Any]:
-    return resolve_params(rules, *layers)

@@ -362,10 +362,6 @@ def _evidence(ctx: Context, names: list[str], level: Level, rows: np.ndarray, as
     return list(text + "}")
 
 
-def _expand_citation(text: str, citations: Mapping[str, str]) -> str:
-    return text
-
-
 def _plain(value: Any) -> Any:
     """numpy scalars -> Python; NaN -> None; values rounded to 2 decimals for reporting."""
     if value is None:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -264,10 +264,6 @@ def render_rule_set(console: Console, info: Mapping[str, Any]) -> None:
     console.print(Text("References:", style="bold"))
     for key, text in info["citations"].items():
         console.print(f"  {key}: {text}")
-
-
-def render_group(*items: Any) -> Group:
-    return Group(*items)
 
 
 def render_summary(console: Console, summary: list[Mapping[str, Any]]) -> None:

@@ -19,7 +19,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .conditions import (
-    FUNCTIONS,
     Condition,
     Template,
     ValueType,
@@ -752,10 +751,6 @@ def _table_condition(
             continue
         parts.append(f"{column} in ({', '.join(repr(v) for v in values)},)")
     return " and ".join(parts) if parts else "true"
-
-
-def list_functions() -> dict[str, str]:
-    return dict(FUNCTIONS)
 
 
 def _value_kind(value: Any) -> str:

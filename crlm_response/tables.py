@@ -266,10 +266,6 @@ class Prepared:
         return len(self.subjects)
 
 
-def subject_keys(subject_ids: pd.Series, order: pd.Index) -> np.ndarray:
-    return np.asarray(order.get_indexer(pd.Index(subject_ids.to_numpy(dtype=object))), dtype=np.int64)
-
-
 def long_frame(tables: Tables) -> pd.DataFrame:
     """The long trial format (one row per lesion per timepoint; a timepoint without lesions gets one row with an
     empty lesion_id) from tables, e.g. to turn case files into a trial CSV."""

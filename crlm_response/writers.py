@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -181,7 +181,3 @@ def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
             else:
                 out[column] = [None if _missing(v) else str(v) for v in values]
     out.to_parquet(path, index=False)
-
-
-def open_text(path: str | Path) -> IO[str]:
-    return open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
