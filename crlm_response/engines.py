@@ -317,29 +317,29 @@ def _orphan_organs(sink: ResultSink, organ_parts: list[Path], lesion_parts: list
     """Organ rows of a bucket without any lesion rows were never scored: count them as rejected."""
     for organ_part, lesion_part in zip(organ_parts, lesion_parts, strict=True):
         if organ_part.exists() and not lesion_part.exists():
-            frame = pd.read_parquet(organ_part)
-            total = sink.counts.setdefault(organs_file, {"read": 0, "scored": 0, "rejected": 0})
-            total["read"] += len(frame)
-            total["rejected"] += len(frame)
-            rejected = pd.DataFrame(
-                {
-                    "file": organs_file,
-                    "line": frame[LINE],
-                    "subject_id": frame["subject_id"],
-                    "timepoint": frame["timepoint"],
-                    "lesion_id": None,
-                    "column": "subject_id",
-                    "value": frame["subject_id"],
-                    "code": "unknown_subject",
-                    "reason": "subject is not in the lesion file",
-                }
-            )
-            sink.add(
-                BatchResult(
-                    pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), rejected, {}, []
-                ),
-                99_999,
-            )
+            _reject_unknown_subjects(sink, pd.read_parquet(organ_part), organs_file)
+
+
+def _reject_unknown_subjects(sink: ResultSink, rows: pd.DataFrame, organs_file: str) -> None:
+    """Organ rows whose subject has no lesion rows anywhere: read, and rejected as an unknown subject."""
+    total = sink.counts.setdefault(organs_file, {"read": 0, "scored": 0, "rejected": 0})
+    total["read"] += len(rows)
+    total["rejected"] += len(rows)
+    rejected = pd.DataFrame(
+        {
+            "file": organs_file,
+            "line": rows[LINE],
+            "subject_id": rows["subject_id"],
+            "timepoint": rows["timepoint"],
+            "lesion_id": None,
+            "column": "subject_id",
+            "value": rows["subject_id"],
+            "code": "unknown_subject",
+            "reason": "subject is not in the lesion file",
+        }
+    )
+    empty = pd.DataFrame()
+    sink.add(BatchResult(empty, empty, empty, empty, empty, rejected, {}, []), 99_999)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -508,32 +508,13 @@ def _dask_orphan_organs(
     sink: ResultSink, organs: pd.DataFrame, organs_file: str, scored: set[Any], futures: list[Any]
 ) -> None:
     """Organ rows whose subject no partition had: read, and rejected (an unknown subject)."""
-    seen = set()
+    seen = set(scored)
     for future in futures:
         result = future.result()
-        seen |= set(result.visits["subject_id"]) if not result.visits.empty else set()
+        if not result.visits.empty:
+            seen |= set(result.visits["subject_id"])
         if not result.rejected.empty:
             seen |= set(result.rejected["subject_id"].dropna())
-    orphan = organs.loc[~organs["subject_id"].isin(seen | scored)]
-    if orphan.empty:
-        return
-    total = sink.counts.setdefault(organs_file, {"read": 0, "scored": 0, "rejected": 0})
-    total["read"] += len(orphan)
-    total["rejected"] += len(orphan)
-    rejected = pd.DataFrame(
-        {
-            "file": organs_file,
-            "line": orphan[LINE],
-            "subject_id": orphan["subject_id"],
-            "timepoint": orphan["timepoint"],
-            "lesion_id": None,
-            "column": "subject_id",
-            "value": orphan["subject_id"],
-            "code": "unknown_subject",
-            "reason": "subject is not in the lesion file",
-        }
-    )
-    sink.add(
-        BatchResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), rejected, {}, []),
-        99_999,
-    )
+    orphan = organs.loc[~organs["subject_id"].isin(seen)]
+    if not orphan.empty:
+        _reject_unknown_subjects(sink, orphan, organs_file)

@@ -77,8 +77,9 @@ def test_chunks_give_exactly_the_in_memory_answers(tmp_path: Path) -> None:
     source = cohort_with_bad_rows(tmp_path / "cohort.csv")
     reference = run_reference(tmp_path, source)
     out = tmp_path / "chunked" / "responses.csv"
-    result = run_cli("batch", source, "--chunk-rows", "1000", "-o", out, "--summary-file",
-                     tmp_path / "chunked" / "summary.json")
+    result = run_cli(
+        "batch", source, "--chunk-rows", "1000", "-o", out, "--summary-file", tmp_path / "chunked" / "summary.json"
+    )
     assert result.exit_code == 0, result.stderr
     assert_same_outputs(reference, out)
     ref_run = run_cli("batch", source, "-o", tmp_path / "again" / "responses.csv")
@@ -108,8 +109,9 @@ distributed = pytest.importorskip("distributed")
 def cluster():  # type: ignore[no-untyped-def]
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=50) as local:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+    ) as local:
         yield local
 
 
@@ -117,8 +119,20 @@ def test_dask_equals_pandas_row_for_row(tmp_path: Path, cluster) -> None:  # typ
     source = cohort_with_bad_rows(tmp_path / "cohort.csv")
     reference = run_reference(tmp_path, source)
     out = tmp_path / "dask" / "responses.csv"
-    result = run_cli("batch", source, "--engine", "dask", "--scheduler", cluster.scheduler_address,
-                     "--partitions", "9", "-o", out, "--summary-file", tmp_path / "dask" / "summary.json")
+    result = run_cli(
+        "batch",
+        source,
+        "--engine",
+        "dask",
+        "--scheduler",
+        cluster.scheduler_address,
+        "--partitions",
+        "9",
+        "-o",
+        out,
+        "--summary-file",
+        tmp_path / "dask" / "summary.json",
+    )
     assert result.exit_code == 0, result.stderr
     assert_same_outputs(reference, out)
     ref_run = run_cli("batch", source, "-o", tmp_path / "again" / "responses.csv")
@@ -139,8 +153,16 @@ def test_dask_partitioned_parquet_output_of_several_files(tmp_path: Path, cluste
     reference = tmp_path / "ref" / "responses.csv"
     assert run_cli("batch", single, "-o", reference).exit_code == 0
     out = tmp_path / "scored"
-    result = run_cli("batch", str(folder / "*.parquet"), "--engine", "dask", "--scheduler", cluster.scheduler_address,
-                     "-o", f"{out}/")
+    result = run_cli(
+        "batch",
+        str(folder / "*.parquet"),
+        "--engine",
+        "dask",
+        "--scheduler",
+        cluster.scheduler_address,
+        "-o",
+        f"{out}/",
+    )
     assert result.exit_code == 0, result.stderr
     assert f"rows read {len(frame):,} = rows scored {len(frame):,} + rows rejected 0" in result.stderr
     want = read_sorted(reference)
@@ -154,8 +176,9 @@ def test_unreachable_scheduler_fails_fast_with_a_clear_message(tmp_path: Path) -
     source = tmp_path / "cohort.csv"
     generate_cohort(subjects=5, seed=1).to_csv(source, index=False)
     start = time.monotonic()
-    result = run_cli("batch", source, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "-o",
-                     tmp_path / "out.csv")
+    result = run_cli(
+        "batch", source, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "-o", tmp_path / "out.csv"
+    )
     assert time.monotonic() - start < 20
     assert result.exit_code == 1
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
@@ -186,3 +209,33 @@ def test_engine_options_are_checked(tmp_path: Path) -> None:
     generate_cohort(subjects=3, seed=1).to_csv(source, index=False)
     assert run_cli("batch", source, "--scheduler", "tcp://x:1", "-o", tmp_path / "o.csv").exit_code == 2
     assert run_cli("batch", source, "--engine", "dask", "--chunk-rows", "5000", "-o", tmp_path / "o.csv").exit_code == 2
+
+
+def organ_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Spleen volumes in a second table, plus a row for a subject the lesion file does not have."""
+    visits = frame[["subject_id", "timepoint", "spleen_volume_ml"]].drop_duplicates(["subject_id", "timepoint"])
+    extra = pd.DataFrame({"subject_id": ["NOBODY"], "timepoint": ["baseline"], "spleen_volume_ml": [200.0]})
+    pd.concat([visits, extra], ignore_index=True).to_csv(path, index=False)
+    return path
+
+
+def test_organ_table_through_chunks_and_dask(tmp_path: Path, cluster) -> None:  # type: ignore[no-untyped-def]
+    frame = generate_cohort(subjects=80, seed=21)
+    organs = organ_table(frame, tmp_path / "organs.csv")
+    lesions = tmp_path / "lesions.csv"
+    frame.drop(columns=["spleen_volume_ml"]).to_csv(lesions, index=False)
+    reference = tmp_path / "ref" / "responses.csv"
+    ref = run_cli("batch", lesions, "--organs", organs, "-o", reference)
+    assert ref.exit_code == 0, ref.stderr
+    assert "organs.csv: rows read" in ref.stderr and "rows rejected 1" in ref.stderr
+    for name, args in (
+        ("chunked", ["--chunk-rows", "1000"]),
+        ("dask", ["--engine", "dask", "--scheduler", cluster.scheduler_address, "--partitions", "5"]),
+    ):
+        out = tmp_path / name / "responses.csv"
+        result = run_cli("batch", lesions, "--organs", organs, *args, "-o", out)
+        assert result.exit_code == 0, result.stderr
+        assert_same_outputs(reference, out)
+        assert [line for line in result.stderr.splitlines() if "rows read" in line] == [
+            line for line in ref.stderr.splitlines() if "rows read" in line
+        ]
