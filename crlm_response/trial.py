@@ -325,7 +325,10 @@ def _read_csv_arrow(p: Path, path: str | Path, data: bytes, none: pd.DataFrame) 
     import pyarrow.csv as pacsv
 
     header = data.split(b"\n", 1)[0].decode("utf-8-sig").strip("\r")
-    names = [n.strip().strip('"') for n in next(iter(csv.reader([header])))]
+    try:
+        names = [n.strip().strip('"') for n in next(iter(csv.reader([header])), [])]
+    except csv.Error as exc:
+        raise InputTableError(f"the header line is not valid CSV: {exc}", file=path) from None
     if not any(names):
         raise InputTableError("file has no header line", file=path)
     if len(set(names)) != len(names):
@@ -336,7 +339,10 @@ def _read_csv_arrow(p: Path, path: str | Path, data: bytes, none: pd.DataFrame) 
     subject_at = names.index("subject_id") if "subject_id" in names else -1
 
     def skip(row: Any) -> str:
-        fields = next(iter(csv.reader([row.text or ""])), [])
+        try:
+            fields = next(iter(csv.reader([row.text or ""])), [])
+        except csv.Error:
+            fields = []
         subject = fields[subject_at].strip() if 0 <= subject_at < len(fields) else None
         malformed.append(
             (
