@@ -263,7 +263,8 @@ def _detect_encoding(path: Path, encoding: str) -> str:
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:
+        whole_file = len(head) < (1 << 16)
+        if whole_file or exc.start < len(head) - 4:  # else a character cut by the 64 KB window
             line = head[: exc.start].count(b"\n") + 1
             column = exc.start - (head.rfind(b"\n", 0, exc.start) + 1) + 1
             raise InputTableError(

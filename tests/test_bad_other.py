@@ -29,8 +29,10 @@ Whenever stderr carries accounting lines, each must balance: rows read = rows sc
 
 from __future__ import annotations
 
+import gc
 import os
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -130,10 +132,20 @@ def test_bad_other_input(expected: Path, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
 
     start = time.monotonic()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # third-party start-up chatter (e.g. Dask) is not the tool's message
-        result = run_cli(*args)
+    unraisable: list[str] = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda info: unraisable.append(f"{type(info.exc_value).__name__}: {info.exc_value}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # third-party start-up chatter (e.g. Dask) is not the tool's message
+            result = run_cli(*args)
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous_hook
     elapsed = time.monotonic() - start
+
+    # "Exception ignored in ... Traceback" is what a user sees for an exception Python could only print
+    assert not unraisable, f"Python printed a traceback on stderr: {unraisable}"
 
     for stream in (result.stdout, result.stderr):
         assert "Traceback" not in stream
