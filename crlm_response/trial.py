@@ -256,12 +256,11 @@ def _detect_encoding(path: Path, encoding: str) -> str:
         return encoding
     with open(path, "rb") as handle:
         head = handle.read(1 << 16)
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    bom = head.startswith(codecs.BOM_UTF8)
     try:
-        head.decode("utf-8")
+        head.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         whole_file = len(head) < (1 << 16)
         if whole_file or exc.start < len(head) - 4:  # else a character cut by the 64 KB window
@@ -273,7 +272,7 @@ def _detect_encoding(path: Path, encoding: str) -> str:
                 line=line,
                 hint="save as UTF-8, or pass --encoding latin-1 (or cp1252) if that is what the file is",
             ) from None
-    return "utf-8"
+    return "utf-8-sig" if bom else "utf-8"
 
 
 @dataclass
