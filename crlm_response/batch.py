@@ -112,8 +112,11 @@ def combine_results(
         warnings.append(extra.assign(criteria=None))
 
     def stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
-        parts = [p for p in parts if not p.empty]
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        filled = [p for p in parts if not p.empty]
+        if filled:
+            return pd.concat(filled, ignore_index=True)
+        # No rows (every subject set aside): keep the columns, so the output still has its header line.
+        return pd.DataFrame(columns=list(dict.fromkeys(c for p in parts for c in p.columns)))
 
     visit_table = _rounded(_sorted(_ordered(stack(visits)), ["subject_id", "criteria", "day"], order))
     best_table = _rounded(_sorted(stack(best), ["subject_id", "criteria"], order))

@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 import pandas as pd
-import yaml
 from rich.console import Console
 
 from . import __version__
@@ -22,6 +21,7 @@ from .assessment import assess, get_rules
 from .errors import EXIT_INPUT_ERROR, CrlmError, SettingsError
 from .render import render_assessment, render_rule_set, render_rules_list, to_json
 from .rules import builtin_ids, check_parameter_value, describe, main_citation
+from .yamlio import YamlError, parse_yaml
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -64,37 +64,71 @@ def parse_set_options(
     for reference in references:
         if reference != "all":
             known[get_rules(reference).id] = reference
-    ids = sorted(known, key=len, reverse=True)
+    longest_first = sorted(known, key=len, reverse=True)  # `mchoi.x` must not match `choi`
     for item in values:
+        shown = _shorten(item)
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise click.BadParameter(
-                f"{item!r}: write RULESET.PARAMETER=VALUE, e.g. recist1.1.sd_min_days=56", param_hint=option
+                f"{shown!r}: write RULESET.PARAMETER=VALUE, e.g. recist1.1.sd_min_days=56", param_hint=option
             )
         key = key.strip()
-        rule_id = next((i for i in ids if key.startswith(i + ".")), None)
+        rule_id = next((i for i in longest_first if key.startswith(i + ".")), None)
         if rule_id is None:
             raise click.BadParameter(
-                f"{item!r}: `{key}` does not start with a rule set id ({', '.join(ids)})", param_hint=option
+                f"{shown!r}: `{_shorten(key)}` does not start with a rule set id ({', '.join(sorted(known))})",
+                param_hint=option,
             )
         name = key[len(rule_id) + 1 :]
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
         rules = get_rules(known[rule_id])
         if name not in rules.schema.parameters:
             raise click.BadParameter(
-                f"{item!r}: `{rule_id}` has no parameter `{name}`; parameters: "
+                f"{shown!r}: `{rule_id}` has no parameter `{_shorten(name)}`; parameters: "
                 + ", ".join(sorted(rules.schema.parameters)),
                 param_hint=option,
             )
         try:
+            value = _set_value(raw)
             value = check_parameter_value(rules, name, value, f"{rule_id}.{name}")
-        except SettingsError as exc:
-            raise click.BadParameter(f"{item!r}: {exc.message}", param_hint=option) from None
+        except (SettingsError, YamlError) as exc:
+            raise click.BadParameter(f"{shown!r}: {_shorten(exc.message)}", param_hint=option) from None
         out.setdefault(rule_id, {})[name] = value
     return out
+
+
+def _set_value(raw: str) -> Any:
+    """A `--set` value read as YAML (numbers, yes/no, lists) with the same safety limits as input files;
+    text that is not valid YAML stays text (the parameter check then says what is expected)."""
+    if not raw.strip():
+        return None
+    try:
+        value, _ = parse_yaml(raw, "--set")
+    except YamlError as exc:
+        if exc.message.startswith("invalid YAML"):
+            return raw
+        raise
+    return value
+
+
+def _check_date(value: str | None) -> str | None:
+    """A date option, checked before any file is read."""
+    import datetime
+    import re
+
+    if value is not None:
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+                raise ValueError(value)
+            datetime.date.fromisoformat(value.strip())
+        except ValueError:
+            raise click.BadParameter(f"{_shorten(value)!r} is not a date (YYYY-MM-DD)") from None
+        return value.strip()
+    return value
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    """Echo user input in a message without letting a huge value flood the terminal."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
 def _criteria_option(value: str | None) -> list[str] | None:
@@ -104,12 +138,24 @@ def _criteria_option(value: str | None) -> list[str] | None:
     if ids == ["all"]:
         return ids
     for rule_id in ids:
-        if rule_id not in builtin_ids() and not Path(rule_id).is_file():
-            raise click.BadParameter(
-                f"unknown criteria `{rule_id}`; choose from {', '.join(builtin_ids())}, `all`, or give a rule file",
-                param_hint="--criteria",
-            )
+        if rule_id in builtin_ids() or Path(rule_id).is_file():
+            continue
+        if _looks_like_a_path(rule_id):
+            raise click.BadParameter(f"rule file `{rule_id}` not found", param_hint="--criteria")
+        raise click.BadParameter(
+            f"unknown criteria `{rule_id}`; choose from {', '.join(builtin_ids())}, `all`, or give a rule file",
+            param_hint="--criteria",
+        )
     return ids
+
+
+def _looks_like_a_path(text: str) -> bool:
+    return Path(text).suffix.lower() in (".yaml", ".yml") or "/" in text or os.sep in text
+
+
+def _rule_files(ids: list[str] | None) -> list[str]:
+    """The rule files among requested criteria (inputs an output must never replace)."""
+    return [i for i in ids or () if i not in builtin_ids() and Path(i).is_file()]
 
 
 criteria_opt = click.option(
@@ -175,7 +221,10 @@ def assess_cmd(
 
         crlm-response assess sample_cases/folfox_bev_partial_response.yaml --explain
     """
+    from .writers import refuse_overwriting_inputs
+
     requested = _criteria_option(criteria)
+    refuse_overwriting_inputs([output], [case_file, *_rule_files(requested)])
     settings = parse_set_options(set_values, requested or ())
     result = assess(case_file, criteria=requested, settings=settings, explain=True, strict=strict)
     data = result.to_dict()
@@ -452,7 +501,7 @@ def batch_cmd(
     """
     from .batch import score_read
     from .trial import load_column_map, read_long
-    from .writers import refuse_overwriting_inputs
+    from .writers import all_or_nothing, refuse_overwriting_inputs
 
     sdtm = sdtm_tu is not None or sdtm_tr is not None
     if sdtm and (sdtm_tu is None or sdtm_tr is None):
@@ -499,7 +548,8 @@ def batch_cmd(
     outputs = _batch_outputs(output, best_path, errors_path)
     adam = {"adrs": adam_dir / "adrs.csv", "adtr": adam_dir / "adtr.csv"} if adam_dir else {}
     refuse_overwriting_inputs(
-        [*outputs.values(), summary_file, out_rs, *adam.values()], [lesions_path, organs, column_map, sdtm_tu, sdtm_tr]
+        [*outputs.values(), summary_file, out_rs, *adam.values()],
+        [lesions_path, organs, column_map, sdtm_tu, sdtm_tr, *_rule_files(requested)],
     )
     with _Steps() as step:
         if sdtm:
@@ -514,10 +564,12 @@ def batch_cmd(
             read = read_long(lesions_path, load_column_map(column_map), organs, encoding)
         result = score_read(read, requested or None, settings, explain=explain, progress=step)
         step("writing")
-        _write_batch(result, outputs, not no_safe_csv)
-        if sdtm:
-            _write_sdtm(result, streams, out_rs, adam, settings, not no_safe_csv)
-    _report_batch(result, outputs, summary, summary_file, strict)
+        with all_or_nothing():
+            _write_batch(result, outputs, not no_safe_csv)
+            if sdtm:
+                _write_sdtm(result, streams, out_rs, adam, settings, not no_safe_csv)
+            _write_summary_file(result, summary_file)
+    _report_batch(result, outputs, summary, strict)
 
 
 def _write_sdtm(
@@ -591,7 +643,7 @@ def _batch_large(
     from .batch import BatchResult
     from .engines import ResultSink, connect, run_chunked, run_dask
     from .trial import load_column_map
-    from .writers import refuse_overwriting_inputs
+    from .writers import all_or_nothing, refuse_overwriting_inputs
 
     if lesions is None:
         raise click.UsageError("give the lesion table(s)")
@@ -604,7 +656,7 @@ def _batch_large(
         }
     else:
         outputs = _batch_outputs(output, best_path, errors_path)
-    refuse_overwriting_inputs([*outputs.values(), summary_file], [*inputs, organs, column_map])
+    refuse_overwriting_inputs([*outputs.values(), summary_file], [*inputs, organs, column_map, *_rule_files(requested)])
     mapping = load_column_map(column_map)
     sink = ResultSink(outputs, folder, safe_csv)
     if folder is not None:
@@ -630,7 +682,19 @@ def _batch_large(
                     encoding,
                     progress=step,
                 )
-            best = sink.close()
+            with all_or_nothing():
+                best = sink.close()
+                result = BatchResult(
+                    pd.DataFrame(),
+                    best,
+                    pd.DataFrame(),
+                    pd.DataFrame(),
+                    pd.DataFrame({"n": range(sink.warnings)}),
+                    pd.DataFrame(),
+                    sink.counts,
+                    sink.summary(best),
+                )
+                _write_summary_file(result, summary_file)
     except BaseException:
         sink.abort()
         raise
@@ -640,20 +704,10 @@ def _batch_large(
             client.close()
             if cluster is not None and not scheduler:
                 cluster.close()
-    result = BatchResult(
-        pd.DataFrame(),
-        best,
-        pd.DataFrame(),
-        pd.DataFrame(),
-        pd.DataFrame({"n": range(sink.warnings)}),
-        pd.DataFrame(),
-        sink.counts,
-        sink.summary(best),
-    )
     shown = dict(outputs)
     if folder is not None:
         shown = {"dataset": folder}
-    _report_batch(result, shown, summary, summary_file, strict)
+    _report_batch(result, shown, summary, strict)
 
 
 def _batch_outputs(output: Path | None, best: Path | None, errors: Path | None) -> dict[str, Path | None]:
@@ -693,12 +747,20 @@ def _write_batch(result: Any, outputs: dict[str, Path | None], safe_csv: bool) -
         write_table(frame, path, safe_csv=safe_csv)
 
 
-def _report_batch(
-    result: Any, outputs: dict[str, Path | None], summary: bool, summary_file: Path | None, strict: bool
-) -> None:
-    from .render import render_summary
+def _write_summary_file(result: Any, summary_file: Path | None) -> None:
     from .summary import summary_table
     from .writers import write_table, write_text
+
+    if summary_file is None:
+        return
+    if summary_file.suffix.lower() == ".json":
+        write_text(summary_file, to_json({"summary": result.summary, "counts": result.counts}))
+    else:
+        write_table(summary_table(result.summary), summary_file)
+
+
+def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, strict: bool) -> None:
+    from .render import render_summary
 
     err = _console(stderr=True)
     for line in result.accounting_lines():
@@ -713,11 +775,6 @@ def _report_batch(
         )
     if summary:
         render_summary(_console(), result.summary)
-    if summary_file is not None:
-        if summary_file.suffix.lower() == ".json":
-            write_text(summary_file, to_json({"summary": result.summary, "counts": result.counts}))
-        else:
-            write_table(summary_table(result.summary), summary_file)
     rejected = sum(c["rejected"] for c in result.counts.values())
     if strict and (rejected or len(result.warnings)):
         raise click.ClickException(f"--strict: {rejected:,} row(s) rejected and {len(result.warnings):,} warning(s)")
@@ -771,7 +828,11 @@ def _report_batch(
 @click.option(
     "--stop-at-pd/--no-stop-at-pd", default=True, show_default=True, help="Ignore assessments after the first PD."
 )
-@click.option("--reference-date", help="Reference date (YYYY-MM-DD) when the input has dates instead of days.")
+@click.option(
+    "--reference-date",
+    callback=lambda ctx, param, value: _check_date(value),
+    help="Reference date (YYYY-MM-DD) when the input has dates instead of days.",
+)
 @click.option("--encoding", default="auto", show_default=True)
 def bor_cmd(
     visits: Path,
@@ -826,7 +887,7 @@ def bor_cmd(
     table = table.sort_values(["subject_id", "reader"], kind="stable")[columns].reset_index(drop=True)
     table["best_overall_response_day"] = table["best_overall_response_day"].astype("Int64")
     err = _console(stderr=True)
-    counts = data.ledger.counts()
+    (counts,) = data.ledger.counts().values()
     err.print(
         f"{visits.name}: rows read {counts['read']:,} = rows scored {counts['scored']:,} + rows rejected "
         f"{counts['rejected']:,}"
@@ -984,6 +1045,7 @@ def diff_cmd(
             raise click.BadParameter(
                 f"unknown rule set `{ref}`; choose from {', '.join(builtin_ids())} or give a file", param_hint=hint
             )
+    refuse_overwriting_inputs([output], [cases, column_map, organs, *_rule_files([rule_set_a, rule_set_b])])
     rules_a, rules_b = get_rules(rule_set_a), get_rules(rule_set_b)
     overrides_a = parse_set_options(set_a, [rule_set_a], "--set-a").get(rules_a.id, {})
     overrides_b = parse_set_options(set_b, [rule_set_b], "--set-b").get(rules_b.id, {})
@@ -998,7 +1060,6 @@ def diff_cmd(
     verdicts = None
     accounting: list[str] = []
     if cases is not None:
-        refuse_overwriting_inputs([output], [cases, column_map, organs])
         prepared, case_settings, accounting = _load_cohort(cases, column_map, organs, encoding)
         if rules_a.schema.best_response is None or rules_b.schema.best_response is None:
             raise click.UsageError("verdicts can only be compared between sets with a best response (not toxicity)")
@@ -1097,8 +1158,8 @@ def report_cmd(case_file: Path, output: Path, criteria: str | None, set_values: 
     from .report import render_report
     from .writers import refuse_overwriting_inputs, write_text
 
-    refuse_overwriting_inputs([output], [case_file])
     requested = _criteria_option(criteria)
+    refuse_overwriting_inputs([output], [case_file, *_rule_files(requested)])
     settings = parse_set_options(set_values, requested or ())
     result = assess(case_file, criteria=requested, settings=settings, explain=True)
     write_text(output, render_report(load_case(case_file), result))

@@ -23,7 +23,7 @@ from .batch import BatchResult, score_read
 from .errors import CrlmError, InputTableError
 from .summary import summarise
 from .trial import ERROR_COLUMNS, ColumnMap, RawTable, _apply_map, check_long_columns, long_from_frames
-from .writers import neutralise_formulas, write_table
+from .writers import OutputError, commit, neutralise_formulas, temporary_beside, write_table
 
 LINE = "_line"
 OUTPUT_KINDS = ("visits", "best", "errors", "warnings", "flags", "lesions")
@@ -83,6 +83,7 @@ class ResultSink:
     _columns: dict[str, list[str]] = field(default_factory=dict)
     _pending: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
     _tmp: dict[str, Path] = field(default_factory=dict)
+    _empty_columns: dict[str, list[str]] = field(default_factory=dict)  # the header of an output without rows
     parts: int = 0
     warnings: int = 0
 
@@ -104,6 +105,8 @@ class ResultSink:
         }
         for kind, frame in tables.items():
             if frame is None or frame.empty:
+                if frame is not None and len(frame.columns):
+                    self._empty_columns.setdefault(kind, list(frame.columns))
                 continue
             if self.folder is not None:
                 target = self.folder / kind / f"part-{part:05d}.parquet"
@@ -116,7 +119,10 @@ class ResultSink:
             if path.suffix.lower() in (".parquet", ".pq"):
                 self._pending.setdefault(kind, []).append(frame)  # Parquet needs one schema: written at close
             else:
-                self._append_csv(kind, path, frame)
+                try:
+                    self._append_csv(kind, path, frame)
+                except OSError as exc:
+                    raise OutputError(f"cannot write: {exc.strerror or exc}", file=path) from None
 
     def _append_csv(self, kind: str, path: Path, frame: pd.DataFrame) -> None:
         """Append one part with the same CSV writer as the in-memory engine (identical text for identical data)."""
@@ -125,12 +131,7 @@ class ResultSink:
         data = _lowercase_booleans(neutralise_formulas(frame) if self.safe_csv else frame)
         if kind not in self._columns:
             self._columns[kind] = list(data.columns)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            import os
-
-            os.close(handle)
-            self._tmp[kind] = Path(name)
+            self._tmp[kind] = temporary_beside(path)
             write_csv(data, self._tmp[kind])
             return
         columns = self._columns[kind] + [c for c in data.columns if c not in self._columns[kind]]
@@ -143,16 +144,16 @@ class ResultSink:
             self._columns[kind] = columns
             return
         part = self._tmp[kind].with_suffix(".part")
-        write_csv(data.reindex(columns=columns), part)
-        with open(part, "rb") as source, open(self._tmp[kind], "ab") as target:
-            source.readline()  # the header is already there
-            shutil.copyfileobj(source, target)
-        part.unlink()
+        try:
+            write_csv(data.reindex(columns=columns), part)
+            with open(part, "rb") as source, open(self._tmp[kind], "ab") as target:
+                source.readline()  # the header is already there
+                shutil.copyfileobj(source, target)
+        finally:
+            part.unlink(missing_ok=True)
 
     def close(self) -> pd.DataFrame:
         """Finish every output; return the best-response table of all parts (for the summary)."""
-        import os
-
         best = (
             pd.concat([b for b in self.best_parts if b is not None and not b.empty], ignore_index=True)
             if any(b is not None and not b.empty for b in self.best_parts)
@@ -165,12 +166,12 @@ class ResultSink:
         for kind, tmp in self._tmp.items():
             path = self.paths[kind]
             assert path is not None
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            commit(tmp, path)
         for kind in ("visits", "best", "errors"):
             path = self.paths.get(kind)
             if self.folder is None and path is not None and kind not in self._tmp and kind not in self._pending:
-                write_table(pd.DataFrame(columns=ERROR_COLUMNS if kind == "errors" else ["subject_id"]), path)
+                header = ERROR_COLUMNS if kind == "errors" else self._empty_columns.get(kind, ["subject_id"])
+                write_table(pd.DataFrame(columns=header), path)
         return best
 
     def abort(self) -> None:
@@ -448,6 +449,8 @@ def run_dask(
     from dask import delayed
 
     label = str(paths[0]) if len(paths) == 1 else _common_label(paths)
+    for path in paths:  # accounting per input file, in the order given
+        sink.counts.setdefault(str(path), {"read": 0, "scored": 0, "rejected": 0})
     tasks = []
     for part in ddf.to_delayed():
         frame = delayed(_strip_part)(part)

@@ -10,7 +10,9 @@ against the metric vocabulary so that an unknown word fails at load time, naming
 from __future__ import annotations
 
 import copy
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -74,6 +76,8 @@ def parameter_problem(param: Parameter, value: Any) -> str | None:
         return f"must be one of {', '.join(map(str, param.choices))}, not {value!r}"
     if isinstance(value, bool):
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a number, not {value}"  # NaN passes every minimum/maximum test
     if isinstance(value, int | float):
         if param.minimum is not None and value < param.minimum:
             return f"must be >= {param.minimum:g}, not {value:g}"
@@ -270,10 +274,17 @@ def _resolve_reference(reference: str, relative_to: Path | None) -> Path:
     raise RuleSetError(f"unknown rule set `{reference}`", hint=f"shipped rule sets: {known}; or give a file path")
 
 
-def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+# The lists a variant merges into its parent's by name; their items move to new positions.
+MERGED_LISTS = {"checks": "code", "outputs": "name", "flags": "flag"}
+
+
+def _merge(parent: dict[str, Any], child: dict[str, Any]) -> tuple[dict[str, Any], dict[tuple[str, int], int]]:
     """`extends:` semantics: child keys replace parent keys; parameters and citations merge per entry
-    (a child may give only `value`); checks, outputs and flags replace by name and append new ones."""
+    (a child may give only `value`); checks, outputs and flags replace by name and append new ones.
+
+    Also returns where each of the child's list items landed: (list, index in the child) -> index in the merge."""
     merged = copy.deepcopy(parent)
+    placed: dict[tuple[str, int], int] = {}
     for key, value in child.items():
         if key == "citations" and isinstance(value, dict) and isinstance(merged.get(key), dict):
             # The variant's own references first: they name what it changes.
@@ -285,34 +296,49 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
                     merged[key][name] = {**old, **entry}
                 else:
                     merged[key][name] = entry
-        elif key in ("checks", "outputs", "flags") and isinstance(value, list) and isinstance(merged.get(key), list):
-            ident = {"checks": "code", "outputs": "name", "flags": "flag"}[key]
+        elif key in MERGED_LISTS and isinstance(value, list) and isinstance(merged.get(key), list):
+            ident = MERGED_LISTS[key]
             by_name = {item.get(ident): i for i, item in enumerate(merged[key]) if isinstance(item, dict)}
-            for item in value:
+            for own_index, item in enumerate(value):
                 name = item.get(ident) if isinstance(item, dict) else None
                 if name in by_name:
                     merged[key][by_name[name]] = item
+                    placed[(key, own_index)] = by_name[name]
                 else:
+                    placed[(key, own_index)] = len(merged[key])
                     merged[key].append(item)
         else:
             merged[key] = copy.deepcopy(value)
     merged.pop("extends", None)
-    return merged
+    return merged, placed
 
 
 @dataclass
 class RawRuleSet:
+    """A rule file's data merged with what it extends. `lines` are keyed by positions in the merged data;
+    `own_index` maps a merged position back to the file's own (`checks[7]` of the merge is this file's `checks[0]`),
+    so messages point at what the user wrote."""
+
     data: dict[str, Any]
     path: Path
     lines: dict[tuple[Any, ...], int]
     chain: list[str] = field(default_factory=list)
+    own_index: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+
+    def shown(self, loc: tuple[Any, ...]) -> str:
+        """A merged position as the key path of the file itself."""
+        head = tuple(loc[:2])
+        if len(head) == 2 and head in self.own_index:
+            loc = self.own_index[head] + tuple(loc[2:])  # type: ignore[index]
+        return format_loc(loc)
+
+
+class _ExtendsLoop(RuleSetError):
+    """An `extends:` chain that comes back to a file already in it."""
 
 
 def _read_raw(path: Path, seen: tuple[str, ...] = ()) -> RawRuleSet:
     key = str(path.resolve())
-    if key in seen:
-        chain = " -> ".join(Path(s).name for s in seen + (key,))
-        raise RuleSetError(f"`extends:` loops back on itself ({chain})", file=path)
     if len(seen) > 10:
         raise RuleSetError("`extends:` chain deeper than 10 files", file=path)
     data, lines = load_yaml(path)
@@ -327,8 +353,28 @@ def _read_raw(path: Path, seen: tuple[str, ...] = ()) -> RawRuleSet:
         parent_path = _resolve_reference(parent_ref, path)
     except RuleSetError as exc:
         raise RuleSetError(exc.message, file=path, line=lines.get(("extends",)), key="extends", hint=exc.hint) from None
-    parent = _read_raw(parent_path, seen + (key,))
-    return RawRuleSet(_merge(parent.data, data), path, lines, parent.chain + [str(data.get("id", path.stem))])
+    parent_key = str(parent_path.resolve())
+    try:
+        if parent_key in seen + (key,):
+            chain = " -> ".join(Path(s).name for s in seen + (key, parent_key))
+            hint = (
+                "a rule file cannot extend itself; name the rule set it varies, e.g. recist1.1"
+                if parent_key == key
+                else "one of these files must extend a shipped rule set instead"
+            )
+            raise _ExtendsLoop(f"`extends:` loops back on itself ({chain})", hint=hint)
+        parent = _read_raw(parent_path, seen + (key,))
+    except _ExtendsLoop as exc:  # reported at the `extends:` of the file the user named, the start of the chain
+        raise _ExtendsLoop(exc.message, file=path, line=lines.get(("extends",)), key="extends", hint=exc.hint) from None
+    merged, placed = _merge(parent.data, data)
+    own_index = {(name, at): (name, own) for (name, own), at in placed.items()}
+    merged_lines = {}
+    for loc, line in lines.items():
+        head = tuple(loc[:2])
+        if len(head) == 2 and head in placed:
+            loc = (head[0], placed[head]) + tuple(loc[2:])  # type: ignore[index]
+        merged_lines[loc] = line
+    return RawRuleSet(merged, path, merged_lines, parent.chain + [str(data.get("id", path.stem))], own_index)
 
 
 def load_rules(reference: str | Path) -> LoadedRuleSet:
@@ -338,26 +384,32 @@ def load_rules(reference: str | Path) -> LoadedRuleSet:
     try:
         schema = RuleSet.model_validate(raw.data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # A misspelt key also makes the right key "missing": name the misspelling, the cause, first.
+        first = min(errors, key=lambda e: e.get("type") != "extra_forbidden")
         loc = tuple(first["loc"])
         loc = tuple(p for p in loc if not (isinstance(p, str) and p in ("str", "bool", "int", "float", "list[float]")))
+        message, advice = _pydantic_message(first)
+        hints = [advice] if advice else []
+        if len(errors) > 1:
+            hints.append(f"{len(errors) - 1} more problem(s) in this file")
         raise RuleSetError(
-            _pydantic_message(first),
+            message,
             file=path,
             line=line_of(raw.lines, loc),
-            key=format_loc(loc) or None,
-            hint=f"{len(exc.errors()) - 1} more problem(s) in this file" if len(exc.errors()) > 1 else None,
+            key=raw.shown(loc) or None,
+            hint="; ".join(hints) or None,
         ) from None
-    return compile_rule_set(schema, path, raw.lines, raw.chain)
+    return compile_rule_set(schema, raw)
 
 
-def _pydantic_message(error: Any) -> str:
-    message = str(error.get("msg", "invalid"))
+def _pydantic_message(error: Any) -> tuple[str, str | None]:
+    """A validation error as (message, advice)."""
     if error.get("type") == "extra_forbidden":
-        return "unknown key (check its spelling against the rule schema)"
+        return "unknown key", "check its spelling against the rule schema"
     if error.get("type") == "missing":
-        return "required key is missing"
-    return message.removeprefix("Value error, ")
+        return "required key is missing", None
+    return str(error.get("msg", "invalid")).removeprefix("Value error, "), None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -472,21 +524,22 @@ def _citation_ok(text: str | None, keys: dict[str, str]) -> bool:
     return bool(words & set(keys))
 
 
-def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], int], chain: list[str]) -> LoadedRuleSet:
+def compile_rule_set(schema: RuleSet, raw: RawRuleSet) -> LoadedRuleSet:
+    path, lines, chain, shown = raw.path, raw.lines, raw.chain, raw.shown
     file = str(path)
 
     def fail(exc: ConditionError | RuleSetError, loc: tuple[Any, ...]) -> RuleSetError:
-        return RuleSetError(exc.message, file=file, line=line_of(lines, loc), key=format_loc(loc), hint=exc.hint)
+        return RuleSetError(exc.message, file=file, line=line_of(lines, loc), key=shown(loc), hint=exc.hint)
 
     def cond(source: str, vocab: RuleVocabulary, loc: tuple[Any, ...]) -> Condition:
         try:
-            return compile_condition(source, vocab, format_loc(loc))
+            return compile_condition(source, vocab, shown(loc))
         except ConditionError as exc:
             raise fail(exc, loc) from None
 
     def tmpl(source: str, vocab: RuleVocabulary, loc: tuple[Any, ...]) -> Template:
         try:
-            return compile_template(source, vocab, format_loc(loc))
+            return compile_template(source, vocab, shown(loc))
         except ConditionError as exc:
             raise fail(exc, loc) from None
 
@@ -501,7 +554,7 @@ def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], i
                 f"citation {text!r} names no reference of this rule set" if text else "citation is missing",
                 file=file,
                 line=line_of(lines, loc),
-                key=format_loc(loc),
+                key=shown(loc),
                 hint="start with a key of `citations:` (" + ", ".join(schema.citations) + ")",
             )
 
@@ -538,7 +591,7 @@ def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], i
             for j, rule in enumerate(out.rules):
                 rloc = loc + ("rules", j)
                 condition = cond(rule.when, v, rloc + ("when",)) if rule.when is not None else None
-                _check_category(out, rule.result, file, lines, rloc)
+                _check_category(out, rule.result, file, lines, rloc + ("then",), shown)
                 compiled_rules.append(
                     CompiledRule(
                         rule,
@@ -553,7 +606,7 @@ def compile_rule_set(schema: RuleSet, path: Path, lines: dict[tuple[Any, ...], i
             for j, row in enumerate(out.table):
                 rloc = loc + ("table", j)
                 source = _table_condition(row, outputs_seen, file, lines, rloc)
-                _check_category(out, row.then, file, lines, rloc)
+                _check_category(out, row.then, file, lines, rloc + ("then",), shown)
                 because = row.because or ", ".join(f"{c.replace('_', '-')} {{{c}}}" for c in row.match)
                 compiled_rules.append(
                     CompiledRule(
@@ -720,13 +773,20 @@ def _used_metrics(
 
 
 def _check_category(
-    out: Output, value: Category, file: str, lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]
+    out: Output,
+    value: Category,
+    file: str,
+    lines: dict[tuple[Any, ...], int],
+    loc: tuple[Any, ...],
+    shown: Callable[[tuple[Any, ...]], str],
 ) -> None:
     if out.categories is not None and value not in out.categories:
         raise RuleSetError(
             f"`{value}` is not one of the categories of `{out.name}`: " + ", ".join(map(str, out.categories)),
             file=file,
             line=line_of(lines, loc),
+            key=shown(loc),
+            hint=f"use one of them, or add {value} to `categories:`",
         )
 
 

@@ -78,6 +78,10 @@ class SdtmStreams:
     visits: pd.DataFrame  # subject_id, timepoint, VISITNUM, VISIT, RSDTC, RSDY, LNKGRP, new_equivocal
 
 
+# Rejections that say a row is not used, not that it is wrong: they do not set the subject aside.
+INFORMATIONAL_CODES = ("test_not_used", "summary_recomputed", "not_used", "duplicate_measurement")
+
+
 def _read(path: str | Path, what: str, required: list[str], encoding: str) -> RawTable:
     table = read_frame(path, encoding)
     table.frame.columns = [c.upper() for c in table.frame.columns]
@@ -204,9 +208,10 @@ def read_sdtm(
     dates = pd.to_datetime(
         _text(tr, "TRDTC").where(_text(tr, "TRDTC").str.len() >= 10, None), errors="coerce", format="ISO8601"
     )
+    undated = np.isnan(day) & dates.isna().to_numpy()
     ledger.add(
-        np.isnan(day) & dates.isna().to_numpy(),
-        "TRDY",
+        undated,
+        "TRDTC" if "TRDTC" in tr else "TRDY",
         "no_study_day",
         "neither TRDY nor a complete TRDTC: the assessment cannot be placed in time",
     )
@@ -255,6 +260,13 @@ def read_sdtm(
     ledger.add(
         (t == "TUMSTATE") & is_target, "TRTESTCD", "not_used", "state of a target lesion: the measurement is used"
     )
+
+    # As in the long format: a row that cannot be read (an undated NEW lesion, a bad size) could change the
+    # answer, so its stream is set aside whole; rows that are merely not used (summaries, other tests) are not.
+    reasons = ledger.first_rejection_by_subject(ignore=INFORMATIONAL_CODES)
+    for stream, reason in tu_ledger.first_rejection_by_subject(ignore=INFORMATIONAL_CODES).items():
+        reasons.setdefault(stream, reason)
+    ledger.set_aside_subjects(reasons)
 
     ok = ledger.ok
     field = np.full(len(tr), None, dtype=object)

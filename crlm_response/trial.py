@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from .tables import (
     blank_where,
     with_object_strings,
 )
-from .yamlio import load_yaml
+from .yamlio import format_loc, line_of, load_yaml
 
 SUBJECT_FIELDS = ("regimen", "agents", "setting", "procedure_day")
 VISIT_FIELDS = tuple(TIMEPOINT_SPECS) + tuple(ORGAN_SPECS) + tuple(PET_SPECS)
@@ -129,12 +129,15 @@ class Ledger:
         mapped = subjects.map(dict(reasons))
         self.add(mapped.notna().to_numpy(), None, code, mapped.to_numpy(dtype=object))
 
-    def first_rejection_by_subject(self) -> dict[Any, str]:
-        """For each subject with a rejected row: a reason for setting aside its other rows."""
+    def first_rejection_by_subject(self, ignore: Sequence[str] = ()) -> dict[Any, str]:
+        """For each subject with a rejected row (other than rows of the `ignore` codes, which are not data errors):
+        a reason for setting aside its other rows."""
         if not self.parts or "subject_id" not in self.frame:
             return {}
         table = self.table()
-        table = table.loc[table["subject_id"].notna()].sort_values("line", kind="stable")
+        table = table.loc[table["subject_id"].notna() & ~table["code"].isin(list(ignore))].sort_values(
+            "line", kind="stable"
+        )
         first = table.drop_duplicates("subject_id")
         return {
             row.subject_id: f"subject set aside: {self.file} line {row.line} was rejected ({row.reason})"
@@ -150,10 +153,22 @@ class Ledger:
             return pd.DataFrame(columns=ERROR_COLUMNS)
         return pd.concat(self.parts, ignore_index=True)[ERROR_COLUMNS]
 
-    def counts(self) -> dict[str, int]:
-        rejected = int(self.bad.sum()) + self.malformed
-        read = len(self.frame) + self.malformed
-        return {"read": read, "scored": read - rejected, "rejected": rejected}
+    def counts(self) -> dict[str, dict[str, int]]:
+        """rows read / scored / rejected per input file (one logical input may span several files)."""
+        if self.files is None:
+            return {self.file: _tally(len(self.frame), int(self.bad.sum()) + self.malformed, self.malformed)}
+        names, codes = np.unique(self.files.astype(str), return_inverse=True)
+        read = np.bincount(codes, minlength=len(names))
+        bad = np.bincount(codes, weights=self.bad, minlength=len(names)).astype(np.int64)
+        out = {str(name): _tally(int(r), int(b), 0) for name, r, b in zip(names, read, bad, strict=True)}
+        if self.malformed:
+            out[self.file] = _tally(0, self.malformed, self.malformed)
+        return out
+
+
+def _tally(rows: int, rejected: int, malformed: int) -> dict[str, int]:
+    read = rows + malformed
+    return {"read": read, "scored": read - rejected, "rejected": rejected}
 
 
 @dataclass
@@ -169,7 +184,7 @@ class ReadResult:
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ERROR_COLUMNS)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        return {ledger.file: ledger.counts() for ledger in self.ledgers}
+        return {file: c for ledger in self.ledgers for file, c in ledger.counts().items()}
 
     def set_aside(self, problems: pd.DataFrame) -> None:
         """Reject the rows of subjects that failed the cross-row checks (see `validate`): the row a problem
@@ -211,40 +226,57 @@ class ColumnMap:
 
 
 def load_column_map(path: str | Path | None) -> ColumnMap:
+    """Read a column map (`--map`): our column name -> the export's, and per column {their word: our word}.
+
+    Each mistake is reported at its line and key, as in case and rule files."""
     if path is None:
         return ColumnMap()
-    data, _ = load_yaml(path)
+    data, lines = load_yaml(path)
+
+    def problem(message: str, loc: tuple[Any, ...] = (), hint: str | None = None) -> InputTableError:
+        return InputTableError(
+            message, file=path, line=line_of(lines, loc) if loc else None, key=format_loc(loc) or None, hint=hint
+        )
+
     if not isinstance(data, dict):
-        raise InputTableError(
-            "a column map is a YAML mapping: {columns: {our_name: their_name}, values: {...}}", file=path
-        )
-    unknown = set(data) - {"columns", "values"}
-    if unknown:
-        raise InputTableError(
-            f"unknown key(s) {', '.join(sorted(unknown))}",
-            file=path,
-            hint="a column map has `columns:` and optionally `values:`",
-        )
+        raise problem("a column map is a YAML mapping: {columns: {our_name: their_name}, values: {...}}")
+    for key in data:
+        if key not in ("columns", "values"):
+            raise problem("unknown key", (key,), "a column map has `columns:` and optionally `values:`")
     columns = data.get("columns") or {}
     values = data.get("values") or {}
-    if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items()):
-        raise InputTableError(
-            "`columns:` maps our column name to the export's column name (text to text)", file=path, key="columns"
-        )
+    if not isinstance(columns, dict):
+        raise problem("`columns:` maps our column name to the export's column name (text to text)", ("columns",))
     known = set(SPECS) | set(KEY_COLUMNS) | set(SUBJECT_FIELDS)
-    for ours in columns:
-        if ours not in known:
-            raise InputTableError(
-                f"`{ours}` is not a column this tool reads",
-                file=path,
-                key=f"columns.{ours}",
-                hint="see README, 'Long format'",
+    for ours, theirs in columns.items():
+        if not isinstance(ours, str) or not isinstance(theirs, str):
+            what = f"not {_kind_of(theirs)}" if isinstance(ours, str) else f"our name {ours!r} is not text"
+            raise problem(
+                f"`columns:` maps our column name to the export's column name (text to text), {what}",
+                ("columns", ours),
             )
-    if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
-        raise InputTableError("`values:` maps a column to {their word: our word}", file=path, key="values")
+        if ours not in known:
+            raise problem(f"`{ours}` is not a column this tool reads", ("columns", ours), "see README, 'Long format'")
+    if not isinstance(values, dict):
+        raise problem("`values:` maps a column to {their word: our word}", ("values",))
+    for column, words in values.items():
+        if not isinstance(words, dict):
+            raise problem("`values:` maps a column to {their word: our word}", ("values", column))
     return ColumnMap(
         {k: v for k, v in columns.items()}, {k: {str(a): str(b) for a, b in v.items()} for k, v in values.items()}
     )
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "yes/no"
+    return "a number" if isinstance(value, int | float) else f"{type(value).__name__}"
 
 
 def _detect_encoding(path: Path, encoding: str) -> str:
@@ -286,22 +318,22 @@ class RawTable:
     files: np.ndarray | None = None  # per row, when the rows come from several files
 
 
-def _check_file(p: Path, path: str | Path) -> None:
+def _check_file(p: Path, path: str | Path, rows: str = "lesion") -> None:
     if not p.exists():
         raise InputTableError("file not found", file=path)
     if p.is_dir():
         raise InputTableError("is a folder; give a CSV or Parquet file", file=path)
     size = p.stat().st_size
     if size == 0:
-        raise InputTableError("file is empty", file=path, hint="expected a header line and one row per lesion")
+        raise InputTableError("file is empty", file=path, hint=f"expected a header line and one row per {rows}")
     if size > MAX_INPUT_BYTES:
         raise InputTableError(f"file is {size / 1e9:.1f} GB; the limit is {MAX_INPUT_BYTES // 1024**3} GB", file=path)
 
 
-def read_frame(path: str | Path, encoding: str = "auto") -> RawTable:
+def read_frame(path: str | Path, encoding: str = "auto", rows: str = "lesion") -> RawTable:
     """Read a CSV or Parquet file as raw values, with the source line of each row."""
     p = Path(path)
-    _check_file(p, path)
+    _check_file(p, path, rows)
     none = pd.DataFrame({"line": pd.Series(dtype=np.int64), "reason": pd.Series(dtype=object)})
     if p.suffix.lower() in (".parquet", ".pq"):
         try:
@@ -477,6 +509,11 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
             continue
         if spec.kind in ("number", "integer"):
             values = _numbers(raw).to_numpy()
+            if raw.dtype == object or isinstance(raw.dtype, pd.CategoricalDtype):
+                # "NaN" is how pandas, numpy and many exports write a missing number: missing, like an empty cell.
+                present = present & ~_per_unique(
+                    raw, lambda u: u.astype(str).str.strip().str.lower() == "nan"
+                ).to_numpy(dtype=bool)
             rejects.add(present & np.isnan(values), column, "not_a_number", f"{column} must be a number")
             rejects.add(present & np.isinf(values), column, "not_finite", f"{column} must be a finite number")
             if spec.kind == "integer":
@@ -891,8 +928,10 @@ def read_responses(
     """Per-visit responses from a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or
     ADaM ADRS (PARAMCD OVR rows). Dates need a reference date (option or `reference_date` column)."""
     file = str(path)
-    table = read_frame(path, encoding)
+    table = read_frame(path, encoding, rows="visit")
     raw = _apply_map(table.frame, column_map or ColumnMap(), file)
+    if len(raw) == 0 and table.malformed.empty:
+        raise InputTableError("file has a header but no rows", file=file)
     upper = {c.upper(): c for c in raw.columns}
     if "RSTESTCD" in upper:
         kind, test_col, subject_cols, response_col = (
@@ -948,7 +987,8 @@ def read_responses(
         )
     ledger.add((subject == "").to_numpy(), "subject_id", "missing_key", "subject is empty")
     assert response_col is not None  # checked with the required columns above
-    words = _text_column(frame, response_col).str.upper().str.replace(r"\s+", " ", regex=True)
+    written = _text_column(frame, response_col)
+    words = written.str.upper().str.replace(r"\s+", " ", regex=True)
     response = words.map(RESPONSE_ALIASES)
     response = response.where(words != "", None)
     ledger.add(
@@ -956,8 +996,18 @@ def read_responses(
         response_col,
         "not_allowed",
         "response must be one of CR, PR, SD, NON-CR/NON-PD, PD, NE, ND or empty",
+        values=written.to_numpy(dtype=object),
     )
     day = _numbers(frame[day_col]).to_numpy() if day_col is not None else np.full(len(frame), np.nan)
+    if day_col is not None:
+        day_text = _text_column(frame, day_col)
+        ledger.add(
+            (day_text != "").to_numpy() & np.isnan(day),
+            day_col,
+            "not_a_number",
+            f"{day_col} must be a number",
+            values=day_text.to_numpy(dtype=object),
+        )
     if kind in ("sdtm_rs", "adam_adrs") and day_col is not None:
         day = np.where(day > 0, day - 1, day)  # RSDY / ADY: study day 1 is the reference day (there is no day 0)
     if date_col is not None and np.isnan(day).any():
@@ -987,6 +1037,22 @@ def read_responses(
         "no_day",
         "no day: give day, or a complete date with a reference date",
     )
+    visit = pd.DataFrame(
+        {"subject": subject.to_numpy(dtype=object), "reader": reader.to_numpy(dtype=object), "day": day}
+    )
+    candidates = ledger.ok & ~np.isnan(day)
+    same_day = np.zeros(len(visit), dtype=bool)
+    same_day[candidates] = visit.loc[candidates].duplicated(keep=False).to_numpy()
+    if same_day.any():
+        ledger.add(
+            same_day,
+            day_col or date_col,
+            "duplicate",
+            "two responses for this subject on the same day; keep one (a corrected read replaces the old one)",
+            values=np.array([f"day {d:g}" for d in day], dtype=object),
+        )
+    # As in the lesion table: a visit that cannot be read could have been the PD, so its subject is not scored.
+    ledger.set_aside_subjects(ledger.first_rejection_by_subject(ignore=("not_used",)))
     out = pd.DataFrame(
         {
             "subject_id": subject.to_numpy(dtype=object),

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,58 @@ def _umask() -> int:
     return current
 
 
+# Files finished inside `all_or_nothing()`, waiting to be renamed over their destinations together.
+_PENDING: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("_PENDING", default=None)
+
+
 @contextmanager
-def atomic_path(path: str | Path, mode: str = "w") -> Any:
-    """Yield a temporary path in the destination folder; rename it over `path` only on success."""
-    target = Path(path)
+def all_or_nothing() -> Iterator[None]:
+    """Outputs written inside this block replace their destinations together at its end, or none do.
+
+    A run that fails while writing its third output must not leave a new first output beside old others:
+    that would be a set of results that never existed.
+    """
+    pending: list[tuple[Path, Path]] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            _unlink_quietly(tmp)
+        raise
+    finally:
+        _PENDING.reset(token)
+    for tmp, target in pending:
+        _publish(tmp, target)
+
+
+def commit(tmp: str | Path, target: str | Path) -> None:
+    """Put a finished temporary file in place now, or at the end of the enclosing `all_or_nothing()`."""
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
+    pending = _PENDING.get()
+    if pending is None:
+        _publish(Path(tmp), Path(target))
+    else:
+        pending.append((Path(tmp), Path(target)))
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    try:
+        os.replace(tmp, target)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise OutputError(f"cannot write: {exc.strerror or exc}", file=target) from None
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def temporary_beside(target: Path) -> Path:
+    """An empty temporary file in `target`'s folder (so the final rename stays on one file system)."""
     folder = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
         raise OutputError("is a folder; give a file name", file=target)
@@ -58,16 +107,26 @@ def atomic_path(path: str | Path, mode: str = "w") -> Any:
     except OSError as exc:
         raise OutputError(f"cannot write here: {exc.strerror}", file=target) from None
     os.close(fd)
+    return Path(tmp)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the destination folder; it replaces `path` only if the block succeeds.
+
+    A failed write (full disk, I/O error) is the user's to fix, so it becomes an `OutputError` naming the file.
+    """
+    target = Path(path)
+    tmp = temporary_beside(target)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
-        os.replace(tmp, target)
+        yield tmp
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise OutputError(f"cannot write: {exc.strerror or exc}", file=target) from None
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _unlink_quietly(tmp)
         raise
+    commit(tmp, target)
 
 
 def write_text(path: str | Path, text: str) -> None:

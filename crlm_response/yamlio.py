@@ -132,6 +132,7 @@ def parse_yaml(text: str, file: str = "<text>") -> tuple[Any, LineMap]:
         raise YamlError("the file is empty", file=file)
     loader = None
     try:
+        _check_nesting(text, file)
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
@@ -164,6 +165,26 @@ def parse_yaml(text: str, file: str = "<text>") -> tuple[Any, LineMap]:
             loader.dispose()
 
 
+def _check_nesting(text: str, file: str) -> None:
+    """Refuse deep nesting before PyYAML's composer, which recurses once per level and would exhaust Python's stack.
+
+    The event parser keeps its own stack, so counting open collections over its events is safe at any depth."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    mark = event.start_mark
+                    raise YamlError(
+                        f"nesting deeper than {MAX_YAML_DEPTH} levels", file=file, line=mark.line + 1 if mark else None
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # a syntax error: the full parse that follows reports it with its line
+
+
 def _walk(node: yaml.Node, path: tuple[Any, ...], lines: LineMap, file: str, budget: list[int]) -> None:
     budget[0] += 1
     if budget[0] > MAX_YAML_NODES:
@@ -172,8 +193,6 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], lines: LineMap, file: str, bud
             file=file,
             hint="real case and rule files are far smaller; remove the anchors/aliases",
         )
-    if len(path) > MAX_YAML_DEPTH:
-        raise YamlError(f"nesting deeper than {MAX_YAML_DEPTH} levels", file=file, line=node.start_mark.line + 1)
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}

@@ -314,11 +314,17 @@ def long_tables(draw: st.DrawFn) -> str:
     if draw(st.integers(0, 6)) == 0:  # a header with a duplicated or empty name
         first, rest = text.split("\n", 1)
         text = first + draw(st.sampled_from([",subject_id", ",", ",day"])) + "\n" + rest
+    for _ in range(draw(st.integers(0, 3)) if draw(st.integers(0, 3)) == 0 else 0):  # raw edits of the text
+        at = draw(st.integers(0, max(0, len(text) - 1)))
+        if draw(st.booleans()):
+            text = text[:at] + draw(st.sampled_from(['"', "\r", ",", "\n", "\x00", "\\", "'", ";", "\t"])) + text[at:]
+        else:
+            text = text[:at] + text[at + 1:]
     return text
 
 
 def csv_data_rows(text: str) -> int:
-    return max(0, sum(1 for row in csv.reader(io.StringIO(text)) if row) - 1)
+    return max(0, sum(1 for row in csv.reader(io.StringIO(text, newline="")) if row) - 1)
 
 
 def check_books(result: Any, text: str, out: Path) -> None:
