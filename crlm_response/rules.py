@@ -70,6 +70,10 @@ class Parameter(_Strict):
         return self
 
 
+# Parameters counted in these units take whole numbers: 42.5 days is a typo, not a threshold.
+WHOLE_UNITS = ("days", "lesions", "assessments")
+
+
 def parameter_problem(param: Parameter, value: Any) -> str | None:
     """Why `value` is not allowed for `param` (None when it is)."""
     if param.choices is not None and value not in param.choices:
@@ -78,6 +82,8 @@ def parameter_problem(param: Parameter, value: Any) -> str | None:
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a number, not {value}"  # NaN passes every minimum/maximum test
+    if isinstance(value, float) and param.unit in WHOLE_UNITS and not value.is_integer():
+        return f"must be a whole number of {param.unit}, not {value:g}"
     if isinstance(value, int | float):
         if param.minimum is not None and value < param.minimum:
             return f"must be >= {param.minimum:g}, not {value:g}"
@@ -835,6 +841,8 @@ def check_parameter_value(rule_set: LoadedRuleSet, name: str, value: Any, source
     param = params[name]
     current = param.value
     expected = _value_kind(current)
+    if value is None and current is not None:  # a parameter whose default is empty may be set back to empty
+        raise SettingsError(f"`{rule_set.id}.{name}` needs a value (a {expected})", key=source)
     if current is not None and _value_kind(value) != expected:
         if expected == "number" and isinstance(value, str):
             try:

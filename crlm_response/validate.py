@@ -112,11 +112,18 @@ def _shared_codes(*arrays: Any) -> list[np.ndarray]:
     return out
 
 
+def _pair_keys(*pairs: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+    """One int64 key per pair of non-negative codes (-1 if either is negative), comparable across all `pairs`.
+
+    Every pair is encoded with the same width: keys of visits and of lesions must be built alike, or a subject's
+    lesions would meet another subject's timepoints."""
+    width = max((int(b.max()) + 1 for _, b in pairs if len(b)), default=0) + 1
+    return [np.where((a < 0) | (b < 0), -1, a.astype(np.int64) * width + b) for a, b in pairs]
+
+
 def _pair_key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """One int64 key for a pair of non-negative codes (-1 stays negative)."""
-    width = int(b.max()) + 2 if len(b) else 1
-    key = a.astype(np.int64) * width + b
-    return np.where((a < 0) | (b < 0), -1, key)
+    """`_pair_keys` for one pair (keys only compared among themselves)."""
+    return _pair_keys((a, b))[0]
 
 
 def _group_broadcast(values: np.ndarray, codes: np.ndarray, n_groups: int, pick: np.ndarray) -> np.ndarray:
@@ -230,7 +237,7 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
         visits["subject_id"].to_numpy(dtype=object), les["subject_id"].to_numpy(dtype=object)
     )
     v_tp, l_tp = _shared_codes(visits["timepoint"].to_numpy(dtype=object), les["timepoint"].to_numpy(dtype=object))
-    v_key, l_key = _pair_key(v_subj, v_tp), _pair_key(l_subj, l_tp)
+    v_key, l_key = _pair_keys((v_subj, v_tp), (l_subj, l_tp))
     visit_dup = pd.Series(v_key).duplicated(keep=False).to_numpy()
     first_visit = ~pd.Series(v_key).duplicated(keep="first").to_numpy()
     vpos = pd.Index(v_key[first_visit]).get_indexer(l_key) if n else np.zeros(0, dtype=np.int64)
@@ -254,7 +261,7 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     )
 
     pair = _pair_key(l_subj, lesion_code)
-    base_mask = is_base & ~dup
+    base_mask = is_base & ~dup & (pair >= 0)
     base_rows = np.flatnonzero(base_mask)
     pos = pd.Index(pair[base_mask]).get_indexer(pair) if len(base_rows) else np.full(n, -1)
     base_row = np.where(pos >= 0, base_rows[np.maximum(pos, 0)] if len(base_rows) else -1, -1)
@@ -431,11 +438,8 @@ def _key(
 
     v_tp, l_tp = _shared_codes(v["timepoint"].to_numpy(dtype=object), lesions["timepoint"].to_numpy(dtype=object))
     l_subj = subject_order.get_indexer(lesions["subject_id"].to_numpy(dtype=object)).astype(np.int64)
-    tp_key = (
-        pd.Index(_pair_key(v["subj_key"].to_numpy().astype(np.int64), v_tp)).get_indexer(_pair_key(l_subj, l_tp))
-        if len(lesions)
-        else np.array([], dtype=np.int64)
-    )
+    v_key, l_key = _pair_keys((v["subj_key"].to_numpy().astype(np.int64), v_tp), (l_subj, l_tp))
+    tp_key = pd.Index(v_key).get_indexer(l_key) if len(lesions) else np.array([], dtype=np.int64)
     lesion_code = (
         pd.factorize(lesions["lesion_id"].to_numpy(dtype=object).astype(str), sort=True)[0]
         if len(lesions)
@@ -453,7 +457,7 @@ def _key(
 
     codes = lesion_code[lorder].astype(np.int64)
     pair = _pair_key(les["subj_key"].to_numpy().astype(np.int64), codes)
-    base_mask = les["is_baseline"].to_numpy(dtype=bool)
+    base_mask = les["is_baseline"].to_numpy(dtype=bool) & (pair >= 0)
     base_rows = np.flatnonzero(base_mask)
     pos = pd.Index(pair[base_mask]).get_indexer(pair) if len(base_rows) else np.full(len(les), -1)
     les["base_row"] = np.where(pos >= 0, base_rows[np.maximum(pos, 0)] if len(base_rows) else -1, -1)

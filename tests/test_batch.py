@@ -777,6 +777,45 @@ def test_shuffled_rows_give_identical_outputs(seed: int, order: Any) -> None:
         assert error_facts(files["sorted"]["errors"]) == error_facts(files["shuffled"]["errors"])
 
 
+def with_empty_timepoints(cohort: pd.DataFrame, picks: list[int]) -> pd.DataFrame:
+    """Add, for the picked subjects, a last follow-up written as one row without lesions (lesion_id empty): the
+    long format's way to say a timepoint was read and nothing was listed."""
+    subjects = list(dict.fromkeys(cohort["subject_id"]))
+    rows = []
+    for pick in picks:
+        subject = subjects[pick % len(subjects)]
+        last_day = cohort.loc[cohort["subject_id"] == subject, "day"].max()
+        rows.append({"subject_id": subject, "timepoint": f"EXTRA{pick}", "day": last_day + 30 + pick})
+    extra = pd.DataFrame(rows).drop_duplicates(["subject_id"])
+    return pd.concat([cohort, extra], ignore_index=True)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(1, 10_000), picks=st.lists(st.integers(0, 50), min_size=1, max_size=4))
+def test_each_subject_gets_the_answer_it_gets_alone(seed: int, picks: list[int]) -> None:
+    """Subjects never influence each other's answers, also when some subjects have timepoints without lesion
+    rows (a regression: visit and lesion keys were once built with different widths, and such a timepoint made
+    other subjects' lesions point at the wrong visits)."""
+    cohort = with_empty_timepoints(generate_cohort(subjects=8, seed=seed), picks)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        cohort.to_csv(folder / "all.csv", index=False)
+        run_batch(folder / "all.csv", folder / "all" / "out.csv")
+        together = read_table(folder / "all" / "out.csv")
+        best_together = read_table(folder / "all" / "out.best.csv")
+        for subject, rows in cohort.groupby("subject_id", sort=False):
+            rows.to_csv(folder / "one.csv", index=False)
+            run_batch(folder / "one.csv", folder / "one" / "out.csv")
+            alone = read_table(folder / "one" / "out.csv")
+            mine = together.loc[together["subject_id"] == subject].reset_index(drop=True)
+            pd.testing.assert_frame_equal(mine, alone.reindex(columns=mine.columns), check_dtype=False, obj=subject)
+            best_alone = read_table(folder / "one" / "out.best.csv")
+            best_mine = best_together.loc[best_together["subject_id"] == subject].reset_index(drop=True)
+            pd.testing.assert_frame_equal(
+                best_mine, best_alone.reindex(columns=best_mine.columns), check_dtype=False, obj=f"{subject} best"
+            )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # --strict and usage errors
 # ---------------------------------------------------------------------------------------------------------
