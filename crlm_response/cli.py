@@ -405,8 +405,9 @@ class _Steps:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Per-visit responses (.csv or .parquet); side files go next to it.",
+    type=click.Path(path_type=Path),
+    help="Per-visit responses (.csv or .parquet); side files go next to it. With --engine dask or --chunk-rows "
+    "it may be a folder (ending in /): a partitioned Parquet dataset, one sub-folder per output.",
 )
 @click.option(
     "--best",
@@ -641,7 +642,7 @@ def _batch_large(
 ) -> None:
     """Subject-complete parts scored one at a time (--chunk-rows) or on Dask; outputs written part by part."""
     from .batch import BatchResult
-    from .engines import ResultSink, connect, run_chunked, run_dask
+    from .engines import OUTPUT_KINDS, ResultSink, connect, run_chunked, run_dask
     from .trial import load_column_map
     from .writers import all_or_nothing, refuse_overwriting_inputs
 
@@ -651,9 +652,7 @@ def _batch_large(
     folder = None
     if output is not None and (output.suffix == "" or output.is_dir() or str(output).endswith("/")):
         folder = output
-        outputs: dict[str, Path | None] = {
-            k: None for k in ("visits", "best", "errors", "warnings", "flags", "lesions")
-        }
+        outputs: dict[str, Path | None] = {k: None for k in OUTPUT_KINDS}
     else:
         outputs = _batch_outputs(output, best_path, errors_path)
     refuse_overwriting_inputs([*outputs.values(), summary_file], [*inputs, organs, column_map, *_rule_files(requested)])

@@ -9,6 +9,7 @@ responses (one row per subject) for the summary and adds up the per-file account
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -84,6 +85,7 @@ class ResultSink:
     _pending: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
     _tmp: dict[str, Path] = field(default_factory=dict)
     _empty_columns: dict[str, list[str]] = field(default_factory=dict)  # the header of an output without rows
+    _stage: Path | None = None
     parts: int = 0
     warnings: int = 0
 
@@ -109,7 +111,7 @@ class ResultSink:
                     self._empty_columns.setdefault(kind, list(frame.columns))
                 continue
             if self.folder is not None:
-                target = self.folder / kind / f"part-{part:05d}.parquet"
+                target = self._staging() / kind / f"part-{part:05d}.parquet"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 write_table(frame, target)
                 continue
@@ -159,6 +161,8 @@ class ResultSink:
             if any(b is not None and not b.empty for b in self.best_parts)
             else pd.DataFrame()
         )
+        if self._stage is not None:
+            self._publish_dataset()
         for kind, frames in self._pending.items():
             path = self.paths[kind]
             assert path is not None
@@ -177,6 +181,29 @@ class ResultSink:
     def abort(self) -> None:
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)
+        if self._stage is not None:
+            shutil.rmtree(self._stage, ignore_errors=True)
+
+    def _staging(self) -> Path:
+        """Dataset parts are written to a hidden folder first: a failed run leaves the last good dataset."""
+        if self._stage is None:
+            assert self.folder is not None
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.folder))
+        return self._stage
+
+    def _publish_dataset(self) -> None:
+        """Replace each output's sub-folder with this run's (removing those this run did not produce), so no
+        part of an earlier run stays mixed in."""
+        assert self.folder is not None and self._stage is not None
+        for kind in OUTPUT_KINDS:
+            old, new = self.folder / kind, self._stage / kind
+            if old.exists():
+                shutil.rmtree(old)
+            if new.exists():
+                os.replace(new, old)
+        shutil.rmtree(self._stage, ignore_errors=True)
+        self._stage = None
 
     def summary(self, best: pd.DataFrame) -> list[dict[str, Any]]:
         return summarise(best) if not best.empty else []

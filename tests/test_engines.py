@@ -89,6 +89,21 @@ def test_chunks_give_exactly_the_in_memory_answers(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "chunked" / "summary.json").read_text())["summary"] == ref_summary
 
 
+def test_a_dataset_folder_is_replaced_whole_on_a_second_run(tmp_path: Path) -> None:
+    """Running again into the same dataset folder (as every re-run of a pipeline does) must not leave parts of
+    the earlier run mixed in: the first run writes many parts, the second one part, and only that part remains."""
+    source = cohort_with_bad_rows(tmp_path / "cohort.csv")
+    reference = run_reference(tmp_path, source)
+    folder = tmp_path / "dataset"
+    for chunk_rows in ("1000", "1000000"):
+        result = run_cli("batch", source, "--chunk-rows", chunk_rows, "-o", f"{folder}/")
+        assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (folder / "visits").iterdir()) == ["part-00000.parquet"]
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "staging folder left behind"
+    want = read_sorted(reference)
+    pd.testing.assert_frame_equal(read_sorted(folder / "visits", list(want.columns)), want, check_dtype=False)
+
+
 def test_chunks_of_a_parquet_input(tmp_path: Path) -> None:
     frame = generate_cohort(subjects=60, seed=4)
     source = tmp_path / "cohort.parquet"
