@@ -107,14 +107,20 @@ def main() -> None:
         t = time.perf_counter()
         rows = generate(cohort, args.rows, args.files)
         print(f"generated {rows:,} lesion rows in {args.files} Parquet files ({time.perf_counter() - t:.0f} s)")
-        single = work / "cohort.parquet"
-        pd.concat([pd.read_parquet(p) for p in sorted(cohort.glob("*.parquet"))]).to_parquet(single, index=False)
 
         cli = [sys.executable, "-m", "crlm_response", "batch"]
         pandas_out = work / "pandas" / "responses.parquet"
         wall_p, mem_p, _ = run_measured(
             cli
-            + [str(single), "--chunk-rows", str(args.chunk_rows), "-o", str(pandas_out), "--criteria", args.criteria]
+            + [
+                str(cohort / "*.parquet"),
+                "--chunk-rows",
+                str(args.chunk_rows),
+                "-o",
+                str(pandas_out),
+                "--criteria",
+                args.criteria,
+            ]
         )
         dask_out = work / "dask"
         wall_d, mem_d, _ = run_measured(

@@ -615,7 +615,7 @@ def _single_input(pattern: str) -> Path:
     files = _expand_inputs(pattern)
     if len(files) > 1:
         raise click.UsageError(
-            f"{pattern!r} names {len(files)} files; several files need --engine dask (or concatenate them)"
+            f"{pattern!r} names {len(files)} files; several files need --chunk-rows or --engine dask"
         )
     return files[0]
 
@@ -668,10 +668,8 @@ def _batch_large(
                 client = connect(scheduler, workers)
                 run_dask(inputs, sink, mapping, organs, requested, settings, client, partitions, encoding, step)
             else:
-                if len(inputs) > 1:
-                    raise click.UsageError("the pandas engine reads one file; use --engine dask for several")
                 run_chunked(
-                    inputs[0],
+                    inputs,
                     sink,
                     mapping,
                     organs,

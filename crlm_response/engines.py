@@ -24,7 +24,7 @@ from .batch import BatchResult, score_read
 from .errors import CrlmError, InputTableError
 from .summary import summarise
 from .trial import ERROR_COLUMNS, ColumnMap, RawTable, _apply_map, check_long_columns, long_from_frames
-from .writers import OutputError, commit, neutralise_formulas, temporary_beside, write_table
+from .writers import OutputError, atomic_path, commit, neutralise_formulas, temporary_beside, write_table
 
 LINE = "_line"
 OUTPUT_KINDS = ("visits", "best", "errors", "warnings", "flags", "lesions")
@@ -82,7 +82,7 @@ class ResultSink:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     best_parts: list[pd.DataFrame] = field(default_factory=list)
     _columns: dict[str, list[str]] = field(default_factory=dict)
-    _pending: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+    _spools: dict[str, Path] = field(default_factory=dict)  # per Parquet output: a folder of its parts
     _tmp: dict[str, Path] = field(default_factory=dict)
     _empty_columns: dict[str, list[str]] = field(default_factory=dict)  # the header of an output without rows
     _stage: Path | None = None
@@ -119,7 +119,8 @@ class ResultSink:
             if path is None:
                 continue
             if path.suffix.lower() in (".parquet", ".pq"):
-                self._pending.setdefault(kind, []).append(frame)  # Parquet needs one schema: written at close
+                # One Parquet file needs one schema: parts wait on disk and are joined at close, one at a time.
+                write_table(frame, self._spool(kind, path) / f"part-{part:05d}.parquet")
             else:
                 try:
                     self._append_csv(kind, path, frame)
@@ -163,19 +164,20 @@ class ResultSink:
         )
         if self._stage is not None:
             self._publish_dataset()
-        for kind, frames in self._pending.items():
+        for kind, spool in self._spools.items():
             path = self.paths[kind]
             assert path is not None
-            write_table(pd.concat(frames, ignore_index=True), path)
+            _join_parquet_parts(sorted(spool.glob("part-*.parquet")), path)
         for kind, tmp in self._tmp.items():
             path = self.paths[kind]
             assert path is not None
             commit(tmp, path)
         for kind in ("visits", "best", "errors"):
             path = self.paths.get(kind)
-            if self.folder is None and path is not None and kind not in self._tmp and kind not in self._pending:
+            if self.folder is None and path is not None and kind not in self._tmp and kind not in self._spools:
                 header = ERROR_COLUMNS if kind == "errors" else self._empty_columns.get(kind, ["subject_id"])
                 write_table(pd.DataFrame(columns=header), path)
+        self._remove_spools()
         return best
 
     def abort(self) -> None:
@@ -183,6 +185,17 @@ class ResultSink:
             tmp.unlink(missing_ok=True)
         if self._stage is not None:
             shutil.rmtree(self._stage, ignore_errors=True)
+        self._remove_spools()
+
+    def _spool(self, kind: str, path: Path) -> Path:
+        if kind not in self._spools:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._spools[kind] = Path(tempfile.mkdtemp(prefix=f".{path.name}.parts-", dir=path.parent))
+        return self._spools[kind]
+
+    def _remove_spools(self) -> None:
+        for spool in self._spools.values():
+            shutil.rmtree(spool, ignore_errors=True)
 
     def _staging(self) -> Path:
         """Dataset parts are written to a hidden folder first: a failed run leaves the last good dataset."""
@@ -251,7 +264,7 @@ def _estimate_rows(path: Path) -> int:
 
 
 def _spill(
-    path: Path,
+    paths: Sequence[Path],
     mapping: ColumnMap,
     encoding: str,
     n_buckets: int,
@@ -259,8 +272,9 @@ def _spill(
     workdir: Path,
     name: str,
     lesion_file: bool,
-) -> tuple[list[Path], list[str]]:
-    """Pass 1: route every row to its subject's bucket file (Parquet, text columns + source line)."""
+) -> list[Path]:
+    """Pass 1: route every row of every file to its subject's bucket file (Parquet: text columns, the source line
+    and the source file of each row)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -268,38 +282,75 @@ def _spill(
     schema = None
     columns: list[str] = []
     try:
-        for frame, lines in _batches(path, rows, encoding):
-            frame = _apply_map(frame, mapping, str(path))
-            if schema is None:
-                if lesion_file:
-                    frame = check_long_columns(frame, str(path))
-                elif "subject_id" not in frame or "timepoint" not in frame:
-                    raise InputTableError("missing required column(s): subject_id, timepoint", file=path)
-                columns = [str(c) for c in frame.columns]
-                schema = pa.schema([(c, pa.string()) for c in columns] + [(LINE, pa.int64())])
-            elif lesion_file and "lesion_id" not in frame and "id" in frame:
-                frame = frame.rename(columns={"id": "lesion_id"})
-            text = {
-                c: frame[c].astype(object).where(frame[c].notna(), None).map(lambda v: None if v is None else str(v))
-                for c in columns
-                if c in frame
-            }
-            table = pd.DataFrame(text).reindex(columns=columns)
-            table[LINE] = lines
-            buckets = bucket_of(table["subject_id"].fillna(""), n_buckets)
-            for bucket in np.unique(buckets):
-                part = pa.Table.from_pandas(table.loc[buckets == bucket], schema=schema, preserve_index=False)
-                if bucket not in writers:
-                    writers[bucket] = pq.ParquetWriter(workdir / f"{name}-{bucket:05d}.parquet", schema)
-                writers[bucket].write_table(part)
+        for path in paths:
+            first_batch = True
+            for frame, lines in _batches(path, rows, encoding):
+                frame = _apply_map(frame, mapping, str(path))
+                if first_batch:
+                    if lesion_file:
+                        frame = check_long_columns(frame, str(path))
+                    elif "subject_id" not in frame or "timepoint" not in frame:
+                        raise InputTableError("missing required column(s): subject_id, timepoint", file=path)
+                    if schema is None:
+                        columns = [str(c) for c in frame.columns]
+                        fields = [(c, pa.string()) for c in columns] + [(LINE, pa.int64()), ("_file", pa.string())]
+                        schema = pa.schema(fields)
+                    elif set(map(str, frame.columns)) != set(columns):
+                        raise InputTableError(
+                            "the files have different columns; give them one layout (or use --engine dask)",
+                            file=path,
+                            hint=f"{paths[0].name} has {', '.join(columns)}; this file has "
+                            + ", ".join(map(str, frame.columns)),
+                        )
+                    first_batch = False
+                elif lesion_file and "lesion_id" not in frame and "id" in frame:
+                    frame = frame.rename(columns={"id": "lesion_id"})
+                table = pd.DataFrame({c: _as_text(frame[c]) for c in columns if c in frame}).reindex(columns=columns)
+                table[LINE] = lines
+                table["_file"] = str(path)
+                buckets = bucket_of(table["subject_id"].fillna(""), n_buckets)
+                for bucket in np.unique(buckets):
+                    part = pa.Table.from_pandas(table.loc[buckets == bucket], schema=schema, preserve_index=False)
+                    if bucket not in writers:
+                        writers[bucket] = pq.ParquetWriter(workdir / f"{name}-{bucket:05d}.parquet", schema)
+                    writers[bucket].write_table(part)
     finally:
         for writer in writers.values():
             writer.close()
-    return [workdir / f"{name}-{b:05d}.parquet" for b in range(n_buckets)], columns
+    return [workdir / f"{name}-{b:05d}.parquet" for b in range(n_buckets)]
+
+
+def _join_parquet_parts(parts: list[Path], path: Path) -> None:
+    """Parts of one output (written one by one) as one Parquet file, holding one part in memory at a time.
+
+    Parts may type a column differently (all missing in one part, numbers in another): the file gets the
+    schema that admits every part."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+    schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema])
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for part in parts:
+            table = pq.read_table(part)
+            for name in schema.names:
+                if name not in table.column_names:
+                    table = table.append_column(name, pa.nulls(len(table), schema.field(name).type))
+            writer.write_table(table.select(schema.names).cast(schema))
+
+
+def _as_text(values: pd.Series) -> np.ndarray:
+    """Cells as text (missing stays None), converting each distinct value once: the spill touches every row."""
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
+    texts = np.array([str(u) for u in uniques], dtype=object)
+    out = np.full(len(values), None, dtype=object)
+    ok = codes >= 0
+    out[ok] = texts[codes[ok]]
+    return out
 
 
 def run_chunked(
-    path: Path,
+    paths: Sequence[Path],
     sink: ResultSink,
     column_map: ColumnMap,
     organs: Path | None,
@@ -310,29 +361,31 @@ def run_chunked(
     explain: bool = False,
     progress: Any = None,
 ) -> int:
-    """Score a file larger than memory: about `chunk_rows` rows in memory at a time. Returns the number of parts."""
+    """Score files larger than memory (one file, or several with one layout, e.g. a Parquet dataset): about
+    `chunk_rows` rows in memory at a time. Returns the number of parts."""
     say = progress or (lambda _m: None)
-    n_buckets = max(1, math.ceil(_estimate_rows(path) / max(chunk_rows, 1)))
+    n_buckets = max(1, math.ceil(sum(_estimate_rows(p) for p in paths) / max(chunk_rows, 1)))
+    label = str(paths[0]) if len(paths) == 1 else _common_label(paths)
+    for path in paths:  # accounting per input file, in the order given
+        sink.counts.setdefault(str(path), {"read": 0, "scored": 0, "rejected": 0})
     workdir = Path(tempfile.mkdtemp(prefix="crlm-chunks-"))
     try:
-        say(f"splitting {path.name} into {n_buckets} subject-complete parts")
-        lesion_parts, _ = _spill(path, column_map, encoding, n_buckets, chunk_rows, workdir, "lesions", True)
+        say(f"splitting {Path(label).name} into {n_buckets} subject-complete parts")
+        lesion_parts = _spill(paths, column_map, encoding, n_buckets, chunk_rows, workdir, "lesions", True)
         organ_parts = None
         if organs is not None:
-            organ_parts, _ = _spill(organs, column_map, encoding, n_buckets, chunk_rows, workdir, "organs", False)
+            organ_parts = _spill([organs], column_map, encoding, n_buckets, chunk_rows, workdir, "organs", False)
         for i, part in enumerate(lesion_parts):
             say(f"scoring part {i + 1} of {n_buckets}")
             if not part.exists():
                 continue
             frame = pd.read_parquet(part)
             organ_frame = (
-                pd.read_parquet(organ_parts[i])
+                pd.read_parquet(organ_parts[i]).drop(columns=["_file"])
                 if organ_parts and organ_parts[i].exists()
                 else (pd.DataFrame(columns=["subject_id", "timepoint", LINE]) if organ_parts else None)
             )
-            result = score_part(
-                frame, str(path), organ_frame, str(organs) if organs else None, criteria, settings, explain
-            )
+            result = score_part(frame, label, organ_frame, str(organs) if organs else None, criteria, settings, explain)
             sink.add(result, i)
         if organ_parts:
             _orphan_organs(sink, organ_parts, lesion_parts, str(organs))
