@@ -328,8 +328,13 @@ def _join_parquet_parts(parts: list[Path], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
-    schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema])
+    schemas = [pq.read_schema(p) for p in parts]
+    unified = pa.unify_schemas(schemas, promote_options="permissive")
+    # pandas' own metadata (e.g. a whole-number column with gaps is Int64, not float) from a part with every column
+    model = next((s for s in schemas if s.names == unified.names), schemas[0])
+    schema = pa.schema(
+        [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in unified], metadata=model.metadata
+    )
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for part in parts:
             table = pq.read_table(part)
