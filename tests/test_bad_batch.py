@@ -100,9 +100,7 @@ def test_bad_batch_input(expected: Path, tmp_path: Path) -> None:
         assert c is not None, f"no accounting line for {path.name}: {result.stderr!r}"
         assert c["read"] == c["scored"] + c["rejected"], c
         encoding = spec.get("encoding", "utf-8") if path == input_path else "utf-8"
-        assert c["read"] == data_rows(path, encoding), (
-            f"{path.name}: read {c['read']} of {data_rows(path, encoding)}"
-        )
+        assert c["read"] == data_rows(path, encoding), f"{path.name}: read {c['read']} of {data_rows(path, encoding)}"
         assert int((errors["name"] == path.name).sum()) == c["rejected"], f"{path.name}: errors file vs count"
 
     # Exactly the expected rejected rows.

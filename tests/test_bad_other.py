@@ -47,8 +47,18 @@ from crlm_response.rules import builtin_ids
 
 CASE_DIR = Path(__file__).resolve().parent / "bad_inputs" / "other"
 EXPECTED = ".expected"
-KNOWN_KEYS = {"command", "exit", "message", "input", "errors", "subjects_scored", "warnings", "stdout_contains",
-              "max_seconds", "must_not_create"}
+KNOWN_KEYS = {
+    "command",
+    "exit",
+    "message",
+    "input",
+    "errors",
+    "subjects_scored",
+    "warnings",
+    "stdout_contains",
+    "max_seconds",
+    "must_not_create",
+}
 ACCOUNTING = re.compile(
     r"^(?P<file>.+?): rows read (?P<read>[\d,]+) = rows scored (?P<scored>[\d,]+) "
     r"\+ rows rejected (?P<rejected>[\d,]+)\s*$",
@@ -77,7 +87,7 @@ def load_spec(path: Path) -> dict[str, Any]:
 
 def own_input(stem: str) -> list[Path]:
     """The case's own input: `<stem>.<ext>` with a single extension."""
-    return [p for p in data_files() if p.name.startswith(stem + ".") and "." not in p.name[len(stem) + 1:]]
+    return [p for p in data_files() if p.name.startswith(stem + ".") and "." not in p.name[len(stem) + 1 :]]
 
 
 def input_for(expected: Path, spec: dict[str, Any]) -> Path:
@@ -90,8 +100,12 @@ def input_for(expected: Path, spec: dict[str, Any]) -> Path:
 
 def fill(text: str, input_path: Path, tmp: Path) -> str:
     # str.replace, not str.format: messages quote `{` and `}` from the inputs.
-    return (text.replace("{input}", str(input_path)).replace("{dir}", str(CASE_DIR)).replace("{tmp}", str(tmp))
-            .replace("{rule_sets}", ", ".join(builtin_ids())))
+    return (
+        text.replace("{input}", str(input_path))
+        .replace("{dir}", str(CASE_DIR))
+        .replace("{tmp}", str(tmp))
+        .replace("{rule_sets}", ", ".join(builtin_ids()))
+    )
 
 
 def check_errors_file(spec: dict[str, Any], input_path: Path, tmp: Path) -> None:
@@ -103,7 +117,8 @@ def check_errors_file(spec: dict[str, Any], input_path: Path, tmp: Path) -> None
     files = {f for f, _ in want} or {input_path.name}
     got = {(r["name"], int(r["line"])): r for r in errors.to_dict("records") if r["name"] in files}
     assert sorted(got) == sorted(want), (
-        "rejected rows differ:\n" + errors[["name", "line", "column", "value", "code", "reason"]].to_string())
+        "rejected rows differ:\n" + errors[["name", "line", "column", "value", "code", "reason"]].to_string()
+    )
     problems = []
     for key, e in want.items():
         row = got[key]

@@ -157,16 +157,10 @@ def check_accounting(result: Any, files: Iterable[Path], errors: pd.DataFrame) -
         assert c is not None, f"no accounting line for {path.name} on stderr: {result.stderr!r}"
         assert c["read"] == c["scored"] + c["rejected"], c
         if path.suffix == ".csv":
-            assert c["read"] == data_rows(path), (
-                f"{path.name}: read {c['read']}, file has {data_rows(path)} rows"
-            )
+            assert c["read"] == data_rows(path), f"{path.name}: read {c['read']}, file has {data_rows(path)} rows"
         else:
             assert c["read"] == len(pd.read_parquet(path))
-        own = (
-            errors.loc[errors["file"].map(lambda f: Path(str(f)).name) == path.name]
-            if len(errors)
-            else errors
-        )
+        own = errors.loc[errors["file"].map(lambda f: Path(str(f)).name) == path.name] if len(errors) else errors
         assert len(own) == c["rejected"], f"{path.name}: {len(own)} error rows for {c['rejected']} rejected"
     return counts
 
@@ -272,9 +266,7 @@ def find_tp(block: dict[str, Any], tp_id: str) -> dict[str, Any] | None:
     return next((t for t in block.get("timepoints", []) if t["id"] == tp_id), None)
 
 
-def check_against_examples(
-    view: dict[str, Any], case: dict[str, Any], check_best: bool, m: Mismatches
-) -> None:
+def check_against_examples(view: dict[str, Any], case: dict[str, Any], check_best: bool, m: Mismatches) -> None:
     """The worked answers of examples.yaml (every listed key)."""
     for criteria_id, expected in case["expected"].items():
         if criteria_id not in CRITERIA:
@@ -297,9 +289,7 @@ def check_against_examples(
                     got = hits[0]["grade"] if key == "grade" else hits[0]["evidence"].get(key)
                     m.value(f"toxicity {row['flag']} {row['timepoint']}.{key}", got, want)
             for row in expected.get("absent") or []:
-                if any(
-                    f["flag"] == row["flag"] and f["timepoint"] == row["timepoint"] for f in view["toxicity"]
-                ):
+                if any(f["flag"] == row["flag"] and f["timepoint"] == row["timepoint"] for f in view["toxicity"]):
                     m.items.append(f"toxicity {row['flag']} raised at {row['timepoint']} (must not be)")
             continue
         block = view["criteria"].get(criteria_id)
@@ -343,9 +333,7 @@ def check_against_examples(
                 m.items.append(f"{criteria_id} warnings {sorted(raised)}, expected {sorted(wanted)}")
 
 
-def check_against_assess(
-    view: dict[str, Any], answer: dict[str, Any], check_best: bool, m: Mismatches
-) -> None:
+def check_against_assess(view: dict[str, Any], answer: dict[str, Any], check_best: bool, m: Mismatches) -> None:
     """Every value `assess` reports for the case: per-visit, per-lesion, best response, flags and warnings."""
     for criteria_id, block in answer["criteria"].items():
         mine = view["criteria"].get(criteria_id)
@@ -389,8 +377,7 @@ def check_against_assess(
     if flags_batch != flags_assess:
         m.items.append(f"toxicity flags differ:\n  batch  {flags_batch}\n  assess {flags_assess}")
     warn_assess = sorted(
-        (str(w.get("criteria")), w["code"], str(w.get("timepoint")), str(w.get("lesion")))
-        for w in answer["warnings"]
+        (str(w.get("criteria")), w["code"], str(w.get("timepoint")), str(w.get("lesion"))) for w in answer["warnings"]
     )
     warn_batch = sorted(
         (str(w["criteria"]), w["code"], str(w["timepoint"]), str(w["lesion"])) for w in view["warnings"]
@@ -401,9 +388,7 @@ def check_against_assess(
 
 def assess_answer(case: dict[str, Any], with_settings: bool) -> dict[str, Any]:
     doc = copy.deepcopy(case)
-    doc["settings"] = (
-        {k: v for k, v in (doc.get("settings") or {}).items() if k in CRITERIA} if with_settings else {}
-    )
+    doc["settings"] = {k: v for k, v in (doc.get("settings") or {}).items() if k in CRITERIA} if with_settings else {}
     if not doc["settings"]:
         doc.pop("settings")
     return assess(case_from_data(doc, case["case_id"]), criteria=CRITERIA, explain=False).to_dict()
@@ -421,9 +406,7 @@ def example_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     main_csv = write_long_csv(cases, tmp / "examples.csv")
     main_out = tmp / "main" / "out.csv"
     main_result = run_batch(main_csv, main_out, "--criteria", CRITERIA_ARG)
-    runs: dict[str, Any] = {
-        "main": {"csv": main_csv, "result": main_result, "outputs": read_outputs(main_out)}
-    }
+    runs: dict[str, Any] = {"main": {"csv": main_csv, "result": main_result, "outputs": read_outputs(main_out)}}
     groups: dict[str, list[dict[str, Any]]] = {}
     for case in cases:
         special = non_default_settings(case)
@@ -453,9 +436,7 @@ def test_examples_settings_outside_defaults_are_only_ex08() -> None:
 
 
 @pytest.mark.parametrize(("case", "run"), round_trip_params())
-def test_round_trip_equals_examples_and_assess(
-    case: dict[str, Any], run: str, example_runs: dict[str, Any]
-) -> None:
+def test_round_trip_equals_examples_and_assess(case: dict[str, Any], run: str, example_runs: dict[str, Any]) -> None:
     special = bool(non_default_settings(case))
     data = example_runs["main"] if run == "main" else example_runs[case["case_id"]]
     view = subject_view(data["outputs"], case["case_id"])
@@ -507,18 +488,14 @@ def assert_same_outputs(
             changed = {k: (da[k], db[k]) for k in da if da[k] != db.get(k)}
             if changed:
                 diffs.append(f"{da.get('subject_id')} {da.get('criteria')} {da.get('timepoint')}: {changed}")
-        assert not diffs, f"{name} differ (this run vs reference) in {len(diffs)} rows, e.g.\n" + "\n".join(
-            diffs[:5]
-        )
+        assert not diffs, f"{name} differ (this run vs reference) in {len(diffs)} rows, e.g.\n" + "\n".join(diffs[:5])
 
 
 def test_parquet_in_and_out_give_the_same_answers(example_runs: dict[str, Any], tmp_path: Path) -> None:
     main = example_runs["main"]
     csv_out = tmp_path / "csv" / "out.csv"
     run_batch(main["csv"], csv_out, "--criteria", CRITERIA_ARG)
-    typed = pd.read_csv(
-        main["csv"]
-    )  # numbers as numbers, true/false as booleans, as a Parquet export has them
+    typed = pd.read_csv(main["csv"])  # numbers as numbers, true/false as booleans, as a Parquet export has them
     parquet_in = tmp_path / "examples.parquet"
     typed.to_parquet(parquet_in, index=False)
     out = tmp_path / "pq" / "out.parquet"
@@ -603,11 +580,7 @@ def corrupt(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
 
     def where(subject: str, timepoint: str, lesion: str) -> Any:
-        hit = (
-            (frame["subject_id"] == subject)
-            & (frame["timepoint"] == timepoint)
-            & (frame["lesion_id"] == lesion)
-        )
+        hit = (frame["subject_id"] == subject) & (frame["timepoint"] == timepoint) & (frame["lesion_id"] == lesion)
         assert hit.sum() == 1
         return hit
 
@@ -618,9 +591,7 @@ def corrupt(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("layout", ["plain", "blank_lines"])
-def test_rejected_rows_are_listed_with_their_lines(
-    example_runs: dict[str, Any], tmp_path: Path, layout: str
-) -> None:
+def test_rejected_rows_are_listed_with_their_lines(example_runs: dict[str, Any], tmp_path: Path, layout: str) -> None:
     frame = corrupt(pd.read_csv(example_runs["main"]["csv"], dtype=str, keep_default_na=False))
     path = tmp_path / "trial.csv"
     frame.to_csv(path, index=False)
@@ -647,9 +618,7 @@ def test_rejected_rows_are_listed_with_their_lines(
         assert fields[0] == row["subject_id"] and fields[1] == row["timepoint"], (row, fields)
         assert fields[frame.columns.get_loc("lesion_id")] == row["lesion_id"], (row, fields)
     assert set(errors["subject_id"]) == bad_subjects
-    codes = {
-        (r["subject_id"], r["code"]) for r in errors.to_dict("records") if r["code"] != "subject_set_aside"
-    }
+    codes = {(r["subject_id"], r["code"]) for r in errors.to_dict("records") if r["code"] != "subject_set_aside"}
     assert codes == {("EX-03", "not_a_number"), ("EX-14", "not_allowed"), ("EX-21", "out_of_range")}
     scored = set(outputs["visits"]["subject_id"])
     assert not scored & bad_subjects
@@ -698,9 +667,7 @@ def test_summary_orr_dcr_exact_intervals(tmp_path: Path) -> None:
     # 3 PR (30 mm, -40 %), 4 SD (45 mm, -10 %), 3 PD (70 mm, +40 %): ORR 3/10, DCR 7/10
     path = cohort_csv(tmp_path / "cohort.csv", [30, 30, 30, 45, 45, 45, 45, 70, 70, 70])
     summary = tmp_path / "summary.json"
-    result = run_batch(
-        path, tmp_path / "out" / "out.csv", "--criteria", "recist1.1", "--summary-file", summary
-    )
+    result = run_batch(path, tmp_path / "out" / "out.csv", "--criteria", "recist1.1", "--summary-file", summary)
     check_accounting(result, [path], read_table(tmp_path / "out" / "out.errors.csv"))
     data = json.loads(summary.read_text(encoding="utf-8"))
     entry = next(e for e in data["summary"] if e["criteria"] == "recist1.1")
@@ -732,11 +699,7 @@ def test_summary_counts_ne_in_the_denominator(tmp_path: Path) -> None:
     orr = entry["objective_response_rate"]
     assert (entry["subjects"], orr["n"], orr["rate_pct"]) == (2, 1, 50.0)
     low, high = clopper_pearson_by_bisection(1, 2)
-    assert (
-        (orr["ci_low_pct"], orr["ci_high_pct"])
-        == (round(100 * low, 2), round(100 * high, 2))
-        == (1.26, 98.74)
-    )
+    assert (orr["ci_low_pct"], orr["ci_high_pct"]) == (round(100 * low, 2), round(100 * high, 2)) == (1.26, 98.74)
 
 
 # ---------------------------------------------------------------------------------------------------------

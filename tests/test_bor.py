@@ -115,9 +115,7 @@ def test_bor_golden(case: dict[str, Any], tmp_path: Path) -> None:
     for code in WARNING_CODES:
         n_wanted = sum(1 for w in wanted if w["code"] == code)
         n_printed = sum(1 for line in lines if code in line)
-        assert n_printed == n_wanted, (
-            f"{code}: printed {n_printed} time(s), expected {n_wanted}: {result.stderr!r}"
-        )
+        assert n_printed == n_wanted, f"{code}: printed {n_printed} time(s), expected {n_wanted}: {result.stderr!r}"
 
 
 def test_golden_files_are_complete() -> None:
@@ -150,9 +148,7 @@ def test_rs_rows_other_than_ovrlresp_are_set_aside(tmp_path: Path) -> None:
 
 
 def recist_examples() -> list[Any]:
-    return [
-        pytest.param(c, id=c["case_id"]) for c in example_cases() if "recist1.1" in (c.get("expected") or {})
-    ]
+    return [pytest.param(c, id=c["case_id"]) for c in example_cases() if "recist1.1" in (c.get("expected") or {})]
 
 
 def bor_args(settings: dict[str, Any]) -> list[str]:
@@ -182,8 +178,7 @@ def test_bor_agrees_with_assess(example: dict[str, Any], tmp_path: Path) -> None
     ]["recist1.1"]
     visits = tmp_path / "visits.csv"
     rows = [
-        {"subject_id": example["case_id"], "day": tp["day"], "response": tp["overall"]}
-        for tp in block["timepoints"]
+        {"subject_id": example["case_id"], "day": tp["day"], "response": tp["overall"]} for tp in block["timepoints"]
     ]
     pd.DataFrame(rows, columns=["subject_id", "day", "response"]).to_csv(visits, index=False)
     out = tmp_path / "bor.csv"
@@ -196,11 +191,7 @@ def test_bor_agrees_with_assess(example: dict[str, Any], tmp_path: Path) -> None
         == example["expected"]["recist1.1"]["best_overall_response"]
     )
     want_day = block.get("best_overall_response_day")
-    want_day = (
-        None
-        if want_day is None or (isinstance(want_day, float) and math.isnan(want_day))
-        else float(want_day)
-    )
+    want_day = None if want_day is None or (isinstance(want_day, float) and math.isnan(want_day)) else float(want_day)
     assert cell("best_overall_response_day", got["best_overall_response_day"]) == want_day
     assert got["responder"] == block["responder"]
     assert got["clinical_benefit"] == block["clinical_benefit"]

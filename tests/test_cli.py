@@ -28,15 +28,20 @@ SHIPPED_RECIST = ROOT / "rules" / "recist1.1.yaml"
 # --------------------------------------------------------------------------------------------------
 
 
-def one_target_case(case_id: str, follow_ups: list[tuple[int, float]], baseline_mm: float = 50.0,
-                    settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def one_target_case(
+    case_id: str, follow_ups: list[tuple[int, float]], baseline_mm: float = 50.0, settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One 50 mm liver target, no non-targets; follow-ups as (day, size in mm)."""
     case: dict[str, Any] = {"case_id": case_id}
     if settings:
         case["settings"] = settings
     case["timepoints"] = [
-        {"id": "baseline", "day": 0, "modality": "CT",
-         "lesions": [{"id": "L1", "organ": "liver", "kind": "target", "longest_diameter_mm": baseline_mm}]},
+        {
+            "id": "baseline",
+            "day": 0,
+            "modality": "CT",
+            "lesions": [{"id": "L1", "organ": "liver", "kind": "target", "longest_diameter_mm": baseline_mm}],
+        },
     ] + [
         {"id": f"FU{i}", "day": day, "modality": "CT", "lesions": [{"id": "L1", "longest_diameter_mm": mm}]}
         for i, (day, mm) in enumerate(follow_ups, start=1)
@@ -108,8 +113,20 @@ def test_assess_explain_prints_one_line_per_decision_with_its_citation():
     assert "E2009 Table 1" not in run_cli("assess", SAMPLE).stdout
 
 
-TIMEPOINT_KEYS = ("id", "day", "sum_mm", "nadir_mm", "pct_from_baseline", "pct_from_nadir", "mm_from_nadir",
-                  "target", "non_target", "new_lesions", "overall", "explanation")
+TIMEPOINT_KEYS = (
+    "id",
+    "day",
+    "sum_mm",
+    "nadir_mm",
+    "pct_from_baseline",
+    "pct_from_nadir",
+    "mm_from_nadir",
+    "target",
+    "non_target",
+    "new_lesions",
+    "overall",
+    "explanation",
+)
 NUMBER = (int, float)
 
 
@@ -196,8 +213,9 @@ def test_case_settings_are_applied_and_set_wins_over_them(tmp_path):
 
 def test_several_set_options_combine(tmp_path):
     case = early_sd_case(tmp_path)
-    answer = run_json("assess", case, "--set", "recist1.1.sd_min_days=56",
-                      "--set", "recist1.1.confirmation_required=true")
+    answer = run_json(
+        "assess", case, "--set", "recist1.1.sd_min_days=56", "--set", "recist1.1.confirmation_required=true"
+    )
     params = recist_block(answer)["parameters"]
     assert params["sd_min_days"] == 56 and params["confirmation_required"] is True
 
@@ -400,7 +418,10 @@ def test_rules_validate_a_misspelt_top_level_key(tmp_path):
 
 
 def test_rules_validate_an_unknown_word_in_a_condition_names_the_word(tmp_path):
-    bad = write_rules(tmp_path, "word_recist.yaml", """\
+    bad = write_rules(
+        tmp_path,
+        "word_recist.yaml",
+        """\
 id: recist1.1-word
 name: RECIST 1.1 with a typo in a condition
 description: The new-lesion rule uses a word that is not in the metric vocabulary.
@@ -413,7 +434,8 @@ outputs:
         then: true
         citation: E2009 §4.3.2
       - otherwise: false
-""")
+""",
+    )
     result = run_cli("rules", "validate", bad)
     assert result.exit_code == 1
     assert "word_recist.yaml" in result.stderr
@@ -479,8 +501,7 @@ COMMANDS = _leaf_commands(cli)
 
 
 def test_the_command_tree_is_the_documented_one():
-    documented = {("assess",), ("rules", "list"), ("rules", "show"), ("rules", "validate"),
-                  ("rules", "metrics")}
+    documented = {("assess",), ("rules", "list"), ("rules", "show"), ("rules", "validate"), ("rules", "metrics")}
     assert documented <= set(COMMANDS)
 
 
@@ -494,8 +515,14 @@ def test_every_command_help_has_an_example(command):
 
 
 def test_python_dash_m_runs_the_cli():
-    done = subprocess.run([sys.executable, "-m", "crlm_response", "--help"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "crlm_response", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "Usage:" in done.stdout
     assert "assess" in done.stdout and "rules" in done.stdout
@@ -512,8 +539,15 @@ def test_python_dash_m_runs_the_cli():
         (("assess", SAMPLE, "--set", "sd_min_days"), 2, "--set"),
         (("no-such-command",), 2, "No such command"),
     ],
-    ids=["success", "missing-file", "unknown-option", "missing-argument", "bad-format", "bad-set-syntax",
-         "unknown-command"],
+    ids=[
+        "success",
+        "missing-file",
+        "unknown-option",
+        "missing-argument",
+        "bad-format",
+        "bad-set-syntax",
+        "unknown-command",
+    ],
 )
 def test_exit_codes(args, code, says):
     result = run_cli(*args)

@@ -52,13 +52,18 @@ def assert_clean_error(result: Any, exit_code: int) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def one_target_case(case_id: str, baseline_mm: float, baseline_hu: float | None, follow_up: dict[str, Any],
-                    extra: list[dict[str, Any]] | None = None, day: int = 56,
-                    settings: dict[str, Any] | None = None, baseline_extra: dict[str, Any] | None = None
-                    ) -> dict[str, Any]:
+def one_target_case(
+    case_id: str,
+    baseline_mm: float,
+    baseline_hu: float | None,
+    follow_up: dict[str, Any],
+    extra: list[dict[str, Any]] | None = None,
+    day: int = 56,
+    settings: dict[str, Any] | None = None,
+    baseline_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One liver target L1 at baseline (day 0) and one follow-up FU1 (day 56: past the 42-day SD minimum)."""
-    base: dict[str, Any] = {"id": "L1", "organ": "liver", "kind": "target",
-                            "longest_diameter_mm": baseline_mm}
+    base: dict[str, Any] = {"id": "L1", "organ": "liver", "kind": "target", "longest_diameter_mm": baseline_mm}
     if baseline_hu is not None:
         base["attenuation_hu"] = baseline_hu
     base.update(baseline_extra or {})
@@ -111,10 +116,30 @@ def recist_choi_cohort(folder: Path) -> Path:
 
 
 # Hand-computed verdicts of the cohort above.
-RECIST_BOR = {"C01": "SD", "C02": "SD", "C03": "PR", "C04": "PD", "C05": "SD",
-              "C06": "SD", "C07": "PD", "C08": "PD", "C09": "SD", "C10": "CR"}
-CHOI_BOR = {"C01": "PR", "C02": "PR", "C03": "PR", "C04": "PD", "C05": "SD",
-            "C06": "PD", "C07": "PD", "C08": "PR", "C09": "SD", "C10": "CR"}
+RECIST_BOR = {
+    "C01": "SD",
+    "C02": "SD",
+    "C03": "PR",
+    "C04": "PD",
+    "C05": "SD",
+    "C06": "SD",
+    "C07": "PD",
+    "C08": "PD",
+    "C09": "SD",
+    "C10": "CR",
+}
+CHOI_BOR = {
+    "C01": "PR",
+    "C02": "PR",
+    "C03": "PR",
+    "C04": "PD",
+    "C05": "SD",
+    "C06": "PD",
+    "C07": "PD",
+    "C08": "PR",
+    "C09": "SD",
+    "C10": "CR",
+}
 
 
 @pytest.fixture
@@ -131,7 +156,8 @@ def test_one_changed_threshold_is_the_only_rule_difference_in_the_library() -> N
     diff = diff_rule_sets(load_rules("recist1.1"), load_rules(PD25))
     assert not diff.identical
     assert [(c.section, c.name, c.kind, c.a, c.b) for c in diff.ordered()] == [
-        ("parameters", "pd_pct_from_nadir", "changed", "20%", "25%")]
+        ("parameters", "pd_pct_from_nadir", "changed", "20%", "25%")
+    ]
 
 
 def test_one_changed_threshold_is_the_only_rule_difference_in_json() -> None:
@@ -161,11 +187,14 @@ def test_replaced_decision_is_reported_with_both_conditions() -> None:
 def test_added_parameter_is_only_in_b_and_only_in_a_the_other_way_round() -> None:
     forward = diff_rule_sets(load_rules("recist1.1"), load_rules(EXTRA_PARAM))
     assert [(c.section, c.name, c.kind, c.a, c.b) for c in forward.ordered()] == [
-        ("parameters", "site_min_followup_days", "only_b", None, "35 days")]
+        ("parameters", "site_min_followup_days", "only_b", None, "35 days")
+    ]
     assert changes_of(run_json("diff", "recist1.1", EXTRA_PARAM)) == [
-        ("parameters", "site_min_followup_days", "only_b", None, "35 days")]
+        ("parameters", "site_min_followup_days", "only_b", None, "35 days")
+    ]
     assert changes_of(run_json("diff", EXTRA_PARAM, "recist1.1")) == [
-        ("parameters", "site_min_followup_days", "only_a", "35 days", None)]
+        ("parameters", "site_min_followup_days", "only_a", "35 days", None)
+    ]
 
 
 def test_changed_entries_come_before_only_a_and_only_b() -> None:
@@ -194,11 +223,9 @@ def test_parameter_override_shows_as_a_rule_difference() -> None:
 def test_set_b_can_override_a_parameter_of_a_variant_file() -> None:
     """`--set-b` must name set B's id; for a variant file that id is the file's own (`recist_pd25`). The
     override then applies like any other: B's PD threshold becomes 30 %."""
-    result = run_cli("diff", "recist1.1", PD25, "--set-b", "recist_pd25.pd_pct_from_nadir=30",
-                     "--format", "json")
+    result = run_cli("diff", "recist1.1", PD25, "--set-b", "recist_pd25.pd_pct_from_nadir=30", "--format", "json")
     assert result.exit_code == 0, result.output
-    assert changes_of(json.loads(result.stdout)) == [
-        ("parameters", "pd_pct_from_nadir", "changed", "20%", "30%")]
+    assert changes_of(json.loads(result.stdout)) == [("parameters", "pd_pct_from_nadir", "changed", "20%", "30%")]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,8 +251,11 @@ def test_a_set_against_itself_agrees_completely_on_a_cohort(cohort: Path) -> Non
     assert v["kappa"]["se"] == 0.0
     assert v["kappa_note"] is None
     assert v["reclassified"] == []
-    assert v["crosstab"] == {"rows": ["CR", "PR", "SD", "PD"], "columns": ["CR", "PR", "SD", "PD"],
-                             "counts": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 5, 0], [0, 0, 0, 3]]}
+    assert v["crosstab"] == {
+        "rows": ["CR", "PR", "SD", "PD"],
+        "columns": ["CR", "PR", "SD", "PD"],
+        "counts": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 5, 0], [0, 0, 0, 3]],
+    }
     assert v["objective_response_rate"]["a_pct"] == v["objective_response_rate"]["b_pct"] == 20.0
     assert v["objective_response_rate"]["difference_pct"] == 0.0
 
@@ -263,8 +293,11 @@ def test_recist_versus_choi_crosstab_agreement_and_kappa(cohort: Path) -> None:
     v = run_json("diff", "recist1.1", "choi", "--cases", cohort)["verdicts"]
     assert v["a"] == "recist1.1" and v["b"] == "choi"
     assert v["subjects"] == 10
-    assert v["crosstab"] == {"rows": ["CR", "PR", "SD", "PD"], "columns": ["CR", "PR", "SD", "PD"],
-                             "counts": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 2, 2, 1], [0, 1, 0, 2]]}
+    assert v["crosstab"] == {
+        "rows": ["CR", "PR", "SD", "PD"],
+        "columns": ["CR", "PR", "SD", "PD"],
+        "counts": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 2, 2, 1], [0, 1, 0, 2]],
+    }
     assert v["agreement_pct"] == 60.0
     assert v["kappa"]["kappa"] == 0.4737
     assert v["kappa"]["se"] == 0.1877
@@ -363,8 +396,13 @@ def morphology_cohort(folder: Path) -> Path:
     """
     folder.mkdir(parents=True, exist_ok=True)
     for cid, fu_mm, g0, g1 in (("M1", 44, 3, 1), ("M2", 30, 3, 2), ("M3", 50, 2, 2)):
-        case = one_target_case(cid, 50, None, {"longest_diameter_mm": fu_mm, "morphology_group": g1},
-                               baseline_extra={"morphology_group": g0})
+        case = one_target_case(
+            cid,
+            50,
+            None,
+            {"longest_diameter_mm": fu_mm, "morphology_group": g1},
+            baseline_extra={"morphology_group": g0},
+        )
         write_case(folder, case, f"{cid}.yaml")
     return folder
 
@@ -373,8 +411,11 @@ def test_different_vocabularies_give_a_crosstab_but_no_kappa(tmp_path: Path) -> 
     folder = morphology_cohort(tmp_path / "m")
     v = run_json("diff", "recist1.1", "chun_morphologic", "--cases", folder)["verdicts"]
     assert v["subjects"] == 3
-    assert v["crosstab"] == {"rows": ["PR", "SD"], "columns": ["optimal", "incomplete", "none"],
-                             "counts": [[0, 1, 0], [1, 0, 1]]}
+    assert v["crosstab"] == {
+        "rows": ["PR", "SD"],
+        "columns": ["optimal", "incomplete", "none"],
+        "counts": [[0, 1, 0], [1, 0, 1]],
+    }
     assert v["kappa"] is None
     assert v["kappa_note"] and "kappa" in v["kappa_note"] and "categories" in v["kappa_note"]
     assert v["timepoint_agreement_pct"] is None
@@ -389,7 +430,7 @@ def test_different_vocabularies_in_the_table_output(tmp_path: Path) -> None:
 
 
 def test_different_vocabularies_report_no_agreement_percentage(tmp_path: Path) -> None:
-    """"SD" and "optimal" are not the same word for the same thing, so string equality says nothing: with
+    """ "SD" and "optimal" are not the same word for the same thing, so string equality says nothing: with
     different categories percent agreement is as undefined as kappa (the tool already reports the
     per-timepoint agreement as null here). Reporting "agreement 0 %" would read as total disagreement."""
     folder = morphology_cohort(tmp_path / "m")
@@ -408,8 +449,13 @@ def settings_cohort(folder: Path) -> Path:
       P1: the PR is unconfirmed, the scan is past day 42, so BOR SD (E2009 §4.4/§4.6).
       P2: BOR PR."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_case(folder, one_target_case("P1", 50, None, {"longest_diameter_mm": 30},
-                                       settings={"recist1.1": {"confirmation_required": True}}), "p1.yaml")
+    write_case(
+        folder,
+        one_target_case(
+            "P1", 50, None, {"longest_diameter_mm": 30}, settings={"recist1.1": {"confirmation_required": True}}
+        ),
+        "p1.yaml",
+    )
     write_case(folder, one_target_case("P2", 50, None, {"longest_diameter_mm": 30}), "p2.yaml")
     return folder
 
@@ -426,13 +472,15 @@ def test_set_b_overrides_the_case_setting_on_side_b_only(tmp_path: Path) -> None
     """README: a case's settings override the rule file; --set overrides both. With
     --set-b confirmation_required=false, P1 is SD under A (its own setting) and PR under B."""
     folder = settings_cohort(tmp_path / "s")
-    v = run_json("diff", "recist1.1", "recist1.1", "--cases", folder,
-                 "--set-b", "recist1.1.confirmation_required=false")["verdicts"]
+    v = run_json(
+        "diff", "recist1.1", "recist1.1", "--cases", folder, "--set-b", "recist1.1.confirmation_required=false"
+    )["verdicts"]
     assert [(r["subject_id"], r["bor_a"], r["bor_b"]) for r in v["reclassified"]] == [("P1", "SD", "PR")]
     assert "not confirmed" in v["reclassified"][0]["why_a"]
     # and the other way round: --set-a confirmation on everyone reclassifies P2 only
-    v = run_json("diff", "recist1.1", "recist1.1", "--cases", folder,
-                 "--set-a", "recist1.1.confirmation_required=true")["verdicts"]
+    v = run_json(
+        "diff", "recist1.1", "recist1.1", "--cases", folder, "--set-a", "recist1.1.confirmation_required=true"
+    )["verdicts"]
     assert [(r["subject_id"], r["bor_a"], r["bor_b"]) for r in v["reclassified"]] == [("P2", "SD", "PR")]
 
 
@@ -448,7 +496,11 @@ def test_output_file_holds_exactly_the_reclassified_subjects(cohort: Path, tmp_p
     table = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert list(table["subject_id"]) == ["C01", "C02", "C06", "C08"]
     assert list(zip(table["bor_a"], table["bor_b"], strict=True)) == [
-        ("SD", "PR"), ("SD", "PR"), ("SD", "PD"), ("PD", "PR")]
+        ("SD", "PR"),
+        ("SD", "PR"),
+        ("SD", "PD"),
+        ("PD", "PR"),
+    ]
     assert {"why_a", "why_b"} <= set(table.columns)
     assert "-25%" in table.loc[table["subject_id"] == "C01", "why_b"].item()
 
@@ -511,14 +563,17 @@ def test_toxicity_with_cases_is_a_usage_error(cohort: Path) -> None:
     assert run_cli("diff", "recist1.1", "toxicity").exit_code == 0
 
 
-@pytest.mark.parametrize("args, code", [
-    (["recist9", "choi"], 2),
-    (["recist1.1", str(MISSPELT)], 1),
-    (["recist1.1", str(EXTENDS_NOTHING)], 1),
-    (["recist1.1", "choi", "--set-b", "recist1.1.sd_min_days=56"], 2),
-    (["recist1.1", "choi", "--cases", "/nonexistent/cohort.csv"], 1),
-    (["recist1.1", "toxicity", "--cases", str(FIXTURES.parent.parent / "sample_cases")], 2),
-    (["recist1.1", "choi", "--format", "json", "--set-b", "choi.no_such_parameter=1"], 2),
-])
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["recist9", "choi"], 2),
+        (["recist1.1", str(MISSPELT)], 1),
+        (["recist1.1", str(EXTENDS_NOTHING)], 1),
+        (["recist1.1", "choi", "--set-b", "recist1.1.sd_min_days=56"], 2),
+        (["recist1.1", "choi", "--cases", "/nonexistent/cohort.csv"], 1),
+        (["recist1.1", "toxicity", "--cases", str(FIXTURES.parent.parent / "sample_cases")], 2),
+        (["recist1.1", "choi", "--format", "json", "--set-b", "choi.no_such_parameter=1"], 2),
+    ],
+)
 def test_no_traceback_on_any_invalid_input(args: list[str], code: int) -> None:
     assert_clean_error(run_cli("diff", *args), code)

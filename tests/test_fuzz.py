@@ -36,10 +36,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 EXAMPLES = int(os.environ.get("CRLM_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 ACCOUNTING = re.compile(
-    r"^(?P<file>.+?): rows read (?P<read>[\d,]+) = rows scored (?P<scored>[\d,]+) \+ rows rejected (?P<rejected>[\d,]+)\s*$",
+    r"^(?P<file>.+?): rows read (?P<read>[\d,]+) = rows scored (?P<scored>[\d,]+) "
+    r"\+ rows rejected (?P<rejected>[\d,]+)\s*$",
     re.MULTILINE,
 )
 
@@ -88,32 +92,108 @@ ODD_TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)),  # any code point UTF-8 can hold
     max_size=20,
 )
-WORDS = st.sampled_from([
-    "", " ", "target", "non_target", "new", "ablated", "liver", "lung", "lymph_node", "present", "disappeared",
-    "too_small", "not_evaluated", "unequivocal_progression", "coalesced", "CT", "MRI", "PET-CT", "yes", "no", "true",
-    "false", "null", "~", "NaN", "nan", "inf", "-inf", "1e400", "-0", "0x1F", "1_000", "١٢", "Ⅻ", "ｔａｒｇｅｔ",
-    "L1", "baseline", "FU1", "2024-02-30", "2024-09-02", "24:00", "=HYPERLINK(\"x\")", "@SUM(1)", "\u202eevil",
-    "\x00", "\ufeff", "e\u0301", "💥", "a" * 300,
-])
+WORDS = st.sampled_from(
+    [
+        "",
+        " ",
+        "target",
+        "non_target",
+        "new",
+        "ablated",
+        "liver",
+        "lung",
+        "lymph_node",
+        "present",
+        "disappeared",
+        "too_small",
+        "not_evaluated",
+        "unequivocal_progression",
+        "coalesced",
+        "CT",
+        "MRI",
+        "PET-CT",
+        "yes",
+        "no",
+        "true",
+        "false",
+        "null",
+        "~",
+        "NaN",
+        "nan",
+        "inf",
+        "-inf",
+        "1e400",
+        "-0",
+        "0x1F",
+        "1_000",
+        "١٢",
+        "Ⅻ",
+        "ｔａｒｇｅｔ",
+        "L1",
+        "baseline",
+        "FU1",
+        "2024-02-30",
+        "2024-09-02",
+        "24:00",
+        '=HYPERLINK("x")',
+        "@SUM(1)",
+        "\u202eevil",
+        "\x00",
+        "\ufeff",
+        "e\u0301",
+        "💥",
+        "a" * 300,
+    ]
+)
 NUMBERS = st.one_of(
-    st.integers(-10**6, 10**6),
+    st.integers(-(10**6), 10**6),
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0, -0.0, 1e-320, 1e308, 999.9999, 1000, 1000.0001, 4000, -4]),
 )
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, WORDS, ODD_TEXT)
-ANY_VALUE = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.one_of(WORDS, ODD_TEXT), inner, max_size=4)), max_leaves=12)
+ANY_VALUE = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.one_of(WORDS, ODD_TEXT), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Case documents
 # --------------------------------------------------------------------------------------------------
 
-LESION_KEYS = ["id", "organ", "location", "kind", "is_lymph_node", "longest_diameter_mm", "short_axis_mm",
-               "fragments_mm", "perpendicular_mm", "viable_diameter_mm", "attenuation_hu", "morphology_group",
-               "status", "coalesced_into", "equivocal", "slice_thickness_mm", "intratumoral_nodule"]
-TIMEPOINT_KEYS = ["id", "day", "date", "modality", "lesions", "organs", "pet", "tumor_markers_above_normal",
-                  "slice_thickness_mm"]
+LESION_KEYS = [
+    "id",
+    "organ",
+    "location",
+    "kind",
+    "is_lymph_node",
+    "longest_diameter_mm",
+    "short_axis_mm",
+    "fragments_mm",
+    "perpendicular_mm",
+    "viable_diameter_mm",
+    "attenuation_hu",
+    "morphology_group",
+    "status",
+    "coalesced_into",
+    "equivocal",
+    "slice_thickness_mm",
+    "intratumoral_nodule",
+]
+TIMEPOINT_KEYS = [
+    "id",
+    "day",
+    "date",
+    "modality",
+    "lesions",
+    "organs",
+    "pet",
+    "tumor_markers_above_normal",
+    "slice_thickness_mm",
+]
 CASE_KEYS = ["case_id", "description", "criteria", "treatment", "settings", "timepoints"]
 
 
@@ -132,8 +212,15 @@ def valid_case(draw: st.DrawFn) -> dict[str, Any]:
         lesions.append(lesion)
     if draw(st.booleans()):
         lesions.append({"id": "NT1", "organ": "peritoneum", "kind": "non_target"})
-    timepoints = [{"id": "baseline", "day": 0, "modality": "CT", "lesions": lesions,
-                   "organs": {"spleen_volume_ml": draw(st.integers(100, 300))}}]
+    timepoints = [
+        {
+            "id": "baseline",
+            "day": 0,
+            "modality": "CT",
+            "lesions": lesions,
+            "organs": {"spleen_volume_ml": draw(st.integers(100, 300))},
+        }
+    ]
     day = 0
     for k in range(1, draw(st.integers(1, 3)) + 1):
         day += draw(st.integers(28, 90))
@@ -149,8 +236,11 @@ def valid_case(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.integers(0, 4)) == 0:
             follow.append({"id": "NEW1", "organ": "liver", "kind": "new", "longest_diameter_mm": 12})
         timepoints.append({"id": f"FU{k}", "day": day, "modality": "CT", "lesions": follow})
-    return {"case_id": "FUZZ-1", "treatment": {"regimen": "FOLFOX", "agents": ["oxaliplatin", "fluorouracil"]},
-            "timepoints": timepoints}
+    return {
+        "case_id": "FUZZ-1",
+        "treatment": {"regimen": "FOLFOX", "agents": ["oxaliplatin", "fluorouracil"]},
+        "timepoints": timepoints,
+    }
 
 
 def _paths(data: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -184,8 +274,11 @@ def broken_case(draw: st.DrawFn) -> dict[str, Any]:
         elif action == "replace":
             parent[path[-1]] = draw(ANY_VALUE)
         elif isinstance(parent, dict):
-            key = draw(st.one_of(WORDS, ODD_TEXT)) if action == "add_key" else draw(
-                st.sampled_from(LESION_KEYS + TIMEPOINT_KEYS + CASE_KEYS))
+            key = (
+                draw(st.one_of(WORDS, ODD_TEXT))
+                if action == "add_key"
+                else draw(st.sampled_from(LESION_KEYS + TIMEPOINT_KEYS + CASE_KEYS))
+            )
             parent[key] = draw(ANY_VALUE)
     return data
 
@@ -198,10 +291,10 @@ YAML_CHARS = st.sampled_from(list("abc:- \n\t[]{},'\"&*!|>#%@`?0123456789.~") + 
 case_texts = st.one_of(
     valid_case().map(dump),
     broken_case().map(dump),
-    broken_case().map(lambda d: dump(d).replace("  ", "\t", 1)),          # a tab where YAML wants spaces
-    broken_case().map(lambda d: dump(d)[: len(dump(d)) // 2]),             # truncated file
-    st.text(YAML_CHARS, max_size=200),                                     # random YAML-ish text
-    ANY_VALUE.map(dump),                                                   # any YAML document at all
+    broken_case().map(lambda d: dump(d).replace("  ", "\t", 1)),  # a tab where YAML wants spaces
+    broken_case().map(lambda d: dump(d)[: len(dump(d)) // 2]),  # truncated file
+    st.text(YAML_CHARS, max_size=200),  # random YAML-ish text
+    ANY_VALUE.map(dump),  # any YAML document at all
 )
 
 
@@ -216,9 +309,20 @@ def encode(text: str, how: str) -> bytes:
 
 
 @FUZZ
-@given(text=case_texts, how=st.sampled_from(["utf-8", "utf-8", "utf-8", "bom", "utf-16", "latin-1"]),
-       extra=st.sampled_from([[], ["--format", "json"], ["--criteria", "all"], ["--strict"], ["--explain"],
-                              ["--set", "recist1.1.confirmation_required=true"]]))
+@given(
+    text=case_texts,
+    how=st.sampled_from(["utf-8", "utf-8", "utf-8", "bom", "utf-16", "latin-1"]),
+    extra=st.sampled_from(
+        [
+            [],
+            ["--format", "json"],
+            ["--criteria", "all"],
+            ["--strict"],
+            ["--explain"],
+            ["--set", "recist1.1.confirmation_required=true"],
+        ]
+    ),
+)
 def test_assess_never_crashes_on_any_case_document(text: str, how: str, extra: list[str]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "case.yaml"
@@ -241,28 +345,59 @@ def test_assess_never_crashes_on_random_bytes(data: bytes) -> None:
 # Long tables
 # --------------------------------------------------------------------------------------------------
 
-COLUMNS = ["subject_id", "timepoint", "day", "lesion_id", "kind", "organ", "is_lymph_node", "longest_diameter_mm",
-           "short_axis_mm", "status", "agents", "spleen_volume_ml"]
-OPTIONAL_COLUMNS = ["date", "modality", "attenuation_hu", "morphology_group", "location", "equivocal", "regimen",
-                    "setting", "fragments_mm", "liver_attenuation_hu", "sul_peak_hottest", "unknown_column"]
+COLUMNS = [
+    "subject_id",
+    "timepoint",
+    "day",
+    "lesion_id",
+    "kind",
+    "organ",
+    "is_lymph_node",
+    "longest_diameter_mm",
+    "short_axis_mm",
+    "status",
+    "agents",
+    "spleen_volume_ml",
+]
+OPTIONAL_COLUMNS = [
+    "date",
+    "modality",
+    "attenuation_hu",
+    "morphology_group",
+    "location",
+    "equivocal",
+    "regimen",
+    "setting",
+    "fragments_mm",
+    "liver_attenuation_hu",
+    "sul_peak_hottest",
+    "unknown_column",
+]
 CELL_TEXT = st.one_of(
     WORDS,
     st.integers(-100, 5000).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\"\x00"), max_size=12),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters='\r\n"\x00'), max_size=12),
 )
 
 
 def valid_rows(rng_sizes: list[int], n_subjects: int) -> list[dict[str, str]]:
     rows = []
     for s in range(n_subjects):
-        sizes = rng_sizes[s % len(rng_sizes):] + rng_sizes[: s % len(rng_sizes)]
+        sizes = rng_sizes[s % len(rng_sizes) :] + rng_sizes[: s % len(rng_sizes)]
         for k, day in enumerate((0, 56, 112)):
             for i in range(2):
                 row = {c: "" for c in COLUMNS}
-                row.update(subject_id=f"S{s + 1}", timepoint="baseline" if k == 0 else f"FU{k}", day=str(day),
-                           lesion_id=f"L{i + 1}", longest_diameter_mm=str(sizes[(k + i) % len(sizes)]),
-                           status="present", agents="oxaliplatin;fluorouracil", spleen_volume_ml=str(150 + 10 * k))
+                row.update(
+                    subject_id=f"S{s + 1}",
+                    timepoint="baseline" if k == 0 else f"FU{k}",
+                    day=str(day),
+                    lesion_id=f"L{i + 1}",
+                    longest_diameter_mm=str(sizes[(k + i) % len(sizes)]),
+                    status="present",
+                    agents="oxaliplatin;fluorouracil",
+                    spleen_volume_ml=str(150 + 10 * k),
+                )
                 if k == 0:
                     row.update(kind="target", organ=["liver", "lung"][i], is_lymph_node="false")
                 rows.append(row)
@@ -274,7 +409,7 @@ def long_tables(draw: st.DrawFn) -> str:
     sizes = draw(st.lists(st.integers(10, 80), min_size=3, max_size=6))
     rows = valid_rows(sizes, draw(st.integers(1, 4)))
     header = list(COLUMNS) + draw(st.lists(st.sampled_from(OPTIONAL_COLUMNS), max_size=3, unique=True))
-    for column in header[len(COLUMNS):]:
+    for column in header[len(COLUMNS) :]:
         for row in rows:
             row[column] = ""
     # drop some columns (possibly required ones)
@@ -319,7 +454,7 @@ def long_tables(draw: st.DrawFn) -> str:
         if draw(st.booleans()):
             text = text[:at] + draw(st.sampled_from(['"', "\r", ",", "\n", "\x00", "\\", "'", ";", "\t"])) + text[at:]
         else:
-            text = text[:at] + text[at + 1:]
+            text = text[:at] + text[at + 1 :]
     return text
 
 
@@ -329,24 +464,32 @@ def csv_data_rows(text: str) -> int:
 
 def check_books(result: Any, text: str, out: Path) -> None:
     """Exit 0: rows read = rows scored + rows rejected, matching the file and the errors file."""
-    counts = {m["file"]: {k: int(m[k].replace(",", "")) for k in ("read", "scored", "rejected")}
-              for m in ACCOUNTING.finditer(result.stderr)}
+    counts = {
+        m["file"]: {k: int(m[k].replace(",", "")) for k in ("read", "scored", "rejected")}
+        for m in ACCOUNTING.finditer(result.stderr)
+    }
     assert "in.csv" in counts, f"no accounting line for in.csv:\n{result.stderr}"
     c = counts["in.csv"]
     assert c["read"] == c["scored"] + c["rejected"], c
     if '"' not in text:
         assert c["read"] == csv_data_rows(text), f"read {c['read']} rows of {csv_data_rows(text)}:\n{text}"
     errors_path = out / "r.errors.csv"
-    errors = (pd.read_csv(errors_path, dtype=str, keep_default_na=False) if errors_path.stat().st_size
-              else pd.DataFrame(columns=["file", "line"]))
+    errors = (
+        pd.read_csv(errors_path, dtype=str, keep_default_na=False)
+        if errors_path.stat().st_size
+        else pd.DataFrame(columns=["file", "line"])
+    )
     mine = errors.loc[errors["file"].map(lambda f: Path(f).name) == "in.csv"]
     assert len(mine) == c["rejected"], f"errors file has {len(mine)} rows, the count says {c['rejected']}"
     assert mine["line"].is_unique, mine.to_string()
 
 
 @FUZZ
-@given(text=long_tables(), how=st.sampled_from(["utf-8", "utf-8", "utf-8", "bom", "utf-16"]),
-       criteria=st.sampled_from(["recist1.1", "recist1.1,toxicity", "all"]))
+@given(
+    text=long_tables(),
+    how=st.sampled_from(["utf-8", "utf-8", "utf-8", "bom", "utf-16"]),
+    criteria=st.sampled_from(["recist1.1", "recist1.1,toxicity", "all"]),
+)
 def test_batch_never_crashes_and_the_books_balance(text: str, how: str, criteria: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "in.csv"

@@ -64,6 +64,7 @@ SNAKE_CASE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 # Loading
 # ---------------------------------------------------------------------------------------------------------
 
+
 def _load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
@@ -141,6 +142,7 @@ def run_command(doc: dict[str, Any], criteria: list[str], tmp_path: Path) -> dic
 # Comparison
 # ---------------------------------------------------------------------------------------------------------
 
+
 def same(actual: Any, expected: Any) -> bool:
     """Equal; numbers equal after rounding both to 2 decimals; booleans and null compared exactly."""
     if expected is None or actual is None:
@@ -189,8 +191,9 @@ class Checker:
             else:
                 self.value(f"{where}.{key}", actual[key], want)
 
-    def timepoint_rows(self, block: dict[str, Any], criteria_id: str, rows: list[dict[str, Any]],
-                       rename: dict[str, str] | None = None) -> None:
+    def timepoint_rows(
+        self, block: dict[str, Any], criteria_id: str, rows: list[dict[str, Any]], rename: dict[str, str] | None = None
+    ) -> None:
         rename = rename or {}
         for row in rows:
             tp = self.timepoint(block, criteria_id, row["id"])
@@ -224,16 +227,16 @@ class Checker:
             codes = {row["code"] for row in rows}
             for w in raised:
                 if w.get("code") in codes and not any(self._matches(w, row, keys) for row in rows):
-                    self.fail(f"unexpected warning {w.get('code')} at {w.get('timepoint')}: "
-                              f"{w.get('message')}")
+                    self.fail(f"unexpected warning {w.get('code')} at {w.get('timepoint')}: {w.get('message')}")
 
     def warnings_absent(self, rows: list[Any]) -> None:
         for row in rows:
             row = {"code": row} if isinstance(row, str) else row
             for w in self.result.get("warnings", []):
                 if self._matches(w, row, ("code", "timepoint", "lesion", "criteria")):
-                    self.fail(f"warning {w.get('code')} must not be raised (at {w.get('timepoint')}): "
-                              f"{w.get('message')}")
+                    self.fail(
+                        f"warning {w.get('code')} must not be raised (at {w.get('timepoint')}): {w.get('message')}"
+                    )
 
     def toxicity(self, present: list[dict[str, Any]], absent: list[dict[str, Any]]) -> None:
         flags = self.result.get("toxicity", [])
@@ -259,8 +262,7 @@ class Checker:
         for row in absent:
             for flag in flags:
                 if self._matches(flag, row, keys):
-                    self.fail(f"toxicity flag {flag.get('flag')} must not be raised at "
-                              f"{flag.get('timepoint')}")
+                    self.fail(f"toxicity flag {flag.get('flag')} must not be raised at {flag.get('timepoint')}")
 
     def parameters(self, block: dict[str, Any], criteria_id: str, wanted: dict[str, Any]) -> None:
         params = block.get("parameters", {})
@@ -289,8 +291,15 @@ def check_golden(result: dict[str, Any], rule_set: str, expected: dict[str, Any]
     check.done()
 
 
-EXAMPLE_SPECIAL = {"timepoints", "patient_timepoints", "warnings", "bor_settings", "patient_aggregation",
-                   "present", "absent"}
+EXAMPLE_SPECIAL = {
+    "timepoints",
+    "patient_timepoints",
+    "warnings",
+    "bor_settings",
+    "patient_aggregation",
+    "present",
+    "absent",
+}
 
 
 def check_example(result: dict[str, Any], criteria_id: str, expected: dict[str, Any]) -> None:
@@ -305,8 +314,9 @@ def check_example(result: dict[str, Any], criteria_id: str, expected: dict[str, 
         check.timepoint_rows(block, criteria_id, [r for r in rows if "lesion" not in r])
         check.lesion_rows(block, criteria_id, [r for r in rows if "lesion" in r])
         # patient-level result of a per-lesion set (chun_morphologic) is the timepoint's `overall`
-        check.timepoint_rows(block, criteria_id, expected.get("patient_timepoints") or [],
-                             rename={"response": "overall"})
+        check.timepoint_rows(
+            block, criteria_id, expected.get("patient_timepoints") or [], rename={"response": "overall"}
+        )
         # the parameters the example was computed with must be the ones the tool used
         check.parameters(block, criteria_id, expected.get("bor_settings") or {})
         if "patient_aggregation" in expected:
@@ -320,6 +330,7 @@ def check_example(result: dict[str, Any], criteria_id: str, expected: dict[str, 
 # ---------------------------------------------------------------------------------------------------------
 # Golden cases
 # ---------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("rule_set", "golden"), golden_params())
 def test_golden_case(rule_set: str, golden: dict[str, Any]) -> None:
@@ -351,6 +362,7 @@ def test_golden_case_cli(rule_set: str, golden: dict[str, Any], tmp_path: Path) 
 # Shared worked cases (examples.yaml)
 # ---------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(("example", "criteria_id"), example_params())
 def test_example(example: dict[str, Any], criteria_id: str) -> None:
     _skip_unimplemented([criteria_id])
@@ -369,6 +381,7 @@ def test_example_cli(example: dict[str, Any], criteria_id: str, tmp_path: Path) 
 # Completeness, both ways
 # ---------------------------------------------------------------------------------------------------------
 
+
 def test_examples_header_lists_criteria_ids() -> None:
     assert "recist1.1" in announced_ids(), "could not read the `ids:` line of the examples header"
 
@@ -383,8 +396,7 @@ def test_golden_file_names_an_existing_rule_set(path: Path) -> None:
         return
     if rule_set in announced_ids():
         pytest.skip(f"{NOT_IMPLEMENTED}: {rule_set}")
-    pytest.fail(f"{path.name}: no rule set `{rule_set}` "
-                f"(shipped: {builtin_ids()}; planned: {sorted(announced_ids())})")
+    pytest.fail(f"{path.name}: no rule set `{rule_set}` (shipped: {builtin_ids()}; planned: {sorted(announced_ids())})")
 
 
 @pytest.mark.parametrize("path", golden_files(), ids=lambda p: p.name)
@@ -392,8 +404,11 @@ def test_golden_file_is_well_formed(path: Path) -> None:
     data = _load_yaml(path)
     cases = data.get("cases")
     assert isinstance(cases, list) and cases, f"{path.name}: `cases` must be a non-empty list"
-    problems = [f"{path.name}: unknown top-level key `{key}` (use rule_set, cases, or an x- anchor holder)"
-                for key in data if key not in ("rule_set", "cases") and not str(key).startswith("x-")]
+    problems = [
+        f"{path.name}: unknown top-level key `{key}` (use rule_set, cases, or an x- anchor holder)"
+        for key in data
+        if key not in ("rule_set", "cases") and not str(key).startswith("x-")
+    ]
     names: set[str] = set()
     for i, case in enumerate(cases):
         name = case.get("name")
@@ -436,4 +451,5 @@ def test_examples_fixture_equals_shared_file() -> None:
     shared = SHARED_EXAMPLES.read_text(encoding="utf-8")
     assert "".join(fixture) == shared, (
         "tests/fixtures/examples.yaml differs from the shared examples.yaml; copy the shared file below the "
-        f"{EXAMPLES_HEADER_LINES} header lines")
+        f"{EXAMPLES_HEADER_LINES} header lines"
+    )

@@ -48,6 +48,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Helpers
 # ---------------------------------------------------------------------------------------------------------
 
+
 def ok(result: Any) -> None:
     assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     assert "Traceback" not in result.stdout + result.stderr
@@ -70,8 +71,11 @@ def cohort(tmp: Path, subjects: int, seed: int) -> Path:
 
 
 def best_table(responses: Path, criteria: str = "recist1.1") -> pd.DataFrame:
-    best = pd.read_csv(responses.with_name(f"{responses.stem}.best{responses.suffix}"),
-                       dtype={"subject_id": str}, keep_default_na=False)
+    best = pd.read_csv(
+        responses.with_name(f"{responses.stem}.best{responses.suffix}"),
+        dtype={"subject_id": str},
+        keep_default_na=False,
+    )
     return best.loc[best["criteria"] == criteria]
 
 
@@ -276,16 +280,19 @@ def test_waterfall_bars_are_lowest_change_coloured_by_bor(tiny: Path, capture_fi
     assert labels == ["GROW", "NEWLES", "SHRINK", "REBOUND"], "bars sorted from most growth to most shrinkage"
     assert heights == pytest.approx([TINY_BARS[s][0] for s in labels], abs=0.01)
     box = ax.get_legend()
-    legend = {t.get_text(): to_hex(h.get_facecolor())
-              for t, h in zip(box.get_texts(), box.legend_handles, strict=True)
-              if t.get_text().startswith("BOR ")}
+    legend = {
+        t.get_text(): to_hex(h.get_facecolor())
+        for t, h in zip(box.get_texts(), box.legend_handles, strict=True)
+        if t.get_text().startswith("BOR ")
+    }
     for subject, colour in zip(labels, colours, strict=True):
         assert colour == legend[f"BOR {TINY_BARS[subject][1]}"], f"{subject} is not coloured as its BOR"
     # A shrinking subject with a new lesion is PD-coloured, not like the PR bars of similar height.
     assert colours[labels.index("NEWLES")] != colours[labels.index("SHRINK")]
     assert colours[labels.index("NEWLES")] == to_hex(plots.RESPONSE_COLOURS["PD"])
-    reference = sorted(round(float(line.get_ydata()[0]), 6) for line in ax.get_lines()
-                       if "reference-line" in (line.get_gid() or ""))
+    reference = sorted(
+        round(float(line.get_ydata()[0]), 6) for line in ax.get_lines() if "reference-line" in (line.get_gid() or "")
+    )
     assert reference == [-30.0, 20.0]
 
 
@@ -344,13 +351,13 @@ def test_swimmer_markers_on_hand_made_cohort(tiny: Path, capture_figures: list[A
     assert points("pd") == {("NEWLES", 8.0)}
     assert {s for s, _ in points("ongoing")} == {"GROW", "NEONLY", "SHRINK", "REBOUND"}
     bar_ends = {label: float(p.get_width()) for label, p in zip(rows, ax.containers[0], strict=True)}
-    assert bar_ends == pytest.approx({"GROW": 8.0, "NEONLY": 8.0, "NEWLES": 8.0, "REBOUND": 16.0,
-                                      "SHRINK": 16.0})
+    assert bar_ends == pytest.approx({"GROW": 8.0, "NEONLY": 8.0, "NEWLES": 8.0, "REBOUND": 16.0, "SHRINK": 16.0})
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Edge cases
 # ---------------------------------------------------------------------------------------------------------
+
 
 def test_only_follow_up_not_evaluated(tmp_path: Path) -> None:
     """A cohort whose only subject's only follow-up is NE: no bar to draw. Either an (empty) picture whose
@@ -422,6 +429,7 @@ def test_5000_subjects_png_size_bounded(big: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Errors: exit 1 (or 2 for usage), a message that helps, no output, no traceback
 # ---------------------------------------------------------------------------------------------------------
+
 
 def assert_clean_failure(result: Any, exit_codes: tuple[int, ...] = (1,)) -> str:
     assert result.exit_code in exit_codes, f"exit {result.exit_code}; stderr: {result.stderr}"

@@ -53,10 +53,13 @@ def valid_cases(draw: st.DrawFn) -> dict[str, Any]:
         else:
             lesion.update(longest_diameter_mm=draw(tenths(10, 80)))
         targets.append(lesion)
-    non_targets = [{"id": f"NT{i}", "organ": draw(st.sampled_from(NON_TARGET_ORGANS)), "kind": "non_target"}
-                   for i in range(1, draw(st.integers(0, 3)) + 1)]
+    non_targets = [
+        {"id": f"NT{i}", "organ": draw(st.sampled_from(NON_TARGET_ORGANS)), "kind": "non_target"}
+        for i in range(1, draw(st.integers(0, 3)) + 1)
+    ]
     timepoints: list[dict[str, Any]] = [
-        {"id": "baseline", "day": 0, "modality": "CT", "lesions": targets + non_targets}]
+        {"id": "baseline", "day": 0, "modality": "CT", "lesions": targets + non_targets}
+    ]
 
     n_follow_ups = draw(st.integers(1, 4))
     gaps = draw(st.lists(st.integers(1, 120), min_size=n_follow_ups, max_size=n_follow_ups))
@@ -75,8 +78,15 @@ def valid_cases(draw: st.DrawFn) -> dict[str, Any]:
             lesions.append({"id": non_target["id"], "status": draw(st.sampled_from(NON_TARGET_STATES))})
         new = draw(st.sampled_from(NEW_LESION))
         if new is not None:
-            lesions.append({"id": f"NEW{k}", "organ": "liver", "kind": "new", "longest_diameter_mm": 12.0,
-                            "equivocal": new == "equivocal"})
+            lesions.append(
+                {
+                    "id": f"NEW{k}",
+                    "organ": "liver",
+                    "kind": "new",
+                    "longest_diameter_mm": 12.0,
+                    "equivocal": new == "equivocal",
+                }
+            )
         tp: dict[str, Any] = {"id": f"FU{k}", "day": day, "modality": "CT", "lesions": lesions}
         markers = draw(st.sampled_from([None, None, False, True]))
         if markers is not None:
@@ -158,12 +168,26 @@ def test_renaming_lesions_consistently_does_not_change_the_answer(data, names):
 
     def summary(answer: dict[str, Any]) -> dict[str, Any]:
         block = recist(answer)
-        keep = ("id", "day", "sum_mm", "available_sum_mm", "targets_evaluated", "nadir_mm",
-                "pct_from_baseline", "pct_from_nadir", "mm_from_nadir", "target", "non_target", "new_lesions",
-                "overall")
-        return {"baseline_sum_mm": block.get("baseline_sum_mm"),
-                "best_overall_response": block["best_overall_response"],
-                "timepoints": [{k: tp.get(k) for k in keep} for tp in block["timepoints"]]}
+        keep = (
+            "id",
+            "day",
+            "sum_mm",
+            "available_sum_mm",
+            "targets_evaluated",
+            "nadir_mm",
+            "pct_from_baseline",
+            "pct_from_nadir",
+            "mm_from_nadir",
+            "target",
+            "non_target",
+            "new_lesions",
+            "overall",
+        )
+        return {
+            "baseline_sum_mm": block.get("baseline_sum_mm"),
+            "best_overall_response": block["best_overall_response"],
+            "timepoints": [{k: tp.get(k) for k in keep} for tp in block["timepoints"]],
+        }
 
     assert summary(run(renamed)) == summary(run(data))
 
@@ -234,14 +258,18 @@ def test_target_pd_always_means_overall_pd(data):
 
 
 @BUDGET
-@given(data=valid_cases(),
-       bor_settings=st.fixed_dictionaries({
-           "confirmation_required": st.booleans(),
-           "sd_min_days": st.integers(42, 56),
-           "min_confirmation_interval_days": st.sampled_from([28, 42]),
-           "max_ne_between_confirmation": st.integers(0, 2),
-           "accept_sd_between_pr_confirmation": st.booleans(),
-       }))
+@given(
+    data=valid_cases(),
+    bor_settings=st.fixed_dictionaries(
+        {
+            "confirmation_required": st.booleans(),
+            "sd_min_days": st.integers(42, 56),
+            "min_confirmation_interval_days": st.sampled_from([28, 42]),
+            "max_ne_between_confirmation": st.integers(0, 2),
+            "accept_sd_between_pr_confirmation": st.booleans(),
+        }
+    ),
+)
 def test_best_overall_response_is_never_better_than_the_best_timepoint(data, bor_settings):
     block = recist(run(data, bor_settings))
     overall = [row["overall"] for row in block["timepoints"]]

@@ -141,8 +141,13 @@ def test_content_matches_assessment(report: tuple[Path, str]) -> None:
     flags = data.get("toxicity") or []
     rows = re.findall(r"<tr>(.*?)</tr>", toxicity, re.S)
     for flag in flags:
-        matching = [r for r in rows if f"<td>{html.escape(flag['timepoint'])}</td>" in r and flag["flag"] in r
-                    and html.escape(flag["citation"]) in r]
+        matching = [
+            r
+            for r in rows
+            if f"<td>{html.escape(flag['timepoint'])}</td>" in r
+            and flag["flag"] in r
+            and html.escape(flag["citation"]) in r
+        ]
         assert matching, f"flag {flag['flag']} at {flag['timepoint']} ({flag['citation']}) not shown"
         if flag.get("explanation"):
             assert html.escape(flag["explanation"]) in toxicity
@@ -179,6 +184,7 @@ def test_folfox_spleen_flag_with_citation(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Hostile text and broken case files
 # ---------------------------------------------------------------------------------------------------------
+
 
 def test_hostile_text_is_escaped(tmp_path: Path) -> None:
     case = yaml.safe_load(FOLFOX.read_text(encoding="utf-8"))

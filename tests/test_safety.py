@@ -101,8 +101,17 @@ FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__"}
 FORBIDDEN_MODULES = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}
 FORBIDDEN_YAML = {"load", "unsafe_load", "full_load", "load_all", "unsafe_load_all", "full_load_all"}
 FORBIDDEN_METHODS = {"eval", "query"}  # pandas' pd.eval / DataFrame.eval / DataFrame.query parse expressions
-FORBIDDEN_TEXT = ("pickle", "yaml.load(", "yaml.unsafe_load", "pd.eval", "pandas.eval", "DataFrame.query",
-                  "UnsafeLoader", "yaml.Loader", "FullLoader")
+FORBIDDEN_TEXT = (
+    "pickle",
+    "yaml.load(",
+    "yaml.unsafe_load",
+    "pd.eval",
+    "pandas.eval",
+    "DataFrame.query",
+    "UnsafeLoader",
+    "yaml.Loader",
+    "FullLoader",
+)
 
 
 def forbidden_uses(path: Path) -> list[str]:
@@ -151,8 +160,11 @@ def test_package_source_has_no_dynamic_execution_or_unsafe_loading() -> None:
 
 def test_the_source_scan_would_see_a_forbidden_call(tmp_path: Path) -> None:
     """The scanner itself works (a scan that finds nothing because it looks at nothing proves nothing)."""
-    sample = write(tmp_path / "bad.py", "import pickle\nx = eval('1')\ny = df.query('a > 1')\nz = yaml.load(t)\n"
-                                        "class C:\n    def f(self, n):\n        return self.compile(n)\n")
+    sample = write(
+        tmp_path / "bad.py",
+        "import pickle\nx = eval('1')\ny = df.query('a > 1')\nz = yaml.load(t)\n"
+        "class C:\n    def f(self, n):\n        return self.compile(n)\n",
+    )
     hits = forbidden_uses(sample)
     assert any("eval(" in h for h in hits) and any("query" in h for h in hits)
     assert any("import pickle" in h for h in hits) and any("yaml.load" in h for h in hits)
@@ -168,7 +180,7 @@ TAGS = {
     "new_os_system": '!!python/object/new:os.system ["touch {marker}"]',
     "apply_subprocess": '!!python/object/apply:subprocess.check_call [["touch", "{marker}"]]',
     "name_os_system": "!!python/name:os.system",
-    "module_os": '!!python/module:os',
+    "module_os": "!!python/module:os",
 }
 
 
@@ -182,18 +194,21 @@ def tagged_inputs(kind: str, payload: str, tmp_path: Path) -> list[str]:
         path = write(tmp_path / "case.yaml", f"? {payload}\n: 1\n" + case_text())
         return ["assess", str(path)]
     if kind == "rule_validate":
-        path = write(tmp_path / "rules.yaml", VARIANT_RULES.replace("name: RECIST 1.1 (site variant)", f"name: {payload}"))
+        path = write(
+            tmp_path / "rules.yaml", VARIANT_RULES.replace("name: RECIST 1.1 (site variant)", f"name: {payload}")
+        )
         return ["rules", "validate", str(path)]
     if kind == "rule_criteria":
-        path = write(tmp_path / "rules.yaml", VARIANT_RULES.replace("name: RECIST 1.1 (site variant)", f"name: {payload}"))
+        path = write(
+            tmp_path / "rules.yaml", VARIANT_RULES.replace("name: RECIST 1.1 (site variant)", f"name: {payload}")
+        )
         return ["assess", str(write(tmp_path / "case.yaml", case_text())), "--criteria", str(path)]
     if kind == "column_map":
         lesions = write(tmp_path / "lesions.csv", LESIONS_CSV)
         path = write(tmp_path / "map.yaml", f"columns:\n  subject_id: {payload}\n")
         return ["batch", str(lesions), "--map", str(path), "-o", str(tmp_path / "out" / "r.csv")]
     if kind == "set_value":
-        return ["assess", str(write(tmp_path / "case.yaml", case_text())), "--set",
-                f"recist1.1.sd_min_days={payload}"]
+        return ["assess", str(write(tmp_path / "case.yaml", case_text())), "--set", f"recist1.1.sd_min_days={payload}"]
     raise AssertionError(kind)
 
 
@@ -230,16 +245,22 @@ def bomb_inputs(kind: str, tmp_path: Path) -> list[str]:
         path = write(tmp_path / "case.yaml", block + case_text().replace("case_id: CRLM-0001", "case_id: *a9", 1))
         return ["assess", str(path)]
     if kind == "rule_validate":
-        path = write(tmp_path / "rules.yaml", block + VARIANT_RULES.replace("description: Site variant used in protocol XYZ.",
-                                                                            "description: *a9"))
+        path = write(
+            tmp_path / "rules.yaml",
+            block + VARIANT_RULES.replace("description: Site variant used in protocol XYZ.", "description: *a9"),
+        )
         return ["rules", "validate", str(path)]
     if kind == "rule_criteria":
-        path = write(tmp_path / "rules.yaml", block + VARIANT_RULES.replace("description: Site variant used in protocol XYZ.",
-                                                                            "description: *a9"))
+        path = write(
+            tmp_path / "rules.yaml",
+            block + VARIANT_RULES.replace("description: Site variant used in protocol XYZ.", "description: *a9"),
+        )
         return ["assess", str(write(tmp_path / "case.yaml", case_text())), "--criteria", str(path)]
     if kind == "column_map":
         lesions = write(tmp_path / "lesions.csv", LESIONS_CSV)
-        path = write(tmp_path / "map.yaml", block + "columns: {subject_id: subject_id}\nvalues: {status: {GONE: *a9}}\n")
+        path = write(
+            tmp_path / "map.yaml", block + "columns: {subject_id: subject_id}\nvalues: {status: {GONE: *a9}}\n"
+        )
         return ["batch", str(lesions), "--map", str(path), "-o", str(tmp_path / "out" / "r.csv")]
     raise AssertionError(kind)
 
@@ -321,8 +342,9 @@ BATCH_OUTPUTS = ["r.csv", "r.best.csv", "r.errors.csv", "r.warnings.csv"]
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3])
 @pytest.mark.parametrize("engine", ["pandas", "chunked"])
-def test_a_failed_write_leaves_existing_batch_outputs_untouched(engine: str, fail_at: int, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_existing_batch_outputs_untouched(
+    engine: str, fail_at: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """All or nothing: when the run fails while writing its 2nd or 3rd output, the 1st must not already have been
     replaced (a new r.csv next to an old r.errors.csv is a set of results that never existed)."""
     out = tmp_path / "out"
@@ -335,8 +357,9 @@ def test_a_failed_write_leaves_existing_batch_outputs_untouched(engine: str, fai
     assert_untouched(out, BATCH_OUTPUTS)
 
 
-def test_a_failed_write_is_reported_as_an_output_problem_not_an_internal_error(tmp_path: Path,
-                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_is_reported_as_an_output_problem_not_an_internal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A full disk is the user's to fix: name the file and the reason, like every other input/output error."""
     failing_write_csv(monkeypatch, 1)
     out = tmp_path / "out" / "r.csv"
@@ -363,8 +386,9 @@ def test_an_invalid_input_leaves_existing_outputs_untouched(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("command", ["assess", "report", "bor"])
-def test_a_failed_write_of_other_commands_leaves_the_old_output(command: str, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_of_other_commands_leaves_the_old_output(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
     seed_outputs(out, ["result.txt"])
 
@@ -375,8 +399,11 @@ def test_a_failed_write_of_other_commands_leaves_the_old_output(command: str, tm
 
     monkeypatch.setattr(writers, "write_text", write_text)
     failing_write_csv(monkeypatch, 1)
-    args = {"assess": ["assess", SAMPLE_CASE], "report": ["report", SAMPLE_CASE],
-            "bor": ["bor", write(tmp_path / "v.csv", VISITS_CSV)]}[command]
+    args = {
+        "assess": ["assess", SAMPLE_CASE],
+        "report": ["report", SAMPLE_CASE],
+        "bor": ["bor", write(tmp_path / "v.csv", VISITS_CSV)],
+    }[command]
     result = run_cli(*args, "-o", out / "result.txt")
     assert result.exit_code == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -410,23 +437,54 @@ def overwrite_runs(tmp_path: Path) -> dict[str, tuple[list[Any], Path]]:
         "batch --summary-file input": (["batch", lesions, "--summary-file", lesions], lesions),
         "batch -o map": (["batch", lesions, "--map", column_map, "-o", column_map], column_map),
         "batch -o rule file": (["batch", lesions, "--criteria", rules, "-o", rules], rules),
-        "batch --summary-file rule file": (["batch", lesions, "--criteria", rules, "-o", tmp_path / "o" / "r.csv",
-                                            "--summary-file", rules], rules),
-        "batch chunked --errors input": (["batch", trial, "--chunk-rows", "1000", "-o", tmp_path / "c" / "r.csv",
-                                          "--errors", trial], trial),
+        "batch --summary-file rule file": (
+            ["batch", lesions, "--criteria", rules, "-o", tmp_path / "o" / "r.csv", "--summary-file", rules],
+            rules,
+        ),
+        "batch chunked --errors input": (
+            ["batch", trial, "--chunk-rows", "1000", "-o", tmp_path / "c" / "r.csv", "--errors", trial],
+            trial,
+        ),
         "bor -o input": (["bor", visits, "-o", visits], visits),
         "bor --errors input": (["bor", visits, "-o", tmp_path / "o" / "b.csv", "--errors", visits], visits),
-        "diff -o cases": (["diff", "recist1.1", "recist1.1", "--set-b", "recist1.1.confirmation_required=true",
-                           "--cases", lesions, "-o", lesions], lesions),
+        "diff -o cases": (
+            [
+                "diff",
+                "recist1.1",
+                "recist1.1",
+                "--set-b",
+                "recist1.1.confirmation_required=true",
+                "--cases",
+                lesions,
+                "-o",
+                lesions,
+            ],
+            lesions,
+        ),
         "diff -o rule file": (["diff", "recist1.1", rules, "--cases", lesions, "-o", rules], rules),
         "plot -o results": (["plot", "waterfall", results, "-o", results], results),
     }
 
 
-OVERWRITE_CASES = ["assess -o case", "assess -o rule file", "report -o case", "report -o rule file", "batch -o input",
-                   "batch --errors input", "batch --best input", "batch --summary-file input", "batch -o map",
-                   "batch -o rule file", "batch --summary-file rule file", "batch chunked --errors input",
-                   "bor -o input", "bor --errors input", "diff -o cases", "diff -o rule file", "plot -o results"]
+OVERWRITE_CASES = [
+    "assess -o case",
+    "assess -o rule file",
+    "report -o case",
+    "report -o rule file",
+    "batch -o input",
+    "batch --errors input",
+    "batch --best input",
+    "batch --summary-file input",
+    "batch -o map",
+    "batch -o rule file",
+    "batch --summary-file rule file",
+    "batch chunked --errors input",
+    "bor -o input",
+    "bor --errors input",
+    "diff -o cases",
+    "diff -o rule file",
+    "plot -o results",
+]
 
 
 @pytest.mark.parametrize("name", OVERWRITE_CASES)
@@ -456,7 +514,7 @@ def test_an_output_reached_through_another_spelling_of_the_input_path_is_refused
 # (f) CSV formula neutralisation
 # --------------------------------------------------------------------------------------------------
 
-FORMULA_CSV = '''\
+FORMULA_CSV = """\
 subject_id,timepoint,day,lesion_id,kind,organ,location,is_lymph_node,longest_diameter_mm,morphology_group,status,agents,regimen
 "=HYPERLINK(""http://x"")",baseline,0,+L1,target,liver,@SUM(1),false,40,3,present,oxaliplatin;fluorouracil;bevacizumab,=1+1
 "=HYPERLINK(""http://x"")",baseline,0,-L2,target,liver,-2+3,false,8,3,present,oxaliplatin;fluorouracil;bevacizumab,=1+1
@@ -468,7 +526,7 @@ subject_id,timepoint,day,lesion_id,kind,organ,location,is_lymph_node,longest_dia
 +P3,FU1,56,L1,,,,,70,3,present,irinotecan,FOLFIRI
 -P4,baseline,0,L1,target,liver,segment II,false,60,3,present,irinotecan,FOLFIRI
 -P4,FU1,56,L1,,,,,30,2,present,irinotecan,FOLFIRI
-'''
+"""
 DANGEROUS_IDS = {'=HYPERLINK("http://x")', "@P2", "+P3", "-P4", "+L1", "-L2", "=2+3"}
 
 
@@ -486,8 +544,12 @@ def is_number(text: str) -> bool:
 
 
 def formula_cells(paths: list[Path]) -> list[str]:
-    return [f"{p.name}: {cell!r}" for p in paths for cell in csv_cells(p)
-            if cell[:1] in ("=", "+", "-", "@", "\t", "\r") and not is_number(cell)]
+    return [
+        f"{p.name}: {cell!r}"
+        for p in paths
+        for cell in csv_cells(p)
+        if cell[:1] in ("=", "+", "-", "@", "\t", "\r") and not is_number(cell)
+    ]
 
 
 def batch_outputs(folder: Path) -> list[Path]:
@@ -497,8 +559,9 @@ def batch_outputs(folder: Path) -> list[Path]:
 def test_every_batch_csv_output_is_formula_safe_and_numbers_stay_numbers(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", FORMULA_CSV)
     out = tmp_path / "out"
-    result = run_cli("batch", source, "-o", out / "r.csv", "--criteria", "all", "--explain",
-                     "--summary-file", out / "summary.csv")
+    result = run_cli(
+        "batch", source, "-o", out / "r.csv", "--criteria", "all", "--explain", "--summary-file", out / "summary.csv"
+    )
     assert result.exit_code == 0, result.stderr
     paths = batch_outputs(out)
     assert {"r.csv", "r.best.csv", "r.errors.csv", "r.warnings.csv", "r.lesions.csv"} <= {p.name for p in paths}
@@ -530,13 +593,14 @@ def test_chunked_batch_outputs_are_formula_safe(tmp_path: Path) -> None:
     cohort.to_csv(source, index=False)
     assert len(cohort) >= 1000
     out = tmp_path / "out"
-    result = run_cli("batch", source, "-o", out / "r.csv", "--criteria", "recist1.1,chun_morphologic",
-                     "--chunk-rows", "1000")
+    result = run_cli(
+        "batch", source, "-o", out / "r.csv", "--criteria", "recist1.1,chun_morphologic", "--chunk-rows", "1000"
+    )
     assert result.exit_code == 0, result.stderr
     paths = batch_outputs(out)
     assert formula_cells(paths) == []
     cells = {cell for p in paths for cell in csv_cells(p)}
-    assert "'=HYPERLINK(\"http://x\")" in cells and "'+T1" in cells
+    assert '\'=HYPERLINK("http://x")' in cells and "'+T1" in cells
 
 
 SDTM_TU = """\
@@ -559,8 +623,19 @@ ST1,TR,S-002,2,A2,@T01,LDIAM,45,mm,45,45,mm,CT SCAN,INVESTIGATOR,20,+WEEK 8,2025
 def test_sdtm_rs_and_adam_outputs_are_formula_safe(tmp_path: Path) -> None:
     tu, tr = write(tmp_path / "tu.csv", SDTM_TU), write(tmp_path / "tr.csv", SDTM_TR)
     out = tmp_path / "out"
-    result = run_cli("batch", "--sdtm-tu", tu, "--sdtm-tr", tr, "-o", out / "r.csv", "--out-rs", out / "rs.csv",
-                     "--adam-dir", out / "adam")
+    result = run_cli(
+        "batch",
+        "--sdtm-tu",
+        tu,
+        "--sdtm-tr",
+        tr,
+        "-o",
+        out / "r.csv",
+        "--out-rs",
+        out / "rs.csv",
+        "--adam-dir",
+        out / "adam",
+    )
     assert result.exit_code == 0, result.stderr
     paths = batch_outputs(out)
     assert {"rs.csv", "adrs.csv", "adtr.csv", "r.csv"} <= {p.name for p in paths}
@@ -575,8 +650,17 @@ def test_bor_and_diff_csv_outputs_are_formula_safe(tmp_path: Path) -> None:
     result = run_cli("bor", visits, "-o", out / "bor.csv")
     assert result.exit_code == 0, result.stderr
     source = write(tmp_path / "in.csv", FORMULA_CSV)
-    result = run_cli("diff", "recist1.1", "recist1.1", "--set-b", "recist1.1.confirmation_required=true",
-                     "--cases", source, "-o", out / "diff.csv")
+    result = run_cli(
+        "diff",
+        "recist1.1",
+        "recist1.1",
+        "--set-b",
+        "recist1.1.confirmation_required=true",
+        "--cases",
+        source,
+        "-o",
+        out / "diff.csv",
+    )
     assert result.exit_code == 0, result.stderr
     paths = batch_outputs(out)
     assert formula_cells(paths) == []
@@ -610,8 +694,18 @@ def test_batch_outputs_are_byte_identical_in_any_row_order(engine: str, tmp_path
     for seed in (0, 1, 2, -1):
         source = write(tmp_path / f"in{seed}.csv", text if seed == 0 else shuffled(text, seed))
         out = tmp_path / f"out{seed}"
-        result = run_cli("batch", source, "-o", out / "r.csv", "--criteria", "all", "--explain",
-                         "--summary-file", out / "summary.csv", *extra)
+        result = run_cli(
+            "batch",
+            source,
+            "-o",
+            out / "r.csv",
+            "--criteria",
+            "all",
+            "--explain",
+            "--summary-file",
+            out / "summary.csv",
+            *extra,
+        )
         assert result.exit_code == 0, result.stderr
         runs[seed] = output_bytes(out)
     reference = runs[0]
@@ -701,11 +795,19 @@ def csv_data_rows(path: Path) -> int:
         return max(0, sum(1 for row in csv.reader(handle) if row) - 1)
 
 
-@settings(max_examples=int(os.environ.get("CRLM_FUZZ_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(seed=st.integers(0, 10_000), subjects=st.integers(3, 12),
-       picks=st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(MUTATIONS)), min_size=0, max_size=5))
+@settings(
+    max_examples=int(os.environ.get("CRLM_FUZZ_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    seed=st.integers(0, 10_000),
+    subjects=st.integers(3, 12),
+    picks=st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(MUTATIONS)), min_size=0, max_size=5),
+)
 def test_injected_bad_rows_are_accounted_for_and_set_exactly_their_subjects_aside(
-        seed: int, subjects: int, picks: list[tuple[int, str]]) -> None:
+    seed: int, subjects: int, picks: list[tuple[int, str]]
+) -> None:
     cohort = generate_cohort(subjects=subjects, seed=seed)
     frame, touched = inject(cohort, picks)
     with tempfile.TemporaryDirectory() as folder:

@@ -93,18 +93,14 @@ def fixture_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def visit_row(visits: pd.DataFrame, stream: str, visit: str) -> dict[str, Any]:
     rows = visits.loc[
-        (visits["subject_id"] == stream)
-        & (visits["criteria"] == "recist1.1")
-        & (visits["timepoint"] == visit)
+        (visits["subject_id"] == stream) & (visits["criteria"] == "recist1.1") & (visits["timepoint"] == visit)
     ]
     assert len(rows) == 1, f"{stream} {visit}: {len(rows)} rows in the per-visit output"
     return rows.iloc[0].to_dict()
 
 
 def stream_rows(frame: pd.DataFrame, usubjid: str, evaluator: str, paramcd: str) -> pd.DataFrame:
-    return frame.loc[
-        (frame["USUBJID"] == usubjid) & (frame["EVAL"] == evaluator) & (frame["PARAMCD"] == paramcd)
-    ]
+    return frame.loc[(frame["USUBJID"] == usubjid) & (frame["EVAL"] == evaluator) & (frame["PARAMCD"] == paramcd)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -311,9 +307,7 @@ def check_every_row_accounted(result: Any, errors: pd.DataFrame, tu: Path, tr: P
         assert c["read"] == c["scored"] + c["rejected"]
         assert c["read"] == data_rows(path), f"{path.name}: read {c['read']}, file has {data_rows(path)} rows"
         own = errors.loc[errors["file"].map(lambda f: Path(f).name) == path.name]
-        assert len(own) == c["rejected"], (
-            f"{path.name}: {len(own)} rows in the errors file, {c['rejected']} rejected"
-        )
+        assert len(own) == c["rejected"], f"{path.name}: {len(own)} rows in the errors file, {c['rejected']} rejected"
         assert (own["code"].str.strip() != "").all() and (own["reason"].str.strip() != "").all()
         lines = own["line"].astype(int)
         assert lines.is_unique
@@ -355,9 +349,7 @@ def test_pharmaverse_unscheduled_visits_keep_their_place_in_time(tmp_path: Path)
     """
     tu, tr = PHARMA / "tu_onco.csv", PHARMA / "tr_onco.csv"
     run_sdtm(tmp_path, tu, tr, "--adam-dir", tmp_path / "adam")
-    adtr = stream_rows(
-        read_text_table(tmp_path / "adam" / "adtr.csv"), "01-701-1153", "INVESTIGATOR", "SDIAM"
-    )
+    adtr = stream_rows(read_text_table(tmp_path / "adam" / "adtr.csv"), "01-701-1153", "INVESTIGATOR", "SDIAM")
     by_visit = {r["AVISIT"]: r for r in adtr.to_dict("records")}
     assert {v: num(r["AVAL"]) for v, r in by_visit.items() if v != "BASELINE"} == {
         "WEEK 6": 53.8,
@@ -370,9 +362,7 @@ def test_pharmaverse_unscheduled_visits_keep_their_place_in_time(tmp_path: Path)
     assert num(by_visit["WEEK 12"]["NADIR"]) == 53.8
     assert num(by_visit["UNSCHEDULED 9.2"]["NADIR"]) == 49.2
     assert num(by_visit["UNSCHEDULED 9.3"]["NADIR"]) in (49.2, 44.0)
-    assert num(by_visit["WEEK 24"]["NADIR"]) == 44.0, (
-        "WEEK 24 nadir must include the earlier unscheduled visits"
-    )
+    assert num(by_visit["WEEK 24"]["NADIR"]) == 44.0, "WEEK 24 nadir must include the earlier unscheduled visits"
     assert round(num(by_visit["WEEK 24"]["PCHGNAD"]), 2) == -11.36
     adrs = read_text_table(tmp_path / "adam" / "adrs.csv")
     ovr = stream_rows(adrs, "01-701-1153", "INVESTIGATOR", "OVR")
