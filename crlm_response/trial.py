@@ -323,6 +323,12 @@ def _check_file(p: Path, path: str | Path, rows: str = "lesion") -> None:
         raise InputTableError("file not found", file=path)
     if p.is_dir():
         raise InputTableError("is a folder; give a CSV or Parquet file", file=path)
+    if p.suffix.lower() in (".yaml", ".yml"):
+        raise InputTableError(
+            "this is a YAML file, not a table",
+            file=path,
+            hint="a case file is assessed with `crlm-response assess FILE`; tables are CSV or Parquet",
+        )
     size = p.stat().st_size
     if size == 0:
         raise InputTableError("file is empty", file=path, hint=f"expected a header line and one row per {rows}")
