@@ -162,7 +162,8 @@ class ResultSink:
             if any(b is not None and not b.empty for b in self.best_parts)
             else pd.DataFrame()
         )
-        if self._stage is not None:
+        if self.folder is not None:
+            self._staging()  # also when no part had rows: the earlier run's parts must still go
             self._publish_dataset()
         for kind, spool in self._spools.items():
             path = self.paths[kind]
