@@ -543,7 +543,10 @@ def _sum_family(quantity: str, label: str, unit: str, **names: str) -> None:
     """
 
     def available(ctx: Context) -> np.ndarray:
-        return ctx.per_visit_sum(ctx.value(quantity), ctx.value("is_target"))
+        values, targets = ctx.value(quantity), ctx.value("is_target")
+        evaluated = ctx.per_visit_count(targets & ~np.isnan(values))
+        # No target evaluated is no sum at all (not 0, which would read as "-100 % from the nadir").
+        return np.where(evaluated > 0, ctx.per_visit_sum(values, targets), np.nan)
 
     def complete(ctx: Context) -> np.ndarray:
         counted = ctx.per_visit_count(ctx.value("is_target") & ~np.isnan(ctx.value(quantity)))
@@ -569,7 +572,8 @@ def _sum_family(quantity: str, label: str, unit: str, **names: str) -> None:
 
     docs = {
         "available": (
-            f"Sum of {label} over the targets evaluated at this timepoint ({unit}), even if some are missing.",
+            f"Sum of {label} over the targets evaluated at this timepoint ({unit}), even if some are missing; "
+            "missing when none was evaluated.",
             available,
             "number",
             unit,

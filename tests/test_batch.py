@@ -779,6 +779,26 @@ def test_each_subject_gets_the_answer_it_gets_alone(seed: int, picks: list[int])
             )
 
 
+def test_a_timepoint_without_lesion_rows_is_ne_with_no_sums(tmp_path: Path) -> None:
+    """A follow-up written as one row without lesions: no target was evaluated, so the visit is NE and shows no
+    sums or changes (not "available sum 0, -100 % from the nadir"); other subjects are scored as usual."""
+    source = tmp_path / "trial.csv"
+    source.write_text(
+        "subject_id,timepoint,day,lesion_id,kind,organ,longest_diameter_mm,status\n"
+        "B,baseline,0,L1,target,liver,40,present\nB,FU1,56,L1,,,20,present\n"
+        "A,baseline,0,L1,target,liver,40,present\nA,FU1,56,L1,,,38,present\nA,FU2,112,,,,,\n"
+        "C,baseline,0,L1,target,liver,50,present\nC,FU1,56,L1,,,70,present\n",
+        encoding="utf-8",
+    )
+    run_batch(source, tmp_path / "out.csv", "--criteria", "recist1.1")
+    visits = read_table(tmp_path / "out.csv").set_index(["subject_id", "timepoint"])
+    assert visits.loc[("A", "FU2"), "overall"] == "NE"
+    for column in ("sum_mm", "available_sum_mm", "pct_from_nadir", "mm_from_nadir"):
+        assert visits.loc[("A", "FU2"), column] == "", column
+    assert visits.loc[("A", "FU2"), "targets_evaluated"] == "0/1"
+    assert visits.loc[("B", "FU1"), "overall"] == "PR" and visits.loc[("C", "FU1"), "overall"] == "PD"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # --strict and usage errors
 # ---------------------------------------------------------------------------------------------------------
