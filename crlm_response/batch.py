@@ -40,6 +40,17 @@ class BatchResult:
     results: dict[str, RuleSetResult] = field(default_factory=dict)
     prepared: Prepared | None = None
 
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The output tables by the names `batch` writes them under (`-o`, `--best`, `--errors`, ...)."""
+        return {
+            "visits": self.visits,
+            "best": self.best,
+            "errors": self.rejected,
+            "warnings": self.warnings,
+            "flags": self.flags,
+            "lesions": self.lesions,
+        }
+
     def accounting_lines(self) -> list[str]:
         """`rows read = rows scored + rows rejected`, per input file."""
         return [

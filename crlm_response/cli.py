@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import pandas as pd
@@ -22,6 +22,9 @@ from .errors import EXIT_INPUT_ERROR, CrlmError, SettingsError
 from .render import render_assessment, render_rule_set, render_rules_list, to_json
 from .rules import builtin_ids, check_parameter_value, describe, main_citation
 from .yamlio import YamlError, parse_yaml
+
+if TYPE_CHECKING:
+    from .batch import BatchResult
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -720,18 +723,11 @@ def _batch_outputs(output: Path | None, best: Path | None, errors: Path | None) 
     }
 
 
-def _write_batch(result: Any, outputs: dict[str, Path | None], safe_csv: bool) -> None:
+def _write_batch(result: BatchResult, outputs: dict[str, Path | None], safe_csv: bool) -> None:
     from .trial import ERROR_COLUMNS
     from .writers import write_table
 
-    tables = {
-        "visits": result.visits,
-        "best": result.best,
-        "errors": result.rejected,
-        "warnings": result.warnings,
-        "flags": result.flags,
-        "lesions": result.lesions,
-    }
+    tables = result.tables()
     always = {"visits", "best", "errors"}
     for name, path in outputs.items():
         if path is None:

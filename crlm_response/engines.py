@@ -97,15 +97,7 @@ class ResultSink:
                 total[key] += c[key]
         self.best_parts.append(result.best)
         self.warnings += len(result.warnings)
-        tables = {
-            "visits": result.visits,
-            "best": result.best,
-            "errors": result.rejected,
-            "warnings": result.warnings,
-            "flags": result.flags,
-            "lesions": result.lesions,
-        }
-        for kind, frame in tables.items():
+        for kind, frame in result.tables().items():
             if frame is None or frame.empty:
                 if frame is not None and len(frame.columns):
                     self._empty_columns.setdefault(kind, list(frame.columns))
