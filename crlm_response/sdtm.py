@@ -377,12 +377,9 @@ def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
             "line": les["line"].to_numpy(),
         }
     )
-    from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, spec_of
+    from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, add_absent_columns
 
-    for column in LESION_VALUE_COLUMNS:
-        if column not in lesions:
-            spec = spec_of(column)
-            lesions[column] = np.nan if spec is not None and spec.kind in ("number", "integer", "bool") else None
+    add_absent_columns(lesions, LESION_VALUE_COLUMNS)
     # Day: the study day (TRDY). A visit without TRDY but with a full date is placed by its date, on the same
     # scale: study day of another visit of the stream plus the days between the two dates.
     date_days = visits["date"].to_numpy().astype("datetime64[D]").astype("float")
@@ -403,10 +400,7 @@ def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
             "line": visits["line"].to_numpy(),
         }
     )
-    for column in VISIT_VALUE_COLUMNS:
-        if column not in visit_table:
-            spec = spec_of(column)
-            visit_table[column] = np.nan if spec is not None and spec.kind in ("number", "integer", "bool") else None
+    add_absent_columns(visit_table, VISIT_VALUE_COLUMNS)
     stream_rows = rows.drop_duplicates("subject_id")
     acptfl = rows.groupby("subject_id")["acptfl"].agg(lambda s: next((x for x in s if x), ""))
     streams = pd.DataFrame(

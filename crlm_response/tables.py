@@ -17,7 +17,7 @@ import functools
 import types
 import typing
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -156,13 +156,25 @@ def blank_where(values: Any, missing: Any) -> np.ndarray:
     return out
 
 
+def is_numeric_kind(spec: FieldSpec | None) -> bool:
+    """Numbers, whole numbers and yes/no are float64 in the engine (missing = NaN); the rest are objects."""
+    return spec is not None and spec.kind in ("number", "integer", "bool")
+
+
+def add_absent_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Give `frame` every one of `columns` it lacks, all missing, typed as the engine expects."""
+    for column in columns:
+        if column not in frame:
+            frame[column] = np.nan if is_numeric_kind(spec_of(column)) else None
+
+
 def coerce_known_types(frame: pd.DataFrame, specs: dict[str, FieldSpec]) -> pd.DataFrame:
     """Give already-valid columns their engine dtypes: numbers and yes/no as float64, words as objects."""
     out: dict[str, Any] = {}
     for column in frame.columns:
         spec = specs.get(column)
         values = frame[column]
-        if spec is not None and spec.kind in ("number", "integer", "bool"):
+        if is_numeric_kind(spec):
             if values.dtype == np.float64:
                 out[column] = values.to_numpy()
             else:
