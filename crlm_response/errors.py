@@ -80,3 +80,10 @@ class InputTableError(CrlmError):
 
 class StrictModeError(CrlmError):
     """A warning turned into an error by `--strict`."""
+
+
+def not_utf8_message(raw: bytes, exc: UnicodeDecodeError) -> tuple[str, int]:
+    """The message for text that is not UTF-8, naming the bad byte and its column, and the 1-based line."""
+    line = raw[: exc.start].count(b"\n") + 1
+    column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+    return f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column})", line

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import InputTableError
+from .errors import InputTableError, not_utf8_message
 from .tables import (
     LESION_SPECS,
     ORGAN_SPECS,
@@ -296,10 +296,9 @@ def _detect_encoding(path: Path, encoding: str) -> str:
     except UnicodeDecodeError as exc:
         whole_file = len(head) < (1 << 16)
         if whole_file or exc.start < len(head) - 4:  # else a character cut by the 64 KB window
-            line = head[: exc.start].count(b"\n") + 1
-            column = exc.start - (head.rfind(b"\n", 0, exc.start) + 1) + 1
+            message, line = not_utf8_message(head, exc)
             raise InputTableError(
-                f"not UTF-8 text (byte 0x{head[exc.start]:02x} at column {column})",
+                message,
                 file=path,
                 line=line,
                 hint="save as UTF-8, or pass --encoding latin-1 (or cp1252) if that is what the file is",

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .errors import CrlmError
+from .errors import CrlmError, not_utf8_message
 
 MAX_YAML_BYTES = 20 * 1024 * 1024
 MAX_YAML_NODES = 500_000
@@ -40,10 +40,9 @@ def _decode(raw: bytes, file: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        message, line = not_utf8_message(raw, exc)
         raise YamlError(
-            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column})",
+            message,
             file=file,
             line=line,
             hint="save the file as UTF-8",
