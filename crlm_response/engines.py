@@ -24,7 +24,15 @@ from .batch import BatchResult, score_read
 from .errors import CrlmError, InputTableError
 from .summary import summarise
 from .trial import ERROR_COLUMNS, ColumnMap, RawTable, _apply_map, check_long_columns, long_from_frames
-from .writers import OutputError, atomic_path, commit, neutralise_formulas, temporary_beside, write_table
+from .writers import (
+    OutputError,
+    atomic_path,
+    commit,
+    neutralise_formulas,
+    publish_later,
+    temporary_beside,
+    write_table,
+)
 
 LINE = "_line"
 OUTPUT_KINDS = ("visits", "best", "errors", "warnings", "flags", "lesions")
@@ -156,7 +164,7 @@ class ResultSink:
         )
         if self.folder is not None:
             self._staging()  # also when no part had rows: the earlier run's parts must still go
-            self._publish_dataset()
+            publish_later(self._publish_dataset)  # with the run's other outputs (e.g. --summary-file), or not at all
         for kind, spool in self._spools.items():
             path = self.paths[kind]
             assert path is not None

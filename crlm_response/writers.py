@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,15 @@ def _umask() -> int:
     return current
 
 
-# Files finished inside `all_or_nothing()`, waiting to be renamed over their destinations together.
-_PENDING: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("_PENDING", default=None)
+@dataclass
+class _Pending:
+    """What an `all_or_nothing()` block has finished and will put in place at its end."""
+
+    files: list[tuple[Path, Path]] = field(default_factory=list)  # (temporary file, destination)
+    actions: list[Callable[[], None]] = field(default_factory=list)  # e.g. swapping in a dataset folder
+
+
+_PENDING: ContextVar[_Pending | None] = ContextVar("_PENDING", default=None)
 
 
 @contextmanager
@@ -54,18 +62,20 @@ def all_or_nothing() -> Iterator[None]:
     A run that fails while writing its third output must not leave a new first output beside old others:
     that would be a set of results that never existed.
     """
-    pending: list[tuple[Path, Path]] = []
+    pending = _Pending()
     token = _PENDING.set(pending)
     try:
         yield
     except BaseException:
-        for tmp, _ in pending:
+        for tmp, _ in pending.files:
             _unlink_quietly(tmp)
         raise
     finally:
         _PENDING.reset(token)
-    for tmp, target in pending:
+    for tmp, target in pending.files:
         _publish(tmp, target)
+    for action in pending.actions:
+        action()
 
 
 def commit(tmp: str | Path, target: str | Path) -> None:
@@ -75,7 +85,17 @@ def commit(tmp: str | Path, target: str | Path) -> None:
     if pending is None:
         _publish(Path(tmp), Path(target))
     else:
-        pending.append((Path(tmp), Path(target)))
+        pending.files.append((Path(tmp), Path(target)))
+
+
+def publish_later(action: Callable[[], None]) -> None:
+    """Run `action`, which puts finished outputs in place, now or with the files of the enclosing
+    `all_or_nothing()` (if the block fails it never runs: the caller's clean-up must then remove what it staged)."""
+    pending = _PENDING.get()
+    if pending is None:
+        action()
+    else:
+        pending.actions.append(action)
 
 
 def _publish(tmp: Path, target: Path) -> None:

@@ -104,6 +104,33 @@ def test_a_dataset_folder_is_replaced_whole_on_a_second_run(tmp_path: Path) -> N
     pd.testing.assert_frame_equal(read_sorted(folder / "visits", list(want.columns)), want, check_dtype=False)
 
 
+def test_a_failed_run_into_a_dataset_folder_leaves_the_earlier_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dataset is published with the run's other outputs: when the summary file cannot be written (the last
+    write of a run), the earlier run's dataset stays whole and no staging folder is left behind."""
+    from crlm_response import writers
+
+    source = cohort_with_bad_rows(tmp_path / "cohort.csv")
+    folder = tmp_path / "dataset"
+    first = run_cli("batch", source, "--chunk-rows", "1000", "-o", f"{folder}/")
+    assert first.exit_code == 0, first.stderr
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*.parquet")}
+    assert len(before) > 2
+
+    def full_disk(path: object, text: str) -> None:
+        raise writers.OutputError("cannot write: No space left on device", file=path)
+
+    monkeypatch.setattr(writers, "write_text", full_disk)
+    second = run_cli(
+        "batch", source, "--chunk-rows", "1000000", "-o", f"{folder}/", "--summary-file", tmp_path / "s.json"
+    )
+    assert second.exit_code == 1 and "No space left on device" in second.stderr, second.stderr
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*.parquet")}
+    assert after == before
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "staging folder left behind"
+
+
 def test_chunks_of_a_parquet_dataset_of_several_files(tmp_path: Path) -> None:
     """A folder of Parquet files (one layout) through the bounded-memory engine: the same answers as one file,
     and one accounting line per file."""
