@@ -119,6 +119,11 @@ class Assessment:
                 flags.append(item)
         return flags
 
+    @property
+    def toxicity_assessed(self) -> bool:
+        """Whether a toxicity rule set was run (an empty flag list then means "none raised")."""
+        return any(r.rule_set.schema.kind == "toxicity" for r in self.results.values())
+
     def block(self, rule_id: str) -> dict[str, Any]:
         result = self.results[rule_id]
         schema = result.rule_set.schema
@@ -155,6 +160,7 @@ class Assessment:
                 "best_overall_response",
                 "best_overall_response_day",
                 "best_overall_response_timepoint",
+                "best_overall_response_reason",
                 "responder",
                 "clinical_benefit",
             ):
@@ -183,7 +189,9 @@ class Assessment:
             "case_id": self.case_id,
             "crlm_response_version": __version__,
             "criteria": {rule_id: self.block(rule_id) for rule_id in self.response_results},
-            "toxicity": self.toxicity,
+            # "Not assessed" must never read as "none raised": null, not an empty list, when no toxicity set ran.
+            "toxicity": self.toxicity if self.toxicity_assessed else None,
+            "toxicity_assessed": self.toxicity_assessed,
             "warnings": self.warnings,
             "disagreements": self.disagreements(),
         }

@@ -1,11 +1,25 @@
 """Best overall response from per-visit responses (RECIST 1.1 §4.4 / E2009 Table 3; REFERENCE §1.9).
 
-One vectorised function serves `assess`, `batch` and the `bor` command. Visits are taken up to and including
-the first PD. Without confirmation, CR, PR and PD count whenever they occur and SD (or NON-CR/NON-PD) counts
-only from `sd_min_days` after baseline. With confirmation, a CR needs a later CR, and a PR a later CR or PR,
-at least `min_confirmation_interval_days` later, with only allowed responses in between (admiralonco
-`derive_param_confirmed_bor` conventions); an unconfirmed CR or PR still counts as SD once `sd_min_days` has
-passed. Nothing loops over visits in Python: confirmation pairs are built with numpy over all subjects.
+One vectorised function serves `assess`, `batch` and the `bor` command, for every criteria set: it works on the
+*roles* of the set's words (see `roles.py`), never on the words themselves.
+
+Method ``recist`` (E2009; admiralonco `derive_param_confirmed_bor` conventions for sequences longer than two):
+
+1. Visits are taken up to and including the first progression (`stop_at_first_pd`).
+2. With confirmation, a complete response needs a later complete response, and a partial response a later
+   complete or partial response, at least `min_confirmation_interval_days` later, with only allowed responses in
+   between (at most `max_ne_between_confirmation` not evaluable, and for a partial response at most one stable
+   disease when `accept_sd_between_pr_confirmation`). An unconfirmed response counts as stable disease once
+   `sd_min_days` have passed.
+3. Stable disease (and non-target-only disease) counts only from `sd_min_days` after baseline; earlier it counts
+   as not evaluable (so early SD then PD is PD, early SD then nothing is NE).
+4. The best contribution wins (the set's ranking; ties: the earliest). Not done ranks below not evaluable; a subject
+   with no assessment at all gets the `missing` role (admiralonco MISSING), or not evaluable with `missing_as_ne`.
+
+Method ``rank``: the best-ranked word of the set's ranking, with no time windows (Chun, PERCIST).
+
+Every subject also gets a one-line reason: why its best response is what it is and, when it is lower than its
+best visit, why. Nothing loops over visits in Python: confirmation pairs are built with numpy over all subjects.
 """
 
 from __future__ import annotations
@@ -16,9 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-RECIST_RANKING = ("CR", "PR", "SD", "NON-CR/NON-PD", "PD", "NE")
-RESPONSES = frozenset(RECIST_RANKING)
-MISSING_WORDS = frozenset({"", "ND", "NA", "NAN", "NONE", "MISSING"})
+from .roles import CONFIRMED_ROLES, ROLE_CODE, TIMED_ROLES, ResponseScale
+
+# Words that mean "no assessment" when they stand in a per-visit response column (exports write missing values so).
+MISSING_WORDS = frozenset({"", "NA", "NAN", "NONE", "MISSING", "NULL"})
+NO_ROLE = -1
+_R = ROLE_CODE
 
 
 @dataclass(frozen=True)
@@ -39,17 +56,38 @@ class BorSettings:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in known and v is not None})
 
+    @property
+    def non_target_min_days(self) -> float:
+        return self.sd_min_days if self.non_cr_non_pd_min_days is None else self.non_cr_non_pd_min_days
+
 
 @dataclass
 class BorResult:
-    """Per subject: best response and its day; per visit: what each visit contributed."""
+    """Per subject: best response, its day and reason; per input row: what each visit contributed."""
 
-    subjects: (
-        pd.DataFrame
-    )  # subject, best_overall_response, best_overall_response_day, best_row, responder, clinical_benefit
-    contribution: np.ndarray  # per input row: the category the visit counts as (None: does not count / dropped)
-    confirmed: np.ndarray  # per input row: a CR or PR confirmed by a later visit
+    # subject, best_overall_response, best_overall_response_day, best_row, responder, clinical_benefit,
+    # best_overall_response_reason, best_overall_response_note
+    subjects: pd.DataFrame
+    contribution: np.ndarray  # per input row: the word the visit counts as (None: does not count / dropped)
+    confirmed: np.ndarray  # per input row: a response confirmed by a later visit
+    confirmed_by: np.ndarray  # per input row: the input row that confirms it (-1: none)
     cr_then_pr: pd.DataFrame  # warnings: subject, pr_row, cr_row
+
+
+def role_codes(words: np.ndarray, scale: ResponseScale, method: str = "recist") -> np.ndarray:
+    """Role code per word (NO_ROLE for missing words and, with method recist, for not-applicable ones)."""
+    codes, uniques = pd.factorize(pd.Series(words, dtype=object), use_na_sentinel=True)
+    mapped = np.full(len(uniques) + 1, NO_ROLE, dtype=np.int64)
+    for k, word in enumerate(uniques):
+        text = str(word).strip()
+        role = scale.role_of(text)  # a set's own word first: Chun's "none" is a category, not a missing value
+        if role is None and text.upper() in MISSING_WORDS:
+            continue
+        if method == "rank" and text not in scale.ranking:
+            role = None
+        if role is not None and not (method == "recist" and role in ("not_applicable", "missing")):
+            mapped[k] = _R[role]
+    return mapped[np.where(codes >= 0, codes, len(uniques))]
 
 
 def _group_end(subject: np.ndarray) -> np.ndarray:
@@ -59,152 +97,353 @@ def _group_end(subject: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     change = np.r_[subject[1:] != subject[:-1], True]
     ends = np.flatnonzero(change) + 1
-    starts_of_group = np.r_[0, ends[:-1]]
-    sizes = ends - starts_of_group
+    sizes = ends - np.r_[0, ends[:-1]]
     return np.repeat(ends, sizes)
 
 
-def _confirmed(subject: np.ndarray, day: np.ndarray, resp: np.ndarray, s: BorSettings) -> np.ndarray:
-    n = len(resp)
-    confirmed = np.zeros(n, dtype=bool)
-    is_cr, is_pr = resp == "CR", resp == "PR"
+def _confirmations(subject: np.ndarray, day: np.ndarray, role: np.ndarray, s: BorSettings) -> np.ndarray:
+    """For each complete/partial response row, the first later row of the same subject that confirms it (-1: none).
+
+    Rows are sorted by subject and day. All (response, later visit) pairs of a subject are built at once."""
+    n = len(role)
+    confirming = np.full(n, -1, dtype=np.int64)
+    is_cr, is_pr = role == _R["complete"], role == _R["partial"]
     candidates = np.flatnonzero(is_cr | is_pr)
     if not len(candidates):
-        return confirmed
+        return confirming
     end = _group_end(subject)
     counts = end[candidates] - candidates - 1
     i = np.repeat(candidates, counts)
     if not len(i):
-        return confirmed
+        return confirming
     j = i + 1 + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
 
-    def cum(mask: np.ndarray) -> np.ndarray:
-        return np.r_[0, np.cumsum(mask.astype(np.int64))]
-
-    def between(c: np.ndarray) -> np.ndarray:  # count in the open interval (i, j)
+    def between(mask: np.ndarray) -> np.ndarray:  # how many rows in the open interval (i, j) satisfy mask
+        c = np.r_[0, np.cumsum(mask.astype(np.int64))]
         return c[j] - c[i + 1]
 
-    is_ne, is_sd = resp == "NE", resp == "SD"
-    ne_between = between(cum(is_ne))
+    is_ne, is_sd = role == _R["not_evaluable"], role == _R["stable"]
     far_enough = (day[j] - day[i]) >= s.min_confirmation_interval_days
-    ne_ok = ne_between <= s.max_ne_between_confirmation
-
-    cr_pair = is_cr[i] & is_cr[j] & (between(cum(~(is_cr | is_ne))) == 0)
+    ne_ok = between(is_ne) <= s.max_ne_between_confirmation
+    cr_pair = is_cr[i] & is_cr[j] & (between(~(is_cr | is_ne)) == 0)
+    # admiralonco: no PR after a CR inside a PR's confirmation window.
     idx = np.arange(n)
     big = n + 1
-    nxt = np.where(is_cr, idx, big)[::-1]
-    next_cr_from = pd.Series(nxt).groupby(subject[::-1]).cummin().to_numpy()[::-1]
-    next_cr_after = np.r_[next_cr_from[1:], big]
-    next_cr_after = np.where(np.r_[subject[1:] == subject[:-1], False], next_cr_after, big)
+    next_cr_from = pd.Series(np.where(is_cr, idx, big)[::-1]).groupby(subject[::-1]).cummin().to_numpy()[::-1]
+    next_cr_after = np.where(np.r_[subject[1:] == subject[:-1], False], np.r_[next_cr_from[1:], big], big)
     last_pr_upto = pd.Series(np.where(is_pr, idx, -1)).groupby(subject).cummax().to_numpy()
     pr_after_cr = next_cr_after[i] < last_pr_upto[j]
     allowed = is_cr | is_pr | is_sd | is_ne
+    sd_allowed = 1 if s.accept_sd_between_pr_confirmation else 0  # admiralonco accept_sd: ONE SD is acceptable
     pr_pair = (
-        is_pr[i]
-        & (is_cr[j] | is_pr[j])
-        & (between(cum(~allowed)) == 0)
-        & ~pr_after_cr
-        & (s.accept_sd_between_pr_confirmation | (between(cum(is_sd)) == 0))
+        is_pr[i] & (is_cr[j] | is_pr[j]) & (between(~allowed) == 0) & ~pr_after_cr & (between(is_sd) <= sd_allowed)
     )
     ok = far_enough & ne_ok & (cr_pair | pr_pair)
-    confirmed[i[ok]] = True
-    return confirmed
+    if ok.any():
+        first = pd.Series(j[ok]).groupby(i[ok]).min()
+        confirming[first.index.to_numpy()] = first.to_numpy()
+    return confirming
+
+
+def _contribution(role: np.ndarray, day: np.ndarray, confirmed: np.ndarray, s: BorSettings) -> np.ndarray:
+    """The role each kept visit counts as towards the best response (method recist)."""
+    out = role.copy()
+    late = day >= s.sd_min_days
+    responding = (role == _R["complete"]) | (role == _R["partial"])
+    if s.confirmation_required:
+        unconfirmed = responding & ~confirmed
+        out[unconfirmed] = np.where(late[unconfirmed], _R["stable"], _R["not_evaluable"])
+    timed = (role == _R["stable"]) | (role == _R["minor"])
+    out[timed & ~late] = _R["not_evaluable"]
+    non_target = role == _R["non_measurable_stable"]
+    out[non_target & (day < s.non_target_min_days)] = _R["not_evaluable"]
+    return out
+
+
+def _rank_of_roles(scale: ResponseScale) -> np.ndarray:
+    """Sort key per role code: the set's ranking first, then roles it does not rank, in the default order."""
+    keys = np.full(len(ROLE_CODE), 10_000, dtype=np.int64)
+    for role, code in ROLE_CODE.items():
+        word = scale.word(role)
+        keys[code] = scale.ranking.index(word) if word in scale.ranking else len(scale.ranking) + code
+    return keys
 
 
 def best_overall_response(
     subject: np.ndarray | pd.Series,
     day: np.ndarray | pd.Series,
     response: np.ndarray | pd.Series,
-    settings: BorSettings = BorSettings(),
-    ranking: tuple[str, ...] = RECIST_RANKING,
+    settings: BorSettings,
+    scale: ResponseScale,
     method: str = "recist",
+    labels: np.ndarray | pd.Series | None = None,
 ) -> BorResult:
     """Best overall response per subject.
 
-    `subject`, `day` (days since the reference date) and `response` are parallel arrays in any order.
-    `response` values must already be valid categories (or missing). `method="rank"` takes the best-ranked
-    category with no time windows (for criteria such as Chun or PERCIST).
+    `subject`, `day` (days since the reference date) and `response` (the set's words, or missing) are parallel
+    arrays in any order; `labels` (optional) name each visit in the reasons ("PR at FU2 (day 126)").
     """
     subj = np.asarray(subject, dtype=object)
     days = np.asarray(day, dtype=float)
-    resp_in = np.asarray(response, dtype=object)
-    n = len(resp_in)
-    order = np.lexsort((days, pd.factorize(subj, sort=True)[0])) if n else np.zeros(0, dtype=np.int64)
-    s_subj, s_day, s_resp = subj[order], days[order], resp_in[order].copy()
-
-    words = pd.Series(s_resp, dtype=object)
-    missing = words.isna().to_numpy(dtype=bool).copy()
-    if method == "recist":  # other rankings may use such words as real categories (Chun's "none")
-        missing |= words.astype(str).str.strip().str.upper().isin(MISSING_WORDS).to_numpy(dtype=bool)
+    words = np.asarray(response, dtype=object)
+    names = np.asarray(labels, dtype=object) if labels is not None else np.full(len(words), None, dtype=object)
+    n = len(words)
+    codes, uniques = pd.factorize(subj, sort=True)
+    order = np.lexsort((days, codes)) if n else np.zeros(0, dtype=np.int64)
+    s_code, s_day, s_word = codes[order], days[order], words[order]
+    role = role_codes(s_word, scale, method)
     if method == "recist" and settings.missing_as_ne:
-        s_resp[missing] = "NE"
-        keep = np.ones(n, dtype=bool)
-    else:
-        keep = ~missing
+        role = np.where(role == NO_ROLE, _R["not_evaluable"], role)
+        s_word = np.where(role == _R["not_evaluable"], np.asarray(scale.word("not_evaluable"), dtype=object), s_word)
+    keep = role != NO_ROLE
+    after_pd = np.zeros(n, dtype=bool)
     if method == "recist" and settings.stop_at_first_pd:
-        is_pd = (s_resp == "PD") & keep
-        before = pd.Series(is_pd.astype(np.int64)).groupby(s_subj).cumsum().to_numpy() - is_pd
-        keep &= before == 0
+        is_pd = (role == _R["progression"]) & keep
+        before = pd.Series(is_pd.astype(np.int64)).groupby(s_code).cumsum().to_numpy() - is_pd
+        after_pd = keep & (before > 0)
+        keep &= ~after_pd
 
-    k_subj, k_day, k_resp = s_subj[keep], s_day[keep], s_resp[keep]
-    contribution = np.full(len(k_resp), None, dtype=object)
-    confirmed = np.zeros(len(k_resp), dtype=bool)
+    k = np.flatnonzero(keep)
+    k_code, k_day, k_role = s_code[k], s_day[k], role[k]
+    confirming = np.full(len(k), -1, dtype=np.int64)
     if method == "recist":
-        ncnp_min = settings.sd_min_days if settings.non_cr_non_pd_min_days is None else settings.non_cr_non_pd_min_days
-        late = k_day >= settings.sd_min_days
         if settings.confirmation_required:
-            confirmed = _confirmed(k_subj, k_day, k_resp, settings)
-            for word in ("CR", "PR"):
-                hit = k_resp == word
-                contribution[hit & confirmed] = word
-                contribution[hit & ~confirmed & late] = "SD"
-        else:
-            contribution[k_resp == "CR"] = "CR"
-            contribution[k_resp == "PR"] = "PR"
-        contribution[(k_resp == "SD") & late] = "SD"
-        contribution[(k_resp == "NON-CR/NON-PD") & (k_day >= ncnp_min)] = "NON-CR/NON-PD"
-        contribution[k_resp == "PD"] = "PD"
+            confirming = _confirmations(k_code, k_day, k_role, settings)
+        contribution = _contribution(k_role, k_day, confirming >= 0, settings)
+        rank = _rank_of_roles(scale)[contribution]
+        raw_rank = _rank_of_roles(scale)[k_role]
     else:
-        valid = pd.Series(k_resp, dtype=object).isin(list(ranking)).to_numpy(dtype=bool)
-        contribution[valid] = k_resp[valid]
+        position = {w: r for r, w in enumerate(scale.ranking)}
+        rank = pd.Series(s_word[k], dtype=object).map(position).to_numpy(dtype=np.int64)
+        raw_rank = rank
+        contribution = k_role
 
-    rank_of = {c: r for r, c in enumerate(ranking)}
-    worst = len(ranking)
-    rank = pd.Series(contribution, dtype=object).map(rank_of).fillna(worst).to_numpy(dtype=np.int64)
-    kept_rows = order[keep]
-    frame = pd.DataFrame({"subject": k_subj, "rank": rank, "day": k_day, "row": kept_rows})
-    all_subjects = pd.Index(pd.unique(s_subj))
-    if len(frame):
-        best = frame.sort_values(["subject", "rank", "day"], kind="stable").drop_duplicates("subject")
-        best = best.set_index("subject").reindex(all_subjects)
+    n_subjects = len(uniques)
+    best_k = np.full(n_subjects, -1, dtype=np.int64)
+    if len(k):
+        pick = np.lexsort((k_day, rank, k_code))
+        first = np.r_[True, k_code[pick][1:] != k_code[pick][:-1]]
+        best_k[k_code[pick][first]] = pick[first]
+    has_best = best_k >= 0
+    safe_best = np.maximum(best_k, 0)
+    if method == "recist":
+        best_role = np.where(has_best, contribution[safe_best] if len(k) else 0, _R["missing"])
+        if settings.missing_as_ne:
+            best_role = np.where(has_best, best_role, _R["not_evaluable"])
+        word_of_role = np.array([scale.word(r) for r in ROLE_CODE], dtype=object)
+        bor = word_of_role[best_role]
+        contributed_words = word_of_role[contribution] if len(k) else np.zeros(0, dtype=object)
     else:
-        best = pd.DataFrame(index=all_subjects, columns=["rank", "day", "row"], dtype=float)
-    none_rank = (best["rank"].isna() | (best["rank"] >= worst)).to_numpy(dtype=bool)
-    fallback = "NE" if method == "recist" else None
-    words_by_rank = np.asarray(list(ranking) + [fallback], dtype=object)
-    ranks = np.where(none_rank, worst, best["rank"].fillna(worst).to_numpy(dtype=float)).astype(np.int64)
-    bor = words_by_rank[ranks]
-    result = pd.DataFrame(
+        best_role = np.where(has_best, k_role[safe_best] if len(k) else 0, _R["missing"])
+        bor = np.full(n_subjects, scale.word("missing"), dtype=object)
+        if len(k):
+            bor[has_best] = s_word[k][safe_best[has_best]]
+        contributed_words = s_word[k]
+
+    rows_sorted = order[k]  # kept row -> input row
+    best_row = np.where(has_best, rows_sorted[safe_best] if len(k) else -1, -1)
+    table = pd.DataFrame(
         {
-            "subject": all_subjects.to_numpy(dtype=object),
+            "subject": uniques.astype(object) if n_subjects else np.zeros(0, dtype=object),
             "best_overall_response": bor,
-            "best_overall_response_day": np.where(none_rank, np.nan, best["day"].to_numpy(dtype=float)),
-            "best_row": np.where(none_rank, -1, best["row"].fillna(-1).to_numpy(dtype=float)).astype(np.int64),
+            "best_overall_response_day": np.where(has_best, k_day[safe_best] if len(k) else np.nan, np.nan),
+            "best_row": best_row,
         }
     )
-    result["responder"] = np.where(np.isin(result["best_overall_response"].astype(str), ["CR", "PR"]), "Y", "N")
-    result["clinical_benefit"] = np.where(
-        np.isin(result["best_overall_response"].astype(str), ["CR", "PR", "SD", "NON-CR/NON-PD"]), "Y", "N"
-    )
+    bor_roles = pd.Series(bor, dtype=object).map(scale.roles)
+    table["responder"] = np.where(bor_roles.isin(list(scale.responder_roles)), "Y", "N")
+    table["clinical_benefit"] = np.where(bor_roles.isin(list(scale.benefit_roles)), "Y", "N")
 
-    # Per-input-row views, in the caller's order.
+    facts = _Facts(
+        scale=scale,
+        settings=settings,
+        method=method,
+        n_subjects=n_subjects,
+        k_code=k_code,
+        k_day=k_day,
+        k_role=k_role,
+        k_word=s_word[k],
+        k_name=names[order][k],
+        raw_rank=raw_rank,
+        rank=rank,
+        confirming=confirming,
+        best_k=best_k,
+        best_role=best_role,
+        bor=bor,
+        after_pd_code=s_code[after_pd],
+        pd_rows=np.flatnonzero(keep & (role == _R["progression"])),
+        s_code=s_code,
+        s_day=s_day,
+        s_name=names[order],
+        s_word=s_word,
+    )
+    table["best_overall_response_reason"], table["best_overall_response_note"] = _reasons(facts)
+
     full_contribution = np.full(n, None, dtype=object)
     full_confirmed = np.zeros(n, dtype=bool)
-    full_contribution[kept_rows] = contribution
-    full_confirmed[kept_rows] = confirmed
+    full_confirmed_by = np.full(n, -1, dtype=np.int64)
+    full_contribution[rows_sorted] = contributed_words
+    full_confirmed[rows_sorted] = confirming >= 0
+    full_confirmed_by[rows_sorted] = np.where(confirming >= 0, rows_sorted[np.maximum(confirming, 0)], -1)
+    warn = _cr_then_pr(k_code, k_role, rows_sorted, uniques) if method == "recist" else _empty_warnings()
+    return BorResult(table, full_contribution, full_confirmed, full_confirmed_by, warn)
 
-    warn = _cr_then_pr(k_subj, k_resp, kept_rows) if method == "recist" else _empty_warnings()
-    return BorResult(result, full_contribution, full_confirmed, warn)
+
+# --------------------------------------------------------------------------------------------------
+# Reasons
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Facts:
+    """What the reasons are written from (kept rows are `k_*`, all sorted rows `s_*`)."""
+
+    scale: ResponseScale
+    settings: BorSettings
+    method: str
+    n_subjects: int
+    k_code: np.ndarray
+    k_day: np.ndarray
+    k_role: np.ndarray
+    k_word: np.ndarray
+    k_name: np.ndarray
+    raw_rank: np.ndarray
+    rank: np.ndarray
+    confirming: np.ndarray
+    best_k: np.ndarray
+    best_role: np.ndarray
+    bor: np.ndarray
+    after_pd_code: np.ndarray
+    pd_rows: np.ndarray
+    s_code: np.ndarray
+    s_day: np.ndarray
+    s_name: np.ndarray
+    s_word: np.ndarray
+
+
+def _days(values: np.ndarray) -> np.ndarray:
+    """Day numbers as text (whole days without decimals)."""
+    out = pd.Series(values, dtype=float)
+    text = out.map(lambda v: f"{v:g}")
+    return text.to_numpy(dtype=object)
+
+
+def _visit_text(words: np.ndarray, names: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """`PR at FU2 (day 126)`, or `PR on day 126` when visits have no names."""
+    w = pd.Series(words, dtype=object).astype(str)
+    d = pd.Series(_days(days), dtype=object)
+    has_name = ~pd.isna(pd.Series(names, dtype=object))
+    named = w + " at " + pd.Series(names, dtype=object).astype(str) + " (day " + d + ")"
+    plain = w + " on day " + d
+    return np.where(has_name.to_numpy(), named.to_numpy(dtype=object), plain.to_numpy(dtype=object))
+
+
+def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
+    """One line per subject: why the best response is what it is, and (note) why it is lower than a visit's."""
+    scale, s = f.scale, f.settings
+    reason = np.full(f.n_subjects, "", dtype=object)
+    note = np.full(f.n_subjects, None, dtype=object)
+    has_best = f.best_k >= 0
+    b = np.maximum(f.best_k, 0)
+    if len(f.k_code):
+        at_best = _visit_text(f.k_word[b], f.k_name[b], f.k_day[b])
+        as_counted = _visit_text(f.bor, f.k_name[b], f.k_day[b])
+    else:
+        at_best = as_counted = np.full(f.n_subjects, "", dtype=object)
+    bor_text = pd.Series(f.bor, dtype=object).astype(str).to_numpy(dtype=object)
+    confirmers = {
+        _R["complete"]: " or ".join(scale.words_with_roles({"complete"})) or "complete response",
+        _R["partial"]: " or ".join(scale.words_with_roles({"complete", "partial"})) or "response",
+    }
+    interval = f"{s.min_confirmation_interval_days:g}"
+
+    if f.method == "rank":
+        reason[has_best] = at_best[has_best] + ": the best-ranked response"
+    else:
+        raw_role = f.k_role[b] if len(f.k_code) else np.zeros(f.n_subjects, dtype=np.int64)
+        same = has_best & (raw_role == f.best_role)
+        confirmed = f.confirming[b] >= 0 if len(f.k_code) else np.zeros(f.n_subjects, dtype=bool)
+        responding = np.isin(f.best_role, [_R[r] for r in CONFIRMED_ROLES])
+        if s.confirmation_required and len(f.k_code):
+            c = np.maximum(f.confirming[b], 0)
+            by = _visit_text(f.k_word[c], f.k_name[c], f.k_day[c])
+            hit = same & responding & confirmed
+            reason[hit] = at_best[hit] + ", confirmed by " + by[hit]
+        else:
+            hit = same & responding
+            reason[hit] = at_best[hit] + "; confirmation not required"
+        timed = same & np.isin(f.best_role, [_R[r] for r in TIMED_ROLES])
+        reason[timed] = at_best[timed] + f", at least {s.sd_min_days:g} days after baseline"
+        non_target = same & (f.best_role == _R["non_measurable_stable"])
+        reason[non_target] = at_best[non_target] + f", at least {s.non_target_min_days:g} days after baseline"
+        plain = same & np.isin(f.best_role, [_R["unconfirmed_progression"], _R["progression"]])
+        reason[plain] = at_best[plain]
+        # A response that was not confirmed, counted as stable disease once the minimum time had passed.
+        demoted = has_best & ~same & (f.best_role == _R["stable"])
+        reason[demoted] = as_counted[demoted]
+        for code, words in confirmers.items():
+            hit = demoted & (raw_role == code)
+            note[hit] = (
+                at_best[hit] + f" not confirmed: no {words} at least {interval} days later, so it counts as "
+                f"{scale.word('stable')}"
+            )
+        ne = has_best & (f.best_role == _R["not_evaluable"])
+        reason[ne] = bor_text[ne] + ": no assessment qualifies for a better response"
+        nd = has_best & (f.best_role == _R["not_done"])
+        reason[nd] = bor_text[nd] + ": no assessment was done"
+        _lower_notes(f, note, confirmers, interval)
+    missing = ~has_best
+    reason[missing] = bor_text[missing] + ": no assessment"
+    _after_pd_notes(f, note)
+    with_note = ~pd.isna(pd.Series(note, dtype=object)).to_numpy()
+    reason[with_note] = reason[with_note] + "; " + note[with_note]
+    return reason, note
+
+
+def _lower_notes(f: _Facts, note: np.ndarray, confirmers: dict[int, str], interval: str) -> None:
+    """When a visit's own response ranks above the best response: say why it did not count."""
+    if not len(f.k_code):
+        return
+    s = f.settings
+    order = np.lexsort((f.k_day, f.raw_rank, f.k_code))
+    first = np.r_[True, f.k_code[order][1:] != f.k_code[order][:-1]]
+    top = order[first]  # per subject with kept rows: the visit with the best response as recorded
+    subjects = f.k_code[top]
+    best_rank = f.rank[np.maximum(f.best_k[subjects], 0)]
+    lower = (f.raw_rank[top] < best_rank) & (top != f.best_k[subjects])
+    if not lower.any():
+        return
+    rows, subjects = top[lower], subjects[lower]
+    visit = _visit_text(f.k_word[rows], f.k_name[rows], f.k_day[rows])
+    role, day = f.k_role[rows], f.k_day[rows]
+    text = np.full(len(rows), None, dtype=object)
+    for code, words in confirmers.items():
+        hit = (role == code) & (f.confirming[rows] < 0) & s.confirmation_required
+        text[hit] = visit[hit] + f" not confirmed: no {words} at least {interval} days later"
+        early = hit & (day < s.sd_min_days)
+        text[early] = text[early] + f", and before the {s.sd_min_days:g}-day minimum for stable disease"
+    timed = np.isin(role, [_R[r] for r in TIMED_ROLES]) & (day < s.sd_min_days)
+    text[timed] = visit[timed] + f" is before the {s.sd_min_days:g}-day minimum for stable disease"
+    non_target = (role == _R["non_measurable_stable"]) & (day < s.non_target_min_days)
+    text[non_target] = visit[non_target] + f" is before the {s.non_target_min_days:g}-day minimum"
+    if not s.confirmation_required:
+        early = np.isin(role, [_R["complete"], _R["partial"]]) & pd.isna(text)
+        text[early] = visit[early] + " does not count"
+    note[subjects] = text
+
+
+def _after_pd_notes(f: _Facts, note: np.ndarray) -> None:
+    """Visits after the first progression never count (E2009 §4.4): say so, naming the progression visit."""
+    if not len(f.after_pd_code):
+        return
+    subjects = np.unique(f.after_pd_code)
+    pd_of_subject = np.full(f.n_subjects, -1, dtype=np.int64)
+    pd_of_subject[f.s_code[f.pd_rows][::-1]] = f.pd_rows[::-1]  # the first progression of each subject
+    rows = pd_of_subject[subjects]
+    visit = _visit_text(f.s_word[rows], f.s_name[rows], f.s_day[rows])
+    text = "visits after " + pd.Series(visit, dtype=object) + " ignored"
+    current = pd.Series(note[subjects], dtype=object)
+    note[subjects] = np.where(current.isna(), text, current + "; " + text)
 
 
 def _empty_warnings() -> pd.DataFrame:
@@ -213,20 +452,22 @@ def _empty_warnings() -> pd.DataFrame:
     )
 
 
-def _cr_then_pr(subj: np.ndarray, resp: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
-    """A PR after a CR (up to the first PD): E2009 Table 3 note a asks for a re-read, not a guess."""
-    is_cr = resp == "CR"
+def _cr_then_pr(code: np.ndarray, role: np.ndarray, rows: np.ndarray, uniques: Any) -> pd.DataFrame:
+    """A partial after a complete response (up to the first PD): E2009 Table 3 note a asks for a re-read."""
+    is_cr = role == _R["complete"]
     if not is_cr.any():
         return _empty_warnings()
-    last_cr = pd.Series(np.where(is_cr, np.arange(len(resp)), -1)).groupby(subj).cummax().to_numpy()
-    hit = (resp == "PR") & (last_cr >= 0)
+    last_cr = pd.Series(np.where(is_cr, np.arange(len(role)), -1)).groupby(code).cummax().to_numpy()
+    hit = (role == _R["partial"]) & (last_cr >= 0)
     if not hit.any():
         return _empty_warnings()
-    return pd.DataFrame({"subject": subj[hit], "pr_row": rows[hit], "cr_row": rows[last_cr[hit]]})
+    return pd.DataFrame(
+        {"subject": np.asarray(uniques, dtype=object)[code[hit]], "pr_row": rows[hit], "cr_row": rows[last_cr[hit]]}
+    )
 
 
 def persist_category(
-    subject: np.ndarray, category: np.ndarray, keep: str, replaces: list[Any], stop: tuple[str, ...] = ("PD",)
+    subject: np.ndarray, category: np.ndarray, keep: str, replaces: list[Any], stop: tuple[str, ...]
 ) -> np.ndarray:
     """Once `keep` has occurred for a subject, later `replaces` values become `keep` until a `stop` value.
 

@@ -850,6 +850,7 @@ def bor_cmd(
 
         crlm-response bor visits.csv --confirm --sd-min-days 42 --confirm-days 28 --max-ne-between 1 -o bor.csv
     """
+    from .assessment import get_rules
     from .bor import BorSettings, best_overall_response
     from .trial import read_responses
     from .writers import refuse_overwriting_inputs, write_table
@@ -868,7 +869,8 @@ def bor_cmd(
     )
     frame = data.frame
     stream = frame["subject_id"] + ("|" + frame["reader"]).where(frame["reader"] != "", "")
-    result = best_overall_response(stream.to_numpy(dtype=object), frame["day"], frame["response"], settings)
+    scale = get_rules("recist1.1").scale
+    result = best_overall_response(stream.to_numpy(dtype=object), frame["day"], frame["response"], settings, scale)
     table = result.subjects.rename(columns={"subject": "stream"}).drop(columns=["best_row"])
     lookup = pd.DataFrame({"stream": stream, "subject_id": frame["subject_id"], "reader": frame["reader"]})
     table = table.merge(lookup.drop_duplicates("stream"), on="stream", how="left")
@@ -876,6 +878,7 @@ def bor_cmd(
         ["subject_id"]
         + (["reader"] if (table["reader"] != "").any() else [])
         + ["best_overall_response", "best_overall_response_day", "responder", "clinical_benefit"]
+        + ["best_overall_response_reason"]
     )
     table = table.sort_values(["subject_id", "reader"], kind="stable")[columns].reset_index(drop=True)
     table["best_overall_response_day"] = table["best_overall_response_day"].astype("Int64")

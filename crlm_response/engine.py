@@ -7,6 +7,7 @@ lists, tables, aggregates and flags, and how to sequence visits into a best over
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -234,7 +235,7 @@ def score(
                     add_warnings(level, fired == k, code, rule.template)
         persist = out.spec.persist
         if persist is not None and bool(params.get(persist.parameter)):
-            values = _persist(ctx, values, persist.category, persist.replaces, params)
+            values = _persist(ctx, rule_set, values, persist.category, persist.replaces, params)
         ctx.store(out.spec.name, level, values, rule_set.output_type(out.spec.name))
         fired_by_output[out.spec.name] = fired
 
@@ -249,35 +250,27 @@ def score(
     return RuleSetResult(rule_set, params, timepoints, lesion_table, baseline, best, flags, _warning_frame(warnings))
 
 
-def _persist(ctx: Context, values: np.ndarray, keep: Any, replaces: list[Any], params: Mapping[str, Any]) -> np.ndarray:
-    """RECIST FAQ: once PR is assigned (and confirmed, when confirmation is required) it stays until PD."""
+def _persist(
+    ctx: Context, rule_set: LoadedRuleSet, values: np.ndarray, keep: Any, replaces: list[Any], params: Mapping[str, Any]
+) -> np.ndarray:
+    """RECIST FAQ: once PR is assigned (and confirmed, when confirmation is required) it stays until progression."""
     subject = ctx.visit_subject
     follow = np.asarray(ctx.value("is_follow_up"), dtype=bool)
+    stop = tuple(rule_set.scale.words_with_roles({"progression"}))
     out = values.copy()
     if bool(params.get("confirmation_required")):
-        settings = BorSettings.from_params(dict(params))
         rows = np.flatnonzero(follow)
         day = ctx.prepared.visits["day"].to_numpy(dtype=float)
-        result = best_overall_response(
-            subject[rows],
-            day[rows],
-            values[rows],
-            BorSettings(
-                confirmation_required=True,
-                min_confirmation_interval_days=settings.min_confirmation_interval_days,
-                max_ne_between_confirmation=settings.max_ne_between_confirmation,
-                accept_sd_between_pr_confirmation=settings.accept_sd_between_pr_confirmation,
-                stop_at_first_pd=False,
-            ),
-        )
+        settings = dataclasses.replace(BorSettings.from_params(dict(params)), stop_at_first_pd=False)
+        result = best_overall_response(subject[rows], day[rows], values[rows], settings, rule_set.scale)
         anchor = np.zeros(len(values), dtype=bool)
         anchor[rows] = result.confirmed & (values[rows] == keep)
         reached = pd.Series(anchor.astype(np.int64)).groupby(subject).cumsum().to_numpy() > 0
-        stopped = pd.Series((values == "PD").astype(np.int64)).groupby(subject).cumsum().to_numpy() > 0
+        stopped = pd.Series(np.isin(values.astype(str), stop).astype(np.int64)).groupby(subject).cumsum().to_numpy() > 0
         swap = reached & ~anchor & ~stopped & np.isin(values.astype(str), [str(r) for r in replaces])
         out[swap] = keep
         return out
-    out[follow] = persist_category(subject[follow], values[follow], keep, replaces)
+    out[follow] = persist_category(subject[follow], values[follow], keep, replaces, stop)
     return out
 
 
@@ -491,42 +484,6 @@ def _baseline_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame)
     return pd.DataFrame(columns)
 
 
-def _bor_notes(
-    subject: np.ndarray,
-    day: np.ndarray,
-    response: np.ndarray,
-    timepoint_ids: np.ndarray,
-    result: Any,
-    settings: BorSettings,
-    table: pd.DataFrame,
-) -> np.ndarray:
-    """Why a subject's best response is lower than a visit's: an unconfirmed CR/PR, or SD before the minimum."""
-    words = pd.Series(response, dtype=object)
-    counted = pd.Series(result.contribution, dtype=object)
-    notes = pd.Series([None] * len(response), dtype=object)
-    if settings.confirmation_required:
-        hit = np.flatnonzero(words.isin(["CR", "PR"]).to_numpy() & ~result.confirmed)
-        notes.iloc[hit] = [
-            f"{words.iat[int(i)]} at {timepoint_ids[i]} (day {day[i]:g}) not confirmed by a CR/PR at least "
-            f"{settings.min_confirmation_interval_days:g} days later"
-            for i in hit
-        ]
-    early = words.isin(["SD", "NON-CR/NON-PD"]).to_numpy() & counted.isna().to_numpy()
-    hit = np.flatnonzero(early & pd.isna(notes).to_numpy())
-    notes.iloc[hit] = [
-        f"{words.iat[int(i)]} at {timepoint_ids[i]} (day {day[i]:g}) is before the {settings.sd_min_days:g}-day "
-        "minimum for SD"
-        for i in hit
-    ]
-    first = pd.DataFrame({"subject": subject, "note": notes}).dropna().drop_duplicates("subject")
-    by_subject = dict(zip(first["subject"], first["note"], strict=True))
-    bor = table["best_overall_response"].astype(str).to_numpy()
-    return np.array(
-        [by_subject.get(s) if b not in ("CR",) else None for s, b in zip(table["subject_id"], bor, strict=True)],
-        dtype=object,
-    )
-
-
 def _best(
     ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame, params: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
@@ -537,34 +494,32 @@ def _best(
     day = visits["day"].to_numpy(dtype=float)
     response = ctx.value(spec.output)
     settings = BorSettings.from_params(dict(params)) if spec.method == "recist" else BorSettings()
+    timepoint_ids = visits["timepoint"].to_numpy(dtype=object)[follow]
+    all_subjects = ctx.prepared.subjects["subject_id"].to_numpy(dtype=object)
+    # Every subject appears, also one without a follow-up (its best response is then the `missing` role's word).
     result = best_overall_response(
-        subjects[follow], day[follow], response[follow], settings, tuple(str(r) for r in spec.ranking), spec.method
+        np.r_[subjects[follow], all_subjects],
+        np.r_[day[follow], np.full(len(all_subjects), np.nan)],
+        np.r_[response[follow], np.full(len(all_subjects), None, dtype=object)],
+        settings,
+        rule_set.scale,
+        spec.method,
+        labels=np.r_[timepoint_ids, np.full(len(all_subjects), None, dtype=object)],
     )
-    all_subjects = pd.Index(ctx.prepared.subjects["subject_id"].to_numpy(dtype=object))
-    table = result.subjects.set_index("subject").reindex(all_subjects)
-    if spec.method == "recist":
-        table["best_overall_response"] = table["best_overall_response"].where(
-            table["best_overall_response"].notna(), "NE"
-        )
+    table = result.subjects.set_index("subject").reindex(pd.Index(all_subjects))
     table["best_overall_response_day"] = table["best_overall_response_day"].astype(float)
     best_row = table["best_row"].fillna(-1).astype(np.int64).to_numpy()
-    timepoint_ids = visits["timepoint"].to_numpy(dtype=object)[follow]
     chosen = np.full(len(best_row), None, dtype=object)
     if len(timepoint_ids):
         chosen[best_row >= 0] = timepoint_ids[best_row[best_row >= 0]]
     table["best_overall_response_timepoint"] = chosen
-    table["responder"] = np.where(np.isin(table["best_overall_response"].astype(str), ["CR", "PR"]), "Y", "N")
-    table["clinical_benefit"] = np.where(
-        np.isin(table["best_overall_response"].astype(str), ["CR", "PR", "SD", "NON-CR/NON-PD"]), "Y", "N"
-    )
     table = table.drop(columns=["best_row"]).reset_index(names="subject_id")
-    if spec.method == "recist":
-        table["best_overall_response_note"] = _bor_notes(
-            subjects[follow], day[follow], response[follow], timepoint_ids, result, settings, table
-        )
+    last = ["best_overall_response_timepoint", "best_overall_response_note", "best_overall_response_reason"]
+    table = table[[c for c in table.columns if c not in last] + last]
     warnings = []
     for _, w in result.cr_then_pr.iterrows():
         pr_tp, cr_tp = timepoint_ids[int(w["pr_row"])], timepoint_ids[int(w["cr_row"])]
+        pr_word, cr_word = rule_set.scale.word("partial"), rule_set.scale.word("complete")
         warnings.append(
             {
                 "subject_id": w["subject"],
@@ -572,8 +527,9 @@ def _best(
                 "code": "recist_cr_then_pr",
                 "timepoint": pr_tp,
                 "lesion_id": None,
-                "message": f"PR at {pr_tp} follows CR at {cr_tp}: re-read both scans; if CR was real the later disease "
-                "is PD, if not the CR should have been PR (E2009 Table 3 note). Scored as recorded.",
+                "message": f"{pr_word} at {pr_tp} follows {cr_word} at {cr_tp}: re-read both scans; if {cr_word} was "
+                f"real the later disease is progression, if not the {cr_word} should have been {pr_word} (E2009 "
+                "Table 3 note). Scored as recorded.",
             }
         )
     return table, warnings

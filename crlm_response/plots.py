@@ -17,6 +17,7 @@ import pandas as pd
 
 from .bor import BorSettings, best_overall_response
 from .errors import InputTableError
+from .roles import ResponseScale
 from .writers import atomic_path
 
 RESPONSE_COLOURS = {
@@ -107,6 +108,13 @@ def _pct_column(frame: pd.DataFrame, criteria: str) -> str:
     )
 
 
+def _scale(criteria: str) -> ResponseScale:
+    """The response words of a shipped criteria set (results of a custom file fall back to RECIST 1.1's)."""
+    from .rules import builtin_ids, load_rules
+
+    return load_rules(criteria if criteria in builtin_ids() else "recist1.1").scale
+
+
 def best_responses(visits: pd.DataFrame, best: pd.DataFrame | None, criteria: str) -> pd.Series:
     """Best overall response per subject: from the best-response table, else derived (default settings)."""
     if best is not None and "best_overall_response" in best:
@@ -117,6 +125,7 @@ def best_responses(visits: pd.DataFrame, best: pd.DataFrame | None, criteria: st
         visits["day"],
         visits["overall"].astype(object).to_numpy(dtype=object),
         BorSettings(),
+        _scale(criteria),
     )
     return result.subjects.set_index("subject")["best_overall_response"].astype(str)
 

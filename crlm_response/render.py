@@ -170,6 +170,8 @@ def render_assessment(
         best = _best_line(block)
         if best is not None:
             console.print(best)
+            if explain and block.get("best_overall_response_reason"):
+                console.print(Text("  why: ", style="bold") + Text(str(block["best_overall_response_reason"])))
         if explain:
             for tp in block.get("timepoints", []):
                 for line in tp.get("explanation", []) or []:
@@ -179,7 +181,11 @@ def render_assessment(
         console.print()
         lines = [f"{d['timepoint']}: " + ", ".join(f"{k} {v}" for k, v in d["verdicts"].items()) for d in disagreements]
         console.print(Panel("\n".join(lines), title="criteria disagree", border_style="yellow", expand=False))
-    _toxicity_panel(console, data.get("toxicity") or [])
+    if data.get("toxicity_assessed", True):
+        _toxicity_panel(console, data.get("toxicity") or [])
+    else:
+        console.print()
+        console.print(Text("Toxicity flags: not assessed (add toxicity to --criteria)", style="dim"))
     _warnings_panel(console, data.get("warnings") or [])
 
 

@@ -225,6 +225,8 @@ def render_report(case: Case, assessment: Assessment) -> str:
                 + (f" at {_e(where)} (day {_e(block.get('best_overall_response_day'))})" if where else "")
                 + "</p>"
             )
+            if block.get("best_overall_response_reason"):
+                parts.append(f'<div class="why"><b>why</b>: {_e(block["best_overall_response_reason"])}</div>')
         for tp in timepoints:
             for line in tp.get("explanation", []) or []:
                 parts.append(f'<div class="why"><b>{_e(tp["id"])}</b>: {_e(line)}</div>')
@@ -234,7 +236,9 @@ def render_report(case: Case, assessment: Assessment) -> str:
 
     parts.append('<h2 id="toxicity">Toxicity flags</h2>')
     flags = data.get("toxicity") or []
-    if flags:
+    if not data.get("toxicity_assessed", True):
+        parts.append('<p class="muted">toxicity not assessed (the toxicity rule set was not run)</p>')
+    elif flags:
         rows = [
             [
                 f["timepoint"],

@@ -10,6 +10,7 @@ against the metric vocabulary so that an unknown word fails at load time, naming
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from .conditions import (
 )
 from .errors import ConditionError, RuleSetError
 from .metrics import LEVEL_RANK, METRICS, Level
+from .roles import DEFAULT_BENEFIT_ROLES, DEFAULT_RESPONDER_ROLES, ResponseScale, Role
 from .yamlio import format_loc, line_of, load_yaml
 
 Category = str | bool | int
@@ -205,10 +207,23 @@ class Flag(_Strict):
     context: list[ContextNote] = Field(default_factory=list)
 
 
+class CategoryInfo(_Strict):
+    """What one response word means (its role, see `roles.py`) and how it reads in plain language."""
+
+    role: Role | None = None
+    label: str | None = None
+
+
 class BestResponse(_Strict):
     output: str = "overall"
     method: Literal["recist", "rank"] = "recist"
     ranking: list[Category] = Field(description="best first")
+    responders: list[Role] = Field(
+        default_factory=lambda: list(DEFAULT_RESPONDER_ROLES), description="roles that count as objective response"
+    )
+    clinical_benefit: list[Role] = Field(
+        default_factory=lambda: list(DEFAULT_BENEFIT_ROLES), description="roles that count as disease control"
+    )
     citation: str | None = None
 
 
@@ -232,6 +247,9 @@ class RuleSet(_Strict):
     inputs: list[str] = Field(default_factory=list, description="case fields this set needs")
     default: bool = Field(False, description="run when a case names no criteria")
     parameters: dict[str, Parameter] = Field(default_factory=dict)
+    categories: dict[str, CategoryInfo] = Field(
+        default_factory=dict, description="response words: their role and plain-language label"
+    )
     checks: list[Check] = Field(default_factory=list)
     outputs: list[Output] = Field(default_factory=list)
     flags: list[Flag] = Field(default_factory=list)
@@ -295,7 +313,7 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> tuple[dict[str, Any
         if key == "citations" and isinstance(value, dict) and isinstance(merged.get(key), dict):
             # The variant's own references first: they name what it changes.
             merged[key] = {**copy.deepcopy(value), **{k: v for k, v in merged[key].items() if k not in value}}
-        elif key == "parameters" and isinstance(value, dict) and isinstance(merged.get(key), dict):
+        elif key in ("parameters", "categories") and isinstance(value, dict) and isinstance(merged.get(key), dict):
             for name, entry in value.items():
                 old = merged[key].get(name)
                 if isinstance(old, dict) and isinstance(entry, dict):
@@ -504,6 +522,19 @@ class LoadedRuleSet:
     @property
     def default_params(self) -> dict[str, Any]:
         return {name: p.value for name, p in self.schema.parameters.items()}
+
+    @functools.cached_property
+    def scale(self) -> ResponseScale:
+        """The set's response words with their roles and labels, ranked as its best response ranks them."""
+        best = self.schema.best_response
+        categories = self.schema.categories
+        return ResponseScale(
+            tuple(str(w) for w in best.ranking) if best is not None else (),
+            {word: info.role for word, info in categories.items() if info.role is not None},
+            {word: info.label for word, info in categories.items() if info.label is not None},
+            tuple(best.responders) if best is not None else DEFAULT_RESPONDER_ROLES,
+            tuple(best.clinical_benefit) if best is not None else DEFAULT_BENEFIT_ROLES,
+        )
 
     def output_type(self, name: str) -> ValueType:
         for out in self.outputs:
@@ -738,7 +769,56 @@ def compile_rule_set(schema: RuleSet, raw: RawRuleSet) -> LoadedRuleSet:
                     line=line_of(lines, ("best_response",)),
                 )
         cite(schema.best_response.citation, ("best_response", "citation"), required=False)
+    _check_roles(schema, compiled_outputs, file, lines)
     return LoadedRuleSet(schema, path, lines, chain, checks, compiled_outputs, flags)
+
+
+def _check_roles(schema: RuleSet, outputs: list[CompiledOutput], file: str, lines: dict[tuple[Any, ...], int]) -> None:
+    """Every word of a best-response ranking has a role, one word per role; declared words are real categories."""
+    words = {str(c) for out in outputs for c in (out.spec.categories or []) if not isinstance(c, bool)}
+    words |= {str(w) for w in (schema.best_response.ranking if schema.best_response else [])}
+    for word in schema.categories:
+        if word not in words:
+            raise RuleSetError(
+                f"`{word}` is not a category of any output",
+                file=file,
+                line=line_of(lines, ("categories", word)),
+                key=f"categories.{word}",
+                hint="declare roles and labels for the words the outputs use",
+            )
+    best = schema.best_response
+    if best is None:
+        return
+    seen: dict[str, str] = {}
+    for k, ranked in enumerate(best.ranking):
+        word = str(ranked)
+        info = schema.categories.get(word)
+        if info is None or info.role is None:
+            raise RuleSetError(
+                f"ranked word `{word}` has no role",
+                file=file,
+                line=line_of(lines, ("best_response", "ranking", k)) or line_of(lines, ("best_response",)),
+                key=f"best_response.ranking[{k}]",
+                hint=f"add `categories: {{{word}: {{role: ...}}}}` (roles: complete, partial, stable, ...)",
+            )
+        if info.role in seen:
+            raise RuleSetError(
+                f"`{word}` and `{seen[info.role]}` have the same role `{info.role}`; a ranking has one word per role",
+                file=file,
+                line=line_of(lines, ("categories", word)),
+                key=f"categories.{word}",
+            )
+        seen[info.role] = word
+    if best.method == "recist":
+        for role in ("stable", "not_evaluable"):
+            if role not in seen:
+                raise RuleSetError(
+                    f"best_response method recist needs a ranked word with role `{role}`",
+                    file=file,
+                    line=line_of(lines, ("best_response",)),
+                    key="best_response.ranking",
+                    hint="unconfirmed or too-early responses count as stable disease or not evaluable",
+                )
 
 
 def _report_items(items: list[ReportItem]) -> list[tuple[str, str]]:
