@@ -101,7 +101,7 @@ def _group_end(subject: np.ndarray) -> np.ndarray:
     return np.repeat(ends, sizes)
 
 
-def _confirmations(subject: np.ndarray, day: np.ndarray, role: np.ndarray, s: BorSettings) -> np.ndarray:
+def confirmations(subject: np.ndarray, day: np.ndarray, role: np.ndarray, s: BorSettings) -> np.ndarray:
     """For each complete/partial response row, the first later row of the same subject that confirms it (-1: none).
 
     Rows are sorted by subject and day. All (response, later visit) pairs of a subject are built at once."""
@@ -208,7 +208,7 @@ def best_overall_response(
     confirming = np.full(len(k), -1, dtype=np.int64)
     if method == "recist":
         if settings.confirmation_required:
-            confirming = _confirmations(k_code, k_day, k_role, settings)
+            confirming = confirmations(k_code, k_day, k_role, settings)
         contribution = _contribution(k_role, k_day, confirming >= 0, settings)
         rank = _rank_of_roles(scale)[contribution]
         raw_rank = _rank_of_roles(scale)[k_role]
@@ -351,11 +351,7 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
     else:
         at_best = as_counted = np.full(f.n_subjects, "", dtype=object)
     bor_text = pd.Series(f.bor, dtype=object).astype(str).to_numpy(dtype=object)
-    confirmers = {
-        _R["complete"]: " or ".join(scale.words_with_roles({"complete"})) or "complete response",
-        _R["partial"]: " or ".join(scale.words_with_roles({"complete", "partial"})) or "response",
-    }
-    interval = f"{s.min_confirmation_interval_days:g}"
+    confirmers = _confirmation_rules(scale, s)
 
     if f.method == "rank":
         reason[has_best] = at_best[has_best] + ": the best-ranked response"
@@ -381,17 +377,14 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
         # A response that was not confirmed, counted as stable disease once the minimum time had passed.
         demoted = has_best & ~same & (f.best_role == _R["stable"])
         reason[demoted] = as_counted[demoted]
-        for code, words in confirmers.items():
+        for code, rule in confirmers.items():
             hit = demoted & (raw_role == code)
-            note[hit] = (
-                at_best[hit] + f" not confirmed: no {words} at least {interval} days later, so it counts as "
-                f"{scale.word('stable')}"
-            )
+            note[hit] = at_best[hit] + f" not confirmed: no {rule}, so it counts as {scale.word('stable')}"
         ne = has_best & (f.best_role == _R["not_evaluable"])
         reason[ne] = bor_text[ne] + ": no assessment qualifies for a better response"
         nd = has_best & (f.best_role == _R["not_done"])
         reason[nd] = bor_text[nd] + ": no assessment was done"
-        _lower_notes(f, note, confirmers, interval)
+        _lower_notes(f, note, confirmers)
     missing = ~has_best
     reason[missing] = bor_text[missing] + ": no assessment"
     _after_pd_notes(f, note)
@@ -400,7 +393,25 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
     return reason, note
 
 
-def _lower_notes(f: _Facts, note: np.ndarray, confirmers: dict[int, str], interval: str) -> None:
+def _confirmation_rules(scale: ResponseScale, s: BorSettings) -> dict[int, str]:
+    """What confirms a complete and a partial response, in words ("CR or PR at least 28 days later with ...")."""
+    ne = scale.word("not_evaluable")
+    ne_text = f"at most {s.max_ne_between_confirmation} {ne}" if s.max_ne_between_confirmation else f"no {ne}"
+    sd_text = (
+        f"at most one {scale.word('stable')}"
+        if s.accept_sd_between_pr_confirmation
+        else "no " + str(scale.word("stable"))
+    )
+    complete = " or ".join(scale.words_with_roles({"complete"}))
+    either = " or ".join(scale.words_with_roles({"complete", "partial"}))
+    later = f"at least {s.min_confirmation_interval_days:g} days later"
+    return {
+        _R["complete"]: f"{complete} {later} with only {complete} and {ne_text} in between",
+        _R["partial"]: f"{either} {later} with {ne_text} and {sd_text} in between",
+    }
+
+
+def _lower_notes(f: _Facts, note: np.ndarray, confirmers: dict[int, str]) -> None:
     """When a visit's own response ranks above the best response: say why it did not count."""
     if not len(f.k_code):
         return
@@ -417,18 +428,15 @@ def _lower_notes(f: _Facts, note: np.ndarray, confirmers: dict[int, str], interv
     visit = _visit_text(f.k_word[rows], f.k_name[rows], f.k_day[rows])
     role, day = f.k_role[rows], f.k_day[rows]
     text = np.full(len(rows), None, dtype=object)
-    for code, words in confirmers.items():
+    for code, rule in confirmers.items():
         hit = (role == code) & (f.confirming[rows] < 0) & s.confirmation_required
-        text[hit] = visit[hit] + f" not confirmed: no {words} at least {interval} days later"
+        text[hit] = visit[hit] + f" not confirmed: no {rule}"
         early = hit & (day < s.sd_min_days)
         text[early] = text[early] + f", and before the {s.sd_min_days:g}-day minimum for stable disease"
     timed = np.isin(role, [_R[r] for r in TIMED_ROLES]) & (day < s.sd_min_days)
     text[timed] = visit[timed] + f" is before the {s.sd_min_days:g}-day minimum for stable disease"
     non_target = (role == _R["non_measurable_stable"]) & (day < s.non_target_min_days)
     text[non_target] = visit[non_target] + f" is before the {s.non_target_min_days:g}-day minimum"
-    if not s.confirmation_required:
-        early = np.isin(role, [_R["complete"], _R["partial"]]) & pd.isna(text)
-        text[early] = visit[early] + " does not count"
     note[subjects] = text
 
 

@@ -38,7 +38,15 @@ FUNCTIONS: dict[str, str] = {
     "at_most": "at_most(x, t, inclusive): x <= t if inclusive else x < t",
     "baseline": "baseline(name): the value of `name` at the subject's (or lesion's) baseline",
     "has_agent": "has_agent('oxaliplatin'): the subject's treatment includes that agent",
+    "recorded_before": "recorded_before(overall, 'CR'): an earlier timepoint of the subject had that response",
+    "confirmed_before": (
+        "confirmed_before(overall, 'CR'): an earlier response of that role was confirmed by a timepoint before "
+        "this one (the set's confirmation parameters)"
+    ),
 }
+# Functions that read an output at earlier timepoints: they may name any output, also one decided later in the
+# rule file, because they only look back in time (the engine repeats the decisions until they settle).
+HISTORY_FUNCTIONS = ("recorded_before", "confirmed_before")
 
 RELATIVE_TOLERANCE = 1e-9
 MAX_CONDITION_LENGTH = 2000
@@ -306,6 +314,15 @@ class _Compiler:
                 raise self.fail("baseline() takes one name, e.g. baseline(spleen_volume_ml)")
             inner = self.name(args[0].id)
             return self.name_as(f"baseline:{args[0].id}", inner.type)
+        if fname in HISTORY_FUNCTIONS:
+            if (
+                len(args) != 2
+                or not isinstance(args[0], ast.Name)
+                or not isinstance(args[1], ast.Constant)
+                or not isinstance(args[1].value, str)
+            ):
+                raise self.fail(f"{fname}() takes an output and a quoted response word, e.g. {fname}(overall, 'CR')")
+            return self.name_as(f"history:{fname}:{args[0].id}:{args[1].value}", "bool")
         if fname == "has_agent":
             if len(args) != 1 or not isinstance(args[0], ast.Constant) or not isinstance(args[0].value, str):
                 raise self.fail("has_agent() takes one quoted agent name, e.g. has_agent('oxaliplatin')")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .bor import BorSettings, best_overall_response, persist_category
+from .bor import BorSettings, best_overall_response, confirmations, persist_category, role_codes
 from .conditions import format_value
 from .errors import RuleSetError
 from .metrics import METRICS, Context, Level
@@ -214,30 +214,29 @@ def score(
                 }
             )
 
+    ctx.history_reader = _history_reader(rule_set, params)
+    fired_by_output = _decide_outputs(ctx, rule_set, envs, params)
+    # History functions read the previous pass's outputs: decide again until what they read no longer changes.
+    # Each pass settles at least one more timepoint of every subject, so this ends (usually after one pass).
+    limit = int(np.bincount(ctx.visit_subject).max(initial=0)) + 2
+    for _ in range(limit):
+        if not _history_changed(ctx, rule_set):
+            break
+        ctx.previous_outputs = {name: ctx.value(name) for name in rule_set.history_outputs}
+        ctx.history_used = {}
+        fired_by_output = _decide_outputs(ctx, rule_set, envs, params)
+    else:
+        raise RuleSetError(f"{rule_set.id}: decisions that read earlier timepoints did not settle")
+
     for check in rule_set.checks:
         add_warnings(
             check.spec.level, check.condition.evaluate(envs[check.spec.level]), check.spec.code, check.template
         )
-
-    fired_by_output: dict[str, np.ndarray] = {}
     for out in rule_set.outputs:
-        level: Level = out.spec.level
-        env = envs[level]
-        scope = _scope(ctx, out, env)
-        if out.spec.aggregate is not None:
-            values = _aggregate(ctx, out, params, scope)
-            fired = np.where(scope, 0, -1)
-        else:
-            values, fired = _decide(out, env, scope)
-            for k, rule in enumerate(out.rules):
-                code = getattr(rule.rule, "warn", None)
-                if code:
-                    add_warnings(level, fired == k, code, rule.template)
-        persist = out.spec.persist
-        if persist is not None and bool(params.get(persist.parameter)):
-            values = _persist(ctx, rule_set, values, persist.category, persist.replaces, params)
-        ctx.store(out.spec.name, level, values, rule_set.output_type(out.spec.name))
-        fired_by_output[out.spec.name] = fired
+        for k, rule in enumerate(out.rules if out.spec.aggregate is None else []):
+            code = getattr(rule.rule, "warn", None)
+            if code:
+                add_warnings(out.spec.level, fired_by_output[out.spec.name] == k, code, rule.template)
 
     flags = _flags(ctx, rule_set, envs, visits, lesions, explain)
     timepoints = _timepoint_table(ctx, rule_set, visits, fired_by_output, explain)
@@ -248,6 +247,66 @@ def score(
         best, bor_warnings = _best(ctx, rule_set, visits, params)
         warnings.extend(bor_warnings)
     return RuleSetResult(rule_set, params, timepoints, lesion_table, baseline, best, flags, _warning_frame(warnings))
+
+
+def _decide_outputs(
+    ctx: Context, rule_set: LoadedRuleSet, envs: dict[str, _LevelEnv], params: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """One pass over the outputs in file order; each output is stored for the outputs after it.
+    Returns, per output, the index of the rule that decided each row (-1: none)."""
+    fired_by_output: dict[str, np.ndarray] = {}
+    for out in rule_set.outputs:
+        level: Level = out.spec.level
+        env = envs[level]
+        scope = _scope(ctx, out, env)
+        if out.spec.aggregate is not None:
+            values = _aggregate(ctx, out, params, scope)
+            fired = np.where(scope, 0, -1)
+        else:
+            values, fired = _decide(out, env, scope)
+        persist = out.spec.persist
+        if persist is not None and bool(params.get(persist.parameter)):
+            values = _persist(ctx, rule_set, values, persist.category, persist.replaces, params)
+        ctx.store(out.spec.name, level, values, rule_set.output_type(out.spec.name))
+        fired_by_output[out.spec.name] = fired
+    return fired_by_output
+
+
+def _history_changed(ctx: Context, rule_set: LoadedRuleSet) -> bool:
+    """Would the history functions read something else from this pass's outputs than they read in it?"""
+    if not rule_set.history_outputs or ctx.history_reader is None:
+        return False
+    outputs = {name: ctx.value(name) for name in rule_set.history_outputs}
+    return any(
+        not np.array_equal(ctx.history_reader(ctx, name, outputs), used) for name, used in ctx.history_used.items()
+    )
+
+
+def _history_reader(
+    rule_set: LoadedRuleSet, params: Mapping[str, Any]
+) -> Callable[[Context, str, Mapping[str, np.ndarray]], np.ndarray]:
+    """How history functions (`recorded_before`, `confirmed_before`) read an output at earlier timepoints."""
+    settings = BorSettings.from_params(dict(params))
+
+    def read(ctx: Context, name: str, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        _, function, output, word = name.split(":", 3)
+        subject = ctx.visit_subject
+        follow = ~ctx.visit_is_baseline
+        hit = np.asarray(outputs[output] == word, dtype=bool) & follow
+        rows = np.arange(ctx.n["timepoint"])
+        first = np.full(ctx.n["subject"], np.iinfo(np.int64).max, dtype=np.int64)
+        if function == "recorded_before":
+            np.minimum.at(first, subject[hit], rows[hit])
+        else:  # confirmed_before: from the visit that confirmed the response (visits are sorted by subject, day)
+            follow_rows = np.flatnonzero(follow)
+            day = ctx.prepared.visits["day"].to_numpy(dtype=float)
+            roles = role_codes(outputs[output][follow_rows], rule_set.scale)
+            confirming = confirmations(subject[follow_rows], day[follow_rows], roles, settings)
+            ok = hit[follow_rows] & (confirming >= 0)
+            np.minimum.at(first, subject[follow_rows][ok], follow_rows[confirming[ok]])
+        return rows > first[subject]
+
+    return read
 
 
 def _persist(
@@ -404,6 +463,8 @@ def _explanations(
     position = {int(r): i for i, r in enumerate(rows)}
     lesion_ids = ctx.prepared.lesions["lesion_id"].to_numpy(dtype=object)
     for out in rule_set.outputs:
+        if not out.spec.report:  # bookkeeping outputs (e.g. whether a CR was definitive) explain nothing alone
+            continue
         name = out.spec.name
         values = ctx.value(name)
         if out.spec.level == "lesion":

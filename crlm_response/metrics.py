@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .conditions import ValueType
-from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, Prepared, spec_of
+from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, Prepared, blank_where, spec_of
 
 Level = Literal["lesion", "timepoint", "subject"]
 LEVEL_RANK = {"subject": 0, "timepoint": 1, "lesion": 2}
@@ -121,6 +121,11 @@ class Context:
         self._values: dict[str, np.ndarray] = {}
         self._levels: dict[str, Level] = {}
         self._types: dict[str, ValueType] = {}
+        # Outputs of the previous pass over the decisions, read by history functions (see `history`), and the
+        # values those functions returned in this pass.
+        self.previous_outputs: dict[str, np.ndarray] | None = None
+        self.history_used: dict[str, np.ndarray] = {}
+        self.history_reader: Callable[[Context, str, Mapping[str, np.ndarray]], np.ndarray] | None = None
 
     # -- access --------------------------------------------------------------------------------------
     def column(self, level: Level, name: str) -> np.ndarray:
@@ -144,12 +149,16 @@ class Context:
             return self.level_of(name.split(":", 1)[1])
         if name.startswith("agent:"):
             return "subject"
+        if name.startswith("history:"):
+            return "timepoint"
         return METRICS[name].level
 
     def value(self, name: str) -> np.ndarray:
         """A metric or stored output at its own level."""
         if name in self._values:
             return self._values[name]
+        if name.startswith("history:"):
+            return self.history(name)
         if name.startswith("baseline:"):
             inner = name.split(":", 1)[1]
             result = self.at_baseline(self.value(inner), self.level_of(inner))
@@ -175,13 +184,23 @@ class Context:
         if name in self._types:
             return self._types[name]
         inner = name.split(":", 1)[1] if name.startswith("baseline:") else name
-        if name.startswith("agent:"):
+        if name.startswith(("agent:", "history:")):
             return "bool"
         metric = METRICS.get(inner)
         return metric.type if metric is not None else "text"
 
     def param(self, name: str) -> Any:
         return self.params[name]
+
+    def history(self, name: str) -> np.ndarray:
+        """A history function's value (`history:<function>:<output>:<word>`) from the previous pass's outputs;
+        false everywhere in the first pass (nothing is known about earlier timepoints yet)."""
+        if self.previous_outputs is None or self.history_reader is None:
+            values = np.zeros(self.n["timepoint"], dtype=bool)
+        else:
+            values = self.history_reader(self, name, self.previous_outputs)
+        self.history_used[name] = values
+        return values
 
     def broadcast(self, values: np.ndarray, source: Level, target: Level) -> np.ndarray:
         if source == target:
@@ -462,6 +481,55 @@ def new_lesion_equivocal(ctx: Context) -> np.ndarray:
     return new & ~ctx.value("new_lesion_unequivocal") & ~_eq(ctx.value("baseline_fdg_pet_at_site"), "positive")
 
 
+@metric("lesion", "bool", params=("node_normal_short_axis_mm",))
+def new_lesion_confirmed_later(ctx: Context) -> np.ndarray:
+    """An equivocal (or PET-only) new lesion that a later scan shows unequivocally (same lesion id).
+
+    Progression is then declared at the scan that first showed it (E2009 §4.3.2 "progression should be declared
+    using the date of the initial scan"; the same for an FDG-PET finding that a later CT confirms).
+    """
+    return ctx.value("new_lesion_equivocal") & ~pd.isna(ctx.value("new_lesion_confirmed_at"))
+
+
+@metric("lesion", "text", params=("node_normal_short_axis_mm",))
+def new_lesion_confirmed_at(ctx: Context) -> np.ndarray:
+    """For an equivocal new lesion: the timepoint of the first later scan that shows it unequivocally."""
+    unequivocal = ctx.value("new_lesion_unequivocal")
+    visit = ctx.lesion_visit
+    first = np.full(ctx.n["lesion"], -1, dtype=np.int64)
+    if unequivocal.any():
+        # Visits are ordered by day within a subject, so the smallest visit row is the earliest scan.
+        earliest = pd.Series(visit[unequivocal]).groupby(ctx.lesion_key[unequivocal]).min()
+        where = earliest.index.get_indexer(pd.Index(ctx.lesion_key))
+        first = np.where(where >= 0, earliest.to_numpy()[np.maximum(where, 0)], -1)
+    later = ctx.value("new_lesion_equivocal") & (first > visit)
+    names = ctx.column("timepoint", "timepoint")
+    return blank_where(names[np.where(later, first, 0)] if len(names) else first.astype(object), ~later)
+
+
+@metric("lesion", "bool", params=("node_normal_short_axis_mm", "too_small_default_mm"))
+def reappeared(ctx: Context) -> np.ndarray:
+    """A baseline target or non-target lesion present again after it had gone at an earlier follow-up.
+
+    Gone: disappeared (a node: below the normal short axis, 10 mm). Present again: measured above 0 mm, too
+    small to measure, or unequivocal progression (a node: pathological again, 10 mm or more). After a definitive
+    CR any such reappearance is PD, however small (RECIST FAQ "Does a new lesion always result in PD?").
+    """
+    limit = float(ctx.param("node_normal_short_axis_mm"))
+    node = ctx.value("is_node")
+    status = ctx.value("status")
+    value = ctx.value("lesion_mm")
+    short_axis = ctx.value("short_axis_mm")
+    baseline_lesion = ctx.value("is_target") | ctx.value("is_non_target")
+    disappeared = ctx.value("is_disappeared")
+    gone = np.where(node, disappeared | (short_axis < limit), disappeared | (ctx.value("is_target") & (value == 0)))
+    progressing = _eq(status, "unequivocal_progression")
+    shown = _eq(status, "present") | _eq(status, "too_small") | progressing
+    back = np.where(node, (short_axis >= limit) | progressing, shown & ~(ctx.value("is_target") & (value == 0)))
+    follow = ~ctx.value("is_lesion_baseline")
+    return baseline_lesion & follow & back & ctx.earlier_any(gone & follow)
+
+
 # ==================================================================================================
 # Timepoint-level: timing
 # ==================================================================================================
@@ -491,6 +559,16 @@ def modality_changed(ctx: Context) -> np.ndarray:
     modality = ctx.value("modality")
     base = ctx.value("baseline:modality")
     return ~pd.isna(modality) & ~pd.isna(base) & (modality != base)
+
+
+@metric("timepoint", "text")
+def imaging_description(ctx: Context) -> np.ndarray:
+    """Modality and CT phase in words, e.g. `CT, unenhanced phase`, `MRI` (for messages about attenuation)."""
+    modality = pd.Series(ctx.value("modality"), dtype=object)
+    phase = pd.Series(ctx.value("ct_phase"), dtype=object).str.replace("_", "-", regex=False) + " phase"
+    both = modality.notna() & phase.notna()
+    text = modality.where(modality.notna(), phase).where(~both, modality + ", " + phase)
+    return text.where(text.notna(), "images of unstated modality and phase").to_numpy(dtype=object)
 
 
 @metric("timepoint", "text")
@@ -750,6 +828,65 @@ def markers_above_normal(ctx: Context) -> np.ndarray:
 def any_new_lesion(ctx: Context) -> np.ndarray:
     """At least one unequivocal new lesion at this timepoint (see `new_lesion_unequivocal`)."""
     return ctx.per_visit_count(ctx.value("new_lesion_unequivocal")) > 0
+
+
+@metric("timepoint", "bool", params=("node_normal_short_axis_mm",))
+def any_new_lesion_confirmed_later(ctx: Context) -> np.ndarray:
+    """An equivocal new lesion at this timepoint that a later scan confirms (PD dates back here, E2009 §4.3.2)."""
+    return ctx.per_visit_count(ctx.value("new_lesion_confirmed_later")) > 0
+
+
+@metric("timepoint", "bool", params=("node_normal_short_axis_mm",))
+def any_unconfirmed_new_lesion(ctx: Context) -> np.ndarray:
+    """An equivocal (or PET-only) new lesion at this timepoint that no later scan has confirmed (yet)."""
+    pending = ctx.value("new_lesion_equivocal") & ~ctx.value("new_lesion_confirmed_later")
+    return ctx.per_visit_count(pending) > 0
+
+
+@metric("timepoint", "text", params=("node_normal_short_axis_mm",))
+def backdated_new_lesions(ctx: Context) -> np.ndarray:
+    """Ids of the equivocal new lesions at this timepoint that a later scan confirms, e.g. `NEW1, NEW2`."""
+    return _ids_per_visit(ctx, ctx.value("new_lesion_confirmed_later"))
+
+
+@metric("timepoint", "text", params=("node_normal_short_axis_mm",))
+def new_lesion_confirmation(ctx: Context) -> np.ndarray:
+    """The later timepoint(s) whose scan confirms this timepoint's equivocal new lesions, e.g. `FU2`."""
+    confirmed = ctx.value("new_lesion_confirmed_later")
+    return _text_per_visit(ctx, confirmed, ctx.value("new_lesion_confirmed_at"))
+
+
+@metric("timepoint", "bool", params=("node_normal_short_axis_mm", "too_small_default_mm"))
+def any_target_reappeared(ctx: Context) -> np.ndarray:
+    """A target lesion that had gone is present again (see `reappeared`)."""
+    return ctx.per_visit_count(ctx.value("reappeared") & ctx.value("is_target")) > 0
+
+
+@metric("timepoint", "bool", params=("node_normal_short_axis_mm", "too_small_default_mm"))
+def any_non_target_reappeared(ctx: Context) -> np.ndarray:
+    """A non-target lesion that had gone is present again (see `reappeared`)."""
+    return ctx.per_visit_count(ctx.value("reappeared") & ctx.value("is_non_target")) > 0
+
+
+@metric("timepoint", "text", params=("node_normal_short_axis_mm", "too_small_default_mm"))
+def reappeared_lesions(ctx: Context) -> np.ndarray:
+    """Ids of the lesions present again after they had gone, e.g. `L1, NT2`."""
+    return _ids_per_visit(ctx, ctx.value("reappeared"))
+
+
+def _ids_per_visit(ctx: Context, mask: np.ndarray) -> np.ndarray:
+    return _text_per_visit(ctx, mask, ctx.column("lesion", "lesion_id"))
+
+
+def _text_per_visit(ctx: Context, mask: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """The distinct texts of the lesion rows in `mask`, joined per visit in order (None where there are none)."""
+    out = np.full(ctx.n["timepoint"], None, dtype=object)
+    rows = np.flatnonzero(mask)
+    if len(rows):
+        frame = pd.DataFrame({"visit": ctx.lesion_visit[rows], "text": text[rows].astype(str)}).drop_duplicates()
+        joined = frame.groupby("visit", sort=True)["text"].agg(", ".join)
+        out[joined.index.to_numpy()] = joined.to_numpy(dtype=object)
+    return out
 
 
 @metric("timepoint", "bool", params=("node_normal_short_axis_mm",))

@@ -444,12 +444,21 @@ def _pydantic_message(error: Any) -> tuple[str, str | None]:
 class RuleVocabulary:
     """Names a condition may use at one level: metrics (this level or coarser), parameters, outputs so far."""
 
-    def __init__(self, level: Level, params: dict[str, Any], outputs: dict[str, tuple[Level, ValueType]]) -> None:
+    def __init__(
+        self,
+        level: Level,
+        params: dict[str, Any],
+        outputs: dict[str, tuple[Level, ValueType]],
+        declared: dict[str, Output] | None = None,
+    ) -> None:
         self.level = level
         self.params = constant_names(params)
         self.outputs = outputs
+        self.declared = declared or {}
 
     def type_of(self, name: str) -> ValueType | None:
+        if name.startswith("history:"):
+            return "bool" if self._history_ok(name) else None
         if name in self.outputs:
             level, vtype = self.outputs[name]
             return vtype if LEVEL_RANK[level] <= LEVEL_RANK[self.level] else None
@@ -463,6 +472,18 @@ class RuleVocabulary:
         if metric is not None and LEVEL_RANK[metric.level] <= LEVEL_RANK[self.level]:
             return metric.type
         return None
+
+    def _history_ok(self, name: str) -> bool:
+        """`history:<function>:<output>:<word>`: a timepoint-level output of this set (declared anywhere in the
+        file) and one of its categories, read at a timepoint."""
+        _, _, output, word = name.split(":", 3)
+        out = self.declared.get(output)
+        return (
+            self.level == "timepoint"
+            and out is not None
+            and out.level == "timepoint"
+            and (out.categories is None or word in [str(c) for c in out.categories])
+        )
 
     def describe(self) -> str:
         return f"see `crlm-response rules metrics` for the {self.level}-level vocabulary; parameters of this set: " + (
@@ -536,6 +557,20 @@ class LoadedRuleSet:
             tuple(best.clinical_benefit) if best is not None else DEFAULT_BENEFIT_ROLES,
         )
 
+    @functools.cached_property
+    def history_outputs(self) -> frozenset[str]:
+        """Outputs that history functions read at earlier timepoints (see conditions.HISTORY_FUNCTIONS)."""
+        return frozenset(n.split(":")[2] for c in self._conditions() for n in c.names if n.startswith("history:"))
+
+    def _conditions(self) -> list[Condition]:
+        found: list[Condition] = [c.condition for c in self.checks]
+        for out in self.outputs:
+            found += [out.where] if out.where is not None else []
+            found += [r.condition for r in out.rules if r.condition is not None]
+        for flag in self.flags:
+            found += [flag.condition] + [r.condition for r in flag.grade if r.condition is not None]
+        return found
+
     def output_type(self, name: str) -> ValueType:
         for out in self.outputs:
             if out.spec.name == name:
@@ -601,8 +636,10 @@ def compile_rule_set(schema: RuleSet, raw: RawRuleSet) -> LoadedRuleSet:
     params = {name: p.value for name, p in schema.parameters.items()}
     outputs_seen: dict[str, tuple[Level, ValueType]] = {}
 
+    declared = {out.name: out for out in schema.outputs}
+
     def vocab(level: Level) -> RuleVocabulary:
-        return RuleVocabulary(level, params, outputs_seen)
+        return RuleVocabulary(level, params, outputs_seen, declared)
 
     checks = []
     for i, check in enumerate(schema.checks):

@@ -167,9 +167,10 @@ def test_too_small_to_measure_counts_5_mm(fixture_run: dict[str, Any]) -> None:
 
 
 def test_equivocal_then_unequivocal_new_lesion(fixture_run: dict[str, Any]) -> None:
+    """NEW01 is EQUIVOCAL at WEEK 16 and UNEQUIVOCAL at WEEK 24: PD is dated back to WEEK 16 (E2009 §4.3.2)."""
     week16 = visit_row(fixture_run["visits"], INV1, "WEEK 16")
     week24 = visit_row(fixture_run["visits"], INV1, "WEEK 24")
-    assert (week16["new_lesions"].lower(), week16["overall"]) == ("false", "PR")
+    assert (week16["new_lesions"].lower(), week16["overall"]) == ("true", "PD")
     assert (week24["new_lesions"].lower(), week24["overall"]) == ("true", "PD")
 
 
@@ -260,12 +261,14 @@ def test_adtr_has_baseline_record(fixture_run: dict[str, Any]) -> None:
 def test_adrs_ovr_bor_cbor(fixture_run: dict[str, Any]) -> None:
     adrs = fixture_run["adrs"]
     expected = {
-        ("CRLM-001", "INVESTIGATOR", "OVR"): ["PR", "PR", "PD"],
+        ("CRLM-001", "INVESTIGATOR", "OVR"): ["PR", "PD", "PD"],  # WEEK 16: PD dated back from WEEK 24
         ("CRLM-001", "INDEPENDENT ASSESSOR", "OVR"): ["SD", "NE", "PD"],
         ("CRLM-002", "INVESTIGATOR", "OVR"): ["SD", "PD"],
         ("CRLM-003", "INVESTIGATOR", "OVR"): ["CR", "CR"],
         ("CRLM-001", "INVESTIGATOR", "BOR"): ["PR"],
-        ("CRLM-001", "INVESTIGATOR", "CBOR"): ["PR"],  # PR day 57 confirmed by PR day 113
+        # PR day 57 is not confirmed: day 113 (WEEK 16) is PD dated back from the new lesion WEEK 24 confirms,
+        # so the PR counts as SD (day 57 >= 42)
+        ("CRLM-001", "INVESTIGATOR", "CBOR"): ["SD"],
         ("CRLM-001", "INDEPENDENT ASSESSOR", "BOR"): ["SD"],
         ("CRLM-001", "INDEPENDENT ASSESSOR", "CBOR"): ["SD"],
         ("CRLM-002", "INVESTIGATOR", "BOR"): ["SD"],
