@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -38,6 +39,7 @@ ID_SOURCES = {
     "label": "the measurement's label",
 }
 EXTRA_HINT = 'pip install "crlm-response[dicom]"'
+DAMAGED_HINT = "the file looks damaged or cut short; copy the report again from the viewer or PACS"
 
 
 class SrImportError(CrlmError):
@@ -90,6 +92,7 @@ COMMENT = ("DCM", "121106")
 TIME_POINT = ("UMLS", "C2348792")
 TIME_POINT_CONTEXT = {("DCM", "126072"), ("DCM", "126073"), ("DCM", "126070"), ("DCM", "126071")}
 MEASUREMENT_REPORT = ("DCM", "126000")
+SR_CLASS_ROOT = "1.2.840.10008.5.1.4.1.1.88."  # the SOP classes of structured reports
 MEASUREMENT_CONTAINERS = {("DCM", "126010"), ("DCM", "126011")}  # Imaging / Derived Imaging Measurements
 MEASUREMENT_GROUP = ("DCM", "125007")
 # CID 6145 "Baseline Category" (concept DCM 112016): what the reader called the lesion at baseline.
@@ -196,7 +199,8 @@ class _Num:
     def shown(self) -> str:
         if self.value is None:
             return f"{self.concept.meaning} (no value)"
-        return f"{self.concept.meaning} {_number(self.value)} {self.unit.value if self.unit else '(no unit)'}"
+        unit = self.unit.value if self.unit and self.unit.value else "(no unit)"
+        return f"{self.concept.meaning} {_number(self.value)} {unit}"
 
 
 @dataclass
@@ -343,6 +347,8 @@ def _check_measurement_report(ds: Any, file: str) -> None:
     sop = ds.get("SOPClassUID")
     what = getattr(sop, "name", None) or str(sop or "unknown SOP class")
     if ds.get("ValueType") != "CONTAINER" or "ContentSequence" not in ds:
+        if str(sop or "").startswith(SR_CLASS_ROOT):
+            raise SrImportError(f"is a DICOM {what} object without report content (the file looks damaged)", file=file)
         raise NotAMeasurementReport(
             f"is a DICOM {what} object, not a Structured Report",
             file=file,
@@ -371,31 +377,62 @@ def _study_date(ds: Any, file: str) -> dt.date:
         ) from None
 
 
-def _read_report(path: Path, file: str) -> _Report:
+def _open(path: Path, file: str) -> Any:
     pydicom = _require_pydicom()
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return pydicom.dcmread(path, stop_before_pixels=True)
     except pydicom.errors.InvalidDicomError:
         raise NotAMeasurementReport("not a DICOM file (no DICM marker)", file=file) from None
     except OSError as exc:
-        raise SrImportError(f"cannot read: {exc.strerror or exc}", file=file) from None
+        if exc.errno is not None:  # the file system's error, not pydicom's
+            raise SrImportError(f"cannot read: {exc.strerror or exc}", file=file) from None
+        raise SrImportError(f"cannot be read as DICOM ({exc})", file=file, hint=DAMAGED_HINT) from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds of error on a damaged file
-        raise SrImportError(f"cannot be read as DICOM ({type(exc).__name__}: {exc})", file=file) from None
-    try:
-        _check_measurement_report(ds, file)
-        groups = [_read_group(g, i) for i, g in enumerate(_measurement_groups(ds), start=1)]
-        root_time_point = next(
-            (
-                str(item.get("TextValue") or "").strip() or None
-                for item in _children(ds)
-                if item.get("ValueType") == "TEXT" and _is(_concept(item), TIME_POINT)
-            ),
-            None,
-        )
-        study_date = _study_date(ds, file)
-        patient = str(ds.get("PatientID") or "").strip()
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
-        raise SrImportError(f"the report's content cannot be read ({type(exc).__name__}: {exc})", file=file) from None
+        raise SrImportError(
+            f"cannot be read as DICOM ({type(exc).__name__}: {exc})", file=file, hint=DAMAGED_HINT
+        ) from None
+
+
+def _check_complete(ds: Any, file: str) -> None:
+    """Refuse a file cut short. pydicom reads a truncated element of known length without complaint, and a
+    report cut inside its content tree would silently lose the lesions measured last."""
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        length, value = getattr(raw, "length", None), getattr(raw, "value", None)
+        if isinstance(length, int) and length != 0xFFFFFFFF and isinstance(value, bytes) and len(value) < length:
+            name = getattr(ds[tag], "name", str(tag))
+            raise SrImportError(
+                f"the file is cut short: {name} {tag} should have {length:,} bytes, the file holds {len(value):,}",
+                file=file,
+                hint=DAMAGED_HINT,
+            )
+
+
+def _read_report(path: Path, file: str) -> _Report:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about every odd value; what matters is checked below
+        ds = _open(path, file)
+        try:
+            _check_complete(ds, file)
+            _check_measurement_report(ds, file)
+            groups = [_read_group(g, i) for i, g in enumerate(_measurement_groups(ds), start=1)]
+            root_time_point = next(
+                (
+                    str(item.get("TextValue") or "").strip() or None
+                    for item in _children(ds)
+                    if item.get("ValueType") == "TEXT" and _is(_concept(item), TIME_POINT)
+                ),
+                None,
+            )
+            study_date = _study_date(ds, file)
+            patient = str(ds.get("PatientID") or "").strip()
+        except CrlmError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pydicom parses nested items only when they are used
+            raise SrImportError(
+                f"the report's content cannot be read, the file looks damaged ({type(exc).__name__}: {exc})",
+                file=file,
+            ) from None
     time_point = _report_time_point(root_time_point, groups, file)
     return _Report(file, path, patient, study_date, time_point, groups)
 
@@ -427,7 +464,9 @@ def _skip_reason(path: Path) -> str | None:
         return "not DICOM"
     pydicom = _require_pydicom()
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "ValueType"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "ValueType"])
     except Exception:  # noqa: BLE001 - a damaged file in a folder is listed, not fatal
         return "damaged DICOM"
     if str(ds.get("Modality") or "") != "SR" and "ValueType" not in ds:
@@ -977,7 +1016,7 @@ def _scalar(value: Any) -> str:
     text = str(value)
     if _PLAIN.match(text) and not text.endswith(" ") and yaml.safe_load(text) == text:
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False))
 
 
 def _number(value: Decimal) -> str:
@@ -986,8 +1025,13 @@ def _number(value: Decimal) -> str:
     return text if text != "-0" else "0"
 
 
+# Characters YAML cannot hold (C0 and C1 controls, DEL, surrogates, non-characters) or reads as line breaks (NEL,
+# LS, PS): a damaged or hostile label must neither break the file nor end a comment early.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
 def _comment(text: str) -> str:
-    return re.sub(r"[\x00-\x1f\x7f]", "?", text)
+    return _UNSAFE.sub("?", text)
 
 
 def _flow(fields: dict[str, Any]) -> str:

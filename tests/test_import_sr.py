@@ -636,3 +636,53 @@ def test_without_the_dicom_extra_the_message_names_it(tmp_path, monkeypatch):
         '(pip install "crlm-response[dicom]")\n'
     )
     assert not (tmp_path / "case.yaml").exists()
+
+
+def _undefined_lengths(items: Any) -> None:
+    """Mark every sequence and item of undefined length, as dcmjs (OHIF) writes them."""
+    for element in items:
+        if element.VR == "SQ":
+            element.is_undefined_length = True
+            for item in element.value:
+                item.is_undefined_length_sequence_item = True
+                _undefined_lengths(item)
+
+
+@pytest.mark.parametrize("lengths", ["defined", "undefined"])
+def test_a_report_cut_short_is_refused(tmp_path, lengths):
+    """A copy broken in transfer: pydicom reads an element of known length that the file cuts short without
+    complaint, which would silently lose the lesions measured last. Every cut must be refused, naming the file."""
+    path = write_conformant_reports(tmp_path)[0]
+    if lengths == "undefined":
+        ds = pydicom.dcmread(path)
+        _undefined_lengths(ds)
+        ds.save_as(path)
+    whole = path.read_bytes()
+    for cut in range(400, len(whole) - 1, 97):
+        broken = tmp_path / "cut.dcm"
+        broken.write_bytes(whole[:cut])
+        result = run_cli("import-sr", str(broken), "-o", str(tmp_path / "case.yaml"))
+        assert result.exit_code == 1, (cut, result.output)
+        assert result.stderr.startswith(f"Error: {broken}: "), (cut, result.stderr)
+        assert "internal error" not in result.stderr
+    assert not (tmp_path / "case.yaml").exists()
+
+
+def test_the_cut_short_message(tmp_path):
+    path = write_conformant_reports(tmp_path)[0]
+    whole = path.read_bytes()
+    size = pydicom.dcmread(path).get_item(0x0040A730).length
+    path.write_bytes(whole[:-100])
+    result = run_cli("import-sr", str(path), "-o", str(tmp_path / "case.yaml"))
+    assert result.stderr == (
+        f"Error: {path}: the file is cut short: Content Sequence (0040,A730) should have {size:,} bytes, the file "
+        f"holds {size - 100:,} (the file looks damaged or cut short; copy the report again from the viewer or PACS)\n"
+    )
+
+
+def test_control_characters_in_a_label_cannot_break_the_case_file(tmp_path):
+    write_sr(tmp_path / "a.dcm", [group("L1\x87\x85x", (LONG, 30, MM), finding=NEOPLASM)], "20240108")
+    result = import_sr([tmp_path / "a.dcm"])
+    assert '{id: "L1\\u0087 x", kind: target' in result.text  # NEL is a line break: white space in an id
+    assert parse(result.text).timepoints[0].lesions[0].id == "L1\x87 x"
+    assert "# from " + str(tmp_path / "a.dcm") + " group 1 (L1??x)" in result.text
