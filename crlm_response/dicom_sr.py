@@ -67,7 +67,6 @@ _SRT_TO_SCT = {
     "G-D7FE": "410668003",  # Length
     "G-A185": "103339001",  # Long axis
     "G-A186": "103340004",  # Short axis
-    "G-D785": "81827009",  # Diameter
     "G-A193": "131187009",  # Major axis
     "G-A194": "131188004",  # Minor axis
     "G-C0E3": "363698007",  # Finding site
@@ -139,6 +138,7 @@ LESION_WORDS = (
     "malignan",
     "adenopathy",
     "abnormal structure",
+    "lymph node",  # a measured node is nodal disease; RECIST's size thresholds then say whether it counts
 )
 ANATOMY_CODES = {("SCT", "91723000"), ("SRT", "T-D0060")}  # Anatomical structure; Organ (dcmqi)
 ORGAN_WORDS = (
@@ -531,8 +531,9 @@ def _read_reports(paths: Sequence[str | Path]) -> tuple[list[_Report], list[Left
                 str(candidate.path.relative_to(candidate.folder))
             )
     left_out: list[LeftOut] = []
+    read = {r.path for r in reports}
     for folder, reasons in skipped.items():
-        if not any(c.folder == folder for c in chosen if any(r.path == c.path for r in reports)):
+        if not any(c.folder == folder and c.path in read for c in chosen):
             counts = "; ".join(f"{len(names)} {reason}" for reason, names in reasons.items())
             raise SrImportError(f"no DICOM SR measurement report (TID 1500) in this folder ({counts})", file=folder)
         for reason, names in reasons.items():

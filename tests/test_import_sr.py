@@ -571,6 +571,10 @@ def _build_bad(name: str, folder: Path) -> list[str]:
     if name == "output_is_an_input":
         write_sr(folder / "a.dcm", [group("L1", (LONG, 30, MM), finding=NEOPLASM)], "20240108")
         return ["a.dcm"]
+    if name == "output_is_a_report_in_the_folder":
+        (folder / "reports").mkdir()
+        write_sr(folder / "reports" / "a.dcm", [group("L1", (LONG, 30, MM), finding=NEOPLASM)], "20240108")
+        return ["reports"]
     raise AssertionError(name)
 
 
@@ -602,14 +606,17 @@ BAD = {
     "target_the_report_calls_non_target": "Error: --targets: L1 is named a target here but the report calls it "
     "non-target (a.dcm group 1 (L1))",
     "output_is_an_input": "Error: a.dcm: output would overwrite an input file (choose another output path)",
+    "output_is_a_report_in_the_folder": "Error: reports/a.dcm: output would overwrite an input file (choose another "
+    "output path)",
 }
+OUTPUT = {"output_is_an_input": "a.dcm", "output_is_a_report_in_the_folder": "reports/a.dcm"}
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_bad_input_gets_a_clear_message_naming_the_file(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = _build_bad(name, tmp_path)
-    output = "a.dcm" if name == "output_is_an_input" else "case.yaml"
+    output = OUTPUT.get(name, "case.yaml")
     before = (tmp_path / output).read_bytes() if (tmp_path / output).exists() else None
     result = run_cli("import-sr", *args, "-o", output)
     assert result.exit_code == 1, result.output
