@@ -239,7 +239,7 @@ def _require_pydicom() -> Any:
         import pydicom
     except ImportError:
         raise SrImportError(
-            "reading DICOM SR needs the optional packages pydicom and highdicom, which are not installed",
+            "reading DICOM SR needs the optional `dicom` extra (pydicom and highdicom); pydicom is not installed",
             hint=EXTRA_HINT,
         ) from None
     return pydicom

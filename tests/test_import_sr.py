@@ -639,7 +639,7 @@ def test_without_the_dicom_extra_the_message_names_it(tmp_path, monkeypatch):
     result = run_cli("import-sr", str(tmp_path / "a.dcm"), "-o", str(tmp_path / "case.yaml"))
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: reading DICOM SR needs the optional packages pydicom and highdicom, which are not installed "
+        "Error: reading DICOM SR needs the optional `dicom` extra (pydicom and highdicom); pydicom is not installed "
         '(pip install "crlm-response[dicom]")\n'
     )
     assert not (tmp_path / "case.yaml").exists()
