@@ -1162,6 +1162,63 @@ def report_cmd(case_file: Path, output: Path, criteria: str | None, set_values: 
     _console(stderr=True).print(f"wrote {output}")
 
 
+@cli.command("import-sr", context_settings=CONTEXT_SETTINGS)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Case file (YAML) to write."
+)
+@click.option(
+    "--id-from",
+    type=click.Choice(["identifier", "uid", "label"]),
+    default="identifier",
+    show_default=True,
+    help="Lesion id from the tracking identifier, the tracking UID or the viewer's label.",
+)
+@click.option("--targets", metavar="IDS", help="Comma-separated target lesions, when the reports do not say.")
+@click.option("--non-targets", metavar="IDS", help="Comma-separated non-target lesions, when the reports do not say.")
+@click.option("--case-id", help="case_id to write (default: the reports' Patient ID).")
+def import_sr_cmd(
+    paths: tuple[Path, ...],
+    output: Path,
+    id_from: str,
+    targets: str | None,
+    non_targets: str | None,
+    case_id: str | None,
+) -> None:
+    """A case file from one patient's DICOM SR measurement reports (TID 1500: OHIF, 3D Slicer, ePAD, PACS).
+
+    PATHS are SR files or folders. Each report is a timepoint (by study date); what is not imported is listed.
+
+    Example:
+
+        crlm-response import-sr baseline.dcm week8.dcm -o case.yaml
+    """
+    from .dicom_sr import import_sr
+    from .writers import refuse_overwriting_inputs, write_text
+
+    refuse_overwriting_inputs([output], paths)
+    result = import_sr(
+        paths,
+        id_from=id_from,  # type: ignore[arg-type]  # click.Choice checked it
+        targets=[targets] if targets else None,
+        non_targets=[non_targets] if non_targets else None,
+        case_id=case_id,
+    )
+    refuse_overwriting_inputs([output], result.files)
+    write_text(output, result.text)
+    for item in result.left_out:
+        click.echo(f"left out: {item}", err=True)
+    for warning in result.warnings:
+        click.echo(f"warning {warning.code}: {warning.message}", err=True)
+    timepoints = result.case["timepoints"]
+    lesions = len({lesion["id"] for tp in timepoints for lesion in tp["lesions"]})
+    click.echo(
+        f"wrote {output}: {len(timepoints)} timepoint(s), {lesions} lesion(s) from {len(result.files)} report(s); "
+        f"{len(result.left_out)} item(s) left out",
+        err=True,
+    )
+
+
 def main() -> None:
     cli(prog_name="crlm-response")
 
