@@ -39,7 +39,7 @@ from crlm_response.synthetic import generate_cohort
 PACKAGE = ROOT / "crlm_response"
 SAMPLE_CASE = ROOT / "sample_cases" / "folfox_bev_partial_response.yaml"
 TRIAL = ROOT / "sample_cases" / "trial_lesions.csv"
-OVERWRITE = "output would overwrite an input file"
+OVERWRITE = "would overwrite the input"
 
 LESIONS_CSV = """\
 subject_id,timepoint,day,lesion_id,kind,organ,is_lymph_node,longest_diameter_mm,status,agents
@@ -494,8 +494,8 @@ def test_no_command_writes_over_one_of_its_inputs(name: str, tmp_path: Path) -> 
     result = run_cli(*args)
     after = victim.read_bytes()
     assert after == before, f"{name}: the input {victim.name} was overwritten (exit {result.exit_code})"
-    assert result.exit_code == 1, result.stderr
-    assert OVERWRITE in result.stderr, result.stderr
+    assert result.exit_code == 2, result.stderr  # a usage error (issue 13): the output path is wrong
+    assert OVERWRITE + f" {victim}" in result.stderr, result.stderr
     clean(result)
 
 
@@ -506,7 +506,7 @@ def test_an_output_reached_through_another_spelling_of_the_input_path_is_refused
     link.symlink_to(lesions)
     for output in (tmp_path / "sub" / ".." / "lesions.csv", link):
         result = run_cli("batch", lesions, "-o", output)
-        assert result.exit_code == 1 and OVERWRITE in result.stderr, (output, result.stderr)
+        assert result.exit_code == 2 and OVERWRITE in result.stderr, (output, result.stderr)
     assert lesions.read_text(encoding="utf-8") == LESIONS_CSV
 
 
