@@ -946,7 +946,8 @@ def test_a_dataset_folder_holding_an_input_is_refused(tmp_path: Path) -> None:
     folder.mkdir()
     lesions = write(folder / "lesions.csv", LESIONS_CSV)
     result = run_cli("batch", lesions, "--chunk-rows", "1000", "-o", f"{folder}/")
-    refused(result, f"Error: {folder}: -o is a folder holding the input {lesions} (choose a new or empty output folder)")
+    message = f"Error: {folder}: -o is a folder holding the input {lesions} (choose a new or empty output folder)"
+    refused(result, message)
     assert sorted(p.name for p in folder.iterdir()) == ["lesions.csv"]
 
 
@@ -955,7 +956,11 @@ def test_a_dataset_folder_holding_an_input_is_refused(tmp_path: Path) -> None:
     [
         (["-o", "x.csv", "--errors", "x.csv"], "x.csv", "-o and --errors"),
         (["-o", "r.csv", "--best", "r.errors.csv"], "r.errors.csv", "--best and -o (errors file)"),
-        (["-o", "r.csv", "--summary-file", "r.warnings.csv"], "r.warnings.csv", "-o (warnings file) and --summary-file"),
+        (
+            ["-o", "r.csv", "--summary-file", "r.warnings.csv"],
+            "r.warnings.csv",
+            "-o (warnings file) and --summary-file",
+        ),
         (["-o", "r.csv", "--errors", "r.csv", "--chunk-rows", "1000"], "r.csv", "-o and --errors"),
     ],
 )
