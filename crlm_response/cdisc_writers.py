@@ -146,7 +146,7 @@ def _finite(column: str) -> Callable[[Any, int], float]:
         number = float(value)
         if not math.isfinite(number):
             raise OutputError(
-                f"row {row} holds {number}, a number Dataset-JSON and SAS transport cannot hold", key=column
+                f"row {row} holds {number}, a number Dataset-JSON and SAS transport cannot hold", key=f"column {column}"
             )
         return number
 
@@ -219,31 +219,28 @@ def _rows(frame: pd.DataFrame, kinds: dict[str, str]) -> Iterator[list[Any]]:
 def write_dataset_json(frame: pd.DataFrame, path: Path, name: str, *, ndjson: bool = False) -> None:
     """Dataset-JSON 1.1: one JSON object with `rows` (.json), or the metadata on line 1 and one row per line
     (.ndjson). Rows are arrays in column order; missing values are null."""
-    frame = _unique_text_columns(frame, path)
+    frame = _unique_text_columns(frame)
     kinds = {str(c): data_type(str(c), frame[c]) for c in frame.columns}
-    try:
-        meta = dataset_metadata(frame, name, kinds)
-        rows = _rows(frame, kinds)
-        with open(path, "w", encoding="utf-8", newline="\n") as handle:
-            head = json.dumps(meta, ensure_ascii=False, allow_nan=False)
-            if ndjson:
-                handle.write(head + "\n")
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-                return
-            handle.write(head[:-1] + ', "rows": [')
-            for i, row in enumerate(rows):
-                handle.write(("," if i else "") + "\n" + json.dumps(row, ensure_ascii=False, allow_nan=False))
-            handle.write("\n]}\n")
-    except OutputError as exc:
-        raise OutputError(exc.message, file=path, key=exc.location.key, hint=exc.hint) from None
+    meta = dataset_metadata(frame, name, kinds)
+    rows = _rows(frame, kinds)
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        head = json.dumps(meta, ensure_ascii=False, allow_nan=False)
+        if ndjson:
+            handle.write(head + "\n")
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+            return
+        handle.write(head[:-1] + ', "rows": [')
+        for i, row in enumerate(rows):
+            handle.write(("," if i else "") + "\n" + json.dumps(row, ensure_ascii=False, allow_nan=False))
+        handle.write("\n]}\n")
 
 
-def _unique_text_columns(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _unique_text_columns(frame: pd.DataFrame) -> pd.DataFrame:
     names = [str(c) for c in frame.columns]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise OutputError(f"column name(s) given twice: {', '.join(twice)}", file=path)
+        raise OutputError(f"column name(s) given twice: {', '.join(twice)}")
     return frame
 
 
@@ -271,7 +268,7 @@ def _text_problem(value: str, limit: int, what: str) -> str | None:
     return None
 
 
-def check_xpt(frame: pd.DataFrame, path: Path, name: str) -> None:
+def check_xpt(frame: pd.DataFrame, name: str) -> None:
     """Refuse, naming the column and the limit, a table that SAS V5 transport cannot hold as it is."""
     names = [str(c) for c in frame.columns]
     bad_names = [(n, p) for n in names if (p := _v5_name_problem(n))]
@@ -280,24 +277,21 @@ def check_xpt(frame: pd.DataFrame, path: Path, name: str) -> None:
         more = len(bad_names) - 1
         raise OutputError(
             problem,
-            file=path,
             key=f"column {column}",
             hint=(f"{more} more column name(s) too: {', '.join(n for n, _ in bad_names[1:4])}; " if more else "")
             + OTHER_FORMATS,
         )
     name_problem = _v5_name_problem(name)
     if name_problem:
-        raise OutputError(
-            f"dataset name {name}: {name_problem}", file=path, hint="name the file like rs.xpt or adrs.xpt"
-        )
+        raise OutputError(f"dataset name {name}: {name_problem}", hint="name the file like rs.xpt or adrs.xpt")
     for text, what in ((dataset_label(name), "dataset label"), *((label_of(n), f"column {n}: label") for n in names)):
         label_problem = _text_problem(text, V5_LABEL_BYTES, what)
         if label_problem:
-            raise OutputError(label_problem, file=path, hint=OTHER_FORMATS)
-    _check_xpt_values(frame, path)
+            raise OutputError(label_problem, hint=OTHER_FORMATS)
+    _check_xpt_values(frame)
 
 
-def _check_xpt_values(frame: pd.DataFrame, path: Path) -> None:
+def _check_xpt_values(frame: pd.DataFrame) -> None:
     for column in frame.columns:
         kind = data_type(str(column), frame[column])
         if kind in ("integer", "double", "boolean"):
@@ -310,7 +304,7 @@ def _check_xpt_values(frame: pd.DataFrame, path: Path) -> None:
                 continue
             problem = _text_problem(_as_text(value), V5_TEXT_BYTES, f"row {row}: text")
             if problem:
-                raise OutputError(problem, file=path, key=f"column {column}", hint=OTHER_FORMATS)
+                raise OutputError(problem, key=f"column {column}", hint=OTHER_FORMATS)
 
 
 def xpt_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -329,12 +323,11 @@ def xpt_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_xpt(frame: pd.DataFrame, path: Path, name: str) -> None:
-    """SAS transport version 5 (the format FDA submissions take), after `check_xpt`."""
+    """SAS transport version 5 (the format FDA submissions take), once `check_xpt` has passed."""
     try:
         import pyreadstat
     except ImportError:
-        raise OutputError("writing .xpt needs pyreadstat", file=path, hint="pip install pyreadstat") from None
-    check_xpt(frame, path, name)
+        raise OutputError("writing .xpt needs pyreadstat", hint="pip install pyreadstat") from None
     data = xpt_frame(frame)
     pyreadstat.write_xport(
         data,

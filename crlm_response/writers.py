@@ -312,16 +312,23 @@ def write_table(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True,
     target = Path(path)
     suffix = target.suffix.lower()
     dataset = name or target.stem.upper()
-    with atomic_path(target) as tmp:
-        if suffix in PARQUET_SUFFIXES:
-            _to_parquet(frame, tmp)
-        elif suffix == ".xpt":
-            cdisc_writers.write_xpt(frame, tmp, dataset)
-        elif suffix in (".json", ".ndjson"):
-            cdisc_writers.write_dataset_json(frame, tmp, dataset, ndjson=suffix == ".ndjson")
-        else:
-            data = neutralise_formulas(frame) if safe_csv else frame
-            write_csv(_lowercase_booleans(data), tmp)
+    try:
+        if suffix == ".xpt":
+            cdisc_writers.check_xpt(frame, dataset)  # before any file is made
+        with atomic_path(target) as tmp:
+            if suffix in PARQUET_SUFFIXES:
+                _to_parquet(frame, tmp)
+            elif suffix == ".xpt":
+                cdisc_writers.write_xpt(frame, tmp, dataset)
+            elif suffix in (".json", ".ndjson"):
+                cdisc_writers.write_dataset_json(frame, tmp, dataset, ndjson=suffix == ".ndjson")
+            else:
+                data = neutralise_formulas(frame) if safe_csv else frame
+                write_csv(_lowercase_booleans(data), tmp)
+    except OutputError as exc:
+        if exc.location.file is not None:
+            raise
+        raise OutputError(exc.message, file=target, key=exc.location.key, hint=exc.hint) from None
 
 
 def csv_text(frame: pd.DataFrame, *, safe_csv: bool = True) -> str:
