@@ -429,7 +429,8 @@ class _Steps:
     "--output",
     "-o",
     type=click.Path(path_type=Path),
-    help="Per-visit responses (.csv or .parquet); side files go next to it. With --engine dask or --chunk-rows "
+    help="Per-visit responses (.csv, .parquet, .json/.ndjson Dataset-JSON); side files go next to it. With "
+    "--engine dask or --chunk-rows "
     "it may be a folder (ending in /): a partitioned Parquet dataset, one sub-folder per output.",
 )
 @click.option(
@@ -465,7 +466,8 @@ class _Steps:
 @click.option(
     "--out-rs",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write SDTM RS rows (TRGRESP, NTRGRESP, NEWLPROG, OVRLRESP) from the RECIST 1.1 results.",
+    help="Write SDTM RS rows (TRGRESP, NTRGRESP, NEWLPROG, OVRLRESP) from the RECIST 1.1 results "
+    "(.csv, .parquet, .xpt SAS V5 transport, .json/.ndjson Dataset-JSON).",
 )
 @click.option(
     "--adam-dir",
