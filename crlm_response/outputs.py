@@ -58,9 +58,15 @@ def check_outputs(
 ) -> None:
     """Refuse, before any work, outputs that would destroy an input, another output, or a non-regular file.
 
-    `outputs`: option label -> file path (None: not written; `-`: standard output); `folders`: label -> a folder
-    output replaced as a whole; `inputs`: every file or folder the run reads."""
-    planned = [_Output(label, Path(p), False) for label, p in outputs.items() if p is not None and not is_stdout(p)]
+    `outputs`: option label -> file path (None: not written; a command that streams to standard output passes
+    None for `-`); `folders`: label -> a folder output replaced as a whole; `inputs`: every file or folder the
+    run reads."""
+    for label, p in {**outputs, **(folders or {})}.items():
+        if is_stdout(p):
+            raise OutputConflictError(
+                f"{label} - (standard output) is not available for this output", hint="give a file path"
+            )
+    planned = [_Output(label, Path(p), False) for label, p in outputs.items() if p is not None]
     planned += [_Output(label, Path(p), True) for label, p in (folders or {}).items() if p is not None]
     read = [Path(p) for p in inputs if p is not None and not is_stdout(p) and not str(p).startswith("<")]
     for output in planned:

@@ -1170,3 +1170,16 @@ def test_dash_writes_to_standard_output(tmp_path: Path, monkeypatch: pytest.Monk
     assert result.exit_code == 0, result.stderr
     assert result.stdout.lstrip().lower().startswith("<!doctype html")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["batch", "diff"])
+def test_dash_is_refused_where_a_command_writes_files_only(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`batch` (several files) and `diff` (whose stdout is the report) cannot stream -o: never a file named `-`."""
+    monkeypatch.chdir(tmp_path)
+    lesions = write(tmp_path / "lesions.csv", LESIONS_CSV)
+    args = {"batch": ["batch", lesions], "diff": ["diff", "recist1.1", "choi", "--cases", lesions]}[command]
+    result = run_cli(*args, "-o", "-")
+    refused(result, "Error: -o - (standard output) is not available for this output (give a file path)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lesions.csv"]
