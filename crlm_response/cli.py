@@ -42,7 +42,8 @@ class _UsageProblem(click.ClickException):
 
 
 class CrlmGroup(click.Group):
-    """Turns library errors into `Error: ...` lines and exit code 1; never a traceback."""
+    """Turns library errors into `Error: ...` lines and exit code 1 (2 for a usage error such as an output path
+    that is an input); never a traceback. SIGTERM ends the run through the same clean-up as an error."""
 
     def invoke(self, ctx: click.Context) -> Any:
         from .writers import Terminated, clean_stop
