@@ -35,14 +35,28 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
 
 
+class _UsageProblem(click.ClickException):
+    """`Error: ...` with exit code 2: a usage error the library found (e.g. an output path that is an input)."""
+
+    exit_code = 2
+
+
 class CrlmGroup(click.Group):
-    """Turns library errors into `Error: ...` lines and exit code 1; never a traceback."""
+    """Turns library errors into `Error: ...` lines and exit code 1 (2 for a usage error such as an output path
+    that is an input); never a traceback. SIGTERM ends the run through the same clean-up as an error."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from .writers import Terminated, clean_stop
+
         try:
-            return super().invoke(ctx)
+            with clean_stop():
+                return super().invoke(ctx)
+        except Terminated as exc:
+            if ctx.parent is None:
+                click.echo(f"Error: stopped by {exc.signal_name}; no output was changed half-way", err=True)
+            raise
         except CrlmError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise (_UsageProblem if exc.exit_code == 2 else click.ClickException)(str(exc)) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except MemoryError:
@@ -156,9 +170,11 @@ def _looks_like_a_path(text: str) -> bool:
     return Path(text).suffix.lower() in (".yaml", ".yml") or "/" in text or os.sep in text
 
 
-def _rule_files(ids: list[str] | None) -> list[str]:
-    """The rule files among requested criteria (inputs an output must never replace)."""
-    return [i for i in ids or () if i not in builtin_ids() and Path(i).is_file()]
+def _file_output(path: Path | None) -> Path | None:
+    """An -o path, or None for standard output (`-o -`)."""
+    from .outputs import is_stdout
+
+    return None if path is None or is_stdout(path) else path
 
 
 criteria_opt = click.option(
@@ -207,7 +223,10 @@ def cli() -> None:
 @set_opt
 @click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 1).")
 @click.option(
-    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of stdout."
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Write to a file instead of stdout (`-` for stdout).",
 )
 def assess_cmd(
     case_file: Path,
@@ -224,10 +243,12 @@ def assess_cmd(
 
         crlm-response assess sample_cases/folfox_bev_partial_response.yaml --explain
     """
-    from .writers import refuse_overwriting_inputs
+    from .outputs import case_inputs, check_outputs
 
     requested = _criteria_option(criteria)
-    refuse_overwriting_inputs([output], [case_file, *_rule_files(requested)])
+    output = _file_output(output)
+    if output is not None:
+        check_outputs({"-o": output}, case_inputs(case_file, requested))
     settings = parse_set_options(set_values, requested or ())
     result = assess(case_file, criteria=requested, settings=settings, explain=True, strict=strict)
     data = result.to_dict()
@@ -409,7 +430,8 @@ class _Steps:
     "--output",
     "-o",
     type=click.Path(path_type=Path),
-    help="Per-visit responses (.csv or .parquet); side files go next to it. With --engine dask or --chunk-rows "
+    help="Per-visit responses (.csv, .parquet, .json/.ndjson Dataset-JSON); side files go next to it. With "
+    "--engine dask or --chunk-rows "
     "it may be a folder (ending in /): a partitioned Parquet dataset, one sub-folder per output.",
 )
 @click.option(
@@ -445,12 +467,20 @@ class _Steps:
 @click.option(
     "--out-rs",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write SDTM RS rows (TRGRESP, NTRGRESP, NEWLPROG, OVRLRESP) from the RECIST 1.1 results.",
+    help="Write SDTM RS rows (TRGRESP, NTRGRESP, NEWLPROG, OVRLRESP) from the RECIST 1.1 results "
+    "(.csv, .parquet, .xpt SAS V5 transport, .json/.ndjson Dataset-JSON).",
 )
 @click.option(
     "--adam-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Write ADaM-shaped ADRS (OVR, BOR, CBOR) and ADTR (SDIAM) tables into this folder.",
+)
+@click.option(
+    "--adam-format",
+    type=click.Choice(["csv", "parquet", "xpt", "json"]),
+    default="csv",
+    show_default=True,
+    help="Format of the ADaM datasets: xpt is SAS V5 transport, json is CDISC Dataset-JSON 1.1.",
 )
 @click.option(
     "--engine",
@@ -488,6 +518,7 @@ def batch_cmd(
     sdtm_tr: Path | None,
     out_rs: Path | None,
     adam_dir: Path | None,
+    adam_format: str,
     engine: str,
     scheduler: str | None,
     workers: int | None,
@@ -504,8 +535,9 @@ def batch_cmd(
         crlm-response batch sample_cases/trial_lesions.csv -o responses.csv --summary
     """
     from .batch import score_read
+    from .outputs import check_outputs, rule_inputs
     from .trial import load_column_map, read_long
-    from .writers import all_or_nothing, refuse_overwriting_inputs
+    from .writers import all_or_nothing
 
     sdtm = sdtm_tu is not None or sdtm_tr is not None
     if sdtm and (sdtm_tu is None or sdtm_tr is None):
@@ -550,10 +582,15 @@ def batch_cmd(
         raise click.UsageError("--scheduler, --workers and --partitions need --engine dask")
     lesions_path = _single_input(lesions) if lesions is not None else None
     outputs = _batch_outputs(output, best_path, errors_path)
-    adam = {"adrs": adam_dir / "adrs.csv", "adtr": adam_dir / "adtr.csv"} if adam_dir else {}
-    refuse_overwriting_inputs(
-        [*outputs.values(), summary_file, out_rs, *adam.values()],
-        [lesions_path, organs, column_map, sdtm_tu, sdtm_tr, *_rule_files(requested)],
+    adam = {n: adam_dir / f"{n}.{adam_format}" for n in ("adrs", "adtr")} if adam_dir else {}
+    check_outputs(
+        {
+            **_output_labels(outputs, best_path, errors_path),
+            "--summary-file": summary_file,
+            "--out-rs": out_rs,
+            **{f"--adam-dir ({n.upper()})": p for n, p in adam.items()},
+        },
+        [_input_folder(lesions), lesions_path, organs, column_map, sdtm_tu, sdtm_tr, *rule_inputs(requested)],
     )
     with _Steps() as step:
         if sdtm:
@@ -588,14 +625,14 @@ def _write_sdtm(
     if recist is None:
         raise click.UsageError("RS and ADaM output need --criteria to include recist1.1")
     if out_rs is not None:
-        write_table(rs_rows(recist, streams), out_rs, safe_csv=safe_csv)
+        write_table(rs_rows(recist, streams), out_rs, safe_csv=safe_csv, name="RS")
     if adam:
         rules = get_rules("recist1.1")
         params = resolve_params(rules, settings.get("recist1.1", {}), {"confirmation_required": True})
         confirmed = score(result.prepared, rules, params)
         adrs, adtr = adam_rows(recist, streams, confirmed)
-        write_table(adrs, adam["adrs"], safe_csv=safe_csv)
-        write_table(adtr, adam["adtr"], safe_csv=safe_csv)
+        write_table(adrs, adam["adrs"], safe_csv=safe_csv, name="ADRS")
+        write_table(adtr, adam["adtr"], safe_csv=safe_csv, name="ADTR")
 
 
 def _expand_inputs(pattern: str) -> list[Path]:
@@ -612,6 +649,11 @@ def _expand_inputs(pattern: str) -> list[Path]:
     if not files:
         raise CrlmError("no input files match", file=pattern, hint="give a CSV/Parquet file, a folder, or a glob")
     return files
+
+
+def _input_folder(pattern: str | None) -> Path | None:
+    """A folder given as the lesion input: outputs must stay out of it (the next run would read them)."""
+    return Path(pattern) if pattern is not None and Path(pattern).is_dir() else None
 
 
 def _single_input(pattern: str) -> Path:
@@ -646,8 +688,9 @@ def _batch_large(
     """Subject-complete parts scored one at a time (--chunk-rows) or on Dask; outputs written part by part."""
     from .batch import BatchResult
     from .engines import OUTPUT_KINDS, ResultSink, connect, run_chunked, run_dask
+    from .outputs import check_outputs, rule_inputs
     from .trial import load_column_map
-    from .writers import all_or_nothing, refuse_overwriting_inputs
+    from .writers import all_or_nothing
 
     if lesions is None:
         raise click.UsageError("give the lesion table(s)")
@@ -658,7 +701,11 @@ def _batch_large(
         outputs: dict[str, Path | None] = {k: None for k in OUTPUT_KINDS}
     else:
         outputs = _batch_outputs(output, best_path, errors_path)
-    refuse_overwriting_inputs([*outputs.values(), summary_file], [*inputs, organs, column_map, *_rule_files(requested)])
+    check_outputs(
+        {**_output_labels(outputs, best_path, errors_path), "--summary-file": summary_file},
+        [_input_folder(lesions), *inputs, organs, column_map, *rule_inputs(requested)],
+        folders={"-o": folder},
+    )
     mapping = load_column_map(column_map)
     sink = ResultSink(outputs, folder, safe_csv)
     if folder is not None:
@@ -723,9 +770,15 @@ def _batch_outputs(output: Path | None, best: Path | None, errors: Path | None) 
     }
 
 
+def _output_labels(outputs: dict[str, Path | None], best: Path | None, errors: Path | None) -> dict[str, Path | None]:
+    """Batch outputs by the option that names them, as messages show them (`-o (warnings file)`)."""
+    given = {"visits": "-o", "best": "--best" if best else None, "errors": "--errors" if errors else None}
+    return {(given.get(kind) or f"-o ({kind} file)"): path for kind, path in outputs.items()}
+
+
 def _write_batch(result: BatchResult, outputs: dict[str, Path | None], safe_csv: bool) -> None:
     from .trial import ERROR_COLUMNS
-    from .writers import write_table
+    from .writers import remove_later, write_table
 
     tables = result.tables()
     always = {"visits", "best", "errors"}
@@ -734,6 +787,7 @@ def _write_batch(result: BatchResult, outputs: dict[str, Path | None], safe_csv:
             continue
         frame = tables[name]
         if frame.empty and name not in always:
+            remove_later(path)  # an earlier run's file must not pass for this run's
             continue
         if frame.empty and name == "errors":
             frame = frame.reindex(columns=ERROR_COLUMNS)
@@ -776,7 +830,10 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
 @cli.command("bor", context_settings=CONTEXT_SETTINGS)
 @click.argument("visits", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="One row per subject (.csv/.parquet)."
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="One row per subject (.csv, .parquet, .json, .ndjson; `-` or none: CSV on stdout).",
 )
 @click.option(
     "--errors",
@@ -852,11 +909,13 @@ def bor_cmd(
     """
     from .assessment import get_rules
     from .bor import BorSettings, best_overall_response
+    from .outputs import check_outputs
     from .trial import read_responses
-    from .writers import refuse_overwriting_inputs, write_table
+    from .writers import all_or_nothing, csv_text, write_table
 
+    output = _file_output(output)
     errors_out = errors_path or (_default_path(output, "errors") if output else None)
-    refuse_overwriting_inputs([output, errors_out], [visits])
+    check_outputs({"-o": output, ("--errors" if errors_path else "-o (errors file)"): errors_out}, [visits])
     data = read_responses(visits, reference_date, encoding)
     settings = BorSettings(
         confirmation_required=confirm,
@@ -888,15 +947,16 @@ def bor_cmd(
         f"{visits.name}: rows read {counts['read']:,} = rows scored {counts['scored']:,} + rows rejected "
         f"{counts['rejected']:,}"
     )
-    if output is not None:
-        write_table(table, output)
+    with all_or_nothing():
+        if output is not None:
+            write_table(table, output)
         if errors_out is not None:
             from .trial import ERROR_COLUMNS
 
             rejected = data.ledger.table()
             write_table(rejected if not rejected.empty else pd.DataFrame(columns=ERROR_COLUMNS), errors_out)
-    else:
-        click.echo(table.to_csv(index=False), nl=False)
+    if output is None:
+        click.echo(csv_text(table), nl=False)
     for w in result.cr_then_pr.itertuples():
         err.print(
             f"warning recist_cr_then_pr: {w.subject}: a PR follows a CR; re-read both scans (E2009 Table 3 note)",
@@ -1033,15 +1093,16 @@ def diff_cmd(
     """
     from .diff import diff_rule_sets
     from .engine import resolve_params
+    from .outputs import check_outputs, rule_inputs
     from .render import render_diff
-    from .writers import refuse_overwriting_inputs, write_table
+    from .writers import write_table
 
     for ref, hint in ((rule_set_a, "RULE_SET_A"), (rule_set_b, "RULE_SET_B")):
         if ref not in builtin_ids() and not Path(ref).is_file():
             raise click.BadParameter(
                 f"unknown rule set `{ref}`; choose from {', '.join(builtin_ids())} or give a file", param_hint=hint
             )
-    refuse_overwriting_inputs([output], [cases, column_map, organs, *_rule_files([rule_set_a, rule_set_b])])
+    check_outputs({"-o": output}, [cases, column_map, organs, *rule_inputs([rule_set_a, rule_set_b])])
     rules_a, rules_b = get_rules(rule_set_a), get_rules(rule_set_b)
     overrides_a = parse_set_options(set_a, [rule_set_a], "--set-a").get(rules_a.id, {})
     overrides_b = parse_set_options(set_b, [rule_set_b], "--set-b").get(rules_b.id, {})
@@ -1106,10 +1167,10 @@ def _plot_command(kind: str, summary: str, example: str) -> None:
     @click.option("--criteria", "-c", help="Criteria set to plot (default: the first size-based one in the file).")
     @click.option("--title", help="Title instead of the default.")
     def command(results: Path, output: Path, criteria: str | None, title: str | None) -> None:
+        from .outputs import check_outputs
         from .plots import PLOTS, read_results
-        from .writers import refuse_overwriting_inputs
 
-        refuse_overwriting_inputs([output], [results])
+        check_outputs({"-o": output}, [results, results.with_name(f"{results.stem}.best{results.suffix}")])
         visits, best = read_results(results)
         info = PLOTS[kind](visits, best, output, criteria, title)
         _console(stderr=True).print(f"wrote {output} ({info['subjects']:,} subjects, {info['criteria']})")
@@ -1137,9 +1198,9 @@ _plot_command(
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     required=True,
-    help="HTML file to write (self-contained, prints on A4).",
+    help="HTML file to write (self-contained, prints on A4); `-` for stdout.",
 )
 @criteria_opt
 @set_opt
@@ -1150,16 +1211,23 @@ def report_cmd(case_file: Path, output: Path, criteria: str | None, set_values: 
 
         crlm-response report sample_cases/folfox_bev_partial_response.yaml -o case.html
     """
+    from .outputs import case_inputs, check_outputs
     from .readers import load_case
     from .report import render_report
-    from .writers import refuse_overwriting_inputs, write_text
+    from .writers import write_text
 
     requested = _criteria_option(criteria)
-    refuse_overwriting_inputs([output], [case_file, *_rule_files(requested)])
+    file_output = _file_output(output)
+    if file_output is not None:
+        check_outputs({"-o": file_output}, case_inputs(case_file, requested))
     settings = parse_set_options(set_values, requested or ())
     result = assess(case_file, criteria=requested, settings=settings, explain=True)
-    write_text(output, render_report(load_case(case_file), result))
-    _console(stderr=True).print(f"wrote {output}")
+    html = render_report(load_case(case_file), result)
+    if file_output is None:
+        click.echo(html, nl=False)
+        return
+    write_text(file_output, html)
+    _console(stderr=True).print(f"wrote {file_output}")
 
 
 @cli.command("import-sr", context_settings=CONTEXT_SETTINGS)
@@ -1194,9 +1262,10 @@ def import_sr_cmd(
         crlm-response import-sr baseline.dcm week8.dcm -o case.yaml
     """
     from .dicom_sr import import_sr
-    from .writers import refuse_overwriting_inputs, write_text
+    from .outputs import check_outputs
+    from .writers import write_text
 
-    refuse_overwriting_inputs([output], paths)
+    check_outputs({"-o": output}, paths)
     result = import_sr(
         paths,
         id_from=id_from,  # type: ignore[arg-type]  # click.Choice checked it
@@ -1204,7 +1273,7 @@ def import_sr_cmd(
         non_targets=[non_targets] if non_targets else None,
         case_id=case_id,
     )
-    refuse_overwriting_inputs([output], result.files)
+    check_outputs({"-o": output}, result.files)
     write_text(output, result.text)
     for item in result.left_out:
         click.echo(f"left out: {item}", err=True)

@@ -30,6 +30,7 @@ from .writers import (
     commit,
     neutralise_formulas,
     publish_later,
+    remove_later,
     temporary_beside,
     write_table,
 )
@@ -118,8 +119,9 @@ class ResultSink:
             path = self.paths.get(kind)
             if path is None:
                 continue
-            if path.suffix.lower() in (".parquet", ".pq"):
-                # One Parquet file needs one schema: parts wait on disk and are joined at close, one at a time.
+            if path.suffix.lower() in (".parquet", ".pq", ".xpt", ".json", ".ndjson"):
+                # One Parquet file needs one schema (and .xpt / Dataset-JSON one table): parts wait on disk as
+                # Parquet and are joined at close.
                 write_table(frame, self._spool(kind, path) / f"part-{part:05d}.parquet")
             else:
                 try:
@@ -164,11 +166,18 @@ class ResultSink:
         )
         if self.folder is not None:
             self._staging()  # also when no part had rows: the earlier run's parts must still go
-            publish_later(self._publish_dataset)  # with the run's other outputs (e.g. --summary-file), or not at all
+            # with the run's other outputs (e.g. --summary-file), or not at all
+            publish_later(self._publish_dataset, self.folder)
         for kind, spool in self._spools.items():
             path = self.paths[kind]
             assert path is not None
-            _join_parquet_parts(sorted(spool.glob("part-*.parquet")), path)
+            parts = sorted(spool.glob("part-*.parquet"))
+            if path.suffix.lower() in (".parquet", ".pq"):
+                _join_parquet_parts(parts, path)
+            else:  # .xpt and Dataset-JSON are written from one table, in memory
+                joined = spool / "joined.parquet"
+                _join_parquet_parts(parts, joined, atomic=False)
+                write_table(pd.read_parquet(joined), path, safe_csv=self.safe_csv)
         for kind, tmp in self._tmp.items():
             path = self.paths[kind]
             assert path is not None
@@ -178,6 +187,10 @@ class ResultSink:
             if self.folder is None and path is not None and kind not in self._tmp and kind not in self._spools:
                 header = ERROR_COLUMNS if kind == "errors" else self._empty_columns.get(kind, ["subject_id"])
                 write_table(pd.DataFrame(columns=header), path)
+        for kind in ("warnings", "flags", "lesions"):
+            path = self.paths.get(kind)
+            if self.folder is None and path is not None and kind not in self._tmp and kind not in self._spools:
+                remove_later(path)  # an earlier run's file must not pass for this run's
         self._remove_spools()
         return best
 
@@ -321,7 +334,7 @@ def _spill(
     return [workdir / f"{name}-{b:05d}.parquet" for b in range(n_buckets)]
 
 
-def _join_parquet_parts(parts: list[Path], path: Path) -> None:
+def _join_parquet_parts(parts: list[Path], path: Path, atomic: bool = True) -> None:
     """Parts of one output (written one by one) as one Parquet file, holding one part in memory at a time.
 
     Parts may type a column differently (all missing in one part, numbers in another): the file gets the
@@ -336,7 +349,18 @@ def _join_parquet_parts(parts: list[Path], path: Path) -> None:
     schema = pa.schema(
         [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in unified], metadata=model.metadata
     )
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    if atomic:
+        with atomic_path(path) as tmp:
+            _write_parts(parts, tmp, schema)
+    else:
+        _write_parts(parts, path, schema)
+
+
+def _write_parts(parts: list[Path], path: Path, schema: Any) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pq.ParquetWriter(path, schema) as writer:
         for part in parts:
             table = pq.read_table(part)
             for name in schema.names:

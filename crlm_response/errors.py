@@ -34,7 +34,9 @@ class Location:
 
 
 class CrlmError(Exception):
-    """Base class of every error caused by the user's input (exit code 1)."""
+    """Base class of every error caused by the user's input (exit code 1, or `exit_code`)."""
+
+    exit_code: int = EXIT_INPUT_ERROR
 
     def __init__(
         self,

@@ -348,6 +348,7 @@ class RawRuleSet:
     lines: dict[tuple[Any, ...], int]
     chain: list[str] = field(default_factory=list)
     own_index: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)  # every file of the `extends:` chain, this one last
 
     def shown(self, loc: tuple[Any, ...]) -> str:
         """A merged position as the key path of the file itself."""
@@ -370,7 +371,7 @@ def _read_raw(path: Path, seen: tuple[str, ...] = ()) -> RawRuleSet:
         raise RuleSetError("a rule file is a YAML mapping with id, name, description, parameters, ...", file=path)
     parent_ref = data.get("extends")
     if parent_ref is None:
-        return RawRuleSet(data, path, lines, [str(data.get("id", path.stem))])
+        return RawRuleSet(data, path, lines, [str(data.get("id", path.stem))], files=[path])
     if not isinstance(parent_ref, str):
         raise RuleSetError("`extends` names one rule set id or file", file=path, key="extends")
     try:
@@ -398,7 +399,8 @@ def _read_raw(path: Path, seen: tuple[str, ...] = ()) -> RawRuleSet:
         if len(head) == 2 and head in placed:
             loc = (head[0], placed[head]) + tuple(loc[2:])  # type: ignore[index]
         merged_lines[loc] = line
-    return RawRuleSet(merged, path, merged_lines, parent.chain + [str(data.get("id", path.stem))], own_index)
+    ids = parent.chain + [str(data.get("id", path.stem))]
+    return RawRuleSet(merged, path, merged_lines, ids, own_index, files=parent.files + [path])
 
 
 def load_rules(reference: str | Path) -> LoadedRuleSet:
@@ -535,6 +537,7 @@ class LoadedRuleSet:
     checks: list[CompiledCheck]
     outputs: list[CompiledOutput]
     flags: list[CompiledFlag]
+    files: list[Path] = field(default_factory=list)  # the files read, with those reached through `extends:`
 
     @property
     def id(self) -> str:
@@ -807,7 +810,7 @@ def compile_rule_set(schema: RuleSet, raw: RawRuleSet) -> LoadedRuleSet:
                 )
         cite(schema.best_response.citation, ("best_response", "citation"), required=False)
     _check_roles(schema, compiled_outputs, file, lines)
-    return LoadedRuleSet(schema, path, lines, chain, checks, compiled_outputs, flags)
+    return LoadedRuleSet(schema, path, lines, chain, checks, compiled_outputs, flags, raw.files)
 
 
 def _check_roles(schema: RuleSet, outputs: list[CompiledOutput], file: str, lines: dict[tuple[Any, ...], int]) -> None:

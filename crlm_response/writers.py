@@ -1,14 +1,19 @@
-"""Writing outputs: text, CSV, Parquet, JSON. Every file is written atomically.
+"""Writing outputs: text, CSV, Parquet, SAS V5 transport, Dataset-JSON. Every file is written atomically.
 
 A file is first written next to its destination under a temporary name and then renamed over it, so a
-crash or a failed run never leaves half a file and never damages an existing output.
+crash or a failed run never leaves half a file and never damages an existing output. The outputs of one run
+are put in place together (`all_or_nothing`), under a lock on their folders, so two runs into the same
+outputs never leave a mix of both; SIGTERM and SIGINT remove the temporary files like any other failure.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -28,16 +33,6 @@ class OutputError(CrlmError):
     """An output that cannot be written (folder missing, not writable, same file as an input)."""
 
 
-def refuse_overwriting_inputs(outputs: Iterable[str | Path | None], inputs: Iterable[str | Path | None]) -> None:
-    """Stop before any work if an output path is one of the input files."""
-    resolved_inputs = {Path(p).resolve() for p in inputs if p is not None and not str(p).startswith("<")}
-    for out in outputs:
-        if out is None:
-            continue
-        if Path(out).resolve() in resolved_inputs:
-            raise OutputError("output would overwrite an input file", file=out, hint="choose another output path")
-
-
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
@@ -50,6 +45,7 @@ class _Pending:
 
     files: list[tuple[Path, Path]] = field(default_factory=list)  # (temporary file, destination)
     actions: list[Callable[[], None]] = field(default_factory=list)  # e.g. swapping in a dataset folder
+    folders: set[Path] = field(default_factory=set)  # locked while the outputs are put in place
 
 
 _PENDING: ContextVar[_Pending | None] = ContextVar("_PENDING", default=None)
@@ -72,10 +68,116 @@ def all_or_nothing() -> Iterator[None]:
         raise
     finally:
         _PENDING.reset(token)
-    for tmp, target in pending.files:
-        _publish(tmp, target)
-    for action in pending.actions:
-        action()
+    _publish_all(pending)
+
+
+def _publish_all(pending: _Pending) -> None:
+    """Rename every finished file over its destination and run the other steps (dataset folders, stale side
+    files), holding a lock on each folder involved so that another run's set cannot interleave, and with
+    SIGTERM/SIGINT held back until the set is complete."""
+    folders = pending.folders | {target.parent for _, target in pending.files}
+    done = 0
+    try:
+        with signals_deferred(), _locked(folders):
+            for tmp, target in pending.files:
+                _publish(tmp, target)
+                done += 1
+            for action in pending.actions:
+                action()
+    finally:
+        for tmp, _ in pending.files[done:]:
+            _unlink_quietly(tmp)
+
+
+@contextmanager
+def _locked(folders: set[Path]) -> Iterator[None]:
+    """An exclusive lock (flock) on each folder, taken in one order so two runs cannot deadlock."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock, the renames stay atomic one by one
+        yield
+        return
+    handles: list[int] = []
+    try:
+        for folder in sorted({os.path.realpath(f if str(f) else ".") for f in folders}):
+            try:
+                handle = os.open(folder, os.O_RDONLY)
+            except OSError:
+                continue  # a folder that does not exist holds nothing to mix
+            handles.append(handle)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        for handle in handles:
+            os.close(handle)  # closing releases the lock
+
+
+def remove_later(path: str | Path) -> None:
+    """Remove an earlier run's output that this run does not produce (a stale `.warnings` file must never pass
+    for this run's), with the run's other outputs; only a regular file is ever removed."""
+    target = Path(path)
+
+    def remove() -> None:
+        try:
+            if os.path.isfile(target) and not os.path.islink(target):
+                os.unlink(target)
+        except OSError as exc:
+            raise OutputError(f"cannot remove the earlier run's file: {exc.strerror or exc}", file=target) from None
+
+    publish_later(remove, target.parent)
+
+
+class Terminated(SystemExit):
+    """The run was stopped by SIGTERM (exit 128 + 15, as a shell reports it)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(128 + signum)
+
+
+_DEFER = threading.local()
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    held = getattr(_DEFER, "held", None)
+    if held is not None:
+        held.append(signum)  # outputs are being put in place: finish the set first
+        return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGTERM and SIGINT wait until the block ends (renaming a set of outputs must not stop half-way)."""
+    if getattr(_DEFER, "held", None) is not None:
+        yield
+        return
+    _DEFER.held = []
+    try:
+        yield
+    finally:
+        held, _DEFER.held = _DEFER.held, None
+    if held:
+        _on_signal(held[0], None)
+
+
+@contextmanager
+def clean_stop() -> Iterator[None]:
+    """SIGTERM ends the run like an error (temporary files removed by the usual clean-up) instead of killing
+    the process where it stands; SIGINT stays KeyboardInterrupt. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread() or sys.platform == "win32":
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in previous:
+        signal.signal(s, _on_signal)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def commit(tmp: str | Path, target: str | Path) -> None:
@@ -88,14 +190,16 @@ def commit(tmp: str | Path, target: str | Path) -> None:
         pending.files.append((Path(tmp), Path(target)))
 
 
-def publish_later(action: Callable[[], None]) -> None:
-    """Run `action`, which puts finished outputs in place, now or with the files of the enclosing
+def publish_later(action: Callable[[], None], folder: str | Path | None = None) -> None:
+    """Run `action`, which puts finished outputs in place in `folder`, now or with the files of the enclosing
     `all_or_nothing()` (if the block fails it never runs: the caller's clean-up must then remove what it staged)."""
     pending = _PENDING.get()
     if pending is None:
         action()
     else:
         pending.actions.append(action)
+        if folder is not None:
+            pending.folders.add(Path(folder))
 
 
 def _publish(tmp: Path, target: Path) -> None:
@@ -195,16 +299,42 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def write_table(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True) -> None:
-    """Write a table as CSV or Parquet (by extension), atomically. CSV text cells are formula-safe."""
+PARQUET_SUFFIXES = (".parquet", ".pq")
+TABLE_FORMATS = "CSV (.csv), Parquet (.parquet), SAS V5 transport (.xpt), Dataset-JSON (.json, .ndjson)"
+
+
+def write_table(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True, name: str | None = None) -> None:
+    """Write a table atomically in the format its extension names: .parquet, .xpt (SAS V5 transport), .json or
+    .ndjson (CDISC Dataset-JSON 1.1), else CSV (text cells formula-safe). `name` is the dataset name written in
+    .xpt and Dataset-JSON (default: the file name, upper case)."""
+    from . import cdisc_writers
+
     target = Path(path)
     suffix = target.suffix.lower()
-    with atomic_path(target) as tmp:
-        if suffix in (".parquet", ".pq"):
-            _to_parquet(frame, tmp)
-        else:
-            data = neutralise_formulas(frame) if safe_csv else frame
-            write_csv(_lowercase_booleans(data), tmp)
+    dataset = name or target.stem.upper()
+    try:
+        if suffix == ".xpt":
+            cdisc_writers.check_xpt(frame, dataset)  # before any file is made
+        with atomic_path(target) as tmp:
+            if suffix in PARQUET_SUFFIXES:
+                _to_parquet(frame, tmp)
+            elif suffix == ".xpt":
+                cdisc_writers.write_xpt(frame, tmp, dataset)
+            elif suffix in (".json", ".ndjson"):
+                cdisc_writers.write_dataset_json(frame, tmp, dataset, ndjson=suffix == ".ndjson")
+            else:
+                data = neutralise_formulas(frame) if safe_csv else frame
+                write_csv(_lowercase_booleans(data), tmp)
+    except OutputError as exc:
+        if exc.location.file is not None:
+            raise
+        raise OutputError(exc.message, file=target, key=exc.location.key, hint=exc.hint) from None
+
+
+def csv_text(frame: pd.DataFrame, *, safe_csv: bool = True) -> str:
+    """A table as CSV text for standard output, formula-safe like every CSV file the tool writes."""
+    data = neutralise_formulas(frame) if safe_csv else frame
+    return str(_lowercase_booleans(data).to_csv(index=False, lineterminator="\n"))
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:

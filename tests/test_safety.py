@@ -10,7 +10,11 @@ order, and never loses a row.
 (f) CSV formula neutralisation in every CSV output (and `--no-safe-csv` turns it off);
 (g) row order never changes an output byte;
 (h) generated cohorts with injected bad rows: every row is scored or rejected, and rejections set exactly the
-    affected subjects aside.
+    affected subjects aside;
+(i) outputs never destroy anything (issue 13): an output that is, holds or lies inside an input (rule files
+    reached through `extends:` or a case's `criteria:`, input folders), two outputs on one path, a FIFO or a
+    device are refused as usage errors; stale side files go; `bor` is all-or-nothing; SIGTERM leaves no
+    temporary file; two runs into one output never leave a mixed set; CSV on stdout is formula-safe.
 """
 
 from __future__ import annotations
@@ -19,8 +23,13 @@ import ast
 import csv
 import errno
 import io
+import json
 import os
 import random
+import signal
+import stat
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +48,7 @@ from crlm_response.synthetic import generate_cohort
 PACKAGE = ROOT / "crlm_response"
 SAMPLE_CASE = ROOT / "sample_cases" / "folfox_bev_partial_response.yaml"
 TRIAL = ROOT / "sample_cases" / "trial_lesions.csv"
-OVERWRITE = "output would overwrite an input file"
+OVERWRITE = "would overwrite the input"
 
 LESIONS_CSV = """\
 subject_id,timepoint,day,lesion_id,kind,organ,is_lymph_node,longest_diameter_mm,status,agents
@@ -494,8 +503,8 @@ def test_no_command_writes_over_one_of_its_inputs(name: str, tmp_path: Path) -> 
     result = run_cli(*args)
     after = victim.read_bytes()
     assert after == before, f"{name}: the input {victim.name} was overwritten (exit {result.exit_code})"
-    assert result.exit_code == 1, result.stderr
-    assert OVERWRITE in result.stderr, result.stderr
+    assert result.exit_code == 2, result.stderr  # a usage error (issue 13): the output path is wrong
+    assert OVERWRITE + f" {victim}" in result.stderr, result.stderr
     clean(result)
 
 
@@ -506,7 +515,7 @@ def test_an_output_reached_through_another_spelling_of_the_input_path_is_refused
     link.symlink_to(lesions)
     for output in (tmp_path / "sub" / ".." / "lesions.csv", link):
         result = run_cli("batch", lesions, "-o", output)
-        assert result.exit_code == 1 and OVERWRITE in result.stderr, (output, result.stderr)
+        assert result.exit_code == 2 and OVERWRITE in result.stderr, (output, result.stderr)
     assert lesions.read_text(encoding="utf-8") == LESIONS_CSV
 
 
@@ -863,3 +872,314 @@ def test_injection_helper_produces_the_bad_rows_it_claims() -> None:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     assert buffer.getvalue().count("\n") == len(frame) + 1
+
+
+# --------------------------------------------------------------------------------------------------
+# (i) outputs never destroy anything
+# --------------------------------------------------------------------------------------------------
+
+CHILD_RULES = "id: site_child\nextends: site_recist.yaml\nname: Child variant\ndescription: Varies the variant.\n"
+
+
+def refused(result: Any, message: str) -> None:
+    clean(result)
+    assert result.exit_code == 2, result.stderr
+    assert message in result.stderr, result.stderr
+
+
+def rule_chain(tmp_path: Path) -> tuple[Path, Path]:
+    """A rule file that extends another rule file (which extends recist1.1)."""
+    parent = write(tmp_path / "site_recist.yaml", VARIANT_RULES)
+    child = write(tmp_path / "child.yaml", CHILD_RULES)
+    assert run_cli("rules", "validate", child).exit_code == 0
+    return parent, child
+
+
+@pytest.mark.parametrize("command", ["assess", "report", "batch", "diff"])
+def test_a_rule_file_reached_through_extends_is_never_overwritten(command: str, tmp_path: Path) -> None:
+    parent, child = rule_chain(tmp_path)
+    case = write(tmp_path / "case.yaml", case_text())
+    lesions = write(tmp_path / "lesions.csv", LESIONS_CSV)
+    args = {
+        "assess": ["assess", case, "--criteria", child],
+        "report": ["report", case, "--criteria", child],
+        "batch": ["batch", lesions, "--criteria", child],
+        "diff": ["diff", "recist1.1", child, "--cases", lesions],
+    }[command]
+    result = run_cli(*args, "-o", parent)
+    refused(result, f"Error: {parent}: -o would overwrite the input {parent} (choose another output path)")
+    assert parent.read_text(encoding="utf-8") == VARIANT_RULES
+
+
+@pytest.mark.parametrize("target", ["site_recist.yaml", "child.yaml"])
+def test_rule_files_named_in_the_case_criteria_list_are_never_overwritten(
+    target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case's own `criteria:` list names rule files (read relative to the working folder)."""
+    monkeypatch.chdir(tmp_path)
+    rule_chain(tmp_path)
+    case = write(tmp_path / "case.yaml", case_text() + "criteria: [child.yaml]\n")
+    before = (tmp_path / target).read_text(encoding="utf-8")
+    for command in ("assess", "report"):
+        result = run_cli(command, case, "-o", target)
+        refused(result, f"Error: {target}: -o would overwrite the input {target}")
+    assert (tmp_path / target).read_text(encoding="utf-8") == before
+
+
+def test_an_output_inside_an_input_folder_is_refused(tmp_path: Path) -> None:
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    write(cases / "a.yaml", case_text())
+    result = run_cli("diff", "recist1.1", "choi", "--cases", cases, "-o", cases / "verdicts.csv")
+    refused(result, f"Error: {cases / 'verdicts.csv'}: -o lies inside the input folder {cases}")
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    write(cohort / "part1.csv", LESIONS_CSV)
+    result = run_cli("batch", cohort, "--chunk-rows", "1000", "-o", cohort / "r.csv")
+    refused(result, f"Error: {cohort / 'r.csv'}: -o lies inside the input folder {cohort}")
+    assert sorted(p.name for p in cases.iterdir()) == ["a.yaml"]
+    assert sorted(p.name for p in cohort.iterdir()) == ["part1.csv"]
+
+
+def test_a_dataset_folder_holding_an_input_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "study"
+    folder.mkdir()
+    lesions = write(folder / "lesions.csv", LESIONS_CSV)
+    result = run_cli("batch", lesions, "--chunk-rows", "1000", "-o", f"{folder}/")
+    message = f"Error: {folder}: -o is a folder holding the input {lesions} (choose a new or empty output folder)"
+    refused(result, message)
+    assert sorted(p.name for p in folder.iterdir()) == ["lesions.csv"]
+
+
+@pytest.mark.parametrize(
+    "args, path, labels",
+    [
+        (["-o", "x.csv", "--errors", "x.csv"], "x.csv", "-o and --errors"),
+        (["-o", "r.csv", "--best", "r.errors.csv"], "r.errors.csv", "--best and -o (errors file)"),
+        (
+            ["-o", "r.csv", "--summary-file", "r.warnings.csv"],
+            "r.warnings.csv",
+            "-o (warnings file) and --summary-file",
+        ),
+        (["-o", "r.csv", "--errors", "r.csv", "--chunk-rows", "1000"], "r.csv", "-o and --errors"),
+    ],
+)
+def test_two_outputs_of_one_run_on_one_path_are_refused(
+    args: list[str], path: str, labels: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    lesions = write(tmp_path / "lesions.csv", LESIONS_CSV)
+    result = run_cli("batch", lesions, *args)
+    refused(result, f"Error: {path}: given for both {labels} (give each output its own path)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lesions.csv"]
+
+
+def test_two_outputs_of_bor_on_one_path_are_refused(tmp_path: Path) -> None:
+    visits = write(tmp_path / "v.csv", VISITS_CSV)
+    out = tmp_path / "b.csv"
+    result = run_cli("bor", visits, "-o", out, "--errors", out)
+    refused(result, f"Error: {out}: given for both -o and --errors (give each output its own path)")
+    assert not out.exists()
+
+
+FIFO_MESSAGE = (
+    "-o is a FIFO (named pipe), not a regular file; outputs only ever replace regular files (to stream the output, "
+    "write it to standard output with -o - and redirect that)"
+)
+
+
+@pytest.mark.parametrize("command", ["assess", "report", "batch", "batch-chunked", "bor", "diff", "plot"])
+def test_a_fifo_is_never_replaced(command: str, tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe.out"
+    os.mkfifo(pipe)
+    lesions = write(tmp_path / "lesions.csv", LESIONS_CSV)
+    results = tmp_path / "res" / "r.csv"
+    assert run_cli("batch", lesions, "-o", results).exit_code == 0
+    args = {
+        "assess": ["assess", SAMPLE_CASE],
+        "report": ["report", SAMPLE_CASE],
+        "batch": ["batch", lesions],
+        "batch-chunked": ["batch", lesions, "--chunk-rows", "1000"],
+        "bor": ["bor", write(tmp_path / "v.csv", VISITS_CSV)],
+        "diff": ["diff", "recist1.1", "choi", "--cases", lesions],
+        "plot": ["plot", "waterfall", results],
+    }[command]
+    result = run_cli(*args, "-o", pipe)
+    refused(result, f"Error: {pipe}: {FIFO_MESSAGE}")
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode), "the FIFO was replaced"
+
+
+def test_a_side_file_on_a_fifo_is_refused_too(tmp_path: Path) -> None:
+    pipe = tmp_path / "r.warnings.csv"
+    os.mkfifo(pipe)
+    result = run_cli("batch", write(tmp_path / "lesions.csv", LESIONS_CSV), "-o", tmp_path / "r.csv")
+    refused(result, f"Error: {pipe}: -o (warnings file) is a FIFO (named pipe)")
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+
+
+def test_a_device_stays_a_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o /dev/null` must not replace the device with a file (as root the rename would succeed). The guard turns
+    a regression into a failed test instead of a broken machine."""
+    real_replace = os.replace
+
+    def guarded(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if os.path.exists(dst) and not os.path.isfile(dst) and not os.path.isdir(dst):
+            raise AssertionError(f"tried to replace the special file {dst}")
+        real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", guarded)
+    for args in (["assess", SAMPLE_CASE], ["bor", write(tmp_path / "v.csv", VISITS_CSV)]):
+        result = run_cli(*args, "-o", "/dev/null")
+        refused(result, "Error: /dev/null: -o is a character device, not a regular file")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert not [p for p in os.listdir("/dev") if p.startswith(".null.")], "temporary files left in /dev"
+
+
+def test_a_folder_is_not_a_file_output(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    result = run_cli("batch", write(tmp_path / "lesions.csv", LESIONS_CSV), "-o", folder)
+    refused(result, f"Error: {folder}: -o is a folder; give a file name")
+
+
+@pytest.mark.parametrize("engine", ["pandas", "chunked"])
+def test_side_files_of_an_earlier_run_do_not_pass_for_this_runs(engine: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    extra = ["--chunk-rows", "1000"] if engine == "chunked" else []
+    first = run_cli("batch", TRIAL, "-o", out / "r.csv", "--criteria", "all", *extra)
+    assert first.exit_code == 0, first.stderr
+    stale = ["r.warnings.csv", "r.flags.csv", "r.lesions.csv"]
+    assert all((out / name).is_file() for name in stale)
+    lesions = write(tmp_path / "lesions.csv", LESIONS_CSV)
+    second = run_cli("batch", lesions, "-o", out / "r.csv", "--criteria", "recist1.1", *extra)
+    assert second.exit_code == 0, second.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["r.best.csv", "r.csv", "r.errors.csv"]
+    assert "warning" not in second.stderr
+
+
+@pytest.mark.parametrize("fail_at", [1, 2])
+def test_bor_outputs_are_all_or_nothing(fail_at: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    seed_outputs(out, ["bor.csv", "bor.errors.csv"])
+    failing_write_csv(monkeypatch, fail_at)
+    result = run_cli("bor", write(tmp_path / "v.csv", VISITS_CSV), "-o", out / "bor.csv")
+    assert result.exit_code == 1, result.stderr
+    clean(result)
+    assert_untouched(out, ["bor.csv", "bor.errors.csv"])
+
+
+SIGTERM_SCRIPT = """
+import os, signal, sys
+import crlm_response.writers as writers
+real = writers.write_csv
+calls = {"n": 0}
+at = int(sys.argv[1])
+def write_csv(frame, path):
+    calls["n"] += 1
+    real(frame, path)
+    if calls["n"] == at:
+        os.kill(os.getpid(), signal.SIGTERM)
+writers.write_csv = write_csv
+from crlm_response.cli import main
+sys.argv = ["crlm-response", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("engine", ["pandas", "chunked"])
+def test_sigterm_removes_temporary_files_and_leaves_the_old_outputs(engine: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    seed_outputs(out, BATCH_OUTPUTS)
+    extra = ["--chunk-rows", "1000"] if engine == "chunked" else []
+    args = ["batch", str(TRIAL), "-o", str(out / "r.csv"), "--criteria", "recist1.1", *extra]
+    done = subprocess.run(
+        [sys.executable, "-c", SIGTERM_SCRIPT, "2", *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert done.returncode == 128 + signal.SIGTERM, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert "Error: stopped by SIGTERM" in done.stderr
+    assert_untouched(out, BATCH_OUTPUTS)
+
+
+LOCK_HOLDER = """
+import fcntl, os, sys, time
+handle = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(handle, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_run_never_publishes_while_another_run_is_putting_its_outputs_in_place(tmp_path: Path) -> None:
+    """Runs into one output folder put their sets in place one at a time (under a lock on the folder), so two
+    runs at once leave one run's complete set. Here another process holds the lock: the run must wait, with its
+    finished files still temporary, and complete once the lock is free."""
+    out = tmp_path / "out"
+    seed_outputs(out, BATCH_OUTPUTS)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        run = subprocess.Popen(
+            [sys.executable, "-m", "crlm_response", "batch", str(TRIAL), "-o", str(out / "r.csv")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and run.poll() is None and len(leftovers(out)) < 3:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        changed = [name for name in BATCH_OUTPUTS if (out / name).read_text(encoding="utf-8") != OLD]
+        assert changed == [], f"outputs replaced while another run held the folder: {changed}"
+        assert run.poll() is None, "the run ended instead of waiting for the lock"
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    _, stderr = run.communicate(timeout=240)
+    assert run.returncode == 0, stderr
+    assert all((out / name).read_text(encoding="utf-8") != OLD for name in BATCH_OUTPUTS)
+    assert leftovers(out) == []
+
+
+def test_csv_on_stdout_is_formula_safe(tmp_path: Path) -> None:
+    visits = write(tmp_path / "v.csv", VISITS_CSV.replace("\nA,", "\n=cmd|' /C calc'!A0,").replace("\nB,", "\n@B,"))
+    for extra in ([], ["-o", "-"]):
+        result = run_cli("bor", visits, *extra)
+        assert result.exit_code == 0, result.stderr
+        cells = [cell for row in csv.reader(io.StringIO(result.stdout)) for cell in row]
+        assert "'=cmd|' /C calc'!A0" in cells and "'@B" in cells, result.stdout
+        assert formula_cells_in(cells) == []
+    assert not (tmp_path / "-").exists()
+
+
+def formula_cells_in(cells: list[str]) -> list[str]:
+    return [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r") and not is_number(c)]
+
+
+def test_dash_writes_to_standard_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("assess", SAMPLE_CASE, "--format", "json", "-o", "-")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["case_id"] == "CRLM-0001"
+    result = run_cli("report", SAMPLE_CASE, "-o", "-")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.lstrip().lower().startswith("<!doctype html")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["batch", "diff"])
+def test_dash_is_refused_where_a_command_writes_files_only(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`batch` (several files) and `diff` (whose stdout is the report) cannot stream -o: never a file named `-`."""
+    monkeypatch.chdir(tmp_path)
+    lesions = write(tmp_path / "lesions.csv", LESIONS_CSV)
+    args = {"batch": ["batch", lesions], "diff": ["diff", "recist1.1", "choi", "--cases", lesions]}[command]
+    result = run_cli(*args, "-o", "-")
+    refused(result, "Error: -o - (standard output) is not available for this output (give a file path)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lesions.csv"]
