@@ -253,7 +253,7 @@ def test_conformant_reports_give_the_hand_written_case_text(tmp_path, monkeypatc
 
 def test_an_sr_built_case_and_its_hand_written_twin_get_the_same_assessment(tmp_path):
     write_conformant_reports(tmp_path)
-    out = tmp_path / "case.yaml"
+    out = tmp_path.with_name(tmp_path.name + "_case.yaml")  # outside the folder the run reads
     assert run_cli("import-sr", str(tmp_path), "-o", str(out)).exit_code == 0
     twin = tmp_path / "twin.yaml"
     twin.write_text(TWIN, encoding="utf-8")
@@ -311,7 +311,7 @@ def write_ohif_reports(folder: Path) -> None:
 
 def test_ohif_tool_identifiers_give_way_to_the_readers_labels(tmp_path):
     write_ohif_reports(tmp_path)
-    out = tmp_path / "case.yaml"
+    out = tmp_path.with_name(tmp_path.name + "_case.yaml")  # outside the folder the run reads
     result = run_cli("import-sr", str(tmp_path), "-o", str(out))
     assert result.exit_code == 0, result.stderr
     case = load_case(out)
@@ -605,10 +605,11 @@ BAD = {
     "unknown_target": "Error: --targets: L7: not a lesion of the baseline report (2024-01-08); lesions there: L1",
     "target_the_report_calls_non_target": "Error: --targets: L1 is named a target here but the report calls it "
     "non-target (a.dcm group 1 (L1))",
-    "output_is_an_input": "Error: a.dcm: output would overwrite an input file (choose another output path)",
-    "output_is_a_report_in_the_folder": "Error: reports/a.dcm: output would overwrite an input file (choose another "
-    "output path)",
+    "output_is_an_input": "Error: a.dcm: -o would overwrite the input a.dcm (choose another output path)",
+    "output_is_a_report_in_the_folder": "Error: reports/a.dcm: -o lies inside the input folder reports (write "
+    "outputs outside the folders the run reads)",
 }
+USAGE_ERRORS = {"output_is_an_input", "output_is_a_report_in_the_folder"}  # exit 2, as every output conflict
 OUTPUT = {"output_is_an_input": "a.dcm", "output_is_a_report_in_the_folder": "reports/a.dcm"}
 
 
@@ -619,7 +620,7 @@ def test_bad_input_gets_a_clear_message_naming_the_file(name, tmp_path, monkeypa
     output = OUTPUT.get(name, "case.yaml")
     before = (tmp_path / output).read_bytes() if (tmp_path / output).exists() else None
     result = run_cli("import-sr", *args, "-o", output)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == (2 if name in USAGE_ERRORS else 1), result.output
     assert result.stderr.rstrip("\n") == BAD[name]
     assert "Traceback" not in result.output
     after = (tmp_path / output).read_bytes() if (tmp_path / output).exists() else None
