@@ -4,7 +4,8 @@ asserts nothing (speed is shown here, not in a flaky test).
 It writes a case file of about the given size (one patient, many follow-ups with many lesions, flow-style lesion
 lines as people write them), then times, best of `--repeat` runs in this process:
   * `yaml.load` with PyYAML's C loader alone (the floor: libyaml parsing plus PyYAML's constructor),
-  * `crlm_response.yamlio.load_yaml` forced onto the pure-Python parser (once; what 0.1 did, about 49 s at 4 MB),
+  * `crlm_response.yamlio.load_yaml` forced onto the pure-Python parser (once; 0.1 parsed this way, and with a
+    slower resolver and two pure-Python passes took 35-50 s at 4 MB where this takes about 6 s),
   * `crlm_response.yamlio.load_yaml` (read, parse with line numbers, nesting/alias checks),
   * `crlm_response.load_case` (all of the above plus the case schema).
 

@@ -111,7 +111,7 @@ def _number_problem(param: Parameter, value: int | float) -> str | None:
     try:
         number = float(value)
     except OverflowError:  # an integer of hundreds of digits
-        return f"must be a number of at most about 1.8e308, not an integer of {len(str(abs(value)))} digits"
+        return f"must be a number of at most about 1.8e308, not {_shown_value(value)}"
     if not math.isfinite(number):
         return f"must be a number, not {value}"  # NaN passes every minimum/maximum test
     if isinstance(value, float) and param.unit in WHOLE_UNITS and not value.is_integer():
@@ -140,8 +140,18 @@ def _list_problem(param: Parameter, values: list[Any]) -> str | None:
 
 
 def _shown_list(values: list[Any]) -> str:
-    text = "[" + ", ".join(f"{v:g}" if isinstance(v, float) else repr(v) for v in values[:10]) + "]"
+    text = "[" + ", ".join(_shown_value(v) for v in values[:10]) + "]"
     return text if len(values) <= 10 else text[:-1] + ", ...]"
+
+
+def _shown_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1024:
+        # beyond any float; Python refuses to print integers of more than 4,300 digits
+        digits = f"{len(str(abs(value)))} digits" if value.bit_length() < 14_000 else "thousands of digits"
+        return f"an integer of {digits}"
+    return repr(value)
 
 
 class Rule(_Strict):
