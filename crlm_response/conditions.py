@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,12 +52,22 @@ HISTORY_FUNCTIONS = ("recorded_before", "confirmed_before")
 RELATIVE_TOLERANCE = 1e-9
 MAX_CONDITION_LENGTH = 2000
 MAX_CONDITION_NODES = 400
+# Width and precision of `{name:8.2f}` in explanations: `{sum_mm:.50000000f}` would write 50 MB per row.
+MAX_FORMAT_DIGITS = 20
+# Python's format-spec mini-language: [[fill]align][sign][z][#][0][width][grouping][.precision][type].
+_FORMAT_SPEC = re.compile(
+    r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>[0-9]+)?[,_]?(?:\.(?P<precision>[0-9]+))?[bcdeEfFgGnosxX%]?", re.S
+)
 
 
 class Vocabulary(Protocol):
     """What names a condition may use, and their types."""
 
     def type_of(self, name: str) -> ValueType | None: ...
+
+    def list_length(self, name: str) -> int | None:
+        """How many values the list `name` holds (None: not a list, or unknown)."""
+        ...
 
     def describe(self) -> str: ...
 
@@ -142,7 +153,7 @@ class _Compiler:
         self.names: set[str] = set()
 
     def fail(self, message: str, hint: str | None = None) -> ConditionError:
-        return ConditionError(f"{message} in `{self.source}`", key=self.where, hint=hint)
+        return ConditionError(f"{message} in `{_short(self.source, 200)}`", key=self.where, hint=hint)
 
     def name(self, name: str) -> Compiled:
         vtype = self.vocabulary.type_of(name)
@@ -170,12 +181,28 @@ class _Compiler:
         if isinstance(value, bool):
             return Compiled(lambda env: value, "bool")
         if isinstance(value, int | float):
-            return Compiled(lambda env: float(value), "number")
+            number = self.finite_number(value, node)
+            return Compiled(lambda env: number, "number")
         if isinstance(value, str):
             return Compiled(lambda env: value, "text")
         if value is None:
             return Compiled(lambda env: None, "any")
         raise self.fail(f"constant {value!r} is not allowed")
+
+    def finite_number(self, value: int | float, node: ast.AST) -> float:
+        """A numeric literal as the float it is compared as; one no float can hold is refused here, at load,
+        not when the first row is scored (an OverflowError) or silently (`1e999` is infinity)."""
+        shown = _short(ast.get_source_segment(self.source, node) or repr(value))
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise self.fail(
+                f"the number `{shown}` is too large: numbers must be finite and at most about 1.8e308",
+                hint="use a threshold a measurement can reach",
+            )
+        return number
 
     def node_Name(self, node: ast.Name) -> Compiled:
         if node.id in ("true", "false"):
@@ -193,6 +220,12 @@ class _Compiler:
         if inner.type != "list":
             raise self.fail(f"`{node.value.id}` is not a list")
         index = node.slice.value
+        length = self.vocabulary.list_length(node.value.id)
+        if length is not None and not 0 <= index < length:
+            raise self.fail(
+                f"`{ast.unparse(node)}` is out of range: `{node.value.id}` holds {length} value(s)",
+                hint=f"use an index from 0 to {length - 1}" if length else None,
+            )
         return Compiled(lambda env: float(inner.evaluate(env)[index]), "number")
 
     def node_UnaryOp(self, node: ast.UnaryOp) -> Compiled:
@@ -516,12 +549,31 @@ def compile_template(source: str, vocabulary: Vocabulary, where: str) -> Templat
         if vocabulary.type_of(name) is None:
             raise ConditionError(f"unknown word `{name}` in explanation", key=where, hint=vocabulary.describe())
         if spec:
-            try:
-                format(1.5, spec)
-            except ValueError:
-                raise ConditionError(f"bad number format `{spec}` for {name}", key=where) from None
+            _check_format_spec(spec, name, where)
         fields.append((name, spec or ""))
     return Template(source, tuple(fields))
+
+
+def _check_format_spec(spec: str, name: str, where: str) -> None:
+    """A number format must be valid and short: its width and precision are capped before anything is formatted."""
+    parts = _FORMAT_SPEC.fullmatch(spec)
+    for part in ("width", "precision"):
+        digits = parts.group(part) if parts is not None else None
+        if digits is not None and (len(digits.lstrip("0")) > 3 or int(digits) > MAX_FORMAT_DIGITS):
+            raise ConditionError(
+                f"number format `{_short(spec)}` for {name}: {part} {_short(digits)} is above the limit of "
+                f"{MAX_FORMAT_DIGITS}",
+                key=where,
+                hint=f"write e.g. {{{name}:.1f}}",
+            )
+    try:
+        format(1.5, spec)
+    except ValueError:
+        raise ConditionError(f"bad number format `{_short(spec)}` for {name}", key=where) from None
+
+
+def _short(text: str, limit: int = 24) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 4]}... ({len(text)} characters)"
 
 
 def constant_names(vocabulary_names: Mapping[str, Any]) -> dict[str, ValueType]:

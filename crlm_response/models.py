@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -21,6 +22,7 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 # typing or unit mistake (e.g. micrometres), so it is refused rather than scored.
 MAX_DIAMETER_MM = 1000.0
 MAX_SPLEEN_VOLUME_ML = 5000.0
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 LesionKind = Literal["target", "non_target", "new", "ablated"]
 LesionStatus = Literal["present", "disappeared", "too_small", "not_evaluated", "unequivocal_progression", "coalesced"]
@@ -33,14 +35,27 @@ PetAtSite = Literal["negative", "positive", "not_done"]
 
 
 def _to_text(value: Any) -> Any:
-    """Ids typed as numbers in YAML or CSV (`id: 1`) are still ids."""
+    """Ids typed as numbers in YAML or CSV (`id: 1`) are still ids. A NUL character is refused: it ends the
+    text early in C libraries and many viewers, so `P1\\0x` would print and join as `P1`."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return str(int(value))
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError(f"{value!r} contains a NUL character (\\0), which an id cannot hold; delete it")
     return value
+
+
+def _iso_date(value: Any) -> Any:
+    """A date is written YYYY-MM-DD. Pydantic alone would read `date: 0` or `20140201` as seconds since 1970 and
+    `2014-02-01T23:00-05:00` as a date in another time zone; none of them is what the reader wrote down."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value.strip()):
+        return value.strip()
+    raise ValueError(f"{value!r} is not a date; write it as YYYY-MM-DD, e.g. 2014-02-01")
 
 
 def _normalise_word(value: Any) -> Any:
@@ -158,7 +173,7 @@ class Timepoint(_Strict):
     day: Annotated[int, Number] | None = Field(
         None, ge=-3650, le=36500, description="days since baseline (baseline = 0)"
     )
-    date: dt.date | None = None
+    date: Annotated[dt.date, BeforeValidator(_iso_date)] | None = None
     modality: Annotated[Modality | None, BeforeValidator(_normalise_modality)] = None
     tumor_markers_above_normal: bool | None = None
     slice_thickness_mm: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False), Number] | None = None

@@ -6,14 +6,20 @@ key, with what is allowed.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, BaseModel, ValidationError
 
 from .errors import CaseError
 from .models import Case
-from .yamlio import LineMap, format_loc, line_of, load_yaml, parse_yaml
+from .yamlio import LineMap, YamlDocument, format_loc, line_of, load_yaml_document, parse_yaml_document
+
+WrittenText = dict[tuple[Any, ...], str]
 
 
 def _friendly(error: Any) -> str:
@@ -34,9 +40,78 @@ def _friendly(error: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
-def case_from_data(data: Any, file: str, lines: LineMap | None = None) -> Case:
-    """Validate already-parsed YAML data as a case; errors name the key and line."""
+# --------------------------------------------------------------------------------------------------
+# Text fields keep the characters written. YAML reads a plain `case_id: 0012` as the number 12, `id: NO` as
+# false and `location: 1.50` as 1.5; the loader keeps each such scalar's text, and every field the case
+# schema types as text (ids, words, free text, dates) gets that text back before validation.
+# --------------------------------------------------------------------------------------------------
+
+TEXT = "text"
+Shape = Any  # TEXT, {input key: Shape} for a model, or ("list", Shape)
+
+
+def _is_text(annotation: Any) -> bool:
+    if annotation in (str, dt.date):
+        return True
+    return typing.get_origin(annotation) is Literal and all(isinstance(a, str) for a in typing.get_args(annotation))
+
+
+def _shape(annotation: Any) -> Shape | None:
+    """Where text lives inside a value of this type (None: nowhere). A union is text only if all its types are."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _shape(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        shapes = [_shape(a) for a in members]
+        if all(s == TEXT for s in shapes) or (len(shapes) == 1 and shapes[0] is not None):
+            return shapes[0]
+        return None
+    if origin is list:
+        inner = _shape(typing.get_args(annotation)[0])
+        return ("list", inner) if inner is not None else None
+    if _is_text(annotation):
+        return TEXT
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _model_shape(annotation)
+    return None
+
+
+@functools.cache
+def _model_shape(model: type[BaseModel]) -> dict[str, Shape]:
+    shape: dict[str, Shape] = {}
+    for name, info in model.model_fields.items():
+        inner = _shape(info.annotation)
+        if inner is None:
+            continue
+        names = {name, info.alias} | set(
+            info.validation_alias.choices if isinstance(info.validation_alias, AliasChoices) else []
+        )
+        shape.update({key: inner for key in names if isinstance(key, str)})
+    return shape
+
+
+def keep_written_text(value: Any, shape: Shape, written: WrittenText, path: tuple[Any, ...] = ()) -> Any:
+    """`value` with every text field that YAML read as a number or yes/no replaced by the text as written."""
+    if shape == TEXT:
+        return written.get(path, value) if isinstance(value, bool | int | float) else value
+    if isinstance(shape, tuple) and isinstance(value, list):
+        return [keep_written_text(item, shape[1], written, path + (i,)) for i, item in enumerate(value)]
+    if isinstance(shape, dict) and isinstance(value, dict):
+        return {
+            key: keep_written_text(item, shape[key], written, path + (key,)) if key in shape else item
+            for key, item in value.items()
+        }
+    return value
+
+
+def case_from_data(data: Any, file: str, lines: LineMap | None = None, written: WrittenText | None = None) -> Case:
+    """Validate already-parsed YAML data as a case; errors name the key and line.
+
+    `written` (from `YamlDocument`) gives text fields back the characters written; without it, `id: 0012` is 12."""
     lines = lines or {}
+    if written:
+        data = keep_written_text(data, _model_shape(Case), written)
     if not isinstance(data, dict):
         what = (
             "the file holds a list; "
@@ -67,9 +142,13 @@ def case_from_data(data: Any, file: str, lines: LineMap | None = None) -> Case:
         ) from None
 
 
+def _case_from_document(document: YamlDocument, file: str) -> Case:
+    return case_from_data(document.data, file, document.lines, document.written)
+
+
 def load_case_with_lines(path: str | Path) -> tuple[Case, LineMap]:
-    data, lines = load_yaml(path)
-    return case_from_data(data, str(path), lines), lines
+    document = load_yaml_document(path)
+    return _case_from_document(document, str(path)), document.lines
 
 
 def load_case(path: str | Path) -> Case:
@@ -79,5 +158,4 @@ def load_case(path: str | Path) -> Case:
 
 def parse_case(text: str, name: str = "<case>") -> Case:
     """Validate a case given as YAML text (for notebooks and tests)."""
-    data, lines = parse_yaml(text, name)
-    return case_from_data(data, name, lines)
+    return _case_from_document(parse_yaml_document(text, name), name)

@@ -60,16 +60,36 @@ class Parameter(_Strict):
     citation: str
     evidence: EvidenceTag | None = None
     choices: list[bool | int | float | str] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
+    minimum: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
+        None, description="smallest value allowed (for a list: for each of its values)"
+    )
+    maximum: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
+        None, description="largest value allowed (for a list: for each of its values)"
+    )
+    length: Annotated[int, Field(ge=1, le=100)] | None = Field(
+        None, description="for a list: how many values it holds (default: as many as `value` has)"
+    )
+    order: Literal["ascending"] | None = Field(
+        None, description="for a list: each value larger than the one before (class boundaries, grade cut-offs)"
+    )
     disputed: bool = False
 
     @model_validator(mode="after")
     def _value_allowed(self) -> Parameter:
+        if (self.length is not None or self.order is not None) and not isinstance(self.value, list):
+            raise ValueError("`length` and `order` are for list values only")
         problem = parameter_problem(self, self.value)
         if problem:
             raise ValueError(problem)
         return self
+
+    @property
+    def list_length(self) -> int | None:
+        """The number of values a list parameter holds, in the rule file and in every override: conditions index
+        it (`margin_boundaries_mm[1]`), and those indexes are checked against this length when the file loads."""
+        if self.length is not None:
+            return self.length
+        return len(self.value) if isinstance(self.value, list) else None
 
 
 # Parameters counted in these units take whole numbers: 42.5 days is a typo, not a threshold.
@@ -80,18 +100,60 @@ def parameter_problem(param: Parameter, value: Any) -> str | None:
     """Why `value` is not allowed for `param` (None when it is)."""
     if param.choices is not None and value not in param.choices:
         return f"must be one of {', '.join(map(str, param.choices))}, not {value!r}"
+    if isinstance(value, list):
+        return _list_problem(param, value)
     if isinstance(value, bool):
         return None
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, int | float):
+        return _number_problem(param, value)
+    return None
+
+
+def _number_problem(param: Parameter, value: int | float) -> str | None:
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return f"must be a number of at most about 1.8e308, not {_shown_value(value)}"
+    if not math.isfinite(number):
         return f"must be a number, not {value}"  # NaN passes every minimum/maximum test
     if isinstance(value, float) and param.unit in WHOLE_UNITS and not value.is_integer():
         return f"must be a whole number of {param.unit}, not {value:g}"
-    if isinstance(value, int | float):
-        if param.minimum is not None and value < param.minimum:
-            return f"must be >= {param.minimum:g}, not {value:g}"
-        if param.maximum is not None and value > param.maximum:
-            return f"must be <= {param.maximum:g}, not {value:g}"
+    if param.minimum is not None and number < param.minimum:
+        return f"must be >= {param.minimum:g}, not {number:g}"
+    if param.maximum is not None and number > param.maximum:
+        return f"must be <= {param.maximum:g}, not {number:g}"
     return None
+
+
+def _list_problem(param: Parameter, values: list[Any]) -> str | None:
+    """A list parameter: its declared length and order, and each value as a number within the limits."""
+    length = param.list_length
+    if length is not None and len(values) != length:
+        return f"must be a list of {length} numbers, not {len(values)} ({_shown_list(values)})"
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            return f"must be a list of numbers, not {_shown_list(values)}"
+        problem = _number_problem(param, item)
+        if problem:
+            return problem.replace("must be", "values must each be", 1)
+    if param.order == "ascending" and any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        return f"must be in ascending order (each value larger than the one before), not {_shown_list(values)}"
+    return None
+
+
+def _shown_list(values: list[Any]) -> str:
+    text = "[" + ", ".join(_shown_value(v) for v in values[:10]) + "]"
+    return text if len(values) <= 10 else text[:-1] + ", ...]"
+
+
+def _shown_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1024:
+        # beyond any float; Python refuses to print integers of more than 4,300 digits
+        digits = f"{len(str(abs(value)))} digits" if value.bit_length() < 14_000 else "thousands of digits"
+        return f"an integer of {digits}"
+    return repr(value)
 
 
 class Rule(_Strict):
@@ -454,6 +516,7 @@ class RuleVocabulary:
         declared: dict[str, Output] | None = None,
     ) -> None:
         self.level = level
+        self.values = params
         self.params = constant_names(params)
         self.outputs = outputs
         self.declared = declared or {}
@@ -486,6 +549,10 @@ class RuleVocabulary:
             and out.level == "timepoint"
             and (out.categories is None or word in [str(c) for c in out.categories])
         )
+
+    def list_length(self, name: str) -> int | None:
+        value = self.values.get(name)
+        return len(value) if isinstance(value, list) else None
 
     def describe(self) -> str:
         return f"see `crlm-response rules metrics` for the {self.level}-level vocabulary; parameters of this set: " + (
