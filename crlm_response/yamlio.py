@@ -290,7 +290,8 @@ def _check_nesting(text: str, file: str) -> None:
     The event parsers keep their own stack, so counting open collections over their events is safe at any depth.
     libyaml stops at its own limit (1,000 levels) or at a syntax error; the pure-Python parser then counts again,
     since the pure-Python composer is what parses a document libyaml refuses."""
-    for loader in dict.fromkeys((_FAST, _Loader)):
+    loaders: list[type[Any]] = list(dict.fromkeys((_FAST, _Loader)))
+    for loader in loaders:
         try:
             _count_nesting(text, file, loader)
             return
