@@ -285,6 +285,10 @@ def long_frame(tables: Tables) -> pd.DataFrame:
     lesions = tables.lesions.drop(columns=[c for c in TRACE_COLUMNS if c in tables.lesions.columns])
     lesions = lesions.rename(columns={"fragments_sum_mm": "fragments_mm"})
     subjects = tables.subjects[["subject_id", "regimen", "agents", "setting", "procedure_day"]]
+    # A field both levels carry (slice thickness) is already on every lesion row; one column of that name.
+    visits = visits.drop(
+        columns=[c for c in visits.columns if c in lesions.columns and c not in ("subject_id", "timepoint")]
+    )
     merged = visits.merge(lesions, on=["subject_id", "timepoint"], how="left")
     merged = subjects.merge(merged, on="subject_id", how="right")
     keep = [c for c in merged.columns if merged[c].notna().any() or c in ("subject_id", "timepoint", "lesion_id")]

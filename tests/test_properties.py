@@ -277,3 +277,47 @@ def test_best_overall_response_is_never_better_than_the_best_timepoint(data, bor
     bor = block["best_overall_response"]
     assert bor in OVERALL_RANK, bor
     assert OVERALL_RANK[bor] <= best_timepoint, (bor, overall, bor_settings)
+
+
+# --------------------------------------------------------------------------------------------------
+# Back-dated progression (REFERENCE §1.6, E2009 §4.3.2)
+# --------------------------------------------------------------------------------------------------
+
+
+@BUDGET
+@given(
+    data=valid_cases(),
+    first=st.integers(0, 3),
+    later=st.integers(0, 3),
+    still_equivocal=st.booleans(),
+    confirmation=st.booleans(),
+)
+def test_a_confirmed_equivocal_lesion_makes_every_visit_from_its_first_scan_pd(
+    data, first, later, still_equivocal, confirmation
+):
+    """An equivocal new lesion that a later scan shows unequivocally (same id) is PD from the scan that first
+    showed it: no visit from there to the confirming scan is better than PD, and a responder's response comes
+    from before it."""
+    follow_ups = data["timepoints"][1:]
+    assume(len(follow_ups) >= 2)
+    i = first % (len(follow_ups) - 1)
+    j = i + 1 + later % (len(follow_ups) - 1 - i)
+    follow_ups[i]["lesions"].append(
+        {"id": "NEW-Q", "organ": "lung", "kind": "new", "equivocal": True, "longest_diameter_mm": 6.0}
+    )
+    for between in follow_ups[i + 1 : j]:
+        if still_equivocal:
+            between["lesions"].append(
+                {"id": "NEW-Q", "organ": "lung", "kind": "new", "equivocal": True, "longest_diameter_mm": 7.0}
+            )
+    follow_ups[j]["lesions"].append({"id": "NEW-Q", "organ": "lung", "kind": "new", "longest_diameter_mm": 12.0})
+    block = recist(run(data, {"confirmation_required": confirmation}))
+    rows = {row["id"]: row for row in block["timepoints"]}
+    showing = [tp for tp in follow_ups[i : j + 1] if any(les["id"] == "NEW-Q" for les in tp["lesions"])]
+    for tp in showing:  # every scan that shows it, from the first to the confirming one
+        assert rows[tp["id"]]["new_lesions"] is True, (tp["id"], rows[tp["id"]])
+        assert rows[tp["id"]]["overall"] == "PD", (tp["id"], rows[tp["id"]])
+    first_seen = follow_ups[i]["day"]
+    if block["responder"] == "Y":
+        assert block["best_overall_response_day"] < first_seen, block
+    assert block["best_overall_response_day"] <= first_seen, block
