@@ -402,3 +402,45 @@ def test_full_shared_pharmaverse_data(tmp_path: Path) -> None:
     check_every_row_accounted(result, errors, tu, tr)
     best = read_text_table(tmp_path / "visits.best.csv")
     assert best["subject_id"].str.split("|").str[0].nunique() == 254
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reappearance after a definitive CR through SDTM (REFERENCE §1.10)
+# ---------------------------------------------------------------------------------------------------------
+
+TU_HEADER = "STUDYID,DOMAIN,USUBJID,TUSEQ,TULNKID,TUTESTCD,TUORRES,TUSTRESC,TULOC,TUEVAL,VISITNUM,VISIT,TUDTC"
+TR_HEADER = (
+    "STUDYID,DOMAIN,USUBJID,TRSEQ,TRLNKID,TRTESTCD,TRORRES,TRSTRESC,TRSTRESN,TRSTRESU,TREVAL,VISITNUM,VISIT,TRDTC,TRDY"
+)
+
+
+def test_reappearance_after_a_confirmed_cr_is_pd_through_sdtm(tmp_path: Path) -> None:
+    """T01 30 mm disappears at WEEK 8 and WEEK 16 (CR, confirmed 56 days later) and is back at 3 mm at WEEK 24:
+    3 mm over a 0 mm nadir is no PD by the +20 % / +5 mm rule, but after a confirmed CR any reappearance is PD."""
+    tu = tmp_path / "tu.csv"
+    tr = tmp_path / "tr.csv"
+    tu.write_text(
+        TU_HEADER + "\nS,TU,R-1,1,T01,TUMIDENT,TARGET,TARGET,LIVER,INVESTIGATOR,10,SCREENING,2025-01-06\n",
+        encoding="utf-8",
+    )
+    rows = [
+        ("1", "30", "30", "10", "SCREENING", "2025-01-06", "1"),
+        ("2", "0", "0", "20", "WEEK 8", "2025-03-03", "57"),
+        ("3", "0", "0", "30", "WEEK 16", "2025-04-28", "113"),
+        ("4", "3", "3", "40", "WEEK 24", "2025-06-23", "169"),
+    ]
+    tr.write_text(
+        TR_HEADER
+        + "\n"
+        + "".join(
+            f"S,TR,R-1,{seq},T01,LDIAM,{value},{value},{number},mm,INVESTIGATOR,{visitnum},{visit},{date},{day}\n"
+            for seq, value, number, visitnum, visit, date, day in rows
+        ),
+        encoding="utf-8",
+    )
+    result, out = run_sdtm(tmp_path, tu, tr, "--set", "recist1.1.confirmation_required=true")
+    visits = read_text_table(out)
+    overall = dict(zip(visits["timepoint"], visits["overall"], strict=True))
+    assert overall == {"WEEK 8": "CR", "WEEK 16": "CR", "WEEK 24": "PD"}, result.stderr
+    best = read_text_table(tmp_path / "visits.best.csv")
+    assert list(best["best_overall_response"]) == ["CR"]
