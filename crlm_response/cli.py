@@ -370,7 +370,7 @@ def rules_metrics(level: str | None) -> None:
     """
     from rich.table import Table
 
-    from .conditions import FUNCTIONS
+    from .functions import function_help
     from .metrics import METRICS
 
     table = Table(show_edge=False)
@@ -382,7 +382,7 @@ def rules_metrics(level: str | None) -> None:
         table.add_row(name, m.level, m.type, m.unit, m.doc.split("\n")[0])
     console = _console()
     console.print(table)
-    console.print("Functions: " + "; ".join(FUNCTIONS.values()))
+    console.print("Functions: " + "; ".join(function_help()))
 
 
 def _default_path(output: Path, suffix: str) -> Path:

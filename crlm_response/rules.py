@@ -30,6 +30,7 @@ from .conditions import (
     constant_names,
 )
 from .errors import ConditionError, RuleSetError
+from .functions import FUNCTIONS, DeclaredOutput, FunctionRef, Name
 from .metrics import LEVEL_RANK, METRICS, Level
 from .roles import DEFAULT_BENEFIT_ROLES, DEFAULT_RESPONDER_ROLES, ResponseScale, Role
 from .yamlio import format_loc, line_of, load_yaml
@@ -521,34 +522,25 @@ class RuleVocabulary:
         self.outputs = outputs
         self.declared = declared or {}
 
-    def type_of(self, name: str) -> ValueType | None:
-        if name.startswith("history:"):
-            return "bool" if self._history_ok(name) else None
+    def type_of(self, name: Name) -> ValueType | None:
+        if isinstance(name, FunctionRef):
+            return name.function.type_in(self, name)
         if name in self.outputs:
             level, vtype = self.outputs[name]
             return vtype if LEVEL_RANK[level] <= LEVEL_RANK[self.level] else None
         if name in self.params:
             return self.params[name]
-        if name.startswith("agent:"):
-            return "bool"
-        if name.startswith("baseline:"):
-            return self.type_of(name.split(":", 1)[1])
         metric = METRICS.get(name)
         if metric is not None and LEVEL_RANK[metric.level] <= LEVEL_RANK[self.level]:
             return metric.type
         return None
 
-    def _history_ok(self, name: str) -> bool:
-        """`history:<function>:<output>:<word>`: a timepoint-level output of this set (declared anywhere in the
-        file) and one of its categories, read at a timepoint."""
-        _, _, output, word = name.split(":", 3)
-        out = self.declared.get(output)
-        return (
-            self.level == "timepoint"
-            and out is not None
-            and out.level == "timepoint"
-            and (out.categories is None or word in [str(c) for c in out.categories])
-        )
+    def declared_output(self, name: str) -> DeclaredOutput | None:
+        out = self.declared.get(name)
+        if out is None:
+            return None
+        categories = tuple(str(c) for c in out.categories) if out.categories is not None else None
+        return DeclaredOutput(out.level, categories)
 
     def list_length(self, name: str) -> int | None:
         value = self.values.get(name)
@@ -629,8 +621,20 @@ class LoadedRuleSet:
 
     @functools.cached_property
     def history_outputs(self) -> frozenset[str]:
-        """Outputs that history functions read at earlier timepoints (see conditions.HISTORY_FUNCTIONS)."""
-        return frozenset(n.split(":")[2] for c in self._conditions() for n in c.names if n.startswith("history:"))
+        """Outputs that history functions read at earlier timepoints (see functions.HistoryFunction)."""
+        return frozenset(
+            output
+            for c in self._conditions()
+            for n in c.names
+            if isinstance(n, FunctionRef)
+            for output in n.function.outputs_read_before(n)
+        )
+
+    @functools.cached_property
+    def functions(self) -> list[str]:
+        """The rule-language functions this set calls, in the language's order."""
+        used = {f for c in self._conditions() for f in c.functions}
+        return [name for name in FUNCTIONS if name in used]
 
     def _conditions(self) -> list[Condition]:
         found: list[Condition] = [c.condition for c in self.checks]
@@ -639,6 +643,7 @@ class LoadedRuleSet:
             found += [r.condition for r in out.rules if r.condition is not None]
         for flag in self.flags:
             found += [flag.condition] + [r.condition for r in flag.grade if r.condition is not None]
+            found += [condition for condition, _ in flag.context]
         return found
 
     def output_type(self, name: str) -> ValueType:
@@ -946,7 +951,7 @@ def report_items(items: list[ReportItem]) -> list[tuple[str, str]]:
 def _used_metrics(
     outputs: list[CompiledOutput], checks: list[CompiledCheck], flags: list[CompiledFlag], schema: RuleSet
 ) -> set[str]:
-    names: set[str] = set()
+    names: set[Name] = set()
     for out in outputs:
         if out.where:
             names |= out.where.names
@@ -961,8 +966,9 @@ def _used_metrics(
         names |= flag.condition.names | set(flag.spec.evidence)
     for items in (schema.report.baseline, schema.report.timepoint, schema.report.lesion):
         names |= {m for _, m in _report_items(items)}
-    names = {n.split(":", 1)[1] if n.startswith("baseline:") else n for n in names}
-    return {n for n in names if n in METRICS}
+    plain = {n for n in names if isinstance(n, str)}
+    plain |= {a for n in names if isinstance(n, FunctionRef) for a in n.function.names_used(n)}
+    return {n for n in plain if n in METRICS}
 
 
 def _check_category(
@@ -1088,6 +1094,7 @@ def describe(rules: LoadedRuleSet) -> dict[str, Any]:
             }
             for f in rules.flags
         ],
+        "functions": {name: FUNCTIONS[name].help for name in rules.functions},
         "citations": schema.citations,
     }
 
