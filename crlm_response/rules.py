@@ -308,6 +308,7 @@ class RuleSet(_Strict):
     citations: dict[str, str] = Field(default_factory=dict)
     inputs: list[str] = Field(default_factory=list, description="case fields this set needs")
     default: bool = Field(False, description="run when a case names no criteria")
+    rscat: str | None = Field(None, description="SDTM RS category (RSCAT) of this set's rows; default: its name")
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     categories: dict[str, CategoryInfo] = Field(
         default_factory=dict, description="response words: their role and plain-language label"
