@@ -628,10 +628,10 @@ def _adtr(result: RuleSetResult, streams: SdtmStreams, tp: pd.DataFrame) -> pd.D
     base = result.baseline.set_index("subject_id")
     # A set without a sum of diameters (Chun, PERCIST, WHO's products) has no SDIAM; a value the set does not
     # report (Choi has no nadir) is left empty.
-    if "baseline_sum_mm" not in base:
+    if "baseline_sum_mm" not in base or "sum_mm" not in tp:
         base = base.assign(baseline_sum_mm=np.nan)
-        tp = tp.iloc[0:0]
-    sums = tp.dropna(subset=["sum_mm"]) if "sum_mm" in tp else tp.iloc[0:0]
+        tp = tp.iloc[0:0].assign(sum_mm=np.nan)
+    sums = tp.dropna(subset=["sum_mm"])
     baseline = base["baseline_sum_mm"].reindex(sums["subject_id"]).to_numpy(dtype=float) if len(sums) else np.array([])
     follow = pd.DataFrame(
         {
