@@ -216,8 +216,9 @@ class Bound(ColumnFunction):
     def build(self, c: CallCompiler, args: list[Compiled], nodes: list[ast.expr]) -> Compiled:
         if len(args) != 3:
             raise c.fail(f"{self.name}() takes three arguments: value, threshold, inclusive")
-        for arg, node, wanted in zip(args, nodes, ("number", "number", "bool"), strict=True):
-            c.expect(arg, wanted, node)  # type: ignore[arg-type]
+        wanted: tuple[ValueType, ...] = ("number", "number", "bool")
+        for arg, node, kind in zip(args, nodes, wanted, strict=True):
+            c.expect(arg, kind, node)
         strict_op, loose_op = self.strict_op, self.loose_op
 
         def evaluate(env: Env) -> Any:

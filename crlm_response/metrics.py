@@ -167,8 +167,8 @@ class Context:
 
     def get(self, name: Name, level: Level) -> Any:
         """`name` as seen from `level` (broadcast down from coarser levels), or a parameter value."""
-        if name in self.params and name not in self._levels and name not in METRICS:
-            return self.params[name]  # type: ignore[index]
+        if isinstance(name, str) and name in self.params and name not in self._levels and name not in METRICS:
+            return self.params[name]
         return self.broadcast(self.value(name), self.level_of(name), level)
 
     def store(self, name: str, level: Level, values: np.ndarray, vtype: ValueType = "text") -> None:
