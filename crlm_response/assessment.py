@@ -25,7 +25,9 @@ from .rules import LoadedRuleSet, builtin_ids, load_rules
 from .tables import Prepared, tables_from_cases, with_object_strings
 from .validate import validate_and_prepare
 
-RESPONSE_WORDS = frozenset({"CR", "PR", "SD", "PD", "NE", "NON-CR/NON-PD"})
+# Verdicts that say nothing about the tumour (the set does not apply, or nothing was assessed): never a
+# disagreement with another set.
+SILENT_ROLES = frozenset({"not_applicable", "not_done", "missing"})
 # Display order: RECIST first, then the sets a reader compares it with; anything else after, by id.
 PREFERRED_ORDER = (
     "recist1.1",
@@ -170,18 +172,23 @@ class Assessment:
         return out
 
     def disagreements(self) -> list[dict[str, Any]]:
-        """Timepoints where the response sets' overall verdicts differ (same CR/PR/SD/PD vocabulary only)."""
+        """Timepoints where the response sets' overall verdicts mean different things: their roles differ (a
+        RECIST SD and a Chun optimal response disagree; a RECIST CR and a PERCIST CMR agree)."""
         verdicts: dict[str, dict[str, Any]] = {}
+        roles: dict[str, dict[str, str]] = {}
         for rule_id, result in self.response_results.items():
-            if "overall" not in result.timepoints:
-                continue
+            if "overall" not in result.timepoints or result.rule_set.schema.best_response is None:
+                continue  # ablation outcomes are about the treated lesion, not the patient's response
+            scale = result.rule_set.scale
             for tp, value in zip(result.timepoints["timepoint"], result.timepoints["overall"], strict=True):
-                if value in RESPONSE_WORDS:
+                role = scale.role_of(value)
+                if role is not None and role not in SILENT_ROLES:
                     verdicts.setdefault(tp, {})[rule_id] = value
+                    roles.setdefault(tp, {})[rule_id] = role
         out = []
         for tp, by_set in verdicts.items():
-            if len(by_set) > 1 and len(set(by_set.values())) > 1:
-                out.append({"timepoint": tp, "verdicts": by_set})
+            if len(by_set) > 1 and len(set(roles[tp].values())) > 1:
+                out.append({"timepoint": tp, "verdicts": by_set, "roles": roles[tp]})
         return out
 
     def to_dict(self) -> dict[str, Any]:

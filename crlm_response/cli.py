@@ -370,7 +370,7 @@ def rules_metrics(level: str | None) -> None:
     """
     from rich.table import Table
 
-    from .conditions import FUNCTIONS
+    from .functions import function_help
     from .metrics import METRICS
 
     table = Table(show_edge=False)
@@ -382,7 +382,7 @@ def rules_metrics(level: str | None) -> None:
         table.add_row(name, m.level, m.type, m.unit, m.doc.split("\n")[0])
     console = _console()
     console.print(table)
-    console.print("Functions: " + "; ".join(FUNCTIONS.values()))
+    console.print("Functions: " + "; ".join(function_help()))
 
 
 def _default_path(output: Path, suffix: str) -> Path:
@@ -608,29 +608,22 @@ def batch_cmd(
         with all_or_nothing():
             _write_batch(result, outputs, not no_safe_csv)
             if sdtm:
-                _write_sdtm(result, streams, out_rs, adam, settings, not no_safe_csv)
+                _write_sdtm(result, streams, out_rs, adam, not no_safe_csv)
             _write_summary_file(result, summary_file)
     _report_batch(result, outputs, summary, strict)
 
 
-def _write_sdtm(
-    result: Any, streams: Any, out_rs: Path | None, adam: dict[str, Path], settings: Any, safe_csv: bool
-) -> None:
-    from .assessment import get_rules
-    from .engine import resolve_params, score
-    from .sdtm import adam_rows, rs_rows
+def _write_sdtm(result: Any, streams: Any, out_rs: Path | None, adam: dict[str, Path], safe_csv: bool) -> None:
+    from .sdtm import adam_rows, confirmed_result, response_result, rs_rows
     from .writers import write_table
 
-    recist = result.results.get("recist1.1")
-    if recist is None:
-        raise click.UsageError("RS and ADaM output need --criteria to include recist1.1")
+    response = response_result(result.results)
+    if response is None:
+        raise click.UsageError("RS and ADaM output need --criteria to include a response criteria set")
     if out_rs is not None:
-        write_table(rs_rows(recist, streams), out_rs, safe_csv=safe_csv, name="RS")
+        write_table(rs_rows(response, streams), out_rs, safe_csv=safe_csv, name="RS")
     if adam:
-        rules = get_rules("recist1.1")
-        params = resolve_params(rules, settings.get("recist1.1", {}), {"confirmation_required": True})
-        confirmed = score(result.prepared, rules, params)
-        adrs, adtr = adam_rows(recist, streams, confirmed)
+        adrs, adtr = adam_rows(response, streams, confirmed_result(response, result.prepared))
         write_table(adrs, adam["adrs"], safe_csv=safe_csv, name="ADRS")
         write_table(adtr, adam["adtr"], safe_csv=safe_csv, name="ADTR")
 
@@ -916,7 +909,8 @@ def bor_cmd(
     output = _file_output(output)
     errors_out = errors_path or (_default_path(output, "errors") if output else None)
     check_outputs({"-o": output, ("--errors" if errors_path else "-o (errors file)"): errors_out}, [visits])
-    data = read_responses(visits, reference_date, encoding)
+    scale = get_rules("recist1.1").scale
+    data = read_responses(visits, scale, reference_date, encoding)
     settings = BorSettings(
         confirmation_required=confirm,
         min_confirmation_interval_days=confirm_days,
@@ -928,7 +922,6 @@ def bor_cmd(
     )
     frame = data.frame
     stream = frame["subject_id"] + ("|" + frame["reader"]).where(frame["reader"] != "", "")
-    scale = get_rules("recist1.1").scale
     result = best_overall_response(stream.to_numpy(dtype=object), frame["day"], frame["response"], settings, scale)
     table = result.subjects.rename(columns={"subject": "stream"}).drop(columns=["best_row"])
     lookup = pd.DataFrame({"stream": stream, "subject_id": frame["subject_id"], "reader": frame["reader"]})

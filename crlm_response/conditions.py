@@ -6,9 +6,8 @@ accepted (comparisons, and/or/not, + - * /, numbers, quoted words, names from th
 named functions), every name is checked against the vocabulary when the rule file is loaded, and the tree
 is compiled to vectorised numpy operations over whole metric columns.
 
-Numeric comparisons treat values within 1e-9 (relative) as equal. Measurements have at most a few decimals,
-so this never changes a real decision, and it keeps exact thresholds exact: a sum that is 20 % above the
-nadir on paper is 20 % above it here too, whatever binary floating point makes of 12.6 - 10.5.
+The functions a condition may call are objects of `functions.py` (one per function); how values compare
+(numbers within 1e-9 relative count as equal) is in `vectors.py`.
 """
 
 from __future__ import annotations
@@ -19,37 +18,28 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .errors import ConditionError
+from .functions import FUNCTIONS, FunctionRef, Name, Vocabulary
+from .vectors import (
+    Compiled,
+    Env,
+    Evaluator,
+    ValueType,
+    as_float,
+    is_known,
+    num_compare,
+    safe_divide,
+    text_equal,
+    truth,
+)
 
-ValueType = Literal["number", "bool", "text", "list", "any"]
-Evaluator = Callable[["Env"], Any]
+__all__ = ["FUNCTIONS", "Compiled", "Condition", "Env", "ValueType", "Vocabulary", "compile_condition"]
 
-FUNCTIONS: dict[str, str] = {
-    "known": "known(x): true where x is reported (not missing)",
-    "missing": "missing(x): true where x is not reported",
-    "abs": "abs(x): absolute value",
-    "min": "min(a, b, ...): smallest value, ignoring missing ones",
-    "max": "max(a, b, ...): largest value, ignoring missing ones",
-    "at_least": "at_least(x, t, inclusive): x >= t if inclusive else x > t",
-    "at_most": "at_most(x, t, inclusive): x <= t if inclusive else x < t",
-    "baseline": "baseline(name): the value of `name` at the subject's (or lesion's) baseline",
-    "has_agent": "has_agent('oxaliplatin'): the subject's treatment includes that agent",
-    "recorded_before": "recorded_before(overall, 'CR'): an earlier timepoint of the subject had that response",
-    "confirmed_before": (
-        "confirmed_before(overall, 'CR'): an earlier response of that role was confirmed by a timepoint before "
-        "this one (the set's confirmation parameters)"
-    ),
-}
-# Functions that read an output at earlier timepoints: they may name any output, also one decided later in the
-# rule file, because they only look back in time (the engine repeats the decisions until they settle).
-HISTORY_FUNCTIONS = ("recorded_before", "confirmed_before")
-
-RELATIVE_TOLERANCE = 1e-9
 MAX_CONDITION_LENGTH = 2000
 MAX_CONDITION_NODES = 400
 # Width and precision of `{name:8.2f}` in explanations: `{sum_mm:.50000000f}` would write 50 MB per row.
@@ -60,97 +50,13 @@ _FORMAT_SPEC = re.compile(
 )
 
 
-class Vocabulary(Protocol):
-    """What names a condition may use, and their types."""
-
-    def type_of(self, name: str) -> ValueType | None: ...
-
-    def list_length(self, name: str) -> int | None:
-        """How many values the list `name` holds (None: not a list, or unknown)."""
-        ...
-
-    def describe(self) -> str: ...
-
-
-class Env(Protocol):
-    """Values for the names of a compiled condition, as numpy arrays of one length or scalars."""
-
-    n: int
-
-    def get(self, name: str) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Compiled:
-    evaluate: Evaluator
-    type: ValueType
-
-
-def _tolerance(a: Any, b: Any) -> Any:
-    with np.errstate(invalid="ignore"):
-        return RELATIVE_TOLERANCE * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
-
-
-def _as_float(x: Any) -> Any:
-    if isinstance(x, np.ndarray) and x.dtype == object:
-        return pd.to_numeric(pd.Series(x, dtype=object), errors="coerce").to_numpy(dtype=float)
-    return np.asarray(x, dtype=float) if isinstance(x, np.ndarray) else (np.nan if x is None else x)
-
-
-def _num_compare(op: ast.cmpop, a: Any, b: Any) -> Any:
-    a = _as_float(a)
-    b = _as_float(b)
-    with np.errstate(invalid="ignore"):
-        tol = _tolerance(a, b)
-        if isinstance(op, ast.GtE):
-            return a >= b - tol
-        if isinstance(op, ast.Gt):
-            return a > b + tol
-        if isinstance(op, ast.LtE):
-            return a <= b + tol
-        if isinstance(op, ast.Lt):
-            return a < b - tol
-        if isinstance(op, ast.Eq):
-            return np.abs(a - b) <= tol
-        if isinstance(op, ast.NotEq):
-            return ~(np.abs(a - b) <= tol) & ~np.isnan(a) & ~np.isnan(b)
-    raise AssertionError(op)
-
-
-def _text_equal(a: Any, b: Any) -> Any:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        result = np.asarray(a == b if isinstance(a, np.ndarray) else b == a)
-        return result.astype(bool)
-    return a == b
-
-
-def _truth(x: Any) -> Any:
-    """Yes/no values are stored as 1.0 / 0.0 / NaN; NaN (not reported) is not true."""
-    if isinstance(x, np.ndarray):
-        if x.dtype == bool:
-            return x
-        if x.dtype == object:
-            return np.asarray(x == True, dtype=bool)  # noqa: E712 - elementwise: True, 1 and 1.0 count
-        return x == 1
-    return bool(x is True or (x is not None and not (isinstance(x, float) and math.isnan(x)) and x == 1))
-
-
-def _is_known(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        if x.dtype == object:
-            return ~pd.isna(x)
-        if x.dtype.kind == "f":
-            return ~np.isnan(x)
-        return np.ones(x.shape, dtype=bool)
-    return not (x is None or (isinstance(x, float) and math.isnan(x)))
-
-
 class _Compiler:
     def __init__(self, vocabulary: Vocabulary, where: str, source: str) -> None:
         self.vocabulary = vocabulary
         self.where = where
         self.source = source
-        self.names: set[str] = set()
+        self.names: set[Name] = set()
+        self.functions: set[str] = set()
 
     def fail(self, message: str, hint: str | None = None) -> ConditionError:
         return ConditionError(f"{message} in `{_short(self.source, 200)}`", key=self.where, hint=hint)
@@ -232,11 +138,11 @@ class _Compiler:
         operand = self.compile(node.operand)
         if isinstance(node.op, ast.Not):
             self.expect(operand, "bool", node.operand)
-            return Compiled(lambda env: np.logical_not(_truth(operand.evaluate(env))), "bool")
+            return Compiled(lambda env: np.logical_not(truth(operand.evaluate(env))), "bool")
         if isinstance(node.op, ast.USub | ast.UAdd):
             self.expect(operand, "number", node.operand)
             sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
-            return Compiled(lambda env: sign * _as_float(operand.evaluate(env)), "number")
+            return Compiled(lambda env: sign * as_float(operand.evaluate(env)), "number")
         raise self.fail("this operator is not allowed")
 
     def node_BoolOp(self, node: ast.BoolOp) -> Compiled:
@@ -246,9 +152,9 @@ class _Compiler:
         combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
 
         def evaluate(env: Env, _parts: list[Compiled] = parts) -> Any:
-            result = _truth(_parts[0].evaluate(env))
+            result = truth(_parts[0].evaluate(env))
             for part in _parts[1:]:
-                result = combine(result, _truth(part.evaluate(env)))
+                result = combine(result, truth(part.evaluate(env)))
             return result
 
         return Compiled(evaluate, "bool")
@@ -261,7 +167,7 @@ class _Compiler:
             ast.Add: np.add,
             ast.Sub: np.subtract,
             ast.Mult: np.multiply,
-            ast.Div: _safe_divide,
+            ast.Div: safe_divide,
         }
         fn = ops.get(type(node.op))
         if fn is None:
@@ -269,7 +175,7 @@ class _Compiler:
 
         def evaluate(env: Env, _l: Evaluator = left.evaluate, _r: Evaluator = right.evaluate) -> Any:
             with np.errstate(invalid="ignore", over="ignore"):
-                return fn(_as_float(_l(env)), _as_float(_r(env)))
+                return fn(as_float(_l(env)), as_float(_r(env)))
 
         return Compiled(evaluate, "number")
 
@@ -308,11 +214,11 @@ class _Compiler:
             hit: Any = False
             for value in values:
                 if numeric and isinstance(value, int | float):
-                    hit = np.logical_or(hit, _num_compare(ast.Eq(), x, float(value)))
+                    hit = np.logical_or(hit, num_compare(ast.Eq(), x, float(value)))
                 else:
-                    hit = np.logical_or(hit, _text_equal(x, value))
+                    hit = np.logical_or(hit, text_equal(x, value))
             if negate:
-                return np.logical_and(np.logical_not(hit), _is_known(x))
+                return np.logical_and(np.logical_not(hit), is_known(x))
             return hit
 
         return evaluate
@@ -321,17 +227,17 @@ class _Compiler:
         types = {left.type, right.type} - {"any"}
         if isinstance(op, ast.Eq | ast.NotEq):
             if types <= {"number", "bool"} and types:
-                return lambda env: _num_compare(op, left.evaluate(env), right.evaluate(env))
+                return lambda env: num_compare(op, left.evaluate(env), right.evaluate(env))
             if len(types) > 1:
                 raise self.fail(f"cannot compare a {left.type} with a {right.type}")
             if isinstance(op, ast.Eq):
-                return lambda env: _text_equal(left.evaluate(env), right.evaluate(env))
+                return lambda env: text_equal(left.evaluate(env), right.evaluate(env))
             return lambda env: np.logical_and(
-                np.logical_not(_text_equal(left.evaluate(env), right.evaluate(env))), _is_known(left.evaluate(env))
+                np.logical_not(text_equal(left.evaluate(env), right.evaluate(env))), is_known(left.evaluate(env))
             )
         if not types <= {"number"}:
             raise self.fail(f"`{ast.unparse(node)}` orders values that are not numbers")
-        return lambda env: _num_compare(op, left.evaluate(env), right.evaluate(env))
+        return lambda env: num_compare(op, left.evaluate(env), right.evaluate(env))
 
     def node_Call(self, node: ast.Call) -> Compiled:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
@@ -340,70 +246,16 @@ class _Compiler:
             )
         if node.keywords:
             raise self.fail("functions take positional arguments only")
-        fname = node.func.id
-        args = node.args
-        if fname == "baseline":
-            if len(args) != 1 or not isinstance(args[0], ast.Name):
-                raise self.fail("baseline() takes one name, e.g. baseline(spleen_volume_ml)")
-            inner = self.name(args[0].id)
-            return self.name_as(f"baseline:{args[0].id}", inner.type)
-        if fname in HISTORY_FUNCTIONS:
-            if (
-                len(args) != 2
-                or not isinstance(args[0], ast.Name)
-                or not isinstance(args[1], ast.Constant)
-                or not isinstance(args[1].value, str)
-            ):
-                raise self.fail(f"{fname}() takes an output and a quoted response word, e.g. {fname}(overall, 'CR')")
-            return self.name_as(f"history:{fname}:{args[0].id}:{args[1].value}", "bool")
-        if fname == "has_agent":
-            if len(args) != 1 or not isinstance(args[0], ast.Constant) or not isinstance(args[0].value, str):
-                raise self.fail("has_agent() takes one quoted agent name, e.g. has_agent('oxaliplatin')")
-            return self.name_as(f"agent:{args[0].value.strip().lower()}", "bool")
-        compiled = [self.compile(a) for a in args]
-        if fname in ("known", "missing"):
-            if len(compiled) != 1:
-                raise self.fail(f"{fname}() takes one argument")
-            want = fname == "known"
-            return Compiled(lambda env: _is_known(compiled[0].evaluate(env)) == want, "bool")
-        if fname == "abs":
-            if len(compiled) != 1:
-                raise self.fail("abs() takes one argument")
-            self.expect(compiled[0], "number", args[0])
-            return Compiled(lambda env: np.abs(_as_float(compiled[0].evaluate(env))), "number")
-        if fname in ("min", "max"):
-            if len(compiled) < 2:
-                raise self.fail(f"{fname}() takes two or more arguments")
-            for c, a in zip(compiled, args, strict=True):
-                self.expect(c, "number", a)
-            reduce = np.fmin if fname == "min" else np.fmax
+        self.functions.add(node.func.id)
+        return FUNCTIONS[node.func.id].compile_call(self, node)
 
-            def evaluate(env: Env, _cs: list[Compiled] = compiled) -> Any:
-                result = _as_float(_cs[0].evaluate(env))
-                for c in _cs[1:]:
-                    result = reduce(result, _as_float(c.evaluate(env)))
-                return result
-
-            return Compiled(evaluate, "number")
-        # at_least / at_most
-        if len(compiled) != 3:
-            raise self.fail(f"{fname}() takes three arguments: value, threshold, inclusive")
-        self.expect(compiled[0], "number", args[0])
-        self.expect(compiled[1], "number", args[1])
-        self.expect(compiled[2], "bool", args[2])
-        strict_op, loose_op = (ast.Gt(), ast.GtE()) if fname == "at_least" else (ast.Lt(), ast.LtE())
-
-        def bounded(env: Env, _c: list[Compiled] = compiled) -> Any:
-            x, t, inclusive = _c[0].evaluate(env), _c[1].evaluate(env), _truth(_c[2].evaluate(env))
-            return np.where(inclusive, _num_compare(loose_op, x, t), _num_compare(strict_op, x, t))
-
-        return Compiled(bounded, "bool")
-
-    def name_as(self, name: str, vtype: ValueType) -> Compiled:
-        if self.vocabulary.type_of(name) is None:
-            raise self.fail(f"unknown word `{name}`", hint=self.vocabulary.describe())
-        self.names.add(name)
-        return Compiled(lambda env: env.get(name), vtype)
+    def reference(self, ref: FunctionRef) -> Compiled:
+        """A value function's column (`baseline(x)` ...), checked against the vocabulary like a name."""
+        vtype = self.vocabulary.type_of(ref)
+        if vtype is None:
+            raise self.fail(f"unknown word `{ref}`", hint=self.vocabulary.describe())
+        self.names.add(ref)
+        return Compiled(lambda env: env.get(ref), vtype)
 
     def expect(self, compiled: Compiled, wanted: ValueType, node: ast.AST) -> None:
         if compiled.type in (wanted, "any"):
@@ -415,25 +267,20 @@ class _Compiler:
         raise self.fail(f"`{text}` is a {compiled.type}, but a {wanted} is needed here", hint=hint)
 
 
-def _safe_divide(a: Any, b: Any) -> Any:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        result = np.divide(a, b)
-    return np.where(np.asarray(b) == 0, np.nan, result)
-
-
 @dataclass(frozen=True)
 class Condition:
     """A compiled, vocabulary-checked condition. Call `evaluate(env)` for a boolean array of length env.n."""
 
     source: str
-    names: frozenset[str]
+    names: frozenset[Name]  # vocabulary names and value-function calls it reads
     _compiled: Compiled
+    functions: frozenset[str] = frozenset()  # the functions it calls
 
     def evaluate(self, env: Env) -> np.ndarray:
         value = self._compiled.evaluate(env)
-        result = np.asarray(_truth(value) if self._compiled.type != "bool" else value)
+        result = np.asarray(truth(value) if self._compiled.type != "bool" else value)
         if result.dtype != bool:
-            result = _truth(result) if result.dtype != object else np.array([bool(v) for v in result])
+            result = truth(result) if result.dtype != object else np.array([bool(v) for v in result])
         return np.broadcast_to(np.asarray(result, dtype=bool), (env.n,)).copy()
 
 
@@ -465,7 +312,7 @@ def compile_condition(source: str, vocabulary: Vocabulary, where: str) -> Condit
         raise ConditionError(
             f"`{text}` is a {compiled.type}, not a yes/no condition", key=where, hint="compare it, e.g. `sum_mm > 0`"
         )
-    return Condition(text, frozenset(compiler.names), compiled)
+    return Condition(text, frozenset(compiler.names), compiled, frozenset(compiler.functions))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@
 entries per category, overall-response table rows, citations, warning checks and flags): changed entries first,
 then what is only in A or only in B. `diff_verdicts(prepared, a, b)` runs the engine once per set over the whole
 cohort and compares best overall responses and per-timepoint verdicts: cross-tabulation, agreement, Cohen's
-kappa with a 95 % confidence interval (when both sets use the same categories), objective response rates, and
-the reclassified subjects with the rule that fired under each set.
+kappa with a 95 % confidence interval (when both sets rank the same roles), objective response rates, and
+the reclassified subjects with the rule that fired under each set. Verdicts are compared by their roles (see
+`roles.py`): a set that writes `complete` where RECIST writes `CR` agrees with RECIST.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from .engine import RuleSetResult, score
+from .roles import ResponseScale
 from .rules import LoadedRuleSet
-from .summary import RESPONDER
 from .tables import Prepared, with_object_strings
 
 Z95 = 1.959963984540054
@@ -330,60 +331,45 @@ def diff_verdicts(
 def compare_results(result_a: RuleSetResult, result_b: RuleSetResult, label_a: str, label_b: str) -> VerdictDiff:
     if result_a.best is None or result_b.best is None:
         raise ValueError("both rule sets need a best_response section to compare verdicts")
+    scale_a, scale_b = result_a.rule_set.scale, result_b.rule_set.scale
     bor_a = result_a.best[["subject_id", "best_overall_response"]].rename(columns={"best_overall_response": "bor_a"})
     bor_b = result_b.best[["subject_id", "best_overall_response"]].rename(columns={"best_overall_response": "bor_b"})
     subjects = bor_a.merge(bor_b, on="subject_id", how="outer")
-    subjects["bor_a"] = subjects["bor_a"].fillna("NE" if _recist_like(result_a) else "none_reported")
-    subjects["bor_b"] = subjects["bor_b"].fillna("NE" if _recist_like(result_b) else "none_reported")
-    subjects["reclassified"] = subjects["bor_a"].astype(str) != subjects["bor_b"].astype(str)
+    subjects["bor_a"] = subjects["bor_a"].fillna(_no_verdict(result_a))
+    subjects["bor_b"] = subjects["bor_b"].fillna(_no_verdict(result_b))
+    role_a, role_b = _role_keys(subjects["bor_a"], scale_a), _role_keys(subjects["bor_b"], scale_b)
+    subjects["reclassified"] = (role_a != role_b).to_numpy()
     subjects = subjects.merge(_why(result_a).rename(columns={"why": "why_a"}), on="subject_id", how="left")
     subjects = subjects.merge(_why(result_b).rename(columns={"why": "why_b"}), on="subject_id", how="left")
     subjects = subjects.sort_values("subject_id", key=lambda s: s.astype(str), kind="stable").reset_index(drop=True)
 
-    ranking_a = [str(r) for r in result_a.rule_set.schema.best_response.ranking]  # type: ignore[union-attr]
-    ranking_b = [str(r) for r in result_b.rule_set.schema.best_response.ranking]  # type: ignore[union-attr]
-    rows = [c for c in ranking_a if c in set(subjects["bor_a"].astype(str))] + sorted(
-        set(subjects["bor_a"].astype(str)) - set(ranking_a)
-    )
-    cols = [c for c in ranking_b if c in set(subjects["bor_b"].astype(str))] + sorted(
-        set(subjects["bor_b"].astype(str)) - set(ranking_b)
-    )
-    same_vocabulary = ranking_a == ranking_b
-    if same_vocabulary:
-        rows = cols = [c for c in ranking_a if c in set(rows) | set(cols)] + sorted(
-            (set(rows) | set(cols)) - set(ranking_a)
-        )
-    crosstab = pd.crosstab(subjects["bor_a"].astype(str), subjects["bor_b"].astype(str)).reindex(
-        index=rows, columns=cols, fill_value=0
-    )
+    same_scale = _ranked_roles(scale_a) == _ranked_roles(scale_b)
+    crosstab = _crosstab(subjects, scale_a, scale_b, same_scale)
     crosstab.index.name, crosstab.columns.name = label_a, label_b
     n = len(subjects)
     agreement: float | None = (
-        round(100.0 * float((~subjects["reclassified"]).sum()) / n, 2) if n and same_vocabulary else None
+        round(100.0 * float((~subjects["reclassified"]).sum()) / n, 2) if n and same_scale else None
     )
     kappa, note = (
         (cohens_kappa(crosstab), None)
-        if same_vocabulary
+        if same_scale
         else (
             None,
             "kappa omitted: the two criteria sets use different categories "
-            f"({', '.join(ranking_a)} vs {', '.join(ranking_b)})",
+            f"({', '.join(scale_a.ranking)} vs {', '.join(scale_b.ranking)})",
         )
     )
 
     tp_a = result_a.timepoints[["subject_id", "timepoint", "day", "overall"]].rename(columns={"overall": "overall_a"})
     tp_b = result_b.timepoints[["subject_id", "timepoint", "overall"]].rename(columns={"overall": "overall_b"})
     timepoints = tp_a.merge(tp_b, on=["subject_id", "timepoint"], how="outer")
-    tp_agree = (
-        round(100.0 * float((timepoints["overall_a"] == timepoints["overall_b"]).mean()), 2)
-        if len(timepoints) and same_vocabulary
-        else None
-    )
+    same_verdict = _role_keys(timepoints["overall_a"], scale_a) == _role_keys(timepoints["overall_b"], scale_b)
+    tp_agree = round(100.0 * float(same_verdict.mean()), 2) if len(timepoints) and same_scale else None
 
     orr: dict[str, Any] = {}
-    if same_vocabulary and set(RESPONDER) <= set(ranking_a):
-        ra = subjects["bor_a"].isin(RESPONDER).to_numpy()
-        rb = subjects["bor_b"].isin(RESPONDER).to_numpy()
+    if same_scale and scale_a.responders:
+        ra = subjects["bor_a"].map(scale_a.role_of).isin(list(scale_a.responder_roles)).to_numpy()
+        rb = subjects["bor_b"].map(scale_b.role_of).isin(list(scale_b.responder_roles)).to_numpy()
         diff = (rb.mean() - ra.mean()) if n else float("nan")
         only_b, only_a = float((rb & ~ra).sum()), float((ra & ~rb).sum())
         se = math.sqrt(max((only_a + only_b) - (only_b - only_a) ** 2 / n, 0.0)) / n if n else float("nan")
@@ -396,6 +382,51 @@ def compare_results(result_a: RuleSetResult, result_b: RuleSetResult, label_a: s
             "method": "paired difference (B - A), Wald 95 % CI",
         }
     return VerdictDiff(label_a, label_b, subjects, timepoints, crosstab, agreement, kappa, note, orr, tp_agree)
+
+
+def _ranked_roles(scale: ResponseScale) -> list[str | None]:
+    return [scale.role_of(word) for word in scale.ranking]
+
+
+def _role_keys(words: pd.Series, scale: ResponseScale) -> pd.Series:
+    """What a verdict means, for comparing two sets: its role, or the word itself when it has none (missing
+    stays missing, so two missing verdicts do not count as agreeing)."""
+    return words.map(lambda w: scale.role_of(w) or w)
+
+
+def _crosstab(subjects: pd.DataFrame, scale_a: ResponseScale, scale_b: ResponseScale, same_scale: bool) -> pd.DataFrame:
+    """Best responses of A (rows) against B (columns), each in its set's ranking order. When both sets rank the
+    same roles, rows and columns are the same roles in the same order (each labelled with its set's word), so
+    the diagonal is agreement."""
+    words_a, words_b = subjects["bor_a"].astype(str), subjects["bor_b"].astype(str)
+    if not same_scale:
+        rows = _in_ranking_order(words_a, scale_a.ranking)
+        cols = _in_ranking_order(words_b, scale_b.ranking)
+        return pd.crosstab(words_a, words_b).reindex(index=rows, columns=cols, fill_value=0)
+    key_a, key_b = _role_keys(words_a, scale_a), _role_keys(words_b, scale_b)
+    label_a = dict(zip(key_a, words_a, strict=True))
+    label_b = dict(zip(key_b, words_b, strict=True))
+    ranked = [scale_a.role_of(w) for w in scale_a.ranking]
+    present = set(key_a) | set(key_b)
+    others = sorted(present - set(ranked), key=lambda k: str(label_a.get(k, label_b.get(k, k))))
+    keys = [k for k in ranked if k in present] + others
+    table = pd.crosstab(key_a, key_b).reindex(index=keys, columns=keys, fill_value=0)
+    by_role_a = dict(zip(ranked, scale_a.ranking, strict=True))
+    by_role_b = dict(zip(_ranked_roles(scale_b), scale_b.ranking, strict=True))
+    table.index = [by_role_a.get(k, label_a.get(k, k)) for k in keys]
+    table.columns = [by_role_b.get(k, label_b.get(k, k)) for k in keys]
+    return table
+
+
+def _in_ranking_order(words: pd.Series, ranking: tuple[str, ...]) -> list[str]:
+    present = set(words)
+    return [w for w in ranking if w in present] + sorted(present - set(ranking))
+
+
+def _no_verdict(result: RuleSetResult) -> str:
+    """What a subject missing from one side counts as: not evaluable under a RECIST-style best response."""
+    word = result.rule_set.scale.word("not_evaluable")
+    return word if _recist_like(result) and word is not None else "none_reported"
 
 
 def _recist_like(result: RuleSetResult) -> bool:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .bor import BorSettings, best_overall_response, confirmations, persist_category, role_codes
+from .bor import BorSettings, best_overall_response, persist_category
 from .conditions import format_value
 from .errors import RuleSetError
+from .functions import history_changed
 from .metrics import METRICS, Context, Level
 from .rules import CompiledOutput, LoadedRuleSet, check_parameter_value, report_items
 from .tables import Prepared, blank_where
@@ -183,7 +184,7 @@ def score(
     decision naming the rule and the numbers it saw.
     """
     params = dict(params if params is not None else rule_set.default_params)
-    ctx = Context(prepared, params)
+    ctx = Context(prepared, params, rule_set.scale)
     envs = {level: _LevelEnv(ctx, level) for level in ("lesion", "timepoint", "subject")}
     visits, lesions = prepared.visits, prepared.lesions
     visit_subject = visits["subject_id"].to_numpy(dtype=object)
@@ -214,13 +215,12 @@ def score(
                 }
             )
 
-    ctx.history_reader = _history_reader(rule_set, params)
     fired_by_output = _decide_outputs(ctx, rule_set, envs, params)
     # History functions read the previous pass's outputs: decide again until what they read no longer changes.
     # Each pass settles at least one more timepoint of every subject, so this ends (usually after one pass).
     limit = int(np.bincount(ctx.visit_subject).max(initial=0)) + 2
     for _ in range(limit):
-        if not _history_changed(ctx, rule_set):
+        if not history_changed(ctx, {name: ctx.value(name) for name in rule_set.history_outputs}):
             break
         ctx.previous_outputs = {name: ctx.value(name) for name in rule_set.history_outputs}
         ctx.history_used = {}
@@ -270,43 +270,6 @@ def _decide_outputs(
         ctx.store(out.spec.name, level, values, rule_set.output_type(out.spec.name))
         fired_by_output[out.spec.name] = fired
     return fired_by_output
-
-
-def _history_changed(ctx: Context, rule_set: LoadedRuleSet) -> bool:
-    """Would the history functions read something else from this pass's outputs than they read in it?"""
-    if not rule_set.history_outputs or ctx.history_reader is None:
-        return False
-    outputs = {name: ctx.value(name) for name in rule_set.history_outputs}
-    return any(
-        not np.array_equal(ctx.history_reader(ctx, name, outputs), used) for name, used in ctx.history_used.items()
-    )
-
-
-def _history_reader(
-    rule_set: LoadedRuleSet, params: Mapping[str, Any]
-) -> Callable[[Context, str, Mapping[str, np.ndarray]], np.ndarray]:
-    """How history functions (`recorded_before`, `confirmed_before`) read an output at earlier timepoints."""
-    settings = BorSettings.from_params(dict(params))
-
-    def read(ctx: Context, name: str, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        _, function, output, word = name.split(":", 3)
-        subject = ctx.visit_subject
-        follow = ~ctx.visit_is_baseline
-        hit = np.asarray(outputs[output] == word, dtype=bool) & follow
-        rows = np.arange(ctx.n["timepoint"])
-        first = np.full(ctx.n["subject"], np.iinfo(np.int64).max, dtype=np.int64)
-        if function == "recorded_before":
-            np.minimum.at(first, subject[hit], rows[hit])
-        else:  # confirmed_before: from the visit that confirmed the response (visits are sorted by subject, day)
-            follow_rows = np.flatnonzero(follow)
-            day = ctx.prepared.visits["day"].to_numpy(dtype=float)
-            roles = role_codes(outputs[output][follow_rows], rule_set.scale)
-            confirming = confirmations(subject[follow_rows], day[follow_rows], roles, settings)
-            ok = hit[follow_rows] & (confirming >= 0)
-            np.minimum.at(first, subject[follow_rows][ok], follow_rows[confirming[ok]])
-        return rows > first[subject]
-
-    return read
 
 
 def _persist(

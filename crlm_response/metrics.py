@@ -9,8 +9,8 @@ whole columns, no Python loop per row). A metric lives at one level:
 
 Rule conditions at the lesion level may also use timepoint and subject metrics (broadcast to the lesion's
 row); conditions at the timepoint level may use subject metrics. Every input field of the case model is a
-metric too (``longest_diameter_mm``, ``status``, ``liver_attenuation_hu`` ...), and two functional forms
-extend the vocabulary: ``baseline(x)`` (x at the subject's or lesion's baseline) and ``has_agent('name')``.
+metric too (``longest_diameter_mm``, ``status``, ``liver_attenuation_hu`` ...). Functions such as
+``baseline(x)`` extend the vocabulary (`functions.py`); the context evaluates them by asking the function.
 
 Units are in each metric's docstring. Percentages are ``100 * (value - reference) / reference`` and are
 missing (NaN) when the reference is 0 or missing; rules that must be exact at a threshold compare without
@@ -27,8 +27,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .conditions import ValueType
+from .functions import FunctionRef, Name, baseline_of
+from .roles import ResponseScale
 from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, Prepared, blank_where, spec_of
+from .vectors import ValueType
 
 Level = Literal["lesion", "timepoint", "subject"]
 LEVEL_RANK = {"subject": 0, "timepoint": 1, "lesion": 2}
@@ -102,9 +104,10 @@ class Context:
     Rule outputs (``target``, ``overall`` ...) are stored here too once decided, so later rules can use them.
     """
 
-    def __init__(self, prepared: Prepared, params: Mapping[str, Any]) -> None:
+    def __init__(self, prepared: Prepared, params: Mapping[str, Any], scale: ResponseScale | None = None) -> None:
         self.prepared = prepared
         self.params = params
+        self.scale = scale  # the rule set's response words and roles (history functions read roles)
         v, les = prepared.visits, prepared.lesions
         self.n = {"subject": len(prepared.subjects), "timepoint": len(v), "lesion": len(les)}
         self.visit_subject = v["subj_key"].to_numpy(dtype=np.int64)
@@ -118,14 +121,13 @@ class Context:
         self.subject_baseline_visit = first
         codes = pd.factorize(les["lesion_id"].astype(str))[0] if len(les) else np.zeros(0, dtype=np.int64)
         self.lesion_key = self.lesion_subject * (int(codes.max()) + 1 if len(codes) else 1) + codes
-        self._values: dict[str, np.ndarray] = {}
+        self._values: dict[Name, np.ndarray] = {}
         self._levels: dict[str, Level] = {}
         self._types: dict[str, ValueType] = {}
-        # Outputs of the previous pass over the decisions, read by history functions (see `history`), and the
-        # values those functions returned in this pass.
+        # Outputs of the previous pass over the decisions, read by history functions (functions.HistoryFunction),
+        # and the values those functions returned in this pass.
         self.previous_outputs: dict[str, np.ndarray] | None = None
-        self.history_used: dict[str, np.ndarray] = {}
-        self.history_reader: Callable[[Context, str, Mapping[str, np.ndarray]], np.ndarray] | None = None
+        self.history_used: dict[FunctionRef, np.ndarray] = {}
 
     # -- access --------------------------------------------------------------------------------------
     def column(self, level: Level, name: str) -> np.ndarray:
@@ -142,36 +144,30 @@ class Context:
             return values.to_numpy(dtype=object)
         return values.to_numpy(dtype=float)
 
-    def level_of(self, name: str) -> Level:
+    def level_of(self, name: Name) -> Level:
         if name in self._levels:
             return self._levels[name]
-        if name.startswith("baseline:"):
-            return self.level_of(name.split(":", 1)[1])
-        if name.startswith("agent:"):
-            return "subject"
-        if name.startswith("history:"):
-            return "timepoint"
+        if isinstance(name, FunctionRef):
+            level: Level = name.function.level(self, name)
+            return level
         return METRICS[name].level
 
-    def value(self, name: str) -> np.ndarray:
-        """A metric or stored output at its own level."""
+    def value(self, name: Name) -> np.ndarray:
+        """A metric, stored output or function value at its own level."""
         if name in self._values:
             return self._values[name]
-        if name.startswith("history:"):
-            return self.history(name)
-        if name.startswith("baseline:"):
-            inner = name.split(":", 1)[1]
-            result = self.at_baseline(self.value(inner), self.level_of(inner))
-        elif name.startswith("agent:"):
-            result = self.agent(name.split(":", 1)[1])
+        if isinstance(name, FunctionRef):
+            result = name.function.value(self, name)
+            if not name.function.cached:
+                return result
         else:
             result = METRICS[name].func(self)
         self._values[name] = result
         return result
 
-    def get(self, name: str, level: Level) -> Any:
+    def get(self, name: Name, level: Level) -> Any:
         """`name` as seen from `level` (broadcast down from coarser levels), or a parameter value."""
-        if name in self.params and name not in self._levels and name not in METRICS:
+        if isinstance(name, str) and name in self.params and name not in self._levels and name not in METRICS:
             return self.params[name]
         return self.broadcast(self.value(name), self.level_of(name), level)
 
@@ -183,24 +179,11 @@ class Context:
     def type_of(self, name: str) -> ValueType:
         if name in self._types:
             return self._types[name]
-        inner = name.split(":", 1)[1] if name.startswith("baseline:") else name
-        if name.startswith(("agent:", "history:")):
-            return "bool"
-        metric = METRICS.get(inner)
+        metric = METRICS.get(name)
         return metric.type if metric is not None else "text"
 
     def param(self, name: str) -> Any:
         return self.params[name]
-
-    def history(self, name: str) -> np.ndarray:
-        """A history function's value (`history:<function>:<output>:<word>`) from the previous pass's outputs;
-        false everywhere in the first pass (nothing is known about earlier timepoints yet)."""
-        if self.previous_outputs is None or self.history_reader is None:
-            values = np.zeros(self.n["timepoint"], dtype=bool)
-        else:
-            values = self.history_reader(self, name, self.previous_outputs)
-        self.history_used[name] = values
-        return values
 
     def broadcast(self, values: np.ndarray, source: Level, target: Level) -> np.ndarray:
         if source == target:
@@ -250,10 +233,6 @@ class Context:
         """For lesion rows: does an earlier row of the same lesion satisfy `mask`?"""
         counts = pd.Series(mask.astype(np.int64)).groupby(self.lesion_key).cumsum().to_numpy()
         return (counts - mask.astype(np.int64)) > 0
-
-    def agent(self, name: str) -> np.ndarray:
-        agents = self.prepared.subjects["agents"].fillna("").astype(str).to_numpy()
-        return np.array([name in [a.strip() for a in text.split(";")] for text in agents], dtype=bool)
 
 
 def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -419,7 +398,7 @@ def group(ctx: Context) -> np.ndarray:
 @metric("lesion", "number")
 def baseline_group(ctx: Context) -> np.ndarray:
     """Chun morphology group of the same lesion at baseline."""
-    return ctx.value("baseline:morphology_group")
+    return ctx.value(baseline_of("morphology_group"))
 
 
 @metric("timepoint", "number")
@@ -450,7 +429,7 @@ def newly_disappeared(ctx: Context) -> np.ndarray:
 @metric("lesion", "bool")
 def present_at_baseline(ctx: Context) -> np.ndarray:
     """The same lesion was present (measured or too small) at baseline."""
-    status = ctx.value("baseline:status")
+    status = ctx.value(baseline_of("status"))
     return _eq(status, "present") | _eq(status, "too_small")
 
 
@@ -557,7 +536,7 @@ def n_lesions_reported(ctx: Context) -> np.ndarray:
 def modality_changed(ctx: Context) -> np.ndarray:
     """The imaging modality differs from baseline's (RECIST 1.1 §3.2: same technique throughout)."""
     modality = ctx.value("modality")
-    base = ctx.value("baseline:modality")
+    base = ctx.value(baseline_of("modality"))
     return ~pd.isna(modality) & ~pd.isna(base) & (modality != base)
 
 
@@ -574,7 +553,7 @@ def imaging_description(ctx: Context) -> np.ndarray:
 @metric("timepoint", "text")
 def baseline_modality(ctx: Context) -> np.ndarray:
     """Imaging modality at baseline (CT, MRI, PET-CT)."""
-    return ctx.value("baseline:modality")
+    return ctx.value(baseline_of("modality"))
 
 
 # ==================================================================================================
@@ -1047,7 +1026,7 @@ def sul_change_from_baseline(ctx: Context) -> np.ndarray:
 @metric("timepoint", "number", "%")
 def pct_liver_sul_from_baseline(ctx: Context) -> np.ndarray:
     """Per cent change of the liver reference SULmean from baseline (PERCIST comparability), %."""
-    return _pct(ctx.value("liver_sul_mean"), ctx.value("baseline:liver_sul_mean"))
+    return _pct(ctx.value("liver_sul_mean"), ctx.value(baseline_of("liver_sul_mean")))
 
 
 # ==================================================================================================
@@ -1128,13 +1107,13 @@ def spleen_pct_change(ctx: Context) -> np.ndarray:
 @metric("timepoint", "bool")
 def nodular_contour_new(ctx: Context) -> np.ndarray:
     """Nodular liver contour reported now and not at baseline (pseudocirrhosis sign)."""
-    return _yes(ctx.value("liver_contour_nodular")) & ~_yes(ctx.value("baseline:liver_contour_nodular"))
+    return _yes(ctx.value("liver_contour_nodular")) & ~_yes(ctx.value(baseline_of("liver_contour_nodular")))
 
 
 @metric("timepoint", "bool")
 def capsular_retraction_new(ctx: Context) -> np.ndarray:
     """Capsular retraction reported now and not at baseline (pseudocirrhosis sign)."""
-    return _yes(ctx.value("capsular_retraction")) & ~_yes(ctx.value("baseline:capsular_retraction"))
+    return _yes(ctx.value("capsular_retraction")) & ~_yes(ctx.value(baseline_of("capsular_retraction")))
 
 
 @metric("subject", "text")

@@ -13,7 +13,6 @@ import copy
 import functools
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +29,7 @@ from .conditions import (
     constant_names,
 )
 from .errors import ConditionError, RuleSetError
+from .functions import FUNCTIONS, DeclaredOutput, FunctionRef, Name
 from .metrics import LEVEL_RANK, METRICS, Level
 from .roles import DEFAULT_BENEFIT_ROLES, DEFAULT_RESPONDER_ROLES, ResponseScale, Role
 from .yamlio import format_loc, line_of, load_yaml
@@ -308,6 +308,7 @@ class RuleSet(_Strict):
     citations: dict[str, str] = Field(default_factory=dict)
     inputs: list[str] = Field(default_factory=list, description="case fields this set needs")
     default: bool = Field(False, description="run when a case names no criteria")
+    rscat: str | None = Field(None, description="SDTM RS category (RSCAT) of this set's rows; default: its name")
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     categories: dict[str, CategoryInfo] = Field(
         default_factory=dict, description="response words: their role and plain-language label"
@@ -521,34 +522,25 @@ class RuleVocabulary:
         self.outputs = outputs
         self.declared = declared or {}
 
-    def type_of(self, name: str) -> ValueType | None:
-        if name.startswith("history:"):
-            return "bool" if self._history_ok(name) else None
+    def type_of(self, name: Name) -> ValueType | None:
+        if isinstance(name, FunctionRef):
+            return name.function.type_in(self, name)
         if name in self.outputs:
             level, vtype = self.outputs[name]
             return vtype if LEVEL_RANK[level] <= LEVEL_RANK[self.level] else None
         if name in self.params:
             return self.params[name]
-        if name.startswith("agent:"):
-            return "bool"
-        if name.startswith("baseline:"):
-            return self.type_of(name.split(":", 1)[1])
         metric = METRICS.get(name)
         if metric is not None and LEVEL_RANK[metric.level] <= LEVEL_RANK[self.level]:
             return metric.type
         return None
 
-    def _history_ok(self, name: str) -> bool:
-        """`history:<function>:<output>:<word>`: a timepoint-level output of this set (declared anywhere in the
-        file) and one of its categories, read at a timepoint."""
-        _, _, output, word = name.split(":", 3)
-        out = self.declared.get(output)
-        return (
-            self.level == "timepoint"
-            and out is not None
-            and out.level == "timepoint"
-            and (out.categories is None or word in [str(c) for c in out.categories])
-        )
+    def declared_output(self, name: str) -> DeclaredOutput | None:
+        out = self.declared.get(name)
+        if out is None:
+            return None
+        categories = tuple(str(c) for c in out.categories) if out.categories is not None else None
+        return DeclaredOutput(out.level, categories)
 
     def list_length(self, name: str) -> int | None:
         value = self.values.get(name)
@@ -629,8 +621,20 @@ class LoadedRuleSet:
 
     @functools.cached_property
     def history_outputs(self) -> frozenset[str]:
-        """Outputs that history functions read at earlier timepoints (see conditions.HISTORY_FUNCTIONS)."""
-        return frozenset(n.split(":")[2] for c in self._conditions() for n in c.names if n.startswith("history:"))
+        """Outputs that history functions read at earlier timepoints (see functions.HistoryFunction)."""
+        return frozenset(
+            output
+            for c in self._conditions()
+            for n in c.names
+            if isinstance(n, FunctionRef)
+            for output in n.function.outputs_read_before(n)
+        )
+
+    @functools.cached_property
+    def functions(self) -> list[str]:
+        """The rule-language functions this set calls, in the language's order."""
+        used = {f for c in self._conditions() for f in c.functions}
+        return [name for name in FUNCTIONS if name in used]
 
     def _conditions(self) -> list[Condition]:
         found: list[Condition] = [c.condition for c in self.checks]
@@ -639,6 +643,7 @@ class LoadedRuleSet:
             found += [r.condition for r in out.rules if r.condition is not None]
         for flag in self.flags:
             found += [flag.condition] + [r.condition for r in flag.grade if r.condition is not None]
+            found += [condition for condition, _ in flag.context]
         return found
 
     def output_type(self, name: str) -> ValueType:
@@ -667,265 +672,317 @@ def _citation_ok(text: str | None, keys: dict[str, str]) -> bool:
 
 
 def compile_rule_set(schema: RuleSet, raw: RawRuleSet) -> LoadedRuleSet:
-    path, lines, chain, shown = raw.path, raw.lines, raw.chain, raw.shown
-    file = str(path)
+    """Check and compile a validated rule set, in the order a reader meets its sections; the first problem
+    is raised, located at the file's own line and key."""
+    step = _Compilation(schema, raw)
+    step.check_parameter_citations()
+    checks = step.compile_checks()
+    outputs = step.compile_outputs()
+    flags = step.compile_flags()
+    step.check_report_items()
+    step.check_parameters_needed(outputs, checks, flags)
+    step.check_best_response()
+    step.check_roles(outputs)
+    return LoadedRuleSet(schema, raw.path, raw.lines, raw.chain, checks, outputs, flags, raw.files)
 
-    def fail(exc: ConditionError | RuleSetError, loc: tuple[Any, ...]) -> RuleSetError:
-        return RuleSetError(exc.message, file=file, line=line_of(lines, loc), key=shown(loc), hint=exc.hint)
 
-    def cond(source: str, vocab: RuleVocabulary, loc: tuple[Any, ...]) -> Condition:
+Loc = tuple[Any, ...]
+AGGREGATE_METHODS = {"worst_lesion", "largest_lesion", "any"}
+
+
+class _Compilation:
+    """The state of compiling one rule set: the outputs decided so far (what later conditions may name) and how
+    to locate a problem in the file."""
+
+    def __init__(self, schema: RuleSet, raw: RawRuleSet) -> None:
+        self.schema = schema
+        self.raw = raw
+        self.file = str(raw.path)
+        self.params = {name: p.value for name, p in schema.parameters.items()}
+        self.outputs_seen: dict[str, tuple[Level, ValueType]] = {}
+        self.declared = {out.name: out for out in schema.outputs}
+
+    # -- locating and compiling text ----------------------------------------------------------------
+    def line(self, loc: Loc) -> int | None:
+        return line_of(self.raw.lines, loc)
+
+    def vocab(self, level: Level) -> RuleVocabulary:
+        return RuleVocabulary(level, self.params, self.outputs_seen, self.declared)
+
+    def _located(self, exc: ConditionError, loc: Loc) -> RuleSetError:
+        return RuleSetError(exc.message, file=self.file, line=self.line(loc), key=self.raw.shown(loc), hint=exc.hint)
+
+    def cond(self, source: str, vocab: RuleVocabulary, loc: Loc) -> Condition:
         try:
-            return compile_condition(source, vocab, shown(loc))
+            return compile_condition(source, vocab, self.raw.shown(loc))
         except ConditionError as exc:
-            raise fail(exc, loc) from None
+            raise self._located(exc, loc) from None
 
-    def tmpl(source: str, vocab: RuleVocabulary, loc: tuple[Any, ...]) -> Template:
+    def tmpl(self, source: str, vocab: RuleVocabulary, loc: Loc) -> Template:
         try:
-            return compile_template(source, vocab, shown(loc))
+            return compile_template(source, vocab, self.raw.shown(loc))
         except ConditionError as exc:
-            raise fail(exc, loc) from None
+            raise self._located(exc, loc) from None
 
-    def maybe_tmpl(source: str | None, vocab: RuleVocabulary, loc: tuple[Any, ...]) -> Template | None:
-        return None if source is None else tmpl(source, vocab, loc)
+    def maybe_tmpl(self, source: str | None, vocab: RuleVocabulary, loc: Loc) -> Template | None:
+        return None if source is None else self.tmpl(source, vocab, loc)
 
-    def cite(text: str | None, loc: tuple[Any, ...], required: bool = True) -> None:
+    def cite(self, text: str | None, loc: Loc, required: bool = True) -> None:
         if text is None and not required:
             return
-        if not _citation_ok(text, schema.citations):
+        if not _citation_ok(text, self.schema.citations):
             raise RuleSetError(
                 f"citation {text!r} names no reference of this rule set" if text else "citation is missing",
-                file=file,
-                line=line_of(lines, loc),
-                key=shown(loc),
-                hint="start with a key of `citations:` (" + ", ".join(schema.citations) + ")",
+                file=self.file,
+                line=self.line(loc),
+                key=self.raw.shown(loc),
+                hint="start with a key of `citations:` (" + ", ".join(self.schema.citations) + ")",
             )
 
-    for name, param in schema.parameters.items():
-        cite(param.citation, ("parameters", name, "citation"))
+    # -- the steps ------------------------------------------------------------------------------------
+    def check_parameter_citations(self) -> None:
+        for name, param in self.schema.parameters.items():
+            self.cite(param.citation, ("parameters", name, "citation"))
 
-    params = {name: p.value for name, p in schema.parameters.items()}
-    outputs_seen: dict[str, tuple[Level, ValueType]] = {}
-
-    declared = {out.name: out for out in schema.outputs}
-
-    def vocab(level: Level) -> RuleVocabulary:
-        return RuleVocabulary(level, params, outputs_seen, declared)
-
-    checks = []
-    for i, check in enumerate(schema.checks):
-        loc = ("checks", i)
-        checks.append(
-            CompiledCheck(
-                check,
-                cond(check.when, vocab(check.level), loc + ("when",)),
-                tmpl(check.message, vocab(check.level), loc + ("message",)),
+    def compile_checks(self) -> list[CompiledCheck]:
+        checks = []
+        for i, check in enumerate(self.schema.checks):
+            loc = ("checks", i)
+            checks.append(
+                CompiledCheck(
+                    check,
+                    self.cond(check.when, self.vocab(check.level), loc + ("when",)),
+                    self.tmpl(check.message, self.vocab(check.level), loc + ("message",)),
+                )
             )
-        )
-        cite(check.citation, loc + ("citation",), required=False)
+            self.cite(check.citation, loc + ("citation",), required=False)
+        return checks
 
-    compiled_outputs: list[CompiledOutput] = []
-    for i, out in enumerate(schema.outputs):
-        loc = ("outputs", i)
-        if out.name in outputs_seen:
-            raise RuleSetError(f"output `{out.name}` is defined twice", file=file, line=line_of(lines, loc))
-        v = vocab(out.level)
-        where = cond(out.where, v, loc + ("where",)) if out.where else None
-        compiled_rules: list[CompiledRule] = []
+    def compile_outputs(self) -> list[CompiledOutput]:
+        """Outputs in file order; each becomes a name the outputs after it may use."""
+        compiled_outputs = []
+        for i, out in enumerate(self.schema.outputs):
+            loc = ("outputs", i)
+            if out.name in self.outputs_seen:
+                raise RuleSetError(f"output `{out.name}` is defined twice", file=self.file, line=self.line(loc))
+            compiled = self.compile_output(out, loc)
+            self.outputs_seen[out.name] = (out.level, _category_type(compiled))
+            compiled_outputs.append(compiled)
+        return compiled_outputs
+
+    def compile_output(self, out: Output, loc: Loc) -> CompiledOutput:
+        v = self.vocab(out.level)
+        where = self.cond(out.where, v, loc + ("where",)) if out.where else None
         if out.rules is not None:
-            for j, rule in enumerate(out.rules):
-                rloc = loc + ("rules", j)
-                condition = cond(rule.when, v, rloc + ("when",)) if rule.when is not None else None
-                _check_category(out, rule.result, file, lines, rloc + ("then",), shown)
-                compiled_rules.append(
-                    CompiledRule(
-                        rule,
-                        condition,
-                        maybe_tmpl(rule.because, v, rloc + ("because",)),
-                        rule.result,
-                        f"{out.name}[{j}]",
-                    )
-                )
-                cite(rule.citation, rloc + ("citation",), required=False)
+            rules = self.decision_rules(out, out.rules, v, loc)
         elif out.table is not None:
-            for j, row in enumerate(out.table):
-                rloc = loc + ("table", j)
-                source = _table_condition(row, outputs_seen, file, lines, rloc)
-                _check_category(out, row.then, file, lines, rloc + ("then",), shown)
-                because = row.because or ", ".join(f"{c.replace('_', '-')} {{{c}}}" for c in row.match)
-                compiled_rules.append(
-                    CompiledRule(
-                        row,
-                        cond(source, v, rloc + ("match",)),
-                        maybe_tmpl(because, v, rloc + ("because",)),
-                        row.then,
-                        f"{out.name}[{j}]",
-                    )
-                )
-                cite(row.citation, rloc + ("citation",), required=False)
-        aggregate_template = None
-        if out.aggregate is not None:
-            agg = out.aggregate
-            if agg.source not in outputs_seen or outputs_seen[agg.source][0] != "lesion":
-                raise RuleSetError(
-                    f"aggregate `from: {agg.source}` must name an earlier lesion-level output",
-                    file=file,
-                    line=line_of(lines, loc + ("aggregate",)),
-                )
-            methods = {"worst_lesion", "largest_lesion", "any"}
-            if agg.method not in methods:
-                choice = schema.parameters.get(agg.method)
-                if choice is None or not set(choice.choices or []) <= methods:
-                    raise RuleSetError(
-                        f"aggregate method `{agg.method}` is neither one of {sorted(methods)} nor a parameter "
-                        "whose choices are among them",
-                        file=file,
-                        line=line_of(lines, loc + ("aggregate",)),
-                    )
-            if METRICS.get(agg.size) is None or METRICS[agg.size].level != "lesion":
-                raise RuleSetError(
-                    f"aggregate size `{agg.size}` is not a lesion-level metric",
-                    file=file,
-                    line=line_of(lines, loc + ("aggregate",)),
-                )
-            aggregate_template = maybe_tmpl(agg.because, v, loc + ("aggregate", "because"))
-            cite(agg.citation, loc + ("aggregate", "citation"), required=False)
-        if out.persist is not None and out.persist.parameter not in schema.parameters:
+            rules = self.table_rules(out, out.table, v, loc)
+        else:
+            rules = []
+        aggregate_template = self.check_aggregate(out.aggregate, v, loc) if out.aggregate is not None else None
+        if out.persist is not None and out.persist.parameter not in self.schema.parameters:
             raise RuleSetError(
                 f"persist parameter `{out.persist.parameter}` is not a parameter of this set",
-                file=file,
-                line=line_of(lines, loc + ("persist",)),
+                file=self.file,
+                line=self.line(loc + ("persist",)),
             )
-        compiled = CompiledOutput(out, where, compiled_rules, aggregate_template)
-        outputs_seen[out.name] = (out.level, _category_type(compiled))
-        compiled_outputs.append(compiled)
+        return CompiledOutput(out, where, rules, aggregate_template)
 
-    flags = []
-    for i, flag in enumerate(schema.flags):
-        loc = ("flags", i)
-        v = vocab(flag.level)
+    def decision_rules(self, out: Output, rules: list[Rule], v: RuleVocabulary, loc: Loc) -> list[CompiledRule]:
+        compiled = []
+        for j, rule in enumerate(rules):
+            rloc = loc + ("rules", j)
+            condition = self.cond(rule.when, v, rloc + ("when",)) if rule.when is not None else None
+            self.check_category(out, rule.result, rloc + ("then",))
+            because = self.maybe_tmpl(rule.because, v, rloc + ("because",))
+            compiled.append(CompiledRule(rule, condition, because, rule.result, f"{out.name}[{j}]"))
+            self.cite(rule.citation, rloc + ("citation",), required=False)
+        return compiled
+
+    def table_rules(self, out: Output, rows: list[TableRow], v: RuleVocabulary, loc: Loc) -> list[CompiledRule]:
+        """Overall-response table rows as decision rules: each row's `match` becomes a condition."""
+        compiled = []
+        for j, row in enumerate(rows):
+            rloc = loc + ("table", j)
+            source = self.table_condition(row, rloc)
+            self.check_category(out, row.then, rloc + ("then",))
+            because = row.because or ", ".join(f"{c.replace('_', '-')} {{{c}}}" for c in row.match)
+            condition = self.cond(source, v, rloc + ("match",))
+            template = self.maybe_tmpl(because, v, rloc + ("because",))
+            compiled.append(CompiledRule(row, condition, template, row.then, f"{out.name}[{j}]"))
+            self.cite(row.citation, rloc + ("citation",), required=False)
+        return compiled
+
+    def table_condition(self, row: TableRow, loc: Loc) -> str:
+        """`{target: CR, non_target: [CR, NA], new_lesions: false}` -> a condition string."""
+        parts: list[str] = []
+        for column, wanted in row.match.items():
+            if column not in self.outputs_seen:
+                raise RuleSetError(
+                    f"table column `{column}` is not an earlier output", file=self.file, line=self.line(loc)
+                )
+            if wanted == "any":
+                continue
+            values = wanted if isinstance(wanted, list) else [wanted]
+            if all(isinstance(v, bool) for v in values):
+                if len(values) == 1:
+                    parts.append(column if values[0] else f"not {column}")
+                continue
+            parts.append(f"{column} in ({', '.join(repr(v) for v in values)},)")
+        return " and ".join(parts) if parts else "true"
+
+    def check_category(self, out: Output, value: Category, loc: Loc) -> None:
+        if out.categories is not None and value not in out.categories:
+            raise RuleSetError(
+                f"`{value}` is not one of the categories of `{out.name}`: " + ", ".join(map(str, out.categories)),
+                file=self.file,
+                line=self.line(loc),
+                key=self.raw.shown(loc),
+                hint=f"use one of them, or add {value} to `categories:`",
+            )
+
+    def check_aggregate(self, agg: Aggregate, v: RuleVocabulary, loc: Loc) -> Template | None:
+        line = self.line(loc + ("aggregate",))
+        if agg.source not in self.outputs_seen or self.outputs_seen[agg.source][0] != "lesion":
+            raise RuleSetError(
+                f"aggregate `from: {agg.source}` must name an earlier lesion-level output", file=self.file, line=line
+            )
+        if agg.method not in AGGREGATE_METHODS:
+            choice = self.schema.parameters.get(agg.method)
+            if choice is None or not set(choice.choices or []) <= AGGREGATE_METHODS:
+                raise RuleSetError(
+                    f"aggregate method `{agg.method}` is neither one of {sorted(AGGREGATE_METHODS)} nor a parameter "
+                    "whose choices are among them",
+                    file=self.file,
+                    line=line,
+                )
+        if METRICS.get(agg.size) is None or METRICS[agg.size].level != "lesion":
+            raise RuleSetError(f"aggregate size `{agg.size}` is not a lesion-level metric", file=self.file, line=line)
+        template = self.maybe_tmpl(agg.because, v, loc + ("aggregate", "because"))
+        self.cite(agg.citation, loc + ("aggregate", "citation"), required=False)
+        return template
+
+    def compile_flags(self) -> list[CompiledFlag]:
+        flags = []
+        for i, flag in enumerate(self.schema.flags):
+            flags.append(self.compile_flag(flag, ("flags", i)))
+            self.outputs_seen[flag.flag] = (flag.level, "bool")
+        return flags
+
+    def compile_flag(self, flag: Flag, loc: Loc) -> CompiledFlag:
+        v = self.vocab(flag.level)
         grade_rules = []
         for j, rule in enumerate(flag.grade or []):
-            rloc = loc + ("grade", j)
-            grade_rules.append(
-                CompiledRule(
-                    rule,
-                    cond(rule.when, v, rloc + ("when",)) if rule.when else None,
-                    None,
-                    rule.result,
-                    f"{flag.flag}.grade[{j}]",
-                )
-            )
+            condition = self.cond(rule.when, v, loc + ("grade", j, "when")) if rule.when else None
+            grade_rules.append(CompiledRule(rule, condition, None, rule.result, f"{flag.flag}.grade[{j}]"))
         for k, name in enumerate(flag.evidence):
             if v.type_of(name) is None:
                 raise RuleSetError(
                     f"evidence `{name}` is not a metric of this level",
-                    file=file,
-                    line=line_of(lines, loc + ("evidence", k)),
+                    file=self.file,
+                    line=self.line(loc + ("evidence", k)),
                     hint=v.describe(),
                 )
-        context = [(cond(c.when, v, loc + ("context", k, "when")), c.text) for k, c in enumerate(flag.context)]
-        cite(flag.citation, loc + ("citation",))
-        flags.append(
-            CompiledFlag(
-                flag,
-                cond(flag.when, v, loc + ("when",)),
-                tmpl(flag.because, v, loc + ("because",)),
-                grade_rules,
-                context,
-            )
-        )
-        outputs_seen[flag.flag] = (flag.level, "bool")
+        context = [(self.cond(c.when, v, loc + ("context", k, "when")), c.text) for k, c in enumerate(flag.context)]
+        self.cite(flag.citation, loc + ("citation",))
+        condition = self.cond(flag.when, v, loc + ("when",))
+        return CompiledFlag(flag, condition, self.tmpl(flag.because, v, loc + ("because",)), grade_rules, context)
 
-    for item in _report_items(schema.report.timepoint) + _report_items(schema.report.baseline):
-        metric_name = item[1]
-        if vocab("timepoint").type_of(metric_name) is None:
+    def check_report_items(self) -> None:
+        report = self.schema.report
+        for _, name in _report_items(report.timepoint) + _report_items(report.baseline):
+            if self.vocab("timepoint").type_of(name) is None:
+                raise RuleSetError(
+                    f"report value `{name}` is not a timepoint-level metric or output",
+                    file=self.file,
+                    line=self.line(("report",)),
+                )
+        for _, name in _report_items(report.lesion):
+            if self.vocab("lesion").type_of(name) is None:
+                raise RuleSetError(
+                    f"lesion report value `{name}` is not a lesion-level metric or output",
+                    file=self.file,
+                    line=self.line(("report", "lesion")),
+                )
+
+    def check_parameters_needed(
+        self, outputs: list[CompiledOutput], checks: list[CompiledCheck], flags: list[CompiledFlag]
+    ) -> None:
+        """Metrics computed with a parameter (e.g. the measurability limit) need it defined in this set."""
+        used = _used_metrics(outputs, checks, flags, self.schema)
+        missing = sorted({p for name in used for p in METRICS[name].params} - set(self.schema.parameters))
+        if missing:
             raise RuleSetError(
-                f"report value `{metric_name}` is not a timepoint-level metric or output",
-                file=file,
-                line=line_of(lines, ("report",)),
-            )
-    for item in _report_items(schema.report.lesion):
-        if vocab("lesion").type_of(item[1]) is None:
-            raise RuleSetError(
-                f"lesion report value `{item[1]}` is not a lesion-level metric or output",
-                file=file,
-                line=line_of(lines, ("report", "lesion")),
+                f"metrics used by this set need the parameter(s) {', '.join(missing)}",
+                file=self.file,
+                hint="add them under `parameters:` with value, unit and citation",
             )
 
-    needed = {p for name in _used_metrics(compiled_outputs, checks, flags, schema) for p in METRICS[name].params}
-    missing = sorted(needed - set(schema.parameters))
-    if missing:
-        raise RuleSetError(
-            f"metrics used by this set need the parameter(s) {', '.join(missing)}",
-            file=file,
-            hint="add them under `parameters:` with value, unit and citation",
-        )
-    if schema.best_response is not None:
-        if schema.best_response.output not in outputs_seen:
-            raise RuleSetError(
-                f"best_response output `{schema.best_response.output}` is not an output",
-                file=file,
-                line=line_of(lines, ("best_response",)),
-            )
-        if schema.best_response.method == "recist":
-            absent = [p for p in BOR_PARAMETERS if p not in schema.parameters]
+    def check_best_response(self) -> None:
+        best = self.schema.best_response
+        if best is None:
+            return
+        line = self.line(("best_response",))
+        if best.output not in self.outputs_seen:
+            raise RuleSetError(f"best_response output `{best.output}` is not an output", file=self.file, line=line)
+        if best.method == "recist":
+            absent = [p for p in BOR_PARAMETERS if p not in self.schema.parameters]
             if absent:
                 raise RuleSetError(
-                    "best_response method recist needs the parameters " + ", ".join(absent),
-                    file=file,
-                    line=line_of(lines, ("best_response",)),
+                    "best_response method recist needs the parameters " + ", ".join(absent), file=self.file, line=line
                 )
-        cite(schema.best_response.citation, ("best_response", "citation"), required=False)
-    _check_roles(schema, compiled_outputs, file, lines)
-    return LoadedRuleSet(schema, path, lines, chain, checks, compiled_outputs, flags, raw.files)
+        self.cite(best.citation, ("best_response", "citation"), required=False)
 
-
-def _check_roles(schema: RuleSet, outputs: list[CompiledOutput], file: str, lines: dict[tuple[Any, ...], int]) -> None:
-    """Every word of a best-response ranking has a role, one word per role; declared words are real categories."""
-    words = {str(c) for out in outputs for c in (out.spec.categories or []) if not isinstance(c, bool)}
-    words |= {str(w) for w in (schema.best_response.ranking if schema.best_response else [])}
-    for word in schema.categories:
-        if word not in words:
-            raise RuleSetError(
-                f"`{word}` is not a category of any output",
-                file=file,
-                line=line_of(lines, ("categories", word)),
-                key=f"categories.{word}",
-                hint="declare roles and labels for the words the outputs use",
-            )
-    best = schema.best_response
-    if best is None:
-        return
-    seen: dict[str, str] = {}
-    for k, ranked in enumerate(best.ranking):
-        word = str(ranked)
-        info = schema.categories.get(word)
-        if info is None or info.role is None:
-            raise RuleSetError(
-                f"ranked word `{word}` has no role",
-                file=file,
-                line=line_of(lines, ("best_response", "ranking", k)) or line_of(lines, ("best_response",)),
-                key=f"best_response.ranking[{k}]",
-                hint=f"add `categories: {{{word}: {{role: ...}}}}` (roles: complete, partial, stable, ...)",
-            )
-        if info.role in seen:
-            raise RuleSetError(
-                f"`{word}` and `{seen[info.role]}` have the same role `{info.role}`; a ranking has one word per role",
-                file=file,
-                line=line_of(lines, ("categories", word)),
-                key=f"categories.{word}",
-            )
-        seen[info.role] = word
-    if best.method == "recist":
-        for role in ("stable", "not_evaluable"):
-            if role not in seen:
+    def check_roles(self, outputs: list[CompiledOutput]) -> None:
+        """Every word of a best-response ranking has a role, one word per role; declared words are real
+        categories."""
+        schema = self.schema
+        words = {str(c) for out in outputs for c in (out.spec.categories or []) if not isinstance(c, bool)}
+        words |= {str(w) for w in (schema.best_response.ranking if schema.best_response else [])}
+        for word in schema.categories:
+            if word not in words:
                 raise RuleSetError(
-                    f"best_response method recist needs a ranked word with role `{role}`",
-                    file=file,
-                    line=line_of(lines, ("best_response",)),
-                    key="best_response.ranking",
-                    hint="unconfirmed or too-early responses count as stable disease or not evaluable",
+                    f"`{word}` is not a category of any output",
+                    file=self.file,
+                    line=self.line(("categories", word)),
+                    key=f"categories.{word}",
+                    hint="declare roles and labels for the words the outputs use",
                 )
+        if schema.best_response is not None:
+            self.check_ranking_roles(schema.best_response)
+
+    def check_ranking_roles(self, best: BestResponse) -> None:
+        seen: dict[str, str] = {}
+        for k, ranked in enumerate(best.ranking):
+            word = str(ranked)
+            info = self.schema.categories.get(word)
+            if info is None or info.role is None:
+                raise RuleSetError(
+                    f"ranked word `{word}` has no role",
+                    file=self.file,
+                    line=self.line(("best_response", "ranking", k)) or self.line(("best_response",)),
+                    key=f"best_response.ranking[{k}]",
+                    hint=f"add `categories: {{{word}: {{role: ...}}}}` (roles: complete, partial, stable, ...)",
+                )
+            if info.role in seen:
+                raise RuleSetError(
+                    f"`{word}` and `{seen[info.role]}` have the same role `{info.role}`; a ranking has one word per "
+                    "role",
+                    file=self.file,
+                    line=self.line(("categories", word)),
+                    key=f"categories.{word}",
+                )
+            seen[info.role] = word
+        if best.method == "recist":
+            for role in ("stable", "not_evaluable"):
+                if role not in seen:
+                    raise RuleSetError(
+                        f"best_response method recist needs a ranked word with role `{role}`",
+                        file=self.file,
+                        line=self.line(("best_response",)),
+                        key="best_response.ranking",
+                        hint="unconfirmed or too-early responses count as stable disease or not evaluable",
+                    )
 
 
 def _report_items(items: list[ReportItem]) -> list[tuple[str, str]]:
@@ -946,7 +1003,7 @@ def report_items(items: list[ReportItem]) -> list[tuple[str, str]]:
 def _used_metrics(
     outputs: list[CompiledOutput], checks: list[CompiledCheck], flags: list[CompiledFlag], schema: RuleSet
 ) -> set[str]:
-    names: set[str] = set()
+    names: set[Name] = set()
     for out in outputs:
         if out.where:
             names |= out.where.names
@@ -961,49 +1018,9 @@ def _used_metrics(
         names |= flag.condition.names | set(flag.spec.evidence)
     for items in (schema.report.baseline, schema.report.timepoint, schema.report.lesion):
         names |= {m for _, m in _report_items(items)}
-    names = {n.split(":", 1)[1] if n.startswith("baseline:") else n for n in names}
-    return {n for n in names if n in METRICS}
-
-
-def _check_category(
-    out: Output,
-    value: Category,
-    file: str,
-    lines: dict[tuple[Any, ...], int],
-    loc: tuple[Any, ...],
-    shown: Callable[[tuple[Any, ...]], str],
-) -> None:
-    if out.categories is not None and value not in out.categories:
-        raise RuleSetError(
-            f"`{value}` is not one of the categories of `{out.name}`: " + ", ".join(map(str, out.categories)),
-            file=file,
-            line=line_of(lines, loc),
-            key=shown(loc),
-            hint=f"use one of them, or add {value} to `categories:`",
-        )
-
-
-def _table_condition(
-    row: TableRow,
-    outputs: dict[str, tuple[Level, ValueType]],
-    file: str,
-    lines: dict[tuple[Any, ...], int],
-    loc: tuple[Any, ...],
-) -> str:
-    """`{target: CR, non_target: [CR, NA], new_lesions: false}` -> a condition string."""
-    parts: list[str] = []
-    for column, wanted in row.match.items():
-        if column not in outputs:
-            raise RuleSetError(f"table column `{column}` is not an earlier output", file=file, line=line_of(lines, loc))
-        if wanted == "any":
-            continue
-        values = wanted if isinstance(wanted, list) else [wanted]
-        if all(isinstance(v, bool) for v in values):
-            if len(values) == 1:
-                parts.append(column if values[0] else f"not {column}")
-            continue
-        parts.append(f"{column} in ({', '.join(repr(v) for v in values)},)")
-    return " and ".join(parts) if parts else "true"
+    plain = {n for n in names if isinstance(n, str)}
+    plain |= {a for n in names if isinstance(n, FunctionRef) for a in n.function.names_used(n)}
+    return {n for n in plain if n in METRICS}
 
 
 def _value_kind(value: Any) -> str:
@@ -1088,6 +1105,7 @@ def describe(rules: LoadedRuleSet) -> dict[str, Any]:
             }
             for f in rules.flags
         ],
+        "functions": {name: FUNCTIONS[name].help for name in rules.functions},
         "citations": schema.citations,
     }
 

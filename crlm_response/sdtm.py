@@ -1,24 +1,28 @@
-"""CDISC SDTM in and out: TU + TR (+ SUPPTR) -> lesion tables; RECIST 1.1 results -> RS rows or ADaM ADRS/ADTR.
+"""CDISC SDTM in and out: TU + TR (+ SUPPTR) -> lesion tables; response results -> RS rows or ADaM ADRS/ADTR.
 
 One reader stream per subject and reader (USUBJID x --EVAL x --EVALID) is scored as its own "subject".
 Measurements: LDIAM (non-nodal longest diameter), LPERP (short axis of a node; perpendicular of a non-nodal
 lesion), the older DIAMETER (short axis for nodes, longest diameter otherwise), TUMSTATE for non-target and new
 lesions; "TOO SMALL TO MEASURE" counts 5 mm, TRSTAT NOT DONE is not evaluated, cm are converted to mm.
 Collected sums (SUMDIAM, ...) are recomputed, not read. Every TR row is scored or set aside with a reason.
+RS and ADaM are written for any response criteria set: RSCAT is the set's `rscat:` (default its name), and the
+numeric AVAL of a response follows its role (admiralonco `aval_resp()`), never its word.
 See standards/CDISC.md of the project brief and the README.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .engine import RuleSetResult
+from .assessment import ordered_ids
+from .engine import RuleSetResult, score
 from .errors import InputTableError
-from .tables import Tables, blank_where, with_object_strings
+from .tables import Prepared, Tables, blank_where, with_object_strings
 from .trial import Ledger, RawTable, ReadResult, read_frame
 
 SUMMARY_TESTS = {"SUMDIAM", "SUMNLNLD", "ACNSD", "PCBSD", "PCNSD", "SUMPDIAM"}
@@ -62,6 +66,17 @@ RS_COLUMNS = [
     "RSDTC",
     "RSDY",
 ]
+# ADRS AVAL of a response by its role: admiralonco aval_resp() (CR 1, PR 2, SD 3, NON-CR/NON-PD 4, PD 5, NE 6,
+# MISSING 7; anything else, ND included, is missing). Roles aval_resp() has no code for get none either.
+AVAL_BY_ROLE = {
+    "complete": 1,
+    "partial": 2,
+    "stable": 3,
+    "non_measurable_stable": 4,
+    "progression": 5,
+    "not_evaluable": 6,
+    "missing": 7,
+}
 RS_TESTS = {
     "TRGRESP": "Target Response",
     "NTRGRESP": "Non-target Response",
@@ -448,11 +463,39 @@ def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
     return Tables(subjects=subjects, visits=visit_table, lesions=lesions), SdtmStreams(streams, visit_info)
 
 
-def rs_rows(result: RuleSetResult, streams: SdtmStreams, category: str = "RECIST 1.1") -> pd.DataFrame:
+def response_result(results: Mapping[str, RuleSetResult]) -> RuleSetResult | None:
+    """The results RS and ADaM are written from: the first response set of the run (display order, so RECIST
+    1.1 when it ran) that has a best response."""
+    for rule_id in ordered_ids(list(results)):
+        result = results[rule_id]
+        if result.rule_set.schema.kind == "response" and result.best is not None:
+            return result
+    return None
+
+
+def confirmed_result(result: RuleSetResult, prepared: Prepared) -> RuleSetResult | None:
+    """The same set scored again with confirmation required (ADRS CBOR), or None when its best response has no
+    confirmation (a ranked best response, e.g. Chun or PERCIST)."""
+    best = result.rule_set.schema.best_response
+    if best is None or best.method != "recist" or "confirmation_required" not in result.params:
+        return None
+    return score(prepared, result.rule_set, {**result.params, "confirmation_required": True})
+
+
+def rs_category(result: RuleSetResult) -> str:
+    """RSCAT: the rule file's `rscat:`, else the set's name (`RECIST 1.1`)."""
+    schema = result.rule_set.schema
+    return schema.rscat or schema.name
+
+
+def rs_rows(result: RuleSetResult, streams: SdtmStreams, category: str | None = None) -> pd.DataFrame:
     """SDTM RS rows (TRGRESP, NTRGRESP, NEWLPROG, OVRLRESP) for every scored stream and follow-up visit.
 
     Written as the reader / data-collection tool (CDISC RS assumption): RSEVAL, RSEVALID and RSACPTFL are copied
-    from TR, never invented; RSLNKGRP on the OVRLRESP row is the visit's TRLNKGRP."""
+    from TR, never invented; RSLNKGRP on the OVRLRESP row is the visit's TRLNKGRP. A target or non-target
+    response that does not apply (role not_applicable: no such lesions) has no row."""
+    category = category or rs_category(result)
+    scale = result.rule_set.scale
     tp = result.timepoints.merge(streams.visits, on=["subject_id", "timepoint"], how="left")
     tp = tp.merge(streams.streams, on="subject_id", how="left")
     parts = []
@@ -472,7 +515,7 @@ def rs_rows(result: RuleSetResult, streams: SdtmStreams, category: str = "RECIST
             keep = pd.notna(word)
             values = pd.Series(word, index=tp.index)
         elif testcd in ("TRGRESP", "NTRGRESP"):
-            keep = (values != "NA").to_numpy() & values.notna().to_numpy()
+            keep = (values.map(scale.role_of) != "not_applicable").to_numpy() & values.notna().to_numpy()
         else:
             keep = values.notna().to_numpy()
         block = tp.loc[keep]
@@ -513,11 +556,24 @@ def rs_rows(result: RuleSetResult, streams: SdtmStreams, category: str = "RECIST
 def adam_rows(
     result: RuleSetResult, streams: SdtmStreams, confirmed: RuleSetResult | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Sponsor-side ADaM-shaped tables: ADRS (OVR per visit, BOR, and CBOR when `confirmed` is given) and
-    ADTR (SDIAM per visit with BASE, CHG, PCHG, NADIR, CHGNAD, PCHGNAD)."""
+    """Sponsor-side ADaM-shaped tables: ADRS (OVR per visit, BOR, and CBOR when `confirmed` is given; AVALC the
+    set's word, AVAL its role's code) and ADTR (SDIAM per visit with BASE, CHG, PCHG, NADIR, CHGNAD, PCHGNAD;
+    empty for a set without a sum of diameters)."""
     tp = result.timepoints.merge(streams.visits, on=["subject_id", "timepoint"], how="left")
     tp = tp.merge(streams.streams, on="subject_id", how="left")
-    base = result.baseline.set_index("subject_id")
+    adrs = _adrs(result, streams, tp, confirmed)
+    adtr = _adtr(result, streams, tp)
+    return adrs, adtr
+
+
+def _aval(words: pd.Series, result: RuleSetResult) -> pd.Series:
+    scale = result.rule_set.scale
+    return words.map(lambda w: AVAL_BY_ROLE.get(scale.role_of(w) or "")).astype("Int64")
+
+
+def _adrs(
+    result: RuleSetResult, streams: SdtmStreams, tp: pd.DataFrame, confirmed: RuleSetResult | None
+) -> pd.DataFrame:
     ovr = pd.DataFrame(
         {
             "STUDYID": tp["STUDYID"],
@@ -527,6 +583,7 @@ def adam_rows(
             "PARAMCD": "OVR",
             "PARAM": "Overall Response by Investigator/Reader",
             "AVALC": tp["overall"],
+            "AVAL": _aval(tp["overall"], result),
             "AVISIT": tp["VISIT"],
             "ADY": tp["RSDY"],
             "ADTC": tp["RSDTC"],
@@ -557,14 +614,24 @@ def adam_rows(
                     "PARAMCD": code,
                     "PARAM": label,
                     "AVALC": b["best_overall_response"],
+                    "AVAL": _aval(b["best_overall_response"], result),
                     "AVISIT": b["VISIT"],
                     "ADY": b["RSDY"],
                     "ADTC": b["RSDTC"],
                 }
             )
         )
-    adrs = pd.concat(frames, ignore_index=True)
-    sums = tp.dropna(subset=["sum_mm"]) if "sum_mm" in tp else tp.iloc[0:0]
+    return pd.concat(frames, ignore_index=True).reset_index(drop=True)
+
+
+def _adtr(result: RuleSetResult, streams: SdtmStreams, tp: pd.DataFrame) -> pd.DataFrame:
+    base = result.baseline.set_index("subject_id")
+    # A set without a sum of diameters (Chun, PERCIST, WHO's products) has no SDIAM; a value the set does not
+    # report (Choi has no nadir) is left empty.
+    if "baseline_sum_mm" not in base or "sum_mm" not in tp:
+        base = base.assign(baseline_sum_mm=np.nan)
+        tp = tp.iloc[0:0].assign(sum_mm=np.nan)
+    sums = tp.dropna(subset=["sum_mm"])
     baseline = base["baseline_sum_mm"].reindex(sums["subject_id"]).to_numpy(dtype=float) if len(sums) else np.array([])
     follow = pd.DataFrame(
         {
@@ -580,15 +647,16 @@ def adam_rows(
             "ABLFL": "",
             "BASE": baseline,
             "CHG": sums["sum_mm"].to_numpy(dtype=float) - baseline,
-            "PCHG": sums["pct_from_baseline"],
-            "NADIR": sums["nadir_mm"],
-            "CHGNAD": sums["mm_from_nadir"],
-            "PCHGNAD": sums["pct_from_nadir"],
+            "PCHG": sums.get("pct_from_baseline"),
+            "NADIR": sums.get("nadir_mm"),
+            "CHGNAD": sums.get("mm_from_nadir"),
+            "PCHGNAD": sums.get("pct_from_nadir"),
         }
     )
     # The baseline record (ABLFL = Y) carries the value BASE comes from.
     base_rows = (
-        result.baseline.dropna(subset=["baseline_sum_mm"])
+        base.reset_index()
+        .dropna(subset=["baseline_sum_mm"])
         .merge(streams.visits, on=["subject_id", "timepoint"], how="left")
         .merge(streams.streams, on="subject_id", how="left")
     )
@@ -616,4 +684,4 @@ def adam_rows(
     adtr = adtr.sort_values(["USUBJID", "EVAL", "EVALID", "ADY"], kind="stable")
     for column in ("AVAL", "BASE", "CHG", "PCHG", "NADIR", "CHGNAD", "PCHGNAD"):
         adtr[column] = pd.to_numeric(adtr[column], errors="coerce").round(2)
-    return adrs.reset_index(drop=True), adtr.reset_index(drop=True)
+    return adtr.reset_index(drop=True)

@@ -1,8 +1,11 @@
 """Cohort summary: best-response distribution, objective response rate and disease control rate with exact
 (Clopper-Pearson) 95 % confidence intervals, per criteria set.
 
-ORR = (CR + PR) / subjects; DCR = (CR + PR + SD + NON-CR/NON-PD) / subjects. Every subject scored counts in
-the denominator, NE included (intention-to-treat style), as in RECIST trial reporting.
+Both rates count roles, not words (see `roles.py`): ORR = subjects whose best response has a responder role
+(the set's `best_response.responders`, by default complete and partial) / subjects; DCR = subjects whose best
+response has a clinical-benefit role (by default complete, partial, minor, stable and non-measurable stable) /
+subjects. For RECIST that is (CR + PR) / n and (CR + PR + SD + NON-CR/NON-PD) / n. Every subject scored counts
+in the denominator, not evaluable included (intention-to-treat style), as in RECIST trial reporting.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-RESPONDER = ("CR", "PR")
-DISEASE_CONTROL = ("CR", "PR", "SD", "NON-CR/NON-PD")
+from .roles import DEFAULT_WORDS
+
+# The best-response table's per-subject verdicts on the set's roles (`bor.best_overall_response`: Y / N).
+RATE_COLUMNS = (("objective_response_rate", "responder"), ("disease_control_rate", "clinical_benefit"))
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -79,12 +84,13 @@ def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 
 def summarise(best: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
-    """One summary per criteria set from a best-response table (columns criteria, best_overall_response)."""
+    """One summary per criteria set from a best-response table (columns criteria, best_overall_response,
+    responder, clinical_benefit)."""
     out: list[dict[str, Any]] = []
     if best.empty:
         return out
     for criteria, group in best.groupby("criteria", sort=False):
-        responses = group["best_overall_response"].fillna("NE").astype(str)
+        responses = group["best_overall_response"].fillna(DEFAULT_WORDS["missing"]).astype(str)
         n = len(responses)
         counts = responses.value_counts()
         entry: dict[str, Any] = {
@@ -92,8 +98,8 @@ def summarise(best: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, An
             "subjects": n,
             "best_response": {k: int(v) for k, v in counts.items()},
         }
-        for name, words in (("objective_response_rate", RESPONDER), ("disease_control_rate", DISEASE_CONTROL)):
-            k = int(responses.isin(words).sum())
+        for name, column in RATE_COLUMNS:
+            k = int((group[column] == "Y").sum())
             low, high = clopper_pearson(k, n, confidence)
             entry[name] = {
                 "n": k,

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputTableError, not_utf8_message
+from .roles import ResponseScale
 from .tables import (
     LESION_SPECS,
     ORGAN_SPECS,
@@ -901,20 +902,28 @@ def _merge_organs(visits: pd.DataFrame, organs: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
-RESPONSE_ALIASES = {
-    "NON-CR/NON-PD": "NON-CR/NON-PD",
-    "NONCR/NONPD": "NON-CR/NON-PD",
-    "NON CR/NON PD": "NON-CR/NON-PD",
-    "NON-CR / NON-PD": "NON-CR/NON-PD",
-    "CR": "CR",
-    "PR": "PR",
-    "SD": "SD",
-    "PD": "PD",
-    "NE": "NE",
-    "ND": "ND",
-    "NOT EVALUABLE": "NE",
-    "NOT DONE": "ND",
-}
+# How files spell the two roles no criteria paper abbreviates the same way everywhere.
+ROLE_PHRASES = {"not_evaluable": "NOT EVALUABLE", "not_done": "NOT DONE"}
+
+
+def response_aliases(scale: ResponseScale) -> dict[str, str]:
+    """Upper-case spellings of a set's per-visit response words -> the set's word: each ranked word and the
+    not-done word; a word with a slash also with spaces around it, or with its hyphens as spaces or dropped
+    (NON-CR / NON-PD, NON CR/NON PD, NONCR/NONPD); and the phrases NOT EVALUABLE and NOT DONE."""
+    aliases: dict[str, str] = {}
+    words = list(scale.ranking) + [w for w in [scale.word("not_done")] if w is not None]
+    for word in words:
+        upper = word.upper()
+        spellings = {upper}
+        if "/" in upper:
+            spellings |= {upper.replace("/", " / "), upper.replace("-", " "), upper.replace("-", "")}
+        for spelling in spellings:
+            aliases.setdefault(spelling, word)
+    for role, phrase in ROLE_PHRASES.items():
+        role_word = scale.word(role)
+        if role_word is not None:
+            aliases.setdefault(phrase, role_word)
+    return aliases
 
 
 @dataclass
@@ -928,10 +937,15 @@ class Responses:
 
 @with_object_strings
 def read_responses(
-    path: str | Path, reference_date: str | None = None, encoding: str = "auto", column_map: ColumnMap | None = None
+    path: str | Path,
+    scale: ResponseScale,
+    reference_date: str | None = None,
+    encoding: str = "auto",
+    column_map: ColumnMap | None = None,
 ) -> Responses:
     """Per-visit responses from a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or
-    ADaM ADRS (PARAMCD OVR rows). Dates need a reference date (option or `reference_date` column)."""
+    ADaM ADRS (PARAMCD OVR rows), in the words of `scale` (see `response_aliases`). Dates need a reference date
+    (option or `reference_date` column)."""
     file = str(path)
     table = read_frame(path, encoding, rows="visit")
     raw = _apply_map(table.frame, column_map or ColumnMap(), file)
@@ -994,13 +1008,15 @@ def read_responses(
     assert response_col is not None  # checked with the required columns above
     written = _text_column(frame, response_col)
     words = written.str.upper().str.replace(r"\s+", " ", regex=True)
-    response = words.map(RESPONSE_ALIASES)
+    aliases = response_aliases(scale)
+    response = words.map(aliases)
     response = response.where(words != "", None)
+    allowed = ", ".join(dict.fromkeys(aliases.values()))
     ledger.add(
         (words != "").to_numpy() & response.isna().to_numpy(),
         response_col,
         "not_allowed",
-        "response must be one of CR, PR, SD, NON-CR/NON-PD, PD, NE, ND or empty",
+        f"response must be one of {allowed} or empty",
         values=written.to_numpy(dtype=object),
     )
     day = _numbers(frame[day_col]).to_numpy() if day_col is not None else np.full(len(frame), np.nan)
