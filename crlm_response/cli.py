@@ -435,6 +435,7 @@ class _Steps:
 @click.option(
     "--encoding", default="auto", show_default=True, help="Text encoding of CSV inputs (auto: UTF-8, BOM-aware)."
 )
+@click.option("--sheet", metavar="NAME", help="Excel inputs (.xlsx): the sheet to read (default: the first).")
 @click.option("--no-safe-csv", is_flag=True, help="Do not neutralise cells that a spreadsheet would run as formulas.")
 @click.option(
     "--sdtm-tu", type=click.Path(dir_okay=False, path_type=Path), help="SDTM TU domain (CSV, Parquet or XPT)."
@@ -483,6 +484,7 @@ def batch_cmd(
     explain: bool,
     strict: bool,
     encoding: str,
+    sheet: str | None,
     no_safe_csv: bool,
     sdtm_tu: Path | None,
     sdtm_tr: Path | None,
@@ -504,7 +506,7 @@ def batch_cmd(
         crlm-response batch sample_cases/trial_lesions.csv -o responses.csv --summary
     """
     from .batch import score_read
-    from .trial import load_column_map, read_long
+    from .trial import SourceOptions, load_column_map, read_long
     from .writers import all_or_nothing, refuse_overwriting_inputs
 
     sdtm = sdtm_tu is not None or sdtm_tr is not None
@@ -537,7 +539,7 @@ def batch_cmd(
             requested,
             settings,
             strict,
-            encoding,
+            SourceOptions(encoding, sheet, strict=strict),
             not no_safe_csv,
             engine,
             scheduler,
@@ -560,12 +562,13 @@ def batch_cmd(
             from .sdtm import read_sdtm
 
             step("reading SDTM TU/TR")
-            read, streams = read_sdtm(sdtm_tu, sdtm_tr, encoding=encoding)  # type: ignore[arg-type]
+            read, streams = read_sdtm(sdtm_tu, sdtm_tr, options=SourceOptions(encoding, sheet))  # type: ignore[arg-type]
             requested = requested or ["recist1.1"]
         else:
             assert lesions_path is not None
             step("reading " + lesions_path.name)
-            read = read_long(lesions_path, load_column_map(column_map), organs, encoding)
+            options = SourceOptions(encoding, sheet, load_column_map(column_map), strict)
+            read = read_long(lesions_path, organs=organs, options=options)
         result = score_read(read, requested or None, settings, explain=explain, progress=step)
         step("writing")
         with all_or_nothing():
@@ -635,7 +638,7 @@ def _batch_large(
     requested: list[str] | None,
     settings: dict[str, Any],
     strict: bool,
-    encoding: str,
+    options: Any,
     safe_csv: bool,
     engine: str,
     scheduler: str | None,
@@ -659,7 +662,7 @@ def _batch_large(
     else:
         outputs = _batch_outputs(output, best_path, errors_path)
     refuse_overwriting_inputs([*outputs.values(), summary_file], [*inputs, organs, column_map, *_rule_files(requested)])
-    mapping = load_column_map(column_map)
+    options.column_map = load_column_map(column_map)
     sink = ResultSink(outputs, folder, safe_csv)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -669,19 +672,9 @@ def _batch_large(
             if engine == "dask":
                 step("connecting to Dask")
                 client = connect(scheduler, workers)
-                run_dask(inputs, sink, mapping, organs, requested, settings, client, partitions, encoding, step)
+                run_dask(inputs, sink, organs, requested, settings, client, partitions, options, step)
             else:
-                run_chunked(
-                    inputs,
-                    sink,
-                    mapping,
-                    organs,
-                    requested,
-                    settings,
-                    chunk_rows or 1_000_000,
-                    encoding,
-                    progress=step,
-                )
+                run_chunked(inputs, sink, organs, requested, settings, chunk_rows or 1_000_000, options, progress=step)
             with all_or_nothing():
                 best = sink.close()
                 result = BatchResult(
@@ -768,6 +761,10 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
         )
     if summary:
         render_summary(_console(), result.summary)
+    nothing = result.nothing_scored()
+    if nothing:
+        where = f" (see {outputs['errors']})" if outputs.get("errors") else ""
+        raise CrlmError(nothing + where)
     rejected = sum(c["rejected"] for c in result.counts.values())
     if strict and (rejected or len(result.warnings)):
         raise click.ClickException(f"--strict: {rejected:,} row(s) rejected and {len(result.warnings):,} warning(s)")

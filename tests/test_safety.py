@@ -847,8 +847,10 @@ def test_outputs_keep_their_header_when_every_subject_is_rejected(tmp_path: Path
     source = write(tmp_path / "in.csv", LESIONS_CSV.replace(",40,", ",-40,").replace(",50,", ",-50,"))
     out = tmp_path / "out"
     result = run_cli("batch", source, "-o", out / "r.csv", "--criteria", "recist1.1")
-    assert result.exit_code == 0, result.stderr
+    # issue 13: a run that scores nothing exits 1 with the reason; its outputs are still written, with headers
+    assert result.exit_code == 1, result.stderr
     assert "rows scored 0 + rows rejected 6" in result.stderr
+    assert "Error: no subject was scored: all 6 rows read were rejected" in result.stderr
     for name in ("r.csv", "r.best.csv", "r.errors.csv"):
         header = (out / name).read_text(encoding="utf-8").split("\n", 1)[0]
         assert "subject_id" in header, f"{name} has no header line: {header!r}"
