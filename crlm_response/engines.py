@@ -23,6 +23,7 @@ import pandas as pd
 
 from .batch import BatchResult, score_read
 from .errors import CrlmError, InputTableError
+from .formats import CellMap
 from .sources import FILE, LINE, REASON, MappedSource, bucket_of, part_table, spill_by_subject
 from .summary import summarise
 from .trial import ERROR_COLUMNS, LongInput, SourceOptions, long_from_frames, open_long
@@ -54,11 +55,12 @@ def score_part(
     criteria: Sequence[str] | None,
     settings: Mapping[str, Mapping[str, Any]] | None,
     explain: bool = False,
+    cells: Mapping[str, CellMap] | None = None,
 ) -> BatchResult:
     """Score one subject-complete part, as `sources.spill_by_subject` wrote it (cells as read, and each row's
-    line, file and, for a row the parser could not split, its reason)."""
+    line, file and, for a row the parser could not split, its reason). `cells`: spreadsheet inputs' cell maps."""
     organ_raw = part_table(organs) if organs is not None else None
-    read = long_from_frames(part_table(lesions), file, organ_raw, organs_file)
+    read = long_from_frames(part_table(lesions), file, organ_raw, organs_file, cells)
     return score_read(read, criteria, settings, explain=explain)
 
 
@@ -343,7 +345,9 @@ def run_chunked(
             if frames is None:
                 continue
             say(f"scoring part {i + 1} of {len(parts.lesions)}")
-            result = score_part(*frames[:1], parts.label, frames[1], parts.organs_file, criteria, settings, explain)
+            result = score_part(
+                frames[0], parts.label, frames[1], parts.organs_file, criteria, settings, explain, parts.opened.cells()
+            )
             sink.add(result, i)
         return len(parts.lesions)
     finally:
@@ -420,6 +424,7 @@ def run_dask(
                 list(criteria) if criteria else None,
                 settings,
                 explain,
+                parts.opened.cells(),
                 pure=False,
             )
             pending.append((i, future))

@@ -143,7 +143,7 @@ def _zip_kind(path: Path, shown: str | Path, rows: str) -> str:
         what = "an OpenDocument file (save it as .xlsx or CSV)"
     else:
         shown_names = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
-        what = f"a zip archive ({shown_names}); unpack it first"
+        what = f"a zip archive of {shown_names} (unpack it first)"
     raise InputTableError(f"this is {what}; {give_hint(rows)}", file=shown)
 
 
@@ -358,10 +358,10 @@ def _scan_block(data: np.ndarray, offset: int, state: _Scan, shown: str | Path) 
 
 def _line_too_long(shown: str | Path, line: int, length: int) -> None:
     raise InputTableError(
-        f"line {line} is {length / 1e6:.1f} MB long; a line of a table may be at most "
-        f"{MAX_LINE_BYTES // (1 << 20)} MB (is this the right file, or a cell pasted by mistake?)",
+        f"this line is {length:,} bytes long; a line of a table may be at most {MAX_LINE_BYTES:,} bytes (1 MiB)",
         file=shown,
         line=line,
+        hint="is this the right file, or was a cell pasted by mistake?",
     )
 
 
@@ -810,7 +810,9 @@ def _tidy_cells(frame: pd.DataFrame) -> pd.DataFrame:
     frame = iso_dates(frame.reset_index(drop=True))
     for column in frame.columns:
         values = frame[column]
-        if not pd.api.types.is_object_dtype(values.dtype):
+        if isinstance(values.dtype, pd.CategoricalDtype) or not (
+            pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)
+        ):
             continue
         cells = values.to_numpy(dtype=object)
         kinds = {type(v) for v in cells if v is not None and not (isinstance(v, float) and math.isnan(v))}

@@ -337,13 +337,14 @@ def _measurements(tr: pd.DataFrame, ledger: Ledger, measured: np.ndarray) -> np.
     ledger.add(measured & np.isnan(value), "TRSTRESN", "not_a_number", "a measurement row without a numeric TRSTRESN")
     value = np.where(unit.to_numpy() == "cm", value * 10.0, value)
     limits = SPECS["longest_diameter_mm"]
-    check_numbers(
-        pd.Series(value),
-        ledger,
-        FieldSpec("TRSTRESN", "number", ge=limits.ge, le=limits.le),
-        "TRSTRESN",
-        where=measured,
-    )
+    with np.errstate(invalid="ignore"):
+        ledger.add(measured & (value < limits.ge), "TRSTRESN", "out_of_range", f"TRSTRESN must be >= {limits.ge:g}")
+        ledger.add(
+            measured & (value > limits.le),
+            "TRSTRESN",
+            "out_of_range",
+            f"TRSTRESN must be <= {limits.le:g} mm (cm converted; a larger value is a typing or unit mistake)",
+        )
     return value
 
 

@@ -395,6 +395,15 @@ class MappedSource:
     kinds: dict[str, str]
     mapping: ColumnMap
 
+    @property
+    def cells(self) -> CellMap | None:
+        """Where a spreadsheet's columns are, by the names after the map."""
+        whole = self.source.whole
+        if whole is None or whole.cells is None:
+            return None
+        renames = dict(zip(self.source.names, self.names, strict=True))
+        return CellMap(whole.cells.sheet, {renames.get(k, k): v for k, v in whole.cells.letters.items()})
+
     def blocks(self, rows: int | None) -> Iterator[RawTable]:
         renames = dict(zip(self.source.names, self.names, strict=True))
         for block in self.source.blocks(rows):

@@ -97,11 +97,12 @@ class Ledger:
         lines: np.ndarray,
         frame: pd.DataFrame,
         files: np.ndarray | None = None,
-        cells: CellMap | None = None,
+        cells: CellMap | Mapping[str, CellMap] | None = None,
     ) -> None:
         self.file = file
         self.files = files  # per row, when one logical input spans several files (Dask, a glob)
-        self.cells = cells  # a spreadsheet: messages about a cell name it (Sheet1!C7)
+        # spreadsheets (by file): messages about a cell name it (Sheet1!C7)
+        self.cells: Mapping[str, CellMap] = {file: cells} if isinstance(cells, CellMap) else (cells or {})
         self.lines = np.asarray(lines)
         self.frame = frame
         self.bad = np.zeros(len(frame), dtype=bool)
@@ -154,13 +155,8 @@ class Ledger:
 
         if values is None and column and column in self.frame:
             values = self.frame[column].to_numpy(dtype=object)
-        if self.cells is not None and column in self.cells.letters:
-            where = f"{self.cells.sheet}!{self.cells.letters[column]}"
-            texts = np.broadcast_to(np.asarray(reason, dtype=object), mask.shape)
-            located = np.full(len(mask), None, dtype=object)
-            for i in np.flatnonzero(mask):
-                located[i] = f"{where}{self.lines[i]}: {texts[i]}"
-            reason = located
+        if self.cells and column:
+            reason = self._at_cells(mask, column, reason)
         self.parts.append(
             pd.DataFrame(
                 {
@@ -176,6 +172,16 @@ class Ledger:
                 }
             )
         )
+
+    def _at_cells(self, mask: np.ndarray, column: str, reason: Any) -> Any:
+        """Reasons prefixed with each cell's address (`Sheet1!C7: ...`) for rows from a spreadsheet."""
+        texts = np.broadcast_to(np.asarray(reason, dtype=object), mask.shape)
+        located = np.array(texts, dtype=object)
+        for i in np.flatnonzero(mask):
+            cells = self.cells.get(str(self.files[i]) if self.files is not None else self.file)
+            if cells is not None and column in cells.letters:
+                located[i] = f"{cells.sheet}!{cells.letters[column]}{self.lines[i]}: {texts[i]}"
+        return located
 
     def set_aside_subjects(self, reasons: Mapping[Any, str], code: str = "subject_set_aside") -> None:
         """Reject every remaining row of the given subjects: one bad row makes the subject unscorable."""
@@ -207,7 +213,13 @@ class Ledger:
     def table(self) -> pd.DataFrame:
         if not self.parts:
             return pd.DataFrame(columns=ERROR_COLUMNS)
-        return pd.concat(self.parts, ignore_index=True)[ERROR_COLUMNS]
+        table = pd.concat(self.parts, ignore_index=True)[ERROR_COLUMNS]
+        for column in ("subject_id", "timepoint", "lesion_id", "value"):
+            values = table[column]
+            damaged = values.astype(object).str.contains("\x00", regex=False, na=False).to_numpy(dtype=bool)
+            if damaged.any():  # a NUL byte is shown, not written: it would cut the errors file short for many readers
+                table.loc[damaged, column] = values[damaged].str.replace("\x00", "\\x00", regex=False)
+        return table
 
     def counts(self) -> dict[str, dict[str, int]]:
         """rows read / scored / rejected per input file (one logical input may span several files)."""
@@ -349,7 +361,6 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
                     key,
                     "control_character",
                     f"{key} holds a NUL byte (\\x00): the file is damaged or not text; an id must be plain text",
-                    values=np.array([v.replace("\x00", "\\x00") if isinstance(v, str) else v for v in out[key]]),
                 )
     return out
 
@@ -480,6 +491,11 @@ class LongInput:
     def label(self) -> str:
         return self.lesions[0].source.shown
 
+    def cells(self) -> dict[str, CellMap]:
+        """The spreadsheet cell maps of the inputs, by file (for `Sheet1!C7` in messages about parts)."""
+        sources = [*self.lesions, *([self.organs] if self.organs is not None else [])]
+        return {s.source.shown: s.cells for s in sources if s.cells is not None}
+
 
 def open_long(
     paths: Sequence[str | Path], organs: str | Path | None = None, options: SourceOptions | None = None
@@ -530,13 +546,17 @@ def _joined_warnings(*parts: pd.DataFrame | None) -> pd.DataFrame | None:
 
 @with_object_strings
 def long_from_frames(
-    lesions: RawTable, file: str, organs: RawTable | None = None, organs_file: str | None = None
+    lesions: RawTable,
+    file: str,
+    organs: RawTable | None = None,
+    organs_file: str | None = None,
+    cells: Mapping[str, CellMap] | None = None,
 ) -> ReadResult:
     """Check and convert raw long-format rows (a whole file, or a subject-complete part of one) into tables.
 
     The same function serves a whole file, the bounded-memory chunks and the Dask partitions."""
     raw, lines = lesions.frame, lesions.lines
-    ledger = Ledger(file, lines, raw, lesions.files, lesions.cells)
+    ledger = Ledger(file, lines, raw, lesions.files, lesions.cells if cells is None else cells)
     ledger.add_malformed(lesions.malformed)
     cols = convert_columns(raw, ledger, SPECS)
     for key in ("subject_id", "timepoint"):
@@ -549,7 +569,7 @@ def long_from_frames(
     ledgers = [ledger]
     organ_frame = None
     if organs is not None:
-        organ_frame, organ_ledger = _organ_rows(organs, organs_file or "organs", cols, ledger)
+        organ_frame, organ_ledger = _organ_rows(organs, organs_file or "organs", cols, ledger, cells)
         ledgers.append(organ_ledger)
     ok = ledger.ok
     kept = {k: v[ok] for k, v in cols.items()}
@@ -585,13 +605,17 @@ def _several_files(subjects: np.ndarray, files: np.ndarray | None, ok: np.ndarra
 
 
 def _organ_rows(
-    organs: RawTable, file: str, lesion_rows: Columns, lesion_ledger: Ledger
+    organs: RawTable,
+    file: str,
+    lesion_rows: Columns,
+    lesion_ledger: Ledger,
+    cells: Mapping[str, CellMap] | None = None,
 ) -> tuple[pd.DataFrame, Ledger]:
     raw, lines = organs.frame, organs.lines
     missing = [c for c in ("subject_id", "timepoint") if c not in raw]
     if missing:
         raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=file)
-    ledger = Ledger(file, lines, raw, organs.files, organs.cells)
+    ledger = Ledger(file, lines, raw, organs.files, organs.cells if organs.cells is not None else cells)
     ledger.add_malformed(organs.malformed)
     cols = convert_columns(raw, ledger, {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS})
     subjects, timepoints = cols["subject_id"], cols["timepoint"]
