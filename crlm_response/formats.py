@@ -710,9 +710,11 @@ def read_xlsx(path: Path, shown: str | Path, sheet: str | None) -> RawTable:
     import openpyxl
     from openpyxl.utils import get_column_letter
 
+    handle = open(path, "rb")  # a file object: openpyxl refuses a workbook by its name's extension
     try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        book = openpyxl.load_workbook(handle, read_only=True, data_only=True)
     except Exception as exc:  # noqa: BLE001 - openpyxl raises many types for a damaged workbook
+        handle.close()
         raise InputTableError(f"cannot read this Excel workbook: {exc}", file=shown) from None
     try:
         if sheet is not None and sheet not in book.sheetnames:
@@ -736,6 +738,7 @@ def read_xlsx(path: Path, shown: str | Path, sheet: str | None) -> RawTable:
         title = ws.title
     finally:
         book.close()
+        handle.close()
     if header is None:
         raise InputTableError(f"sheet {title!r} is empty", file=shown, hint=give_hint("lesion"))
     width = max([len(header)] + [len(r) for r in records])

@@ -498,7 +498,8 @@ def spill_by_subject(
     import pyarrow.parquet as pq
 
     kinds = common_kinds(prepared)
-    columns = list(prepared[0].names)
+    # A column of the file named like the part files' own columns is not one the tool reads: it is left out.
+    columns = [c for c in prepared[0].names if c not in (LINE, FILE, REASON)]
     schema = pa.schema(
         [(c, pa.float64() if kinds[c] == NUMBER else pa.dictionary(pa.int32(), pa.string())) for c in columns]
         + [(LINE, pa.int64()), (FILE, pa.string()), (REASON, pa.string())]
