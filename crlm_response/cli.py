@@ -824,6 +824,7 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
     help="Reference date (YYYY-MM-DD) when the input has dates instead of days.",
 )
 @click.option("--encoding", default="auto", show_default=True)
+@click.option("--sheet", metavar="NAME", help="Excel inputs (.xlsx): the sheet to read (default: the first).")
 def bor_cmd(
     visits: Path,
     output: Path | None,
@@ -837,6 +838,7 @@ def bor_cmd(
     stop_at_pd: bool,
     reference_date: str | None,
     encoding: str,
+    sheet: str | None,
 ) -> None:
     """Best overall response from responses already assigned per visit.
 
@@ -853,7 +855,7 @@ def bor_cmd(
 
     errors_out = errors_path or (_default_path(output, "errors") if output else None)
     refuse_overwriting_inputs([output, errors_out], [visits])
-    data = read_responses(visits, reference_date, encoding)
+    data = read_responses(visits, reference_date, encoding, sheet=sheet)
     settings = BorSettings(
         confirmation_required=confirm,
         min_confirmation_interval_days=confirm_days,
@@ -899,7 +901,7 @@ def bor_cmd(
 
 
 def _load_cohort(
-    path: Path, column_map: Path | None, organs: Path | None, encoding: str
+    path: Path, column_map: Path | None, organs: Path | None, encoding: str, sheet: str | None = None
 ) -> tuple[Any, dict[str, Any], list[str]]:
     """A cohort for `diff`: case files (one YAML, or a folder of them) or any batch input (CSV / Parquet).
 
@@ -907,7 +909,7 @@ def _load_cohort(
     from .assessment import problems_to_error
     from .readers import load_case_with_lines
     from .tables import object_strings, tables_from_cases
-    from .trial import load_column_map, read_long
+    from .trial import SourceOptions, load_column_map, read_long
     from .validate import validate_and_prepare
 
     suffix = path.suffix.lower()
@@ -932,7 +934,8 @@ def _load_cohort(
         if (problems["severity"] == "error").any():
             raise problems_to_error(problems)
         return prepared, {c.case_id: c.settings for c, _, _ in loaded}, [f"{len(loaded)} case file(s)"]
-    read = read_long(path, load_column_map(column_map), organs, encoding)
+    options = SourceOptions(encoding, sheet, load_column_map(column_map))
+    read = read_long(path, organs=organs, options=options)
     with object_strings():
         prepared, problems = validate_and_prepare(read.tables)
     read.set_aside(problems)
@@ -1007,6 +1010,7 @@ def _score_by_settings(prepared: Any, rules: Any, case_settings: dict[str, Any],
 )
 @click.option("--organs", type=click.Path(dir_okay=False, path_type=Path), help="Organ table for a CSV cohort.")
 @click.option("--encoding", default="auto", show_default=True)
+@click.option("--sheet", metavar="NAME", help="Excel inputs (.xlsx): the sheet to read (default: the first).")
 def diff_cmd(
     rule_set_a: str,
     rule_set_b: str,
@@ -1018,6 +1022,7 @@ def diff_cmd(
     column_map: Path | None,
     organs: Path | None,
     encoding: str,
+    sheet: str | None,
 ) -> None:
     """Compare two criteria sets: the rules that differ, and (with --cases) whose verdict changes.
 
@@ -1050,7 +1055,7 @@ def diff_cmd(
     verdicts = None
     accounting: list[str] = []
     if cases is not None:
-        prepared, case_settings, accounting = _load_cohort(cases, column_map, organs, encoding)
+        prepared, case_settings, accounting = _load_cohort(cases, column_map, organs, encoding, sheet)
         if rules_a.schema.best_response is None or rules_b.schema.best_response is None:
             raise click.UsageError("verdicts can only be compared between sets with a best response (not toxicity)")
         from .diff import compare_results

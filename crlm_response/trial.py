@@ -775,12 +775,17 @@ class Responses:
 
 @with_object_strings
 def read_responses(
-    path: str | Path, reference_date: str | None = None, encoding: str = "auto", column_map: ColumnMap | None = None
+    path: str | Path,
+    reference_date: str | None = None,
+    encoding: str = "auto",
+    column_map: ColumnMap | None = None,
+    sheet: str | None = None,
 ) -> Responses:
     """Per-visit responses from a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or
     ADaM ADRS (PARAMCD OVR rows). Dates need a reference date (option or `reference_date` column)."""
     file = str(path)
-    table = read_table(path, SourceOptions(encoding=encoding, column_map=column_map or ColumnMap()), rows="visit")
+    options = SourceOptions(encoding=encoding, sheet=sheet, column_map=column_map or ColumnMap())
+    table = read_table(path, options, rows="visit")
     raw = table.frame
     require_rows(table, file)
     upper = {c.upper(): c for c in raw.columns}
