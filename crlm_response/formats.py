@@ -293,16 +293,17 @@ def scan_csv(path: Path, shown: str | Path) -> CsvLayout:
         while True:
             block = handle.read(SCAN_CHUNK)
             pending = len(decoder.getstate()[0])
-            try:
-                decoder.decode(block, final=not block)
-            except UnicodeDecodeError as exc:
-                _not_utf8(path, shown, offset - pending + exc.start)
+            if pending or not block.isascii():  # ASCII is UTF-8: only other text needs decoding to check
+                try:
+                    decoder.decode(block, final=not block)
+                except UnicodeDecodeError as exc:
+                    _not_utf8(path, shown, offset - pending + exc.start)
             if not block:
                 break
             if offset == 0 and block.startswith(codecs.BOM_UTF8):
                 state.line_start = 3
                 state.last_byte = 10
-            _scan_block(np.frombuffer(block, dtype=np.uint8), offset, state, shown)
+            _scan_block(block, offset, state, shown)
             offset += len(block)
     last_length = offset - state.line_start
     if last_length > MAX_LINE_BYTES:
@@ -323,11 +324,13 @@ def scan_csv(path: Path, shown: str | Path) -> CsvLayout:
     )
 
 
-def _scan_block(data: np.ndarray, offset: int, state: _Scan, shown: str | Path) -> None:
+def _scan_block(block: bytes, offset: int, state: _Scan, shown: str | Path) -> None:
+    data = np.frombuffer(block, dtype=np.uint8)
     newlines = np.flatnonzero(data == 10)
-    state.carriage_returns += int(np.count_nonzero(data == 13))
+    if state.line == 1:  # carriage returns matter only while no line feed has been seen
+        state.carriage_returns += block.count(b"\r")
     if len(newlines) == 0:
-        state.quotes += int(np.count_nonzero(data == 34))
+        state.quotes += block.count(b'"')
         state.last_byte = int(data[-1]) if len(data) else state.last_byte
         if offset + len(data) - state.line_start > MAX_LINE_BYTES:
             _line_too_long(shown, state.line, offset + len(data) - state.line_start)
@@ -339,13 +342,15 @@ def _scan_block(data: np.ndarray, offset: int, state: _Scan, shown: str | Path) 
     if lengths.max() > MAX_LINE_BYTES:
         at = int(np.argmax(lengths > MAX_LINE_BYTES))
         _line_too_long(shown, int(numbers[at]), int(lengths[at]))
-    before = np.r_[state.last_byte, data[np.maximum(newlines - 1, 0)][1:]] if len(newlines) else np.zeros(0)
-    if newlines[0] > 0:
-        before[0] = data[newlines[0] - 1]
-    blank = (lengths == 0) | ((lengths == 1) & (before == 13))
-    if blank.any():
-        state.blank.append(numbers[blank])
-    if not state.multiline:
+    short = lengths <= 1
+    if short.any():
+        before = np.r_[state.last_byte, data[newlines[1:] - 1]]
+        if newlines[0] > 0:
+            before[0] = data[newlines[0] - 1]
+        blank = short & ((lengths == 0) | (before == 13))
+        if blank.any():
+            state.blank.append(numbers[blank])
+    if not state.multiline and (state.quotes or b'"' in block):
         cumulative = np.cumsum(data == 34, dtype=np.int64)
         per_line = np.diff(np.r_[0, cumulative[newlines]])
         per_line[0] += state.quotes
