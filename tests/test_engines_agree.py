@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import run_cli
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crlm_response.synthetic import generate_cohort
