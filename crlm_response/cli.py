@@ -898,6 +898,9 @@ def bor_cmd(
             f"warning recist_cr_then_pr: {w.subject}: a PR follows a CR; re-read both scans (E2009 Table 3 note)",
             style="yellow",
         )
+    nothing = data.nothing_scored(len(table))
+    if nothing:
+        raise CrlmError(nothing + (f" (see {errors_out})" if output is not None and errors_out is not None else ""))
 
 
 def _load_cohort(

@@ -772,6 +772,15 @@ class Responses:
     ledger: Ledger
     source_kind: str  # "simple", "sdtm_rs" or "adam_adrs"
 
+    def nothing_scored(self, subjects: int) -> str | None:
+        """Why no subject got a best response (every row rejected, or none left), or None."""
+        if subjects:
+            return None
+        (counts,) = self.ledger.counts().values()
+        if counts["read"] and counts["scored"] == 0:
+            return f"no subject was scored: all {counts['read']:,} rows read were rejected"
+        return "no subject was scored: no row holds a response to score"
+
 
 @with_object_strings
 def read_responses(

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import run_cli
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from crlm_response.synthetic import generate_cohort
@@ -161,8 +161,11 @@ def cohort_text(subjects: int, seed: int, injections: list[tuple[int, str]]) -> 
 @given(
     subjects=st.integers(min_value=2, max_value=40),
     seed=st.integers(min_value=0, max_value=10_000),
-    injections=st.lists(st.tuples(st.integers(min_value=0, max_value=10_000), st.sampled_from(INJECTIONS)), max_size=6),
+    injections=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=10_000), st.sampled_from(INJECTIONS)), min_size=1, max_size=6
+    ),
 )
+@example(subjects=12, seed=1, injections=[(5, "blank_line"), (9, "malformed_row"), (14, "nul_id"), (30, "bad_date")])
 def test_engines_agree_on_generated_cohorts_with_bad_rows(
     subjects: int,
     seed: int,
