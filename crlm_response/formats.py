@@ -396,9 +396,9 @@ def _not_utf8(path: Path, shown: str | Path, position: int) -> None:
 
 def _header(path: Path, shown: str | Path, blank: np.ndarray, lines: int) -> tuple[int, list[str]]:
     """The first non-blank line, split into column names (stripped of spaces)."""
-    blank_set = set(blank[:1000].tolist())
-    header_line = next((n for n in range(1, lines + 1) if n not in blank_set), 0)
-    if header_line == 0:
+    leading = blank == np.arange(1, len(blank) + 1)  # blank lines 1, 2, ... before the first line with text
+    header_line = int(np.argmin(leading)) + 1 if not leading.all() else len(blank) + 1
+    if header_line > lines:
         raise InputTableError("file has no header line", file=shown)
     with open(path, "rb") as handle:
         for _ in range(header_line):

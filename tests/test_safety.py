@@ -816,7 +816,9 @@ def test_injected_bad_rows_are_accounted_for_and_set_exactly_their_subjects_asid
         frame.to_csv(source, index=False)
         result = run_cli("batch", source, "-o", tmp / "out" / "r.csv", "--criteria", "recist1.1")
         clean(result)
-        assert result.exit_code == 0, result.stderr
+        # issue 13: a run that scores no subject exits 1 (its outputs are still written)
+        nothing_left = touched >= set(cohort["subject_id"].astype(str))
+        assert result.exit_code == (1 if nothing_left else 0), result.stderr
         errors = read_output(tmp / "out" / "r.errors.csv")
         best = read_output(tmp / "out" / "r.best.csv")
         visits = read_output(tmp / "out" / "r.csv")
