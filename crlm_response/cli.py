@@ -114,17 +114,13 @@ def _set_value(raw: str) -> Any:
 
 
 def _check_date(value: str | None) -> str | None:
-    """A date option, checked before any file is read."""
-    import datetime
-    import re
+    """A date option, checked before any file is read (by the parser every table date goes through)."""
+    from .sources import parse_dates
 
     if value is not None:
-        try:
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
-                raise ValueError(value)
-            datetime.date.fromisoformat(value.strip())
-        except ValueError:
-            raise click.BadParameter(f"{_shorten(value)!r} is not a date (YYYY-MM-DD)") from None
+        _, problem = parse_dates(pd.Series([value.strip()], dtype=object), "date")
+        if problem[0] is not None or len(value.strip()) != 10:
+            raise click.BadParameter(f"{_shorten(value)!r} is not a date (YYYY-MM-DD)")
         return value.strip()
     return value
 
