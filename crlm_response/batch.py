@@ -51,6 +51,16 @@ class BatchResult:
             "lesions": self.lesions,
         }
 
+    def nothing_scored(self) -> str | None:
+        """Why this run scored no subject (every row rejected, or no subject left), or None if it scored one."""
+        read = sum(c["read"] for c in self.counts.values())
+        scored = sum(c["scored"] for c in self.counts.values())
+        if read and scored == 0:
+            return f"no subject was scored: all {read:,} rows read were rejected"
+        if len(self.best.columns) and self.best.empty:
+            return "no subject was scored: every subject was set aside"
+        return None
+
     def accounting_lines(self) -> list[str]:
         """`rows read = rows scored + rows rejected`, per input file."""
         return [

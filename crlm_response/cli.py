@@ -128,17 +128,13 @@ def _set_value(raw: str) -> Any:
 
 
 def _check_date(value: str | None) -> str | None:
-    """A date option, checked before any file is read."""
-    import datetime
-    import re
+    """A date option, checked before any file is read (by the parser every table date goes through)."""
+    from .sources import parse_dates
 
     if value is not None:
-        try:
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
-                raise ValueError(value)
-            datetime.date.fromisoformat(value.strip())
-        except ValueError:
-            raise click.BadParameter(f"{_shorten(value)!r} is not a date (YYYY-MM-DD)") from None
+        _, problem = parse_dates(pd.Series([value.strip()], dtype=object), "date")
+        if problem[0] is not None or len(value.strip()) != 10:
+            raise click.BadParameter(f"{_shorten(value)!r} is not a date (YYYY-MM-DD)")
         return value.strip()
     return value
 
@@ -457,6 +453,7 @@ class _Steps:
 @click.option(
     "--encoding", default="auto", show_default=True, help="Text encoding of CSV inputs (auto: UTF-8, BOM-aware)."
 )
+@click.option("--sheet", metavar="NAME", help="Excel inputs (.xlsx): the sheet to read (default: the first).")
 @click.option("--no-safe-csv", is_flag=True, help="Do not neutralise cells that a spreadsheet would run as formulas.")
 @click.option(
     "--sdtm-tu", type=click.Path(dir_okay=False, path_type=Path), help="SDTM TU domain (CSV, Parquet or XPT)."
@@ -513,6 +510,7 @@ def batch_cmd(
     explain: bool,
     strict: bool,
     encoding: str,
+    sheet: str | None,
     no_safe_csv: bool,
     sdtm_tu: Path | None,
     sdtm_tr: Path | None,
@@ -536,7 +534,7 @@ def batch_cmd(
     """
     from .batch import score_read
     from .outputs import check_outputs, rule_inputs
-    from .trial import load_column_map, read_long
+    from .trial import SourceOptions, load_column_map, read_long
     from .writers import all_or_nothing
 
     sdtm = sdtm_tu is not None or sdtm_tr is not None
@@ -569,7 +567,7 @@ def batch_cmd(
             requested,
             settings,
             strict,
-            encoding,
+            SourceOptions(encoding, sheet, strict=strict),
             not no_safe_csv,
             engine,
             scheduler,
@@ -597,12 +595,13 @@ def batch_cmd(
             from .sdtm import read_sdtm
 
             step("reading SDTM TU/TR")
-            read, streams = read_sdtm(sdtm_tu, sdtm_tr, encoding=encoding)  # type: ignore[arg-type]
+            read, streams = read_sdtm(sdtm_tu, sdtm_tr, options=SourceOptions(encoding, sheet))  # type: ignore[arg-type]
             requested = requested or ["recist1.1"]
         else:
             assert lesions_path is not None
             step("reading " + lesions_path.name)
-            read = read_long(lesions_path, load_column_map(column_map), organs, encoding)
+            options = SourceOptions(encoding, sheet, load_column_map(column_map), strict)
+            read = read_long(lesions_path, organs=organs, options=options)
         result = score_read(read, requested or None, settings, explain=explain, progress=step)
         step("writing")
         with all_or_nothing():
@@ -670,7 +669,7 @@ def _batch_large(
     requested: list[str] | None,
     settings: dict[str, Any],
     strict: bool,
-    encoding: str,
+    options: Any,
     safe_csv: bool,
     engine: str,
     scheduler: str | None,
@@ -699,7 +698,7 @@ def _batch_large(
         [_input_folder(lesions), *inputs, organs, column_map, *rule_inputs(requested)],
         folders={"-o": folder},
     )
-    mapping = load_column_map(column_map)
+    options.column_map = load_column_map(column_map)
     sink = ResultSink(outputs, folder, safe_csv)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -709,19 +708,9 @@ def _batch_large(
             if engine == "dask":
                 step("connecting to Dask")
                 client = connect(scheduler, workers)
-                run_dask(inputs, sink, mapping, organs, requested, settings, client, partitions, encoding, step)
+                run_dask(inputs, sink, organs, requested, settings, client, partitions, options, step)
             else:
-                run_chunked(
-                    inputs,
-                    sink,
-                    mapping,
-                    organs,
-                    requested,
-                    settings,
-                    chunk_rows or 1_000_000,
-                    encoding,
-                    progress=step,
-                )
+                run_chunked(inputs, sink, organs, requested, settings, chunk_rows or 1_000_000, options, progress=step)
             with all_or_nothing():
                 best = sink.close()
                 result = BatchResult(
@@ -815,6 +804,10 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
         )
     if summary:
         render_summary(_console(), result.summary)
+    nothing = result.nothing_scored()
+    if nothing:
+        where = f" (see {outputs['errors']})" if outputs.get("errors") else ""
+        raise CrlmError(nothing + where)
     rejected = sum(c["rejected"] for c in result.counts.values())
     if strict and (rejected or len(result.warnings)):
         raise click.ClickException(f"--strict: {rejected:,} row(s) rejected and {len(result.warnings):,} warning(s)")
@@ -877,6 +870,7 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
     help="Reference date (YYYY-MM-DD) when the input has dates instead of days.",
 )
 @click.option("--encoding", default="auto", show_default=True)
+@click.option("--sheet", metavar="NAME", help="Excel inputs (.xlsx): the sheet to read (default: the first).")
 def bor_cmd(
     visits: Path,
     output: Path | None,
@@ -890,6 +884,7 @@ def bor_cmd(
     stop_at_pd: bool,
     reference_date: str | None,
     encoding: str,
+    sheet: str | None,
 ) -> None:
     """Best overall response from responses already assigned per visit.
 
@@ -910,7 +905,7 @@ def bor_cmd(
     errors_out = errors_path or (_default_path(output, "errors") if output else None)
     check_outputs({"-o": output, ("--errors" if errors_path else "-o (errors file)"): errors_out}, [visits])
     scale = get_rules("recist1.1").scale
-    data = read_responses(visits, scale, reference_date, encoding)
+    data = read_responses(visits, scale, reference_date, encoding, sheet=sheet)
     settings = BorSettings(
         confirmation_required=confirm,
         min_confirmation_interval_days=confirm_days,
@@ -955,10 +950,13 @@ def bor_cmd(
             f"warning recist_cr_then_pr: {w.subject}: a PR follows a CR; re-read both scans (E2009 Table 3 note)",
             style="yellow",
         )
+    nothing = data.nothing_scored(len(table))
+    if nothing:
+        raise CrlmError(nothing + (f" (see {errors_out})" if output is not None and errors_out is not None else ""))
 
 
 def _load_cohort(
-    path: Path, column_map: Path | None, organs: Path | None, encoding: str
+    path: Path, column_map: Path | None, organs: Path | None, encoding: str, sheet: str | None = None
 ) -> tuple[Any, dict[str, Any], list[str]]:
     """A cohort for `diff`: case files (one YAML, or a folder of them) or any batch input (CSV / Parquet).
 
@@ -966,7 +964,7 @@ def _load_cohort(
     from .assessment import problems_to_error
     from .readers import load_case_with_lines
     from .tables import object_strings, tables_from_cases
-    from .trial import load_column_map, read_long
+    from .trial import SourceOptions, load_column_map, read_long
     from .validate import validate_and_prepare
 
     suffix = path.suffix.lower()
@@ -991,7 +989,8 @@ def _load_cohort(
         if (problems["severity"] == "error").any():
             raise problems_to_error(problems)
         return prepared, {c.case_id: c.settings for c, _, _ in loaded}, [f"{len(loaded)} case file(s)"]
-    read = read_long(path, load_column_map(column_map), organs, encoding)
+    options = SourceOptions(encoding, sheet, load_column_map(column_map))
+    read = read_long(path, organs=organs, options=options)
     with object_strings():
         prepared, problems = validate_and_prepare(read.tables)
     read.set_aside(problems)
@@ -1066,6 +1065,7 @@ def _score_by_settings(prepared: Any, rules: Any, case_settings: dict[str, Any],
 )
 @click.option("--organs", type=click.Path(dir_okay=False, path_type=Path), help="Organ table for a CSV cohort.")
 @click.option("--encoding", default="auto", show_default=True)
+@click.option("--sheet", metavar="NAME", help="Excel inputs (.xlsx): the sheet to read (default: the first).")
 def diff_cmd(
     rule_set_a: str,
     rule_set_b: str,
@@ -1077,6 +1077,7 @@ def diff_cmd(
     column_map: Path | None,
     organs: Path | None,
     encoding: str,
+    sheet: str | None,
 ) -> None:
     """Compare two criteria sets: the rules that differ, and (with --cases) whose verdict changes.
 
@@ -1110,7 +1111,7 @@ def diff_cmd(
     verdicts = None
     accounting: list[str] = []
     if cases is not None:
-        prepared, case_settings, accounting = _load_cohort(cases, column_map, organs, encoding)
+        prepared, case_settings, accounting = _load_cohort(cases, column_map, organs, encoding, sheet)
         if rules_a.schema.best_response is None or rules_b.schema.best_response is None:
             raise click.UsageError("verdicts can only be compared between sets with a best response (not toxicity)")
         from .diff import compare_results

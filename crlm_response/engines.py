@@ -12,7 +12,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ import pandas as pd
 
 from .batch import BatchResult, score_read
 from .errors import CrlmError, InputTableError
+from .formats import CellMap
+from .sources import FILE, LINE, REASON, MappedSource, bucket_of, part_table, spill_by_subject
 from .summary import summarise
-from .trial import ERROR_COLUMNS, ColumnMap, RawTable, _apply_map, check_long_columns, long_from_frames
+from .trial import ERROR_COLUMNS, LongInput, SourceOptions, long_from_frames, open_long
 from .writers import (
     OutputError,
     atomic_path,
@@ -35,7 +38,6 @@ from .writers import (
     write_table,
 )
 
-LINE = "_line"
 OUTPUT_KINDS = ("visits", "best", "errors", "warnings", "flags", "lesions")
 
 
@@ -43,10 +45,7 @@ class EngineError(CrlmError):
     """The chosen engine cannot run (Dask not installed, scheduler unreachable)."""
 
 
-def bucket_of(subjects: pd.Series | np.ndarray, n_buckets: int) -> np.ndarray:
-    """A part number per row from the subject id: a fixed hash, so a subject's rows always meet."""
-    text = pd.Series(subjects, dtype=object).astype(str).to_numpy(dtype=object)
-    return (pd.util.hash_array(text, categorize=True) % np.uint64(max(n_buckets, 1))).astype(np.int64)
+__all__ = ["bucket_of", "score_part"]
 
 
 def score_part(
@@ -57,22 +56,20 @@ def score_part(
     criteria: Sequence[str] | None,
     settings: Mapping[str, Mapping[str, Any]] | None,
     explain: bool = False,
+    cells: Mapping[str, CellMap] | None = None,
 ) -> BatchResult:
-    """Score one subject-complete part. Rows carry their source line in the `_line` column."""
-    lines = lesions[LINE].to_numpy(dtype=np.int64)
-    files = lesions["_file"].to_numpy(dtype=object) if "_file" in lesions else None
-    raw = lesions.drop(columns=[c for c in (LINE, "_file") if c in lesions]).reset_index(drop=True)
-    organ_raw = None
-    if organs is not None:
-        organ_raw = RawTable(
-            organs.drop(columns=[LINE]).reset_index(drop=True), organs[LINE].to_numpy(dtype=np.int64), _no_malformed()
-        )
-    read = long_from_frames(RawTable(raw, lines, _no_malformed(), files), file, organ_raw, organs_file)
+    """Score one subject-complete part, as `sources.spill_by_subject` wrote it (cells as read, and each row's
+    line, file and, for a row the parser could not split, its reason). `cells`: spreadsheet inputs' cell maps."""
+    organ_raw = part_table(organs) if organs is not None else None
+    read = long_from_frames(part_table(lesions), file, organ_raw, organs_file, cells)
     return score_read(read, criteria, settings, explain=explain)
 
 
-def _no_malformed() -> pd.DataFrame:
-    return pd.DataFrame({"line": pd.Series(dtype=np.int64), "reason": pd.Series(dtype=object)})
+def warnings_result(warnings: pd.DataFrame) -> BatchResult:
+    """Warnings about the inputs themselves (unknown columns), given once for the whole run."""
+    empty = pd.DataFrame()
+    table = warnings.assign(criteria=None)[["subject_id", "criteria", "code", "timepoint", "lesion_id", "message"]]
+    return BatchResult(empty, empty, empty, empty, table, empty, {}, [])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,97 +238,78 @@ class ResultSink:
 # --------------------------------------------------------------------------------------------------
 
 
-def _batches(path: Path, rows: int, encoding: str) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
-    """The input in blocks of about `rows` rows, as text, with each row's source line (row for Parquet)."""
-    if path.suffix.lower() in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        start = 1
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
-            frame = batch.to_pandas()
-            yield frame, np.arange(start, start + len(frame))
-            start += len(frame)
-        return
-    from .trial import _detect_encoding
-
-    enc = _detect_encoding(path, encoding)
-    start = 2
-    for frame in pd.read_csv(
-        path, encoding=enc, dtype=object, keep_default_na=False, na_values=[""], skip_blank_lines=False, chunksize=rows
-    ):
-        lines = np.arange(start, start + len(frame))
-        start += len(frame)
-        blank = frame.isna().all(axis=1).to_numpy()
-        yield frame.loc[~blank].reset_index(drop=True), lines[~blank]
-
-
-def _estimate_rows(path: Path) -> int:
-    if path.suffix.lower() in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 20)
-    lines = max(head.count(b"\n"), 1)
-    return int(size / (len(head) / lines))
-
-
-def _spill(
-    paths: Sequence[Path],
-    mapping: ColumnMap,
-    encoding: str,
-    n_buckets: int,
-    rows: int,
-    workdir: Path,
-    name: str,
-    lesion_file: bool,
-) -> list[Path]:
-    """Pass 1: route every row of every file to its subject's bucket file (Parquet: text columns, the source line
-    and the source file of each row)."""
-    import pyarrow as pa
+def _estimate_rows(source: MappedSource) -> int:
+    inner = source.source
+    if inner.layout is not None:
+        return inner.layout.lines
+    if inner.whole is not None:
+        return len(inner.whole.frame)
     import pyarrow.parquet as pq
 
-    writers: dict[int, Any] = {}
-    schema = None
-    columns: list[str] = []
-    try:
-        for path in paths:
-            first_batch = True
-            for frame, lines in _batches(path, rows, encoding):
-                frame = _apply_map(frame, mapping, str(path))
-                if first_batch:
-                    if lesion_file:
-                        frame = check_long_columns(frame, str(path))
-                    elif "subject_id" not in frame or "timepoint" not in frame:
-                        raise InputTableError("missing required column(s): subject_id, timepoint", file=path)
-                    if schema is None:
-                        columns = [str(c) for c in frame.columns]
-                        fields = [(c, pa.string()) for c in columns] + [(LINE, pa.int64()), ("_file", pa.string())]
-                        schema = pa.schema(fields)
-                    elif set(map(str, frame.columns)) != set(columns):
-                        raise InputTableError(
-                            "the files have different columns; give them one layout (or use --engine dask)",
-                            file=path,
-                            hint=f"{paths[0].name} has {', '.join(columns)}; this file has "
-                            + ", ".join(map(str, frame.columns)),
-                        )
-                    first_batch = False
-                elif lesion_file and "lesion_id" not in frame and "id" in frame:
-                    frame = frame.rename(columns={"id": "lesion_id"})
-                table = pd.DataFrame({c: _as_text(frame[c]) for c in columns if c in frame}).reindex(columns=columns)
-                table[LINE] = lines
-                table["_file"] = str(path)
-                buckets = bucket_of(table["subject_id"].fillna(""), n_buckets)
-                for bucket in np.unique(buckets):
-                    part = pa.Table.from_pandas(table.loc[buckets == bucket], schema=schema, preserve_index=False)
-                    if bucket not in writers:
-                        writers[bucket] = pq.ParquetWriter(workdir / f"{name}-{bucket:05d}.parquet", schema)
-                    writers[bucket].write_table(part)
-    finally:
-        for writer in writers.values():
-            writer.close()
-    return [workdir / f"{name}-{b:05d}.parquet" for b in range(n_buckets)]
+    return int(pq.ParquetFile(inner.data).metadata.num_rows)
+
+
+@dataclass
+class Parts:
+    """The inputs routed to subject-complete part files (see `sources.spill_by_subject`)."""
+
+    opened: LongInput
+    lesions: list[Path]
+    organs: list[Path] | None
+    label: str
+
+    def frames(self, i: int) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
+        """Part `i` as (lesion rows, organ rows); None when neither file has a row for it."""
+        lesion = self.lesions[i]
+        organ = self.organs[i] if self.organs else None
+        if not lesion.exists() and (organ is None or not organ.exists()):
+            return None
+        lesion_frame = _read_part(lesion, self.opened.lesions[0])
+        organ_frame = _read_part(organ, self.opened.organs) if organ is not None else None
+        return lesion_frame, organ_frame
+
+    @property
+    def organs_file(self) -> str | None:
+        return self.opened.organs.source.shown if self.opened.organs is not None else None
+
+
+def _read_part(path: Path, source: MappedSource | None) -> pd.DataFrame:
+    if path.exists():
+        return pd.read_parquet(path)
+    assert source is not None
+    columns = {c: pd.Series(dtype=float if source.kinds.get(c) == "number" else object) for c in source.names}
+    columns.update({LINE: pd.Series(dtype=np.int64), FILE: pd.Series(dtype=object), REASON: pd.Series(dtype=object)})
+    return pd.DataFrame(columns)
+
+
+def split_by_subject(
+    paths: Sequence[Path],
+    organs: Path | None,
+    options: SourceOptions,
+    n_buckets: int | None,
+    rows: int,
+    workdir: Path,
+    sink: ResultSink,
+    say: Any,
+) -> Parts:
+    """Open the inputs (header checks, once), then route every row to its subject's part."""
+    opened = open_long(paths, organs, options)
+    if n_buckets is None:
+        n_buckets = max(1, math.ceil(sum(_estimate_rows(s) for s in opened.lesions) / max(rows, 1)))
+    label = opened.label if len(paths) == 1 else _common_label(paths)
+    for source in opened.lesions:  # accounting per input file, in the order given
+        sink.counts.setdefault(source.source.shown, {"read": 0, "scored": 0, "rejected": 0})
+    say(f"splitting {Path(label).name} into {n_buckets} subject-complete parts")
+    lesion_parts, counts = spill_by_subject(opened.lesions, n_buckets, rows, workdir, "lesions")
+    for shown, n in counts.items():
+        if n == 0:
+            raise InputTableError("file has a header but no rows", file=shown)
+    organ_parts = None
+    if opened.organs is not None:
+        organ_parts, _ = spill_by_subject([opened.organs], n_buckets, rows, workdir, "organs")
+    if not opened.warnings.empty:
+        sink.add(warnings_result(opened.warnings), 0)
+    return Parts(opened, lesion_parts, organ_parts, label)
 
 
 def _join_parquet_parts(parts: list[Path], path: Path, atomic: bool = True) -> None:
@@ -369,88 +347,35 @@ def _write_parts(parts: list[Path], path: Path, schema: Any) -> None:
             writer.write_table(table.select(schema.names).cast(schema))
 
 
-def _as_text(values: pd.Series) -> np.ndarray:
-    """Cells as text (missing stays None), converting each distinct value once: the spill touches every row."""
-    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
-    texts = np.array([str(u) for u in uniques], dtype=object)
-    out = np.full(len(values), None, dtype=object)
-    ok = codes >= 0
-    out[ok] = texts[codes[ok]]
-    return out
-
-
 def run_chunked(
     paths: Sequence[Path],
     sink: ResultSink,
-    column_map: ColumnMap,
     organs: Path | None,
     criteria: Sequence[str] | None,
     settings: Mapping[str, Mapping[str, Any]] | None,
     chunk_rows: int,
-    encoding: str = "auto",
+    options: SourceOptions | None = None,
     explain: bool = False,
     progress: Any = None,
 ) -> int:
     """Score files larger than memory (one file, or several with one layout, e.g. a Parquet dataset): about
     `chunk_rows` rows in memory at a time. Returns the number of parts."""
     say = progress or (lambda _m: None)
-    n_buckets = max(1, math.ceil(sum(_estimate_rows(p) for p in paths) / max(chunk_rows, 1)))
-    label = str(paths[0]) if len(paths) == 1 else _common_label(paths)
-    for path in paths:  # accounting per input file, in the order given
-        sink.counts.setdefault(str(path), {"read": 0, "scored": 0, "rejected": 0})
     workdir = Path(tempfile.mkdtemp(prefix="crlm-chunks-"))
     try:
-        say(f"splitting {Path(label).name} into {n_buckets} subject-complete parts")
-        lesion_parts = _spill(paths, column_map, encoding, n_buckets, chunk_rows, workdir, "lesions", True)
-        organ_parts = None
-        if organs is not None:
-            organ_parts = _spill([organs], column_map, encoding, n_buckets, chunk_rows, workdir, "organs", False)
-        for i, part in enumerate(lesion_parts):
-            say(f"scoring part {i + 1} of {n_buckets}")
-            if not part.exists():
+        parts = split_by_subject(paths, organs, options or SourceOptions(), None, chunk_rows, workdir, sink, say)
+        for i in range(len(parts.lesions)):
+            frames = parts.frames(i)
+            if frames is None:
                 continue
-            frame = pd.read_parquet(part)
-            organ_frame = (
-                pd.read_parquet(organ_parts[i]).drop(columns=["_file"])
-                if organ_parts and organ_parts[i].exists()
-                else (pd.DataFrame(columns=["subject_id", "timepoint", LINE]) if organ_parts else None)
+            say(f"scoring part {i + 1} of {len(parts.lesions)}")
+            result = score_part(
+                frames[0], parts.label, frames[1], parts.organs_file, criteria, settings, explain, parts.opened.cells()
             )
-            result = score_part(frame, label, organ_frame, str(organs) if organs else None, criteria, settings, explain)
             sink.add(result, i)
-        if organ_parts:
-            _orphan_organs(sink, organ_parts, lesion_parts, str(organs))
-        return n_buckets
+        return len(parts.lesions)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _orphan_organs(sink: ResultSink, organ_parts: list[Path], lesion_parts: list[Path], organs_file: str) -> None:
-    """Organ rows of a bucket without any lesion rows were never scored: count them as rejected."""
-    for organ_part, lesion_part in zip(organ_parts, lesion_parts, strict=True):
-        if organ_part.exists() and not lesion_part.exists():
-            _reject_unknown_subjects(sink, pd.read_parquet(organ_part), organs_file)
-
-
-def _reject_unknown_subjects(sink: ResultSink, rows: pd.DataFrame, organs_file: str) -> None:
-    """Organ rows whose subject has no lesion rows anywhere: read, and rejected as an unknown subject."""
-    total = sink.counts.setdefault(organs_file, {"read": 0, "scored": 0, "rejected": 0})
-    total["read"] += len(rows)
-    total["rejected"] += len(rows)
-    rejected = pd.DataFrame(
-        {
-            "file": organs_file,
-            "line": rows[LINE],
-            "subject_id": rows["subject_id"],
-            "timepoint": rows["timepoint"],
-            "lesion_id": None,
-            "column": "subject_id",
-            "value": rows["subject_id"],
-            "code": "unknown_subject",
-            "reason": "subject is not in the lesion file",
-        }
-    )
-    empty = pd.DataFrame()
-    sink.add(BatchResult(empty, empty, empty, empty, empty, rejected, {}, []), 99_999)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -458,133 +383,84 @@ def _reject_unknown_subjects(sink: ResultSink, rows: pd.DataFrame, organs_file: 
 # --------------------------------------------------------------------------------------------------
 
 
-def _dask() -> Any:
+def _dask() -> tuple[Any, Any]:
     try:
-        import dask  # noqa: F401
-        import dask.dataframe as dd
         from dask.distributed import Client, LocalCluster
     except ImportError:
         raise EngineError(
             "the dask engine needs Dask", hint='install it with: pip install "crlm-response[dask]"'
         ) from None
-    return dd, Client, LocalCluster
+    return Client, LocalCluster
 
 
 def connect(scheduler: str | None, workers: int | None = None, timeout_s: float = 5.0) -> Any:
     """A Dask client: the given scheduler (failing within `timeout_s`), or a local cluster (one worker per core)."""
-    import os
-
-    dd, Client, LocalCluster = _dask()
+    client_type, cluster_type = _dask()
     if scheduler:
+        hint = "check the address (e.g. tcp://host:8786) and that the scheduler is running"
         try:
-            return Client(scheduler, timeout=f"{timeout_s}s")
+            return client_type(scheduler, timeout=f"{timeout_s}s")
         except (OSError, TimeoutError) as exc:
+            raise EngineError(f"cannot reach the Dask scheduler at {scheduler}: {exc}", hint=hint) from None
+        except (Exception, MemoryError) as exc:  # noqa: BLE001 - whatever answered, it was not a scheduler
             raise EngineError(
-                f"cannot reach the Dask scheduler at {scheduler}: {exc}",
-                hint="check the address (e.g. tcp://host:8786) and that the scheduler is running",
+                f"{scheduler} answered, but not as a Dask scheduler ({type(exc).__name__})", hint=hint
             ) from None
     n = workers or max(1, os.cpu_count() or 1)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50)
-    return Client(cluster)
-
-
-def _dask_part(
-    frame: pd.DataFrame,
-    organs: pd.DataFrame | None,
-    file: str,
-    organs_file: str | None,
-    criteria: Sequence[str] | None,
-    settings: Mapping[str, Mapping[str, Any]] | None,
-) -> BatchResult:
-    """The task of one Dask partition: its subjects' organ rows, then `score_part`."""
-    organ_rows = None
-    if organs is not None:
-        organ_rows = organs.loc[organs["subject_id"].isin(set(frame["subject_id"]))]
-    return score_part(frame, file, organ_rows, organs_file, criteria, settings)
+    cluster = cluster_type(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50)
+    return client_type(cluster)
 
 
 def run_dask(
     paths: Sequence[Path],
     sink: ResultSink,
-    column_map: ColumnMap,
     organs: Path | None,
     criteria: Sequence[str] | None,
     settings: Mapping[str, Mapping[str, Any]] | None,
     client: Any,
     partitions: int | None = None,
-    encoding: str = "auto",
+    options: SourceOptions | None = None,
     progress: Any = None,
+    explain: bool = False,
 ) -> int:
-    """Score on a Dask cluster: rows get their source line, are shuffled by a subject hash into partitions, and
-    each partition is scored by `score_part` on a worker. Returns the number of partitions."""
-    dd, _, _ = _dask()
+    """Score on a Dask cluster: the inputs are read here by the one source layer and routed to subject-complete
+    parts (as with --chunk-rows), and each part is scored by `score_part` on a worker. Returns the number of
+    parts."""
     say = progress or (lambda _m: None)
-    frames = []
-    for path in paths:
-        say(f"reading {path.name}")
-        if path.suffix.lower() in (".parquet", ".pq"):
-            ddf = dd.read_parquet(str(path))
-            first_line = 1
-        else:
-            ddf = dd.read_csv(str(path), dtype=object, keep_default_na=False, na_values=[""], blocksize="64MB")
-            first_line = 2
-        # Row counts first (a streaming pass; nothing is kept in memory), so every row gets its source line.
-        lengths = ddf.map_partitions(len).compute()
-        offsets = np.r_[0, np.cumsum(lengths)[:-1]] + first_line
-        ddf = ddf.map_partitions(
-            _with_lines, offsets=list(offsets), str_path=str(path), meta=_meta_with_lines(ddf._meta, str(path))
+    workdir = Path(tempfile.mkdtemp(prefix="crlm-dask-"))
+    try:
+        parts = split_by_subject(
+            paths, organs, options or SourceOptions(), partitions or None, 250_000, workdir, sink, say
         )
-        frames.append(ddf)
-    ddf = frames[0] if len(frames) == 1 else dd.concat(frames)
-    renames = {theirs: ours for ours, theirs in column_map.columns.items()}
-    if renames:
-        ddf = ddf.rename(columns=renames)
-    check_long_columns(ddf._meta.drop(columns=[LINE, "_file"]), str(paths[0]))
-    n = partitions or max(2, ddf.npartitions)
-    ddf = ddf.assign(
-        _part=ddf["subject_id"].map_partitions(
-            lambda s, _n=n: pd.Series(bucket_of(s, _n), index=s.index), meta=("_part", "i8")
-        )
-    )
-    ddf = ddf.shuffle("_part", npartitions=n)
-    organ_frame = None
-    if organs is not None:
-        from .trial import read_frame
-
-        table = read_frame(organs, encoding)
-        organ_frame = _apply_map(table.frame, column_map, str(organs)).astype(object)
-        organ_frame = organ_frame.where(organ_frame.notna(), None)
-        organ_frame[LINE] = table.lines
-    organ_future = client.scatter(organ_frame, broadcast=True) if organ_frame is not None else None
-    from dask import delayed
-
-    label = str(paths[0]) if len(paths) == 1 else _common_label(paths)
-    for path in paths:  # accounting per input file, in the order given
-        sink.counts.setdefault(str(path), {"read": 0, "scored": 0, "rejected": 0})
-    tasks = []
-    for part in ddf.to_delayed():
-        frame = delayed(_strip_part)(part)
-        tasks.append(
-            delayed(_dask_part)(
-                frame,
-                organ_future,
-                label,
-                str(organs) if organs else None,
+        window = 2 * max(1, len(client.scheduler_info().get("workers", {})))
+        pending: deque[tuple[int, Any]] = deque()
+        say(f"scoring {len(parts.lesions)} parts on the cluster")
+        for i in range(len(parts.lesions)):
+            frames = parts.frames(i)
+            if frames is None:
+                continue
+            future = client.submit(
+                score_part,
+                frames[0],
+                parts.label,
+                frames[1],
+                parts.organs_file,
                 list(criteria) if criteria else None,
                 settings,
+                explain,
+                parts.opened.cells(),
+                pure=False,
             )
-        )
-    say(f"scoring {len(tasks)} partitions on the cluster")
-    futures = client.compute(tasks)
-    seen_subjects: set[Any] = set()
-    for i, future in enumerate(futures):
-        result = future.result()
-        if organ_frame is not None and not result.best.empty:
-            seen_subjects |= set(result.best["subject_id"])
-        sink.add(result, i)
-    if organ_frame is not None:
-        _dask_orphan_organs(sink, organ_frame, str(organs), seen_subjects, futures)
-    return len(tasks)
+            pending.append((i, future))
+            while len(pending) >= window:
+                done, oldest = pending.popleft()
+                sink.add(oldest.result(), done)
+        while pending:
+            done, oldest = pending.popleft()
+            sink.add(oldest.result(), done)
+        return len(parts.lesions)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _common_label(paths: Sequence[Path]) -> str:
@@ -593,41 +469,3 @@ def _common_label(paths: Sequence[Path]) -> str:
     suffixes = {p.suffix for p in paths}
     folder = folders.pop() if len(folders) == 1 else "..."
     return f"{folder}/*{suffixes.pop() if len(suffixes) == 1 else ''} ({len(paths)} files)"
-
-
-def _strip_part(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.drop(columns=[c for c in ("_part",) if c in frame.columns]).reset_index(drop=True)
-
-
-def _with_lines(
-    frame: pd.DataFrame, offsets: list[int], str_path: str, partition_info: dict[str, Any] | None = None
-) -> pd.DataFrame:
-    number = partition_info["number"] if partition_info else 0
-    out = frame.reset_index(drop=True).astype(object)
-    out = out.where(out.notna(), None)
-    out[LINE] = np.arange(offsets[number], offsets[number] + len(out), dtype=np.int64)
-    out["_file"] = str_path
-    return out
-
-
-def _meta_with_lines(meta: pd.DataFrame, path: str) -> pd.DataFrame:
-    out = meta.astype(object)
-    out[LINE] = pd.Series(dtype=np.int64)
-    out["_file"] = pd.Series(dtype=object)
-    return out
-
-
-def _dask_orphan_organs(
-    sink: ResultSink, organs: pd.DataFrame, organs_file: str, scored: set[Any], futures: list[Any]
-) -> None:
-    """Organ rows whose subject no partition had: read, and rejected (an unknown subject)."""
-    seen = set(scored)
-    for future in futures:
-        result = future.result()
-        if not result.visits.empty:
-            seen |= set(result.visits["subject_id"])
-        if not result.rejected.empty:
-            seen |= set(result.rejected["subject_id"].dropna())
-    orphan = organs.loc[~organs["subject_id"].isin(seen)]
-    if not orphan.empty:
-        _reject_unknown_subjects(sink, orphan, organs_file)

@@ -22,8 +22,10 @@ import pandas as pd
 from .assessment import ordered_ids
 from .engine import RuleSetResult, score
 from .errors import InputTableError
-from .tables import Prepared, Tables, blank_where, with_object_strings
-from .trial import Ledger, RawTable, ReadResult, read_frame
+from .formats import CellMap
+from .sources import SourceOptions, parse_dates, read_table, refuse_duplicate_names
+from .tables import FieldSpec, Prepared, Tables, blank_where, with_object_strings
+from .trial import SPECS, Ledger, RawTable, ReadResult, check_numbers
 
 SUMMARY_TESTS = {"SUMDIAM", "SUMNLNLD", "ACNSD", "PCBSD", "PCNSD", "SUMPDIAM"}
 MEASURE_TESTS = {"LDIAM", "LPERP", "DIAMETER"}
@@ -94,12 +96,16 @@ class SdtmStreams:
 
 
 # Rejections that say a row is not used, not that it is wrong: they do not set the subject aside.
-INFORMATIONAL_CODES = ("test_not_used", "summary_recomputed", "not_used", "duplicate_measurement")
+INFORMATIONAL_CODES = ("test_not_used", "summary_recomputed", "not_used", "duplicate_measurement", "duplicate_row")
 
 
-def _read(path: str | Path, what: str, required: list[str], encoding: str) -> RawTable:
-    table = read_frame(path, encoding)
-    table.frame.columns = [c.upper() for c in table.frame.columns]
+def _read(path: str | Path, what: str, required: list[str], options: SourceOptions) -> RawTable:
+    table = read_table(path, options)
+    upper = {c: str(c).upper() for c in table.frame.columns}
+    table.frame.columns = list(upper.values())
+    refuse_duplicate_names(list(table.frame.columns), str(path))
+    if table.cells is not None:
+        table.cells = CellMap(table.cells.sheet, {upper.get(k, k): v for k, v in table.cells.letters.items()})
     missing = [c for c in required if c not in table.frame]
     if missing:
         raise InputTableError(
@@ -125,11 +131,16 @@ def _stream_ids(usubjid: pd.Series, evaluator: pd.Series, evaluator_id: pd.Serie
 
 @with_object_strings
 def read_sdtm(
-    tu_path: str | Path, tr_path: str | Path, supptr_path: str | Path | None = None, encoding: str = "auto"
+    tu_path: str | Path,
+    tr_path: str | Path,
+    supptr_path: str | Path | None = None,
+    encoding: str = "auto",
+    options: SourceOptions | None = None,
 ) -> tuple[ReadResult, SdtmStreams]:
     """Read SDTM TU + TR into lesion tables, one stream per subject and reader."""
-    tu_raw = _read(tu_path, "TU", ["USUBJID", "TULNKID"], encoding)
-    tr_raw = _read(tr_path, "TR", ["USUBJID", "TRLNKID", "TRTESTCD", "VISITNUM"], encoding)
+    options = options or SourceOptions(encoding=encoding)
+    tu_raw = _read(tu_path, "TU", ["USUBJID", "TULNKID"], options)
+    tr_raw = _read(tr_path, "TR", ["USUBJID", "TRLNKID", "TRTESTCD", "VISITNUM"], options)
     tu, tr = tu_raw.frame, tr_raw.frame
     if "TUSTRESC" not in tu and "TUORRES" not in tu:
         raise InputTableError("TU needs TUSTRESC (or TUORRES): TARGET / NON-TARGET / NEW", file=tu_path)
@@ -147,7 +158,7 @@ def read_sdtm(
 
     # Ledgers carry the ids the errors output shows.
     tu_view = pd.DataFrame({"subject_id": tu_stream, "timepoint": _text(tu, "VISIT"), "lesion_id": tu_lnk})
-    tu_ledger = Ledger(str(tu_path), tu_raw.lines, tu_view)
+    tu_ledger = Ledger(str(tu_path), tu_raw.lines, tu_view, cells=tu_raw.cells)
     tu_ledger.add_malformed(tu_raw.malformed)
     tu_kind = (
         (_text(tu, "TUSTRESC").where(_text(tu, "TUSTRESC") != "", _text(tu, "TUORRES"))).str.upper().map(KIND_WORDS)
@@ -187,10 +198,10 @@ def read_sdtm(
 
     visit_label = _text(tr, "VISIT").where(_text(tr, "VISIT") != "", "VISIT " + _text(tr, "VISITNUM"))
     tr_view = pd.DataFrame({"subject_id": tr_stream, "timepoint": visit_label, "lesion_id": tr_lnk})
-    for column in ("TRTESTCD", "TRORRES", "TRSTRESN", "TRDY", "TRDTC"):
+    for column in ("TRTESTCD", "TRORRES", "TRSTRESN", "TRSTRESU", "TRDY", "TRDTC", "VISITNUM"):
         if column in tr:
             tr_view[column] = tr[column].to_numpy(dtype=object)
-    ledger = Ledger(str(tr_path), tr_raw.lines, tr_view)
+    ledger = Ledger(str(tr_path), tr_raw.lines, tr_view, cells=tr_raw.cells)
     ledger.add_malformed(tr_raw.malformed)
 
     summary = testcd.isin(SUMMARY_TESTS) | (tr_lnk == "")
@@ -219,11 +230,20 @@ def read_sdtm(
         found >= 0, tu_info["organ"].to_numpy(dtype=object)[np.maximum(found, 0)] if len(tu_info) else None, None
     )
 
-    day = pd.to_numeric(tr["TRDY"], errors="coerce").to_numpy(dtype=float) if "TRDY" in tr else np.full(len(tr), np.nan)
-    dates = pd.to_datetime(
-        _text(tr, "TRDTC").where(_text(tr, "TRDTC").str.len() >= 10, None), errors="coerce", format="ISO8601"
+    # The same field checks as the long format: VISITNUM a number, TRDY a whole number, one date parser, sizes
+    # finite, in mm or cm (converted) and at most 1,000 mm.
+    visitnum = check_numbers(tr["VISITNUM"], ledger, FieldSpec("VISITNUM", "number"), "VISITNUM")
+    ledger.add(np.isnan(visitnum), "VISITNUM", "missing_key", "VISITNUM is empty: the visit is unknown")
+    day = np.full(len(tr), np.nan)
+    if "TRDY" in tr:
+        day = check_numbers(tr["TRDY"], ledger, FieldSpec("TRDY", "integer", ge=-36500, le=36500), "TRDY")
+    dates, date_problem = (
+        parse_dates(tr["TRDTC"], "TRDTC") if "TRDTC" in tr else (np.full(len(tr), np.datetime64("NaT")), None)
     )
-    undated = np.isnan(day) & dates.isna().to_numpy()
+    undated = np.isnan(day) & np.isnat(dates)
+    if date_problem is not None:
+        partial = np.array([isinstance(w, str) and "partial date" in w for w in date_problem], dtype=bool)
+        ledger.add(undated & pd.notna(date_problem) & ~partial, "TRDTC", "bad_date", date_problem)
     ledger.add(
         undated,
         "TRDTC" if "TRDTC" in tr else "TRDY",
@@ -231,29 +251,17 @@ def read_sdtm(
         "neither TRDY nor a complete TRDTC: the assessment cannot be placed in time",
     )
 
-    value = (
-        pd.to_numeric(tr["TRSTRESN"], errors="coerce").to_numpy(dtype=float)
-        if "TRSTRESN" in tr
-        else np.full(len(tr), np.nan)
-    )
-    unit = _text(tr, "TRSTRESU").str.lower()
-    value = np.where(unit == "cm", value * 10.0, value)
     original = _text(tr, "TRORRES").str.upper()
     not_done = (_text(tr, "TRSTAT").str.upper() == "NOT DONE").to_numpy()
     too_small = original.str.contains("TOO SMALL", regex=False).to_numpy()
     measure = testcd.isin(MEASURE_TESTS).to_numpy()
-    ledger.add(
-        measure & ~not_done & ~too_small & np.isnan(value),
-        "TRSTRESN",
-        "not_a_number",
-        "a measurement row without a numeric TRSTRESN",
-    )
-    ledger.add(measure & (value < 0), "TRSTRESN", "out_of_range", "a diameter must be >= 0")
+    value = _measurements(tr, ledger, measure & ~not_done & ~too_small)
+    when = _text(tr, "TRDTC") + "|" + pd.Series(day).astype(str)
+    _conflicting_measurements(ledger, key + "\x1f" + when, visitnum, testcd, value, original, measure)
 
     # Which measurement row supplies which field (nodes: short axis; other lesions: longest diameter).
-    has = pd.DataFrame(
-        {"k": (key + "\x1f" + _text(tr, "VISITNUM")).to_numpy(), "t": testcd.to_numpy(), "ok": ledger.ok}
-    )
+    has = pd.DataFrame({"k": (key + "\x1f" + pd.Series(visitnum).astype(str)).to_numpy(), "t": testcd.to_numpy()})
+    has["ok"] = ledger.ok
     present_tests = has.loc[has["ok"]].groupby("k")["t"].agg(set)
     tests_of_row = has["k"].map(present_tests)
     has_ldiam = tests_of_row.map(lambda t: isinstance(t, set) and "LDIAM" in t).to_numpy(dtype=bool)
@@ -296,7 +304,7 @@ def read_sdtm(
     frame = pd.DataFrame(
         {
             "subject_id": tr_stream.to_numpy(dtype=object),
-            "visitnum": pd.to_numeric(tr["VISITNUM"], errors="coerce"),
+            "visitnum": visitnum,
             "visit": visit_label.to_numpy(dtype=object),
             "lesion_id": tr_lnk.to_numpy(dtype=object),
             "field": field,
@@ -308,7 +316,7 @@ def read_sdtm(
             "organ": lesion_organ,
             "node": node,
             "day": day,
-            "date": dates.to_numpy(),
+            "date": dates.astype("datetime64[ns]"),
             "method": _text(tr, "TRMETHOD").str.upper().map(METHOD_WORDS).to_numpy(dtype=object),
             "lnkgrp": _text(tr, "TRLNKGRP").to_numpy(dtype=object),
             "line": ledger.lines,
@@ -323,6 +331,70 @@ def read_sdtm(
     )
     tables, streams = _build(frame.loc[frame["ok"]], str(tr_path))
     return ReadResult(tables, [tu_ledger, ledger]), streams
+
+
+def _measurements(tr: pd.DataFrame, ledger: Ledger, measured: np.ndarray) -> np.ndarray:
+    """TRSTRESN of the measurement rows in mm: mm as given, cm converted; another unit is refused (it would be
+    scored as mm), and the converted size meets the long format's limits."""
+    if "TRSTRESN" not in tr:
+        ledger.add(measured, "TRSTRESN", "not_a_number", "a measurement row without a numeric TRSTRESN")
+        return np.full(len(tr), np.nan)
+    unit = _text(tr, "TRSTRESU").str.lower()
+    ledger.add(
+        measured & ~unit.isin(["", "mm", "cm"]).to_numpy(),
+        "TRSTRESU",
+        "unknown_unit",
+        "TRSTRESU must be mm or cm (other units are not converted)",
+    )
+    raw = tr["TRSTRESN"]
+    number = FieldSpec("TRSTRESN", "number")
+    value = check_numbers(raw, ledger, number, "TRSTRESN", where=measured)
+    ledger.add(measured & np.isnan(value), "TRSTRESN", "not_a_number", "a measurement row without a numeric TRSTRESN")
+    value = np.where(unit.to_numpy() == "cm", value * 10.0, value)
+    limits = SPECS["longest_diameter_mm"]
+    with np.errstate(invalid="ignore"):
+        ledger.add(measured & (value < limits.ge), "TRSTRESN", "out_of_range", f"TRSTRESN must be >= {limits.ge:g}")
+        ledger.add(
+            measured & (value > limits.le),
+            "TRSTRESN",
+            "out_of_range",
+            f"TRSTRESN must be <= {limits.le:g} mm (cm converted; a larger value is a typing or unit mistake)",
+        )
+    return value
+
+
+def _conflicting_measurements(
+    ledger: Ledger,
+    key: pd.Series,
+    visitnum: np.ndarray,
+    testcd: pd.Series,
+    value: np.ndarray,
+    state: pd.Series,
+    measure: np.ndarray,
+) -> None:
+    """Two rows for one lesion, test and visit (VISITNUM and date): the same result twice is a repeat (the first
+    is used); two different results cannot both be right, so both are refused (the answer must not depend on row
+    order)."""
+    result = np.where(measure, pd.Series(value).map(repr).to_numpy(dtype=object), state.to_numpy(dtype=object))
+    frame = pd.DataFrame(
+        {"k": key.to_numpy(dtype=object), "v": visitnum, "t": testcd.to_numpy(dtype=object), "r": result}
+    )
+    candidates = ledger.ok & (measure | (testcd == "TUMSTATE").to_numpy())
+    rows = frame.loc[candidates]
+    if rows.empty:
+        return
+    distinct = rows.groupby(["k", "v", "t"], dropna=False)["r"].transform("nunique")
+    conflict = np.zeros(len(frame), dtype=bool)
+    conflict[np.flatnonzero(candidates)] = (distinct > 1).to_numpy()
+    ledger.add(
+        conflict,
+        "TRSTRESN",
+        "conflicting_measurement",
+        "two different results for this lesion, test and visit; correct the data (which is right is unknown)",
+    )
+    repeat = np.zeros(len(frame), dtype=bool)
+    repeat[np.flatnonzero(candidates)] = rows.duplicated(["k", "v", "t", "r"], keep="first").to_numpy()
+    ledger.add(repeat & ~conflict, "TRSTRESN", "duplicate_row", "the same result repeated; the first row is used")
 
 
 def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:

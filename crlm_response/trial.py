@@ -1,26 +1,43 @@
-"""Trial tables in long format (CSV / Parquet, one row per lesion per timepoint) -> `Tables` + rejected rows.
+"""Trial tables in long format (one row per lesion per timepoint) -> `Tables` + rejected rows.
 
 Columns carry the case-file field names by default (`subject_id`, `timepoint`, `day` or `date`, `lesion_id`,
 `kind`, `organ`, `is_lymph_node`, `longest_diameter_mm`, ..., organ and PET fields, `agents`); a small YAML
-column map renames an export's columns. Every check is vectorised; a row that fails one is set aside with its
-line number, column, value and reason, and the subject it belongs to is set aside with it, so a subject is
-never scored on part of its data (a dropped "new lesion" row would hide a PD).
+column map renames an export's columns. Files are read by `sources` (any table format, every engine); here each
+block is checked and converted, vectorised: a row that fails a check is set aside with its line number, column,
+value and reason, and the subject it belongs to is set aside with it, so a subject is never scored on part of
+its data (a dropped "new lesion" row would hide a PD).
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import InputTableError, not_utf8_message
+from .errors import InputTableError
+from .formats import CellMap, RawTable
 from .roles import ResponseScale
+from .sources import (
+    ColumnMap,
+    MappedSource,
+    SourceOptions,
+    codes_of,
+    key_text,
+    open_source,
+    parse_dates,
+    per_unique,
+    prepare,
+    read_table,
+    require_long_columns,
+    require_rows,
+    unknown_columns,
+    whole,
+)
+from .sources import load_column_map as _load_column_map
 from .tables import (
     LESION_SPECS,
     ORGAN_SPECS,
@@ -31,7 +48,6 @@ from .tables import (
     blank_where,
     with_object_strings,
 )
-from .yamlio import format_loc, line_of, load_yaml
 
 SUBJECT_FIELDS = ("regimen", "agents", "setting", "procedure_day")
 VISIT_FIELDS = tuple(TIMEPOINT_SPECS) + tuple(ORGAN_SPECS) + tuple(PET_SPECS)
@@ -39,9 +55,10 @@ LESION_FIELDS = tuple(LESION_SPECS)
 KEY_COLUMNS = ("subject_id", "timepoint", "lesion_id")
 CORE_LESION_FIELDS = ("kind", "organ", "is_lymph_node", "status", "equivocal")
 ERROR_COLUMNS = ["file", "line", "subject_id", "timepoint", "lesion_id", "column", "value", "code", "reason"]
-MAX_INPUT_BYTES = 20 * 1024**3
 TRUE_WORDS = {"true", "t", "yes", "y", "1", "1.0"}
 FALSE_WORDS = {"false", "f", "no", "n", "0", "0.0"}
+MAX_DAYS = 36500  # a hundred years of follow-up
+MAX_NUMBER_CHARS = 100  # "1" followed by 5,000 digits is not a measurement (and Python refuses to parse it)
 SPECS: dict[str, FieldSpec] = {
     **{k: v for k, v in LESION_SPECS.items()},
     **TIMEPOINT_SPECS,
@@ -52,6 +69,21 @@ SPECS: dict[str, FieldSpec] = {
     "agents": FieldSpec("agents", "text", description="agents separated by ';'"),
     "setting": FieldSpec("setting", "text", choices=("systemic", "intra_arterial", "ablation")),
 }
+LONG_COLUMNS = set(SPECS) | set(KEY_COLUMNS) | set(SUBJECT_FIELDS)
+ORGAN_COLUMNS = {"subject_id", "timepoint"} | set(TIMEPOINT_SPECS) | set(ORGAN_SPECS) | set(PET_SPECS)
+_codes, _per_unique, _key_text = codes_of, per_unique, key_text
+
+__all__ = ["ColumnMap", "RawTable", "SourceOptions"]
+
+
+def load_column_map(path: str | Path | None) -> ColumnMap:
+    """Read a column map (`--map`) for long-format tables (see `sources.load_column_map`)."""
+    return _load_column_map(path, LONG_COLUMNS)
+
+
+def read_frame(path: str | Path, encoding: str = "auto", rows: str = "lesion") -> RawTable:
+    """A whole table file as raw cells with the source line of each row (any format `sources` reads)."""
+    return read_table(path, SourceOptions(encoding=encoding), rows)
 
 
 class Ledger:
@@ -60,25 +92,43 @@ class Ledger:
     The ledger is what makes the counts add up: rows read = rows scored + rows rejected, by construction.
     """
 
-    def __init__(self, file: str, lines: np.ndarray, frame: pd.DataFrame, files: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        file: str,
+        lines: np.ndarray,
+        frame: pd.DataFrame,
+        files: np.ndarray | None = None,
+        cells: CellMap | Mapping[str, CellMap] | None = None,
+    ) -> None:
         self.file = file
         self.files = files  # per row, when one logical input spans several files (Dask, a glob)
+        # spreadsheets (by file): messages about a cell name it (Sheet1!C7)
+        self.cells: Mapping[str, CellMap] = {file: cells} if isinstance(cells, CellMap) else (cells or {})
         self.lines = np.asarray(lines)
         self.frame = frame
         self.bad = np.zeros(len(frame), dtype=bool)
         self.parts: list[pd.DataFrame] = []
-        self.malformed = 0
+        self.malformed_files: list[np.ndarray] = []
+
+    @property
+    def malformed(self) -> int:
+        return sum(len(f) for f in self.malformed_files)
 
     def add_malformed(self, malformed: pd.DataFrame) -> None:
-        """Rows the CSV parser could not split into the header's columns: read, and rejected."""
+        """Rows the parser could not split into the header's columns: read, and rejected."""
         if malformed.empty:
             return
-        self.malformed += len(malformed)
+        files = (
+            malformed["file"].to_numpy(dtype=object)
+            if "file" in malformed
+            else np.full(len(malformed), self.file, dtype=object)
+        )
+        self.malformed_files.append(files)
         subjects = malformed["subject_id"].to_numpy(dtype=object) if "subject_id" in malformed else None
         self.parts.append(
             pd.DataFrame(
                 {
-                    "file": self.file,
+                    "file": files,
                     "line": malformed["line"].to_numpy(),
                     "subject_id": subjects,
                     "timepoint": None,
@@ -106,6 +156,8 @@ class Ledger:
 
         if values is None and column and column in self.frame:
             values = self.frame[column].to_numpy(dtype=object)
+        if self.cells and column:
+            reason = self._at_cells(mask, column, reason)
         self.parts.append(
             pd.DataFrame(
                 {
@@ -121,6 +173,16 @@ class Ledger:
                 }
             )
         )
+
+    def _at_cells(self, mask: np.ndarray, column: str, reason: Any) -> Any:
+        """Reasons prefixed with each cell's address (`Sheet1!C7: ...`) for rows from a spreadsheet."""
+        texts = np.broadcast_to(np.asarray(reason, dtype=object), mask.shape)
+        located = np.array(texts, dtype=object)
+        for i in np.flatnonzero(mask):
+            cells = self.cells.get(str(self.files[i]) if self.files is not None else self.file)
+            if cells is not None and column in cells.letters:
+                located[i] = f"{cells.sheet}!{cells.letters[column]}{self.lines[i]}: {texts[i]}"
+        return located
 
     def set_aside_subjects(self, reasons: Mapping[Any, str], code: str = "subject_set_aside") -> None:
         """Reject every remaining row of the given subjects: one bad row makes the subject unscorable."""
@@ -152,23 +214,28 @@ class Ledger:
     def table(self) -> pd.DataFrame:
         if not self.parts:
             return pd.DataFrame(columns=ERROR_COLUMNS)
-        return pd.concat(self.parts, ignore_index=True)[ERROR_COLUMNS]
+        table = pd.concat(self.parts, ignore_index=True)[ERROR_COLUMNS]
+        for column in ("subject_id", "timepoint", "lesion_id", "value"):
+            values = table[column]
+            damaged = values.astype(object).str.contains("\x00", regex=False, na=False).to_numpy(dtype=bool)
+            if damaged.any():  # a NUL byte is shown, not written: it would cut the errors file short for many readers
+                table.loc[damaged, column] = values[damaged].str.replace("\x00", "\\x00", regex=False)
+        return table
 
     def counts(self) -> dict[str, dict[str, int]]:
         """rows read / scored / rejected per input file (one logical input may span several files)."""
         if self.files is None:
-            return {self.file: _tally(len(self.frame), int(self.bad.sum()) + self.malformed, self.malformed)}
-        names, codes = np.unique(self.files.astype(str), return_inverse=True)
+            return {self.file: _tally(len(self.frame) + self.malformed, int(self.bad.sum()) + self.malformed)}
+        malformed = np.concatenate(self.malformed_files) if self.malformed_files else np.zeros(0, dtype=object)
+        files = np.concatenate([self.files.astype(str), malformed.astype(str)])
+        bad = np.concatenate([self.bad, np.ones(len(malformed), dtype=bool)])
+        names, codes = np.unique(files, return_inverse=True)
         read = np.bincount(codes, minlength=len(names))
-        bad = np.bincount(codes, weights=self.bad, minlength=len(names)).astype(np.int64)
-        out = {str(name): _tally(int(r), int(b), 0) for name, r, b in zip(names, read, bad, strict=True)}
-        if self.malformed:
-            out[self.file] = _tally(0, self.malformed, self.malformed)
-        return out
+        rejected = np.bincount(codes, weights=bad, minlength=len(names)).astype(np.int64)
+        return {str(name): _tally(int(r), int(b)) for name, r, b in zip(names, read, rejected, strict=True)}
 
 
-def _tally(rows: int, rejected: int, malformed: int) -> dict[str, int]:
-    read = rows + malformed
+def _tally(read: int, rejected: int) -> dict[str, int]:
     return {"read": read, "scored": read - rejected, "rejected": rejected}
 
 
@@ -218,268 +285,6 @@ class ReadResult:
             ledger.set_aside_subjects(reasons)
 
 
-@dataclass
-class ColumnMap:
-    """Column renames (our name -> export's name) and word maps per column (export word -> our word)."""
-
-    columns: dict[str, str] = field(default_factory=dict)
-    values: dict[str, dict[str, str]] = field(default_factory=dict)
-
-
-def load_column_map(path: str | Path | None) -> ColumnMap:
-    """Read a column map (`--map`): our column name -> the export's, and per column {their word: our word}.
-
-    Each mistake is reported at its line and key, as in case and rule files."""
-    if path is None:
-        return ColumnMap()
-    data, lines = load_yaml(path)
-
-    def problem(message: str, loc: tuple[Any, ...] = (), hint: str | None = None) -> InputTableError:
-        return InputTableError(
-            message, file=path, line=line_of(lines, loc) if loc else None, key=format_loc(loc) or None, hint=hint
-        )
-
-    if not isinstance(data, dict):
-        raise problem("a column map is a YAML mapping: {columns: {our_name: their_name}, values: {...}}")
-    for key in data:
-        if key not in ("columns", "values"):
-            raise problem("unknown key", (key,), "a column map has `columns:` and optionally `values:`")
-    columns = data.get("columns") or {}
-    values = data.get("values") or {}
-    if not isinstance(columns, dict):
-        raise problem("`columns:` maps our column name to the export's column name (text to text)", ("columns",))
-    known = set(SPECS) | set(KEY_COLUMNS) | set(SUBJECT_FIELDS)
-    for ours, theirs in columns.items():
-        if not isinstance(ours, str) or not isinstance(theirs, str):
-            what = f"not {_kind_of(theirs)}" if isinstance(ours, str) else f"our name {ours!r} is not text"
-            raise problem(
-                f"`columns:` maps our column name to the export's column name (text to text), {what}",
-                ("columns", ours),
-            )
-        if ours not in known:
-            raise problem(f"`{ours}` is not a column this tool reads", ("columns", ours), "see README, 'Long format'")
-    if not isinstance(values, dict):
-        raise problem("`values:` maps a column to {their word: our word}", ("values",))
-    for column, words in values.items():
-        if not isinstance(words, dict):
-            raise problem("`values:` maps a column to {their word: our word}", ("values", column))
-    return ColumnMap(
-        {k: v for k, v in columns.items()}, {k: {str(a): str(b) for a, b in v.items()} for k, v in values.items()}
-    )
-
-
-def _kind_of(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    if value is None:
-        return "empty"
-    if isinstance(value, bool):
-        return "yes/no"
-    return "a number" if isinstance(value, int | float) else f"{type(value).__name__}"
-
-
-def _detect_encoding(path: Path, encoding: str) -> str:
-    if encoding != "auto":
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise InputTableError(f"unknown encoding {encoding!r}", file=path) from None
-        return encoding
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 16)
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    bom = head.startswith(codecs.BOM_UTF8)
-    try:
-        head.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        whole_file = len(head) < (1 << 16)
-        if whole_file or exc.start < len(head) - 4:  # else a character cut by the 64 KB window
-            message, line = not_utf8_message(head, exc)
-            raise InputTableError(
-                message,
-                file=path,
-                line=line,
-                hint="save as UTF-8, or pass --encoding latin-1 (or cp1252) if that is what the file is",
-            ) from None
-    return "utf-8-sig" if bom else "utf-8"
-
-
-@dataclass
-class RawTable:
-    """A file as read: raw cell values (text columns may be categorical), the source line of each row, and the
-    lines the CSV parser could not split into the header's columns."""
-
-    frame: pd.DataFrame
-    lines: np.ndarray
-    malformed: pd.DataFrame  # columns: line, reason
-    files: np.ndarray | None = None  # per row, when the rows come from several files
-
-
-def _check_file(p: Path, path: str | Path, rows: str = "lesion") -> None:
-    if not p.exists():
-        raise InputTableError("file not found", file=path)
-    if p.is_dir():
-        raise InputTableError("is a folder; give a CSV or Parquet file", file=path)
-    if p.suffix.lower() in (".yaml", ".yml"):
-        raise InputTableError(
-            "this is a YAML file, not a table",
-            file=path,
-            hint="a case file is assessed with `crlm-response assess FILE`; tables are CSV or Parquet",
-        )
-    size = p.stat().st_size
-    if size == 0:
-        raise InputTableError("file is empty", file=path, hint=f"expected a header line and one row per {rows}")
-    if size > MAX_INPUT_BYTES:
-        raise InputTableError(f"file is {size / 1e9:.1f} GB; the limit is {MAX_INPUT_BYTES // 1024**3} GB", file=path)
-
-
-def read_frame(path: str | Path, encoding: str = "auto", rows: str = "lesion") -> RawTable:
-    """Read a CSV or Parquet file as raw values, with the source line of each row."""
-    p = Path(path)
-    _check_file(p, path, rows)
-    none = pd.DataFrame({"line": pd.Series(dtype=np.int64), "reason": pd.Series(dtype=object)})
-    if p.suffix.lower() in (".parquet", ".pq"):
-        try:
-            frame = pd.read_parquet(p)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
-            raise InputTableError(f"cannot read Parquet: {exc}", file=path) from None
-        return RawTable(frame.reset_index(drop=True), np.arange(1, len(frame) + 1), none)
-    enc = _detect_encoding(p, encoding)
-    with open(p, "rb") as handle:
-        data = handle.read()
-    text_like = enc in ("utf-8", "utf-8-sig")
-    if text_like and b"\n\n" not in data.replace(b"\r\n", b"\n"):
-        return _read_csv_arrow(p, path, data, none)
-    return _read_csv_pandas(p, path, enc, none)
-
-
-def _read_csv_arrow(p: Path, path: str | Path, data: bytes, none: pd.DataFrame) -> RawTable:
-    """Fast path: pyarrow reads every column as dictionary-encoded text (few distinct values per column),
-    so later checks and conversions work on the distinct values only."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    header = data.split(b"\n", 1)[0].decode("utf-8-sig").strip("\r")
-    try:
-        names = [n.strip().strip('"') for n in next(iter(csv.reader([header])), [])]
-    except csv.Error as exc:
-        raise InputTableError(f"the header line is not valid CSV: {exc}", file=path) from None
-    if not any(names):
-        raise InputTableError("file has no header line", file=path)
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise InputTableError(f"column name(s) given twice in the header: {', '.join(dup)}", file=path)
-    malformed: list[tuple[int, str, str | None]] = []
-
-    subject_at = names.index("subject_id") if "subject_id" in names else -1
-
-    def skip(row: Any) -> str:
-        try:
-            fields = next(iter(csv.reader([row.text or ""])), [])
-        except csv.Error:
-            fields = []
-        subject = fields[subject_at].strip() if 0 <= subject_at < len(fields) else None
-        malformed.append(
-            (
-                int(row.number) if row.number is not None else -1,
-                f"expected {row.expected_columns} fields, found {row.actual_columns}",
-                subject,
-            )
-        )
-        return "skip"
-
-    types = {name: pa.dictionary(pa.int32(), pa.string()) for name in names}
-
-    def parse(threads: bool) -> Any:
-        try:
-            return pacsv.read_csv(
-                p,
-                read_options=pacsv.ReadOptions(use_threads=threads),
-                parse_options=pacsv.ParseOptions(invalid_row_handler=skip, newlines_in_values=False),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=types, strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=True
-                ),
-            )
-        except pa.ArrowInvalid as exc:
-            raise InputTableError(f"not a valid CSV table: {exc}", file=path) from None
-
-    table = parse(True)
-    if malformed:  # row numbers of bad rows are only known when parsing in one thread
-        malformed.clear()
-        table = parse(False)
-    frame = table.to_pandas()
-    frame.columns = [str(c).strip() for c in frame.columns]
-    # Rows are numbered by the parser from the first data line; skipped rows keep their line numbers.
-    # pyarrow numbers rows from 1 at the header line, so a row's number is its line number.
-    skipped = np.array(sorted(n for n, _, _ in malformed if n > 0), dtype=np.int64)
-    line_numbers = np.arange(2, len(frame) + len(skipped) + 2)
-    lines = line_numbers[~np.isin(line_numbers, skipped)] if len(skipped) else line_numbers
-    bad = (
-        pd.DataFrame(
-            {
-                "line": [n for n, _, _ in malformed],
-                "reason": [f"malformed CSV row: {r}" for _, r, _ in malformed],
-                "subject_id": [s for _, _, s in malformed],
-            }
-        )
-        if malformed
-        else none
-    )
-    return RawTable(frame, lines, bad)
-
-
-def _read_csv_pandas(p: Path, path: str | Path, enc: str, none: pd.DataFrame) -> RawTable:
-    """Careful path (blank lines, other encodings): pandas' parser, every cell as text, exact line numbers."""
-    try:
-        frame = pd.read_csv(
-            p,
-            encoding=enc,
-            skip_blank_lines=False,
-            dtype=object,
-            keep_default_na=False,
-            na_values=[""],
-            low_memory=False,
-        )
-    except UnicodeDecodeError as exc:
-        raise InputTableError(
-            f"cannot decode the file as {enc}: {exc.reason} at byte {exc.start}",
-            file=path,
-            hint="pass --encoding with the file's real encoding (e.g. latin-1)",
-        ) from None
-    except pd.errors.EmptyDataError:
-        raise InputTableError("file has no header line", file=path) from None
-    except pd.errors.ParserError as exc:
-        raise InputTableError(f"not a valid CSV table: {exc}", file=path) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    lines = np.arange(2, len(frame) + 2)
-    blank = frame.isna().all(axis=1).to_numpy()
-    if blank.any():
-        frame = frame.loc[~blank].reset_index(drop=True)
-        lines = lines[~blank]
-    return RawTable(frame, lines, none)
-
-
-def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """Integer codes (-1 = missing) and the distinct values of a column."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        return values.cat.codes.to_numpy(), pd.Series(values.cat.categories.to_numpy(dtype=object), dtype=object)
-    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
-    return codes, pd.Series(uniques, dtype=object)
-
-
-def _per_unique(values: pd.Series, func: Any) -> pd.Series:
-    """Apply a text function to each distinct value once (columns hold few distinct words)."""
-    codes, uniques = _codes(values)
-    mapped = np.asarray(func(uniques), dtype=object)
-    out = np.full(len(values), None, dtype=object)
-    ok = codes >= 0
-    out[ok] = mapped[codes[ok]]
-    return pd.Series(out, index=values.index, dtype=object)
-
-
 def _normalise_words(values: pd.Series, column: str) -> pd.Series:
     def normalise(text: pd.Series) -> pd.Series:
         text = text.astype(str).str.strip()
@@ -514,24 +319,7 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
             )
             continue
         if spec.kind in ("number", "integer"):
-            values = _numbers(raw).to_numpy()
-            if raw.dtype == object or isinstance(raw.dtype, pd.CategoricalDtype):
-                # "NaN" is how pandas, numpy and many exports write a missing number: missing, like an empty cell.
-                present = present & ~_per_unique(
-                    raw, lambda u: u.astype(str).str.strip().str.lower() == "nan"
-                ).to_numpy(dtype=bool)
-            rejects.add(present & np.isnan(values), column, "not_a_number", f"{column} must be a number")
-            rejects.add(present & np.isinf(values), column, "not_finite", f"{column} must be a finite number")
-            if spec.kind == "integer":
-                with np.errstate(invalid="ignore"):
-                    rejects.add(
-                        present & np.isfinite(values) & (np.floor(values) != values),
-                        column,
-                        "not_integer",
-                        f"{column} must be a whole number",
-                    )
-            _bounds(rejects, values, spec, column)
-            out[column] = values
+            out[column] = check_numbers(raw, rejects, spec, column)
         elif spec.kind == "bool":
             words = _per_unique(raw, lambda u: u.astype(str).str.strip().str.lower())
             yes = words.isin(TRUE_WORDS).to_numpy()
@@ -539,14 +327,9 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
             rejects.add(present & ~yes & ~no, column, "not_yes_no", f"{column} must be true/false (yes/no, 1/0)")
             out[column] = np.where(yes, 1.0, np.where(no, 0.0, np.nan))
         elif spec.kind == "date":
-            codes, uniques = _codes(raw)
-            parsed = pd.to_datetime(uniques, errors="coerce", format="ISO8601").to_numpy()
-            stamps = np.full(n, np.datetime64("NaT"), dtype=parsed.dtype if len(parsed) else "datetime64[ns]")
-            stamps[codes >= 0] = parsed[codes[codes >= 0]]
-            rejects.add(
-                present & np.isnat(stamps), column, "bad_date", f"{column} must be a real date written YYYY-MM-DD"
-            )
-            out[column] = stamps
+            stamps, reasons = parse_dates(raw, column)
+            rejects.add(pd.notna(reasons), column, "bad_date", reasons)
+            out[column] = stamps.astype("datetime64[ns]")
         elif spec.kind == "list":
             parts = raw.astype(str).str.replace(",", ";").str.split(";")
             exploded = pd.to_numeric(parts.explode().str.strip(), errors="coerce")
@@ -571,16 +354,49 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
     for key in KEY_COLUMNS:
         if key in frame:
             out[key] = _key_text(frame[key])
+            ids = pd.unique(out[key])
+            damaged = [v for v in ids if isinstance(v, str) and "\x00" in v]
+            if damaged:
+                rejects.add(
+                    np.isin(out[key], damaged),
+                    key,
+                    "control_character",
+                    f"{key} holds a NUL byte (\\x00): the file is damaged or not text; an id must be plain text",
+                )
     return out
 
 
-def _key_text(values: pd.Series) -> np.ndarray:
-    """Ids as plain text: 007 stays 007, a number from Parquet becomes its shortest text, missing is None."""
-    if pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_integer_dtype(values.dtype):
-        return _per_unique(values, lambda u: u.map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))).to_numpy(
-            dtype=object
+def check_numbers(
+    raw: pd.Series, rejects: Ledger, spec: FieldSpec, column: str, where: np.ndarray | None = None
+) -> np.ndarray:
+    """A number column checked against its field (on the rows `where`, default all): a number, finite, whole if it
+    must be, within its bounds."""
+    values = _numbers(raw).to_numpy()
+    present = raw.notna().to_numpy() & (where if where is not None else True)
+    if raw.dtype == object or isinstance(raw.dtype, pd.CategoricalDtype):
+        # "NaN" is how pandas, numpy and many exports write a missing number: missing, like an empty cell.
+        present = present & ~_per_unique(raw, lambda u: u.astype(str).str.strip().str.lower() == "nan").to_numpy(
+            dtype=bool
         )
-    return _per_unique(values, lambda u: u.astype(str).str.strip()).to_numpy(dtype=object)
+        long = _per_unique(raw, lambda u: u.astype(str).str.len() > MAX_NUMBER_CHARS).to_numpy(dtype=bool)
+        rejects.add(
+            present & long,
+            column,
+            "not_a_number",
+            f"{column} must be a number (a value of over {MAX_NUMBER_CHARS} characters is not a measurement)",
+        )
+    rejects.add(present & np.isnan(values), column, "not_a_number", f"{column} must be a number")
+    rejects.add(present & np.isinf(values), column, "not_finite", f"{column} must be a finite number")
+    if spec.kind == "integer":
+        with np.errstate(invalid="ignore"):
+            rejects.add(
+                present & np.isfinite(values) & (np.floor(values) != values),
+                column,
+                "not_integer",
+                f"{column} must be a whole number",
+            )
+    _bounds(rejects, np.where(present, values, np.nan), spec, column)
+    return values
 
 
 def _numbers(raw: pd.Series) -> pd.Series:
@@ -608,22 +424,6 @@ def _bounds(rejects: Ledger, values: np.ndarray, spec: FieldSpec, column: str) -
                 "out_of_range",
                 f"{column} must be <= {spec.le:g} (a larger value is a typing or unit mistake)",
             )
-
-
-def _apply_map(frame: pd.DataFrame, mapping: ColumnMap, file: str) -> pd.DataFrame:
-    renames = {theirs: ours for ours, theirs in mapping.columns.items()}
-    missing = [theirs for theirs in renames if theirs not in frame.columns]
-    if missing:
-        raise InputTableError(
-            f"column(s) named in the column map are not in the file: {', '.join(missing)}",
-            file=file,
-            hint=f"the file has: {', '.join(map(str, frame.columns[:30]))}",
-        )
-    frame = frame.rename(columns=renames)
-    for column, words in mapping.values.items():
-        if column in frame:
-            frame[column] = _per_unique(frame[column], lambda u, _w=words: u.map(lambda v: _w.get(str(v), v)))
-    return frame
 
 
 def _group_ids(*keys: np.ndarray) -> np.ndarray:
@@ -677,55 +477,87 @@ def _first_per_group(values: np.ndarray, gid: np.ndarray, first_rows: np.ndarray
     return values[starts]
 
 
-def check_long_columns(raw: pd.DataFrame, file: str) -> pd.DataFrame:
-    """The required columns of the long format, before any work."""
-    if "lesion_id" not in raw and "id" in raw:
-        raw = raw.rename(columns={"id": "lesion_id"})
-    missing = [c for c in ("subject_id", "timepoint") if c not in raw]
-    if "day" not in raw and "date" not in raw:
-        missing.append("day or date")
-    if "lesion_id" not in raw:
-        missing.append("lesion_id")
-    if missing:
-        raise InputTableError(
-            f"missing required column(s): {', '.join(missing)}",
-            file=file,
-            hint=f"the file has: {', '.join(map(str, raw.columns[:30]))}; map other names with --map",
-        )
-    return raw
+@dataclass
+class LongInput:
+    """Lesion table(s) and an optional organ table, opened and checked at the header: what every engine reads.
+
+    Header problems (not a table, missing or duplicate columns, a column map that does not fit) are refused here,
+    once, before any engine starts; unknown columns become `warnings` (errors under --strict)."""
+
+    lesions: list[MappedSource]
+    organs: MappedSource | None
+    warnings: pd.DataFrame
+
+    @property
+    def label(self) -> str:
+        return self.lesions[0].source.shown
+
+    def cells(self) -> dict[str, CellMap]:
+        """The spreadsheet cell maps of the inputs, by file (for `Sheet1!C7` in messages about parts)."""
+        sources = [*self.lesions, *([self.organs] if self.organs is not None else [])]
+        return {s.source.shown: s.cells for s in sources if s.cells is not None}
+
+
+def open_long(
+    paths: Sequence[str | Path], organs: str | Path | None = None, options: SourceOptions | None = None
+) -> LongInput:
+    options = options or SourceOptions()
+    lesions: list[MappedSource] = []
+    notes: list[pd.DataFrame] = []
+    for path in paths:
+        source = open_source(path, options, "lesion")
+        prepared = prepare(source, options.column_map, rename_id=True)
+        require_long_columns(prepared.names, source.shown)
+        notes.append(unknown_columns(prepared.names, LONG_COLUMNS, source.shown, options.strict))
+        lesions.append(prepared)
+    organ = None
+    if organs is not None:
+        source = open_source(organs, options, "visit")
+        organ = prepare(source, options.column_map, every_mapped_column=False)
+        missing = [c for c in ("subject_id", "timepoint") if c not in organ.names]
+        if missing:
+            raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=source.shown)
+        notes.append(unknown_columns(organ.names, ORGAN_COLUMNS, source.shown, options.strict))
+    return LongInput(lesions, organ, pd.concat(notes, ignore_index=True))
 
 
 @with_object_strings
 def read_long(
-    path: str | Path, column_map: ColumnMap | None = None, organs: str | Path | None = None, encoding: str = "auto"
+    path: str | Path,
+    column_map: ColumnMap | None = None,
+    organs: str | Path | None = None,
+    encoding: str = "auto",
+    options: SourceOptions | None = None,
 ) -> ReadResult:
-    """Read a long-format lesion table (and optionally a separate organ table) into `Tables`."""
-    mapping = column_map or ColumnMap()
-    file = str(path)
-    table = read_frame(path, encoding)
-    raw = check_long_columns(_apply_map(table.frame, mapping, file), file)
-    if len(raw) == 0 and table.malformed.empty:
-        raise InputTableError("file has a header but no rows", file=file)
-    organ_raw = None
-    if organs is not None:
-        organ_table = read_frame(organs, encoding)
-        organ_raw = RawTable(
-            _apply_map(organ_table.frame, mapping, str(organs)), organ_table.lines, organ_table.malformed
-        )
-    return long_from_frames(
-        RawTable(raw, table.lines, table.malformed), file, organ_raw, str(organs) if organs is not None else None
-    )
+    """Read a long-format lesion table (and optionally a separate organ table) into `Tables`, all in memory."""
+    options = options or SourceOptions(encoding=encoding, column_map=column_map or ColumnMap())
+    opened = open_long([path], organs, options)
+    table = whole(opened.lesions[0])
+    require_rows(table, opened.label)
+    organ_table = whole(opened.organs) if opened.organs is not None else None
+    read = long_from_frames(table, opened.label, organ_table, str(organs) if organs is not None else None)
+    read.warnings = _joined_warnings(opened.warnings, read.warnings)
+    return read
+
+
+def _joined_warnings(*parts: pd.DataFrame | None) -> pd.DataFrame | None:
+    kept = [p for p in parts if p is not None and not p.empty]
+    return pd.concat(kept, ignore_index=True) if kept else None
 
 
 @with_object_strings
 def long_from_frames(
-    lesions: RawTable, file: str, organs: RawTable | None = None, organs_file: str | None = None
+    lesions: RawTable,
+    file: str,
+    organs: RawTable | None = None,
+    organs_file: str | None = None,
+    cells: Mapping[str, CellMap] | None = None,
 ) -> ReadResult:
-    """Check and convert raw long-format rows (a whole file, or a subject-complete chunk of one) into tables.
+    """Check and convert raw long-format rows (a whole file, or a subject-complete part of one) into tables.
 
     The same function serves a whole file, the bounded-memory chunks and the Dask partitions."""
     raw, lines = lesions.frame, lesions.lines
-    ledger = Ledger(file, lines, raw, lesions.files)
+    ledger = Ledger(file, lines, raw, lesions.files, lesions.cells if cells is None else cells)
     ledger.add_malformed(lesions.malformed)
     cols = convert_columns(raw, ledger, SPECS)
     for key in ("subject_id", "timepoint"):
@@ -736,12 +568,12 @@ def long_from_frames(
     _subject_conflicts(cols, VISIT_FIELDS, visit_gid, ledger, "timepoint")
     ledger.set_aside_subjects(ledger.first_rejection_by_subject())
     ledgers = [ledger]
-    ok = ledger.ok
-    kept = {k: v[ok] for k, v in cols.items()}
     organ_frame = None
     if organs is not None:
-        organ_frame, organ_ledger = _organ_rows(organs, organs_file or "organs", kept, ledger)
+        organ_frame, organ_ledger = _organ_rows(organs, organs_file or "organs", cols, ledger, cells)
         ledgers.append(organ_ledger)
+    ok = ledger.ok
+    kept = {k: v[ok] for k, v in cols.items()}
     tables = _build_tables(kept, lines[ok], organ_frame, file)
     return ReadResult(tables, ledgers, _several_files(cols["subject_id"], lesions.files, ok))
 
@@ -774,13 +606,17 @@ def _several_files(subjects: np.ndarray, files: np.ndarray | None, ok: np.ndarra
 
 
 def _organ_rows(
-    organs: RawTable, file: str, lesion_rows: Columns, lesion_ledger: Ledger
+    organs: RawTable,
+    file: str,
+    lesion_rows: Columns,
+    lesion_ledger: Ledger,
+    cells: Mapping[str, CellMap] | None = None,
 ) -> tuple[pd.DataFrame, Ledger]:
     raw, lines = organs.frame, organs.lines
     missing = [c for c in ("subject_id", "timepoint") if c not in raw]
     if missing:
         raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=file)
-    ledger = Ledger(file, lines, raw)
+    ledger = Ledger(file, lines, raw, organs.files, organs.cells if organs.cells is not None else cells)
     ledger.add_malformed(organs.malformed)
     cols = convert_columns(raw, ledger, {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS})
     subjects, timepoints = cols["subject_id"], cols["timepoint"]
@@ -798,9 +634,20 @@ def _organ_rows(
         "subject_set_aside",
         "subject set aside in the lesion file",
     )
+    # A rejected organ row (a bad value, a second row for one visit) sets its subject aside, as a lesion row does:
+    # the subject would otherwise be scored without the organ values it has.
+    reasons = ledger.first_rejection_by_subject(ignore=("subject_set_aside",))
+    if reasons:
+        lesion_ledger.set_aside_subjects(reasons)
+        ledger.set_aside_subjects(reasons)
+    ok = lesion_ledger.ok
+    lesion_rows = {k: v[ok] for k, v in lesion_rows.items()}
     known_subjects = set(pd.unique(lesion_rows["subject_id"]))
     ledger.add(
-        ~np.isin(subjects, list(known_subjects)), "subject_id", "unknown_subject", "subject is not in the lesion file"
+        ~np.isin(subjects, list(known_subjects | set_aside)),
+        "subject_id",
+        "unknown_subject",
+        "subject is not in the lesion file",
     )
     known_pairs = set(
         (
@@ -934,6 +781,15 @@ class Responses:
     ledger: Ledger
     source_kind: str  # "simple", "sdtm_rs" or "adam_adrs"
 
+    def nothing_scored(self, subjects: int) -> str | None:
+        """Why no subject got a best response (every row rejected, or none left), or None."""
+        if subjects:
+            return None
+        (counts,) = self.ledger.counts().values()
+        if counts["read"] and counts["scored"] == 0:
+            return f"no subject was scored: all {counts['read']:,} rows read were rejected"
+        return "no subject was scored: no row holds a response to score"
+
 
 @with_object_strings
 def read_responses(
@@ -942,15 +798,16 @@ def read_responses(
     reference_date: str | None = None,
     encoding: str = "auto",
     column_map: ColumnMap | None = None,
+    sheet: str | None = None,
 ) -> Responses:
     """Per-visit responses from a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or
     ADaM ADRS (PARAMCD OVR rows), in the words of `scale` (see `response_aliases`). Dates need a reference date
     (option or `reference_date` column)."""
     file = str(path)
-    table = read_frame(path, encoding, rows="visit")
-    raw = _apply_map(table.frame, column_map or ColumnMap(), file)
-    if len(raw) == 0 and table.malformed.empty:
-        raise InputTableError("file has a header but no rows", file=file)
+    options = SourceOptions(encoding=encoding, sheet=sheet, column_map=column_map or ColumnMap())
+    table = read_table(path, options, rows="visit")
+    raw = table.frame
+    require_rows(table, file)
     upper = {c.upper(): c for c in raw.columns}
     if "RSTESTCD" in upper:
         kind, test_col, subject_cols, response_col = (
@@ -995,7 +852,10 @@ def read_responses(
         for part in parts:
             reader = reader.where(part == "", reader + "|" + part).str.lstrip("|")
     view = pd.DataFrame({"subject_id": subject.to_numpy(dtype=object), "timepoint": None, "lesion_id": None})
-    ledger = Ledger(file, table.lines, view)
+    for column in (day_col, date_col, "reference_date"):  # the values the errors file shows
+        if column is not None and column in frame and column not in view:
+            view[column] = frame[column].to_numpy(dtype=object)
+    ledger = Ledger(file, table.lines, view, cells=table.cells)
     ledger.add_malformed(table.malformed)
     if test_col is not None:
         ledger.add(
@@ -1019,35 +879,38 @@ def read_responses(
         f"response must be one of {allowed} or empty",
         values=written.to_numpy(dtype=object),
     )
-    day = _numbers(frame[day_col]).to_numpy() if day_col is not None else np.full(len(frame), np.nan)
+    day = np.full(len(frame), np.nan)
     if day_col is not None:
-        day_text = _text_column(frame, day_col)
-        ledger.add(
-            (day_text != "").to_numpy() & np.isnan(day),
-            day_col,
-            "not_a_number",
-            f"{day_col} must be a number",
-            values=day_text.to_numpy(dtype=object),
-        )
+        # Days count from the reference date: whole, finite, not before it (study days RSDY / ADY may be).
+        low = 0 if kind == "simple" else -MAX_DAYS
+        spec = FieldSpec(day_col, "integer", ge=low, le=MAX_DAYS)
+        day = check_numbers(frame[day_col], ledger, spec, day_col)
+        day = np.where(ledger.bad, np.nan, day)
     if kind in ("sdtm_rs", "adam_adrs") and day_col is not None:
         day = np.where(day > 0, day - 1, day)  # RSDY / ADY: study day 1 is the reference day (there is no day 0)
     if date_col is not None and np.isnan(day).any():
-        dates = pd.to_datetime(
-            _text_column(frame, date_col).where(lambda s: s.str.len() >= 10, None), errors="coerce", format="ISO8601"
-        )
-        ref_text = _text_column(frame, "reference_date") if "reference_date" in frame else None
-        if ref_text is not None:
-            refs = pd.to_datetime(ref_text.where(ref_text != "", None), errors="coerce", format="ISO8601")
+        dates, why = parse_dates(frame[date_col], date_col)
+        needed = np.isnan(day) & response.notna().to_numpy()
+        ledger.add(needed & pd.notna(why), date_col, "bad_date", why)
+        refs = None
+        if "reference_date" in frame:
+            refs, ref_why = parse_dates(frame["reference_date"], "reference_date")
+            ledger.add(needed & pd.notna(ref_why), "reference_date", "bad_date", ref_why)
         elif reference_date is not None:
-            try:
-                refs = pd.Series(pd.Timestamp(reference_date), index=frame.index)
-            except ValueError:
-                raise InputTableError(f"reference date {reference_date!r} is not a date (YYYY-MM-DD)") from None
-        else:
-            refs = None
+            stamp = parse_dates(pd.Series([reference_date], dtype=object), "--reference-date")
+            if pd.notna(stamp[1][0]):
+                raise InputTableError(str(stamp[1][0])) from None
+            refs = np.full(len(frame), stamp[0][0])
         if refs is not None:
-            from_dates = (dates - refs).dt.days.to_numpy(dtype=float)
-            day = np.where(np.isnan(day), from_dates, day)
+            from_dates = (dates - refs).astype("timedelta64[D]").astype(float)
+            from_dates[np.isnat(dates) | np.isnat(refs)] = np.nan
+            ledger.add(
+                needed & (from_dates < 0),
+                date_col,
+                "out_of_range",
+                f"{date_col} is before the reference date",
+            )
+            day = np.where(np.isnan(day) & ~ledger.bad, from_dates, day)
         elif kind == "simple" and day_col is None:
             raise InputTableError(
                 "dates need a reference date: pass --reference-date or add a reference_date column", file=file

@@ -731,8 +731,10 @@ def bor_outputs_in_orders(text: str, tmp_path: Path, args: list[str]) -> dict[in
         source = write(tmp_path / f"v{seed}.csv", text if seed == 0 else shuffled(text, seed))
         out = tmp_path / f"bor{seed}"
         result = run_cli("bor", source, "-o", out / "bor.csv", *args)
-        assert result.exit_code == 0, result.stderr
+        # exit 1 when no subject is left (issue 13); the exit code is part of the answer that must not change
+        assert result.exit_code in (0, 1), result.stderr
         runs[seed] = {name: data for name, data in output_bytes(out).items() if "errors" not in name}
+        runs[seed]["exit code"] = bytes([result.exit_code])
     return runs
 
 
@@ -825,7 +827,9 @@ def test_injected_bad_rows_are_accounted_for_and_set_exactly_their_subjects_asid
         frame.to_csv(source, index=False)
         result = run_cli("batch", source, "-o", tmp / "out" / "r.csv", "--criteria", "recist1.1")
         clean(result)
-        assert result.exit_code == 0, result.stderr
+        # issue 13: a run that scores no subject exits 1 (its outputs are still written)
+        nothing_left = touched >= set(cohort["subject_id"].astype(str))
+        assert result.exit_code == (1 if nothing_left else 0), result.stderr
         errors = read_output(tmp / "out" / "r.errors.csv")
         best = read_output(tmp / "out" / "r.best.csv")
         visits = read_output(tmp / "out" / "r.csv")
@@ -856,8 +860,10 @@ def test_outputs_keep_their_header_when_every_subject_is_rejected(tmp_path: Path
     source = write(tmp_path / "in.csv", LESIONS_CSV.replace(",40,", ",-40,").replace(",50,", ",-50,"))
     out = tmp_path / "out"
     result = run_cli("batch", source, "-o", out / "r.csv", "--criteria", "recist1.1")
-    assert result.exit_code == 0, result.stderr
+    # issue 13: a run that scores nothing exits 1 with the reason; its outputs are still written, with headers
+    assert result.exit_code == 1, result.stderr
     assert "rows scored 0 + rows rejected 6" in result.stderr
+    assert "Error: no subject was scored: all 6 rows read were rejected" in result.stderr
     for name in ("r.csv", "r.best.csv", "r.errors.csv"):
         header = (out / name).read_text(encoding="utf-8").split("\n", 1)[0]
         assert "subject_id" in header, f"{name} has no header line: {header!r}"
