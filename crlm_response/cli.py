@@ -265,10 +265,10 @@ def assess_cmd(
         from .writers import write_text
 
         console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
-        render_assessment(console, data, explain=explain)
+        render_assessment(console, data, explain=explain, rule_sets={k: r.rule_set for k, r in result.results.items()})
         write_text(output, console.export_text())
         return
-    render_assessment(_console(), data, explain=explain)
+    render_assessment(_console(), data, explain=explain, rule_sets={k: r.rule_set for k, r in result.results.items()})
 
 
 @cli.group("rules", cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
@@ -390,27 +390,12 @@ def _default_path(output: Path, suffix: str) -> Path:
     return output.with_name(f"{output.stem}.{suffix}{output.suffix or '.csv'}")
 
 
-class _Steps:
-    """A progress line on stderr when it is a terminal; silent otherwise (pipes, CI, tests)."""
+def _Steps() -> Any:  # noqa: N802 - used as `with _Steps() as step:`
+    """A progress bar on stderr for a batch that runs longer than a couple of seconds, when stderr is a terminal;
+    silent otherwise (pipes, CI, tests)."""
+    from .render import BatchProgress
 
-    def __init__(self) -> None:
-        self.console = _console(stderr=True)
-        self.live = sys.stderr.isatty()
-        self.status: Any = None
-
-    def __enter__(self) -> _Steps:
-        if self.live:
-            self.status = self.console.status("reading")
-            self.status.__enter__()
-        return self
-
-    def __call__(self, message: str) -> None:
-        if self.status is not None:
-            self.status.update(message)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.status is not None:
-            self.status.__exit__(*exc)
+    return BatchProgress(_console(stderr=True))
 
 
 @cli.command("batch", context_settings=CONTEXT_SETTINGS)
@@ -807,7 +792,7 @@ def _write_summary_file(result: Any, summary_file: Path | None) -> None:
 
 
 def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, strict: bool) -> None:
-    from .render import render_summary
+    from .render import render_batch_warnings, render_summary
 
     err = _console(stderr=True)
     for line in result.accounting_lines():
@@ -815,11 +800,7 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
     written = [str(p) for name, p in outputs.items() if p is not None and Path(p).exists()]
     if written:
         err.print("wrote " + ", ".join(written), style="dim")
-    if len(result.warnings):
-        err.print(
-            f"{len(result.warnings):,} warning(s)"
-            + (f" (see {outputs['warnings']})" if outputs.get("warnings") else "")
-        )
+    render_batch_warnings(err, result.warnings, outputs.get("warnings"))
     if summary:
         render_summary(_console(), result.summary)
     rejected = sum(c["rejected"] for c in result.counts.values())

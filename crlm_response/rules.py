@@ -259,6 +259,7 @@ class Flag(_Strict):
 
     flag: Annotated[str, Field(pattern=CODE_PATTERN)]
     level: Literal["lesion", "timepoint"] = "timepoint"
+    label: str | None = Field(None, description="the flag in plain words, as reports and the terminal show it")
     description: str
     when: str
     evidence: list[str] = Field(default_factory=list)
