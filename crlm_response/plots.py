@@ -221,6 +221,21 @@ def read_groups(path: str | Path, spec: str) -> pd.Series:
     return groups_from(table, spec, path)
 
 
+def group_column(visits: pd.DataFrame, best: pd.DataFrame | None, spec: str, source: str | Path) -> pd.Series:
+    """Group per subject from a column of the results themselves (per-visit or best-response table)."""
+    column = spec.partition("=")[0].strip()
+    for table in (visits, best):
+        if table is not None and column in table.columns:
+            return groups_from(table, spec, source)
+    have = sorted(set(visits.columns) | (set(best.columns) if best is not None else set()))
+    raise InputTableError(
+        f"no column `{column}` in the results to group subjects by",
+        file=source,
+        hint="give a table that has it with --groups FILE (e.g. the lesion table given to batch); "
+        "the results have: " + ", ".join(have),
+    )
+
+
 def groups_from(table: pd.DataFrame, spec: str, source: str | Path | None = None) -> pd.Series:
     column, _, value = spec.partition("=")
     column, value = column.strip(), value.strip()
@@ -313,7 +328,7 @@ def _save(fig: Any, plt: Any, output: str | Path) -> None:
         raise InputTableError(f"cannot write a .{suffix} picture", file=output, hint="use .png, .svg or .pdf")
     metadata = {"Date": None} if suffix == "svg" else {"CreationDate": None} if suffix == "pdf" else None
     with atomic_path(output) as tmp:
-        fig.savefig(tmp, format=suffix, dpi=200, bbox_inches="tight", metadata=metadata)
+        fig.savefig(tmp, format=suffix, dpi=200, metadata=metadata)  # constrained layout: exactly the figure size
     plt.close(fig)
 
 
@@ -322,7 +337,7 @@ def _subjects(n: int) -> str:
 
 
 def _not_shown(missing: int) -> str:
-    return f"; {missing:,} without a measured follow-up not shown" if missing > 0 else ""
+    return f"\n{missing:,} without a measured follow-up not shown" if missing > 0 else ""
 
 
 def _reference_lines(ax: Any, lines: Sequence[Threshold]) -> None:
@@ -411,7 +426,8 @@ def waterfall(
     without = int(change.isna().sum())
     plotted = change.dropna()
     n = len(plotted)
-    panels = _group_list(pd.Index(plotted.index), groups)
+    # Groups hold every subject (their rates count them all); a group without a bar gets no panel.
+    panels = [(g, m) for g, m in _group_list(subjects, groups) if m.isin(plotted.index).any() or groups is None]
     labelled = label_subjects and n <= MAX_LABELLED_SUBJECTS
     with _style(plt):
         fig, axes = plt.subplots(
@@ -420,11 +436,11 @@ def waterfall(
             sharey=True,
             squeeze=False,
             figsize=(A4_TEXT_WIDTH_IN, 4.2 if labelled else 3.8),
-            width_ratios=[max(len(members), 1) for _, members in panels],
+            width_ratios=[max(int(members.isin(plotted.index).sum()), 1) for _, members in panels],
             layout="constrained",
         )
         for ax, (group, members) in zip(axes[0], panels, strict=True):
-            _waterfall_panel(ax, plotted.reindex(members), bor, cs, labelled)
+            _waterfall_panel(ax, plotted.reindex(members[members.isin(plotted.index)]), bor, cs, labelled)
             if group is not None:
                 rate = rates_text(bor.reindex(members).dropna(), cs).split(" \u00b7 ")[0]
                 ax.set_title(f"{group} (n = {len(members):,})\n{rate}", fontsize=7)
@@ -433,7 +449,9 @@ def waterfall(
         handles = _category_handles(plt, cs, {str(k): int(v) for k, v in counts.items()})
         line_handles, _ = axes[0][-1].get_legend_handles_labels()
         _legend(fig, handles + line_handles)
-        fig.suptitle(title or f"Best response, {cs.name}: {_subjects(n)}{_not_shown(without)}", fontsize=9)
+        fig.suptitle(
+            title or f"Best response, {cs.name}: {_subjects(n)}{_not_shown(without)}", fontsize=9, x=0.02, ha="left"
+        )
         fig.supxlabel(rates_text(bor, cs), fontsize=7.5)
         _save(fig, plt, output)
     return {"subjects": n, "without_follow_up": without, "criteria": criteria, "name": cs.name}
@@ -518,7 +536,10 @@ def spider(
         handles = _category_handles(plt, cs, {str(k): int(v) for k, v in counts.items()}, kind="line")
         line_handles, _ = ax.get_legend_handles_labels()
         _legend(fig, handles + line_handles)
-        ax.set_title(title or f"Change over time, {cs.name}: {_subjects(int(n))}{_not_shown(len(everyone) - int(n))}")
+        ax.set_title(
+            title or f"Change over time, {cs.name}: {_subjects(int(n))}{_not_shown(len(everyone) - int(n))}",
+            loc="left",
+        )
         _save(fig, plt, output)
     return {"subjects": int(n), "without_follow_up": len(everyone) - int(n), "criteria": criteria, "name": cs.name}
 
@@ -603,7 +624,11 @@ def swimmer(
         marker_handles, _ = ax.get_legend_handles_labels()
         _legend(fig, handles + marker_handles)
         everyone = pd.Index(bor.index).union(pd.Index(order))
-        ax.set_title(title or f"Time on study, {cs.name}: {_subjects(n)}{_not_shown(len(everyone) - n)}")
+        ax.set_title(
+            title or f"Time on study, {cs.name}: {_subjects(n)}{_not_shown(len(everyone) - n)}",
+            loc="left",
+            pad=14 if data_cut_week is not None else 6,
+        )
         _save(fig, plt, output)
     return {"subjects": n, "without_follow_up": len(everyone) - n, "criteria": criteria, "name": cs.name}
 

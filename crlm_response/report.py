@@ -215,7 +215,7 @@ def _summary_row(block: Mapping[str, Any], scale: ResponseScale, visits: Mapping
     timepoints = block.get("timepoints", [])
     params = block.get("parameters", {})
     bor = block.get("best_overall_response")
-    where = block.get("best_overall_response_timepoint")
+    where = str(block.get("best_overall_response_timepoint"))
     reached = _e(visits[where].at()) if where in visits else '<span class="muted">&mdash;</span>'
     confirmation = "&mdash;"
     if "confirmation_required" in params:
