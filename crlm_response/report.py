@@ -237,7 +237,8 @@ def _summary_row(block: Mapping[str, Any], scale: ResponseScale, visits: Mapping
 
 
 def _toxicity(assessment: Assessment, data: Mapping[str, Any], visits: Mapping[str, Visit]) -> str:
-    """Each flag: when, its label, the evidence with numbers and context, its source, evidence level and code."""
+    """Each flag in plain words: when it was raised, its label, the latest evidence with numbers and context, its
+    source and evidence level. A flag raised at several timepoints is one item (the latest evidence shown)."""
     if not data.get("toxicity_assessed", True):
         note = '<span class="muted">not assessed (the toxicity rule set was not run)</span>'
         return f'<p id="toxicity"><b>Toxicity flags:</b> {note}</p>'
@@ -245,16 +246,23 @@ def _toxicity(assessment: Assessment, data: Mapping[str, Any], visits: Mapping[s
     if not flags:
         return '<p id="toxicity"><b>Toxicity flags:</b> none raised</p>'
     rule_sets = {k: r.rule_set for k, r in assessment.results.items()}
-    items = []
+    grouped: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for flag in flags:
-        when = visits[flag["timepoint"]].at() if flag["timepoint"] in visits else str(flag["timepoint"])
-        lesion = f" ({flag['lesion']})" if flag.get("lesion") else ""
-        grade = f", grade {flag['grade']}" if flag.get("grade") is not None else ""
+        grouped.setdefault((str(flag.get("criteria")), str(flag["flag"]), str(flag.get("lesion") or "")), []).append(
+            flag
+        )
+    items = []
+    for (_, _, lesion), raised in grouped.items():
+        latest = raised[-1]
+        when = " and ".join(
+            visits[f["timepoint"]].at() if f["timepoint"] in visits else str(f["timepoint"]) for f in raised
+        )
+        grade = f", grade {latest['grade']}" if latest.get("grade") is not None else ""
+        source = f"[{latest.get('citation')}; evidence {latest.get('evidence_level')}]"
         items.append(
-            f'<li class="flag"><b>{_e(when)}</b>{_e(lesion)}: <b>{_e(flag_label(flag, rule_sets))}</b>{_e(grade)}. '
-            f"{_e(flag.get('explanation') or '')} "
-            f'<span class="small muted">[{_e(flag.get("citation"))}; evidence {_e(flag.get("evidence_level"))}]</span>'
-            "</li>"
+            f'<li class="flag"><b>{_e(when)}</b>{_e(f" ({lesion})" if lesion else "")}: '
+            f"<b>{_e(flag_label(latest, rule_sets))}</b>{_e(grade)}. {_e(latest.get('explanation') or '')} "
+            f'<span class="small muted">{_e(source)}</span></li>'
         )
     return '<div id="toxicity"><b>Toxicity flags:</b><ul class="flags">' + "".join(items) + "</ul></div>"
 
