@@ -422,10 +422,7 @@ def _toxicity_panel(
         if flag.get("grade") is not None:
             text.append(f", grade {flag['grade']}")
         text.append("\n" + str(flag.get("explanation", "")))
-        text.append(
-            f"\n{flag.get('citation', '')}; evidence level {flag.get('evidence_level', '')}; {flag['flag']}",
-            style="dim",
-        )
+        text.append(f"\n{flag.get('citation', '')}; evidence level {flag.get('evidence_level', '')}", style="dim")
         rows.append((Text(str(flag["timepoint"]), style="bold"), text))
     _hanging(console, rows)
 
@@ -453,8 +450,8 @@ class _QuietUntil(Progress):
     """A progress display that draws nothing until the run has taken `delay` seconds (short runs stay silent)."""
 
     def __init__(self, *columns: Any, delay: float, **options: Any) -> None:
+        self._shown_after = time.monotonic() + delay  # before Progress.__init__, which asks for the renderables
         super().__init__(*columns, **options)
-        self._shown_after = time.monotonic() + delay
 
     def get_renderables(self) -> Iterable[Any]:
         if time.monotonic() >= self._shown_after:
