@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputTableError
-from .roles import ResponseScale
+from .roles import ROLE_TEXT_COLOURS, ResponseScale
 from .rules import LoadedRuleSet
 from .writers import atomic_path
 
@@ -746,7 +746,7 @@ def sum_chart_png(
                 textcoords="offset points",
                 ha="center",
                 fontsize=7,
-                color=cs.colour(p.word) if p.word else INK,
+                color=ROLE_TEXT_COLOURS.get(cs.scale.role_of(p.word) or "", INK),
                 fontweight="bold",
             )
         if measured:

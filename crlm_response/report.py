@@ -35,7 +35,7 @@ from .rules import LoadedRuleSet
 CSS = """
 *, *::before, *::after { box-sizing: border-box; }
 body { font-family: Arial, "Liberation Sans", "Helvetica Neue", Helvetica, sans-serif; font-size: 9pt; color: #111;
-  margin: 20px auto; max-width: 900px; line-height: 1.22; }
+  margin: 16px auto; padding: 0 16px; max-width: 930px; line-height: 1.22; }
 h1 { font-size: 14pt; margin: 0 0 1px; }
 h2 { font-size: 10pt; margin: 6px 0 2px; padding-bottom: 1px; border-bottom: 1px solid #999; break-after: avoid; }
 h2 .muted { font-size: 7.5pt; font-weight: normal; }
@@ -60,8 +60,9 @@ ul.flags { margin: 0; padding-left: 16px; } li.flag { margin: 1px 0; }
 .whys { margin: 2px 0 3px; } .whys h3 { font-size: 7.5pt; margin: 2px 0 0; }
 .refs { font-size: 7pt; color: #333; }
 @page { size: A4; margin: 9mm 10mm; }
-@media print { body { margin: 0; max-width: none; font-size: 8pt; line-height: 1.15; } table { font-size: 7pt; }
-  .box table { font-size: 7.5pt; } a { color: inherit; text-decoration: none; } tr, .why { break-inside: avoid; } }
+@media print { body { margin: 0; padding: 0; max-width: none; font-size: 8pt; line-height: 1.15; }
+  table { font-size: 7pt; } .box table { font-size: 7.5pt; } a { color: inherit; text-decoration: none; }
+  tr, .why { break-inside: avoid; } }
 """
 
 MEASURES = (
