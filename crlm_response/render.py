@@ -510,7 +510,7 @@ def render_batch_warnings(
     total = len(warnings)
     if total == 0:
         return
-    see = f" (all in {where})" if where else ""
+    see = f" (see {where})" if where else ""
     if "code" not in warnings.columns:
         console.print(f"{total:,} warning(s){see}", style="yellow")
         return
@@ -569,7 +569,7 @@ def render_rule_set(console: Console, info: Mapping[str, Any], scale: ResponseSc
         console.print(table)
     for flag in info.get("flags", []):
         console.print(
-            Text(f"flag {flag['flag']} ({flag_label(flag)}): ", style="bold magenta")
+            Text(f"flag {flag['flag']} ({flag.get('label') or flag['flag']}): ", style="bold magenta")
             + Text(flag["when"])
             + Text(f"  [{flag['citation']}; {flag['evidence_level']}]", style="dim")
         )

@@ -1083,6 +1083,7 @@ def describe(rules: LoadedRuleSet) -> dict[str, Any]:
         "flags": [
             {
                 "flag": f.spec.flag,
+                "label": f.spec.label or f.spec.description.rstrip("."),
                 "when": f.condition.source,
                 "citation": f.spec.citation,
                 "evidence_level": f.spec.evidence_level,

@@ -196,7 +196,7 @@ def test_render_batch_warnings_counts_by_code() -> None:
     render_batch_warnings(console, warnings, "out.warnings.csv")
     lines = [line.rstrip() for line in console.export_text().splitlines()]
     assert lines == [
-        "6 warning(s) in 5 subject(s) (all in out.warnings.csv), by code:",
+        "6 warning(s) in 5 subject(s) (see out.warnings.csv), by code:",
         "  - b_code  4 in 4 subject(s): S2, S1, S3, ... 1 more",
         "    b first",
         "  - a_code  2 in 2 subject(s): S1, S5",
