@@ -195,7 +195,7 @@ def _header(case: Case, visits: Mapping[str, Visit]) -> list[str]:
     return parts
 
 
-def _summary(case: Case, assessment: Assessment, data: Mapping[str, Any], visits: Mapping[str, Visit]) -> list[str]:
+def _summary(assessment: Assessment, data: Mapping[str, Any], visits: Mapping[str, Visit]) -> list[str]:
     """The box at the top: verdicts per criteria set, toxicity flags in plain words, how many warnings."""
     rows = [_summary_row(block, _scale(assessment, rule_id), visits) for rule_id, block in data["criteria"].items()]
     parts = ['<section class="box" id="summary"><h2>Summary</h2>']
@@ -574,7 +574,7 @@ def render_report(case: Case, assessment: Assessment, made: dt.date | None = Non
     visits = _visits(case, assessment)
     parts: list[str] = []
     parts += _header(case, visits)
-    parts += _summary(case, assessment, data, visits)
+    parts += _summary(assessment, data, visits)
     parts += _verdicts(assessment, data, visits)
     parts.append('<div class="flow">')
     parts += _chart(assessment, data, visits)
