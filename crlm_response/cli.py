@@ -261,10 +261,10 @@ def assess_cmd(
         from .writers import write_text
 
         console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
-        render_assessment(console, data, explain=explain)
+        render_assessment(console, data, explain=explain, rule_sets={k: r.rule_set for k, r in result.results.items()})
         write_text(output, console.export_text())
         return
-    render_assessment(_console(), data, explain=explain)
+    render_assessment(_console(), data, explain=explain, rule_sets={k: r.rule_set for k, r in result.results.items()})
 
 
 @cli.group("rules", cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
@@ -386,27 +386,12 @@ def _default_path(output: Path, suffix: str) -> Path:
     return output.with_name(f"{output.stem}.{suffix}{output.suffix or '.csv'}")
 
 
-class _Steps:
-    """A progress line on stderr when it is a terminal; silent otherwise (pipes, CI, tests)."""
+def _Steps() -> Any:  # noqa: N802 - used as `with _Steps() as step:`
+    """A progress bar on stderr for a batch that runs longer than a couple of seconds, when stderr is a terminal;
+    silent otherwise (pipes, CI, tests)."""
+    from .render import BatchProgress
 
-    def __init__(self) -> None:
-        self.console = _console(stderr=True)
-        self.live = sys.stderr.isatty()
-        self.status: Any = None
-
-    def __enter__(self) -> _Steps:
-        if self.live:
-            self.status = self.console.status("reading")
-            self.status.__enter__()
-        return self
-
-    def __call__(self, message: str) -> None:
-        if self.status is not None:
-            self.status.update(message)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.status is not None:
-            self.status.__exit__(*exc)
+    return BatchProgress(_console(stderr=True))
 
 
 @cli.command("batch", context_settings=CONTEXT_SETTINGS)
@@ -789,7 +774,7 @@ def _write_summary_file(result: Any, summary_file: Path | None) -> None:
 
 
 def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, strict: bool) -> None:
-    from .render import render_summary
+    from .render import render_batch_warnings, render_summary
 
     err = _console(stderr=True)
     for line in result.accounting_lines():
@@ -797,11 +782,7 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
     written = [str(p) for name, p in outputs.items() if p is not None and Path(p).exists()]
     if written:
         err.print("wrote " + ", ".join(written), style="dim")
-    if len(result.warnings):
-        err.print(
-            f"{len(result.warnings):,} warning(s)"
-            + (f" (see {outputs['warnings']})" if outputs.get("warnings") else "")
-        )
+    render_batch_warnings(err, result.warnings, outputs.get("warnings"))
     if summary:
         render_summary(_console(), result.summary)
     nothing = result.nothing_scored()
@@ -1149,6 +1130,8 @@ def plot_group() -> None:
 
 
 def _plot_command(kind: str, summary: str, example: str) -> None:
+    grouped = kind in ("waterfall", "swimmer")
+
     @plot_group.command(kind, help=f"{summary}\n\nExample:\n\n    {example}")
     @click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
     @click.option(
@@ -1158,32 +1141,94 @@ def _plot_command(kind: str, summary: str, example: str) -> None:
         required=True,
         help="Picture to write: .png, .svg or .pdf.",
     )
-    @click.option("--criteria", "-c", help="Criteria set to plot (default: the first size-based one in the file).")
+    @click.option("--criteria", "-c", help="Criteria set to plot (default: the first one with sizes in the file).")
+    @click.option(
+        "--rules",
+        "rules_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Rule file of a criteria set that is not shipped (what its words mean, its thresholds).",
+    )
     @click.option("--title", help="Title instead of the default.")
-    def command(results: Path, output: Path, criteria: str | None, title: str | None) -> None:
+    @click.option("--label-subjects", is_flag=True, help="Name each subject (up to 100 subjects).")
+    @_grouping_options(grouped)
+    @click.option(
+        "--data-cut",
+        type=click.FloatRange(min=0),
+        metavar="WEEK",
+        hidden=kind != "swimmer",
+        help="Draw the data cut-off at this week (swimmer).",
+    )
+    def command(
+        results: Path,
+        output: Path,
+        criteria: str | None,
+        rules_file: Path | None,
+        title: str | None,
+        label_subjects: bool,
+        group_by: str | None = None,
+        groups_file: Path | None = None,
+        data_cut: float | None = None,
+    ) -> None:
         from .outputs import check_outputs
-        from .plots import PLOTS, read_results
+        from .plots import PLOTS, group_column, read_groups, read_results
 
-        check_outputs({"-o": output}, [results, results.with_name(f"{results.stem}.best{results.suffix}")])
+        if data_cut is not None and kind != "swimmer":
+            raise click.UsageError("--data-cut is for the swimmer plot")
+        if groups_file is not None and group_by is None:
+            raise click.UsageError("--groups needs --group-by COLUMN")
+        best_file = results.with_name(f"{results.stem}.best{results.suffix}")
+        check_outputs({"-o": output}, [results, best_file, rules_file, groups_file])
         visits, best = read_results(results)
-        info = PLOTS[kind](visits, best, output, criteria, title)
-        _console(stderr=True).print(f"wrote {output} ({info['subjects']:,} subjects, {info['criteria']})")
+        rules = get_rules(rules_file) if rules_file is not None else None
+        extra: dict[str, Any] = {"rules": rules, "label_subjects": label_subjects}
+        if group_by is not None:
+            extra["groups"] = (
+                read_groups(groups_file, group_by) if groups_file else group_column(visits, best, group_by, results)
+            )
+        if data_cut is not None:
+            extra["data_cut_week"] = data_cut
+        info = PLOTS[kind](visits, best, output, criteria, title, **extra)
+        _console(stderr=True).print(f"wrote {output} ({info['subjects']:,} subjects, {info['name']})")
+
+
+def _grouping_options(grouped: Any) -> Any:
+    """--group-by and --groups, for the plots that can be split by group."""
+
+    def add(func: Any) -> Any:
+        if not grouped:
+            return func
+        func = click.option(
+            "--groups",
+            "groups_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Table with subject_id and the --group-by column (e.g. the lesion table given to batch).",
+        )(func)
+        return click.option(
+            "--group-by",
+            metavar="COLUMN[=VALUE]",
+            help="Split by a column fixed per subject (arm, regimen); COLUMN=VALUE splits by whether the column "
+            "holds VALUE (e.g. agents=bevacizumab).",
+        )(func)
+
+    return add
 
 
 _plot_command(
     "waterfall",
-    "One bar per subject: best % change of the target sum, coloured by best overall response.",
-    "crlm-response plot waterfall responses.csv -o waterfall.png",
+    "One bar per subject: best % change of the target sum, coloured by best overall response; n per category, "
+    "ORR and DCR; threshold lines from the criteria set's parameters.",
+    "crlm-response plot waterfall responses.csv -o waterfall.png --group-by agents=bevacizumab --groups lesions.csv",
 )
 _plot_command(
     "spider",
-    "% change from baseline over time, one line per subject, PD visits marked.",
+    "% change from baseline over time, one line per subject, visits scored as progression marked.",
     "crlm-response plot spider responses.csv -o spider.svg --criteria recist1.1",
 )
 _plot_command(
     "swimmer",
-    "Time on study per subject with assessments, first response, PD and ongoing arrows.",
-    "crlm-response plot swimmer responses.csv -o swimmer.pdf",
+    "Time on study per subject with assessments, first response, first new lesion, first progression and "
+    "arrows for subjects without progression.",
+    "crlm-response plot swimmer responses.csv -o swimmer.pdf --data-cut 52",
 )
 
 

@@ -1,68 +1,122 @@
-"""Terminal and JSON rendering. Only the CLI uses this module; nothing here decides anything clinical."""
+"""Terminal and JSON rendering. Only the CLI uses this module; nothing here decides anything clinical.
+
+Tables fit the terminal: at 80 columns a column that does not fit is left out (by priority, named under the
+table) rather than cut to `…`; long texts (explanations, toxicity evidence, warnings) wrap under a hanging indent.
+Words, not codes: response words keep the criteria's own spelling (PR, CMR, optimal) but a word spelled as an
+identifier shows as its label, flags show their label, columns and fields their label.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+import re
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.panel import Panel
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from .conditions import format_value
+from .models import FIELD_LABELS
+from .roles import ResponseScale
 
-HEADERS = {
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .rules import LoadedRuleSet
+
+# Labels of the columns the engine computes (metrics and rule outputs); case fields are labelled in
+# models.FIELD_LABELS. Units are read off the name (see `unit_of`).
+COLUMN_LABELS = {
     "day": "day",
-    "sum_mm": "sum mm",
-    "available_sum_mm": "measured mm",
-    "targets_evaluated": "targets",
-    "nadir_mm": "nadir mm",
+    "sum_mm": "sum",
+    "available_sum_mm": "measured sum",
+    "targets_evaluated": "targets measured",
+    "nadir_mm": "nadir",
     "pct_from_baseline": "% vs baseline",
     "pct_from_nadir": "% vs nadir",
-    "mm_from_nadir": "mm vs nadir",
+    "mm_from_nadir": "change vs nadir",
+    "target": "target",
     "non_target": "non-target",
     "new_lesions": "new",
+    "overall": "overall",
     "pct_size_from_baseline": "size % vs baseline",
-    "mean_hu": "mean HU",
-    "pct_hu_from_baseline": "HU % vs baseline",
-    "sum_products_mm2": "sum products mm²",
-    "viable_sum_mm": "viable sum mm",
-    "viable_area_mm2": "viable area mm²",
+    "mean_hu": "mean attenuation",
+    "pct_hu_from_baseline": "attenuation % vs baseline",
+    "sum_products_mm2": "sum of products",
+    "viable_sum_mm": "viable sum",
+    "viable_area_mm2": "viable area",
     "sul_peak": "SULpeak",
     "abs_change": "SUL change",
+    "baseline_sum_mm": "baseline sum",
+    "baseline_mean_hu": "baseline mean attenuation",
+    "baseline_sum_products_mm2": "baseline sum of products",
+    "baseline_viable_sum_mm": "baseline viable sum",
+    "baseline_viable_area_mm2": "baseline viable area",
+    "baseline_sul_peak": "baseline SULpeak",
+    "baseline_measurable_threshold_sul": "measurability threshold (SUL)",
+    "baseline_group": "baseline group",
+    "group": "group",
+    "response": "response",
+    "outcome": "outcome",
+    "margin_class": "margin",
 }
+UNITS = (("_mm2", "mm²"), ("_mm", "mm"), ("_hu", "HU"), ("_ml", "mL"), ("_pct", "%"))
 # Columns that are often empty or repeated; shown only with --explain's full view.
 QUIET = {"available_sum_mm", "targets_evaluated"}
-
-STYLE = {
-    "CR": "bold green",
-    "PR": "green",
-    "SD": "yellow",
-    "PD": "bold red",
-    "NE": "dim",
-    "NA": "dim",
-    "NON-CR/NON-PD": "yellow",
-    "optimal": "green",
-    "incomplete": "yellow",
-    "none": "red",
-    "not_applicable": "dim",
-    "CMR": "bold green",
-    "PMR": "green",
-    "SMD": "yellow",
-    "PMD": "bold red",
-    "complete_ablation": "green",
-    "no_local_tumor_progression": "green",
-    "residual_unablated_tumor": "red",
-    "local_tumor_progression": "bold red",
-}
+WORD_COLUMNS = ("target", "non_target", "overall", "new_lesions", "response", "outcome")
 
 
-def styled(value: Any) -> Text:
-    text = format_value(value)
-    return Text(text, style=STYLE.get(str(value), ""))
+def unit_of(key: str) -> str:
+    return next((unit for suffix, unit in UNITS if key.endswith(suffix)), "")
+
+
+def label_of(key: str) -> str:
+    """A column or field in words (`spleen_volume_ml` -> `spleen volume`), without its unit."""
+    return COLUMN_LABELS.get(key) or FIELD_LABELS.get(key) or key.replace("_", " ")
+
+
+def header_of(key: str) -> str:
+    """A column heading: label and unit (`sum (mm)`)."""
+    unit = unit_of(key)
+    return f"{label_of(key)} ({unit})" if unit else label_of(key)
+
+
+def with_unit(key: str, value: Any) -> str:
+    """A value in words: `spleen volume 236 mL`, `CT phase portal venous`."""
+    unit = unit_of(key)
+    return f"{label_of(key)} {display_value(value)}" + (f" {unit}" if unit else "")
+
+
+def display_value(value: Any) -> str:
+    """Numbers as `format_value` writes them; a word spelled as an identifier (`portal_venous`) in plain words."""
+    if isinstance(value, str):
+        return value.replace("_", " ")
+    if isinstance(value, list | tuple):
+        return ", ".join(display_value(v) for v in value)
+    return format_value(value)
+
+
+def scale_for(rule_id: str, rule_sets: Mapping[str, LoadedRuleSet] | None = None) -> ResponseScale | None:
+    """The response scale of a set run: from the rule sets given, else the shipped set of that id."""
+    if rule_sets and rule_id in rule_sets:
+        return rule_sets[rule_id].scale
+    from .rules import builtin_ids, load_rules
+
+    return load_rules(rule_id).scale if rule_id in builtin_ids() else None
+
+
+def styled(value: Any, scale: ResponseScale | None = None) -> Text:
+    """A value for a table cell: a response word styled by its role (and shown as its label when it is a code)."""
+    if scale is None or not isinstance(value, str):
+        return Text(format_value(value))
+    return Text(scale.display(value), style=scale.style(value))
 
 
 def to_json(data: Mapping[str, Any]) -> str:
@@ -77,11 +131,137 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Tables that fit the terminal
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _priority(key: str) -> int:
+    """Higher is kept longer when the terminal is narrow."""
+    if key in QUIET:
+        return 0
+    if "nadir" in key and not key.startswith("pct"):
+        return 1
+    if key in WORD_COLUMNS:
+        return 5
+    if key.startswith("pct") or key == "sum_mm":
+        return 3
+    return 2
+
+
+def fitted_table(
+    console: Console,
+    fixed: Sequence[tuple[str, str]],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Text | str]],
+    **table_options: Any,
+) -> tuple[Table, list[str]]:
+    """A table of `fixed` columns (key, heading) and `columns` (keys) that fits the console width without cutting
+    a value: headings wrap between words, values only between words, and the lowest-priority columns are left out
+    until it fits. Returns the table and the headings left out."""
+    keep = list(columns)
+    while True:
+        headings = [h for _, h in fixed] + [header_of(k) for k in keep]
+        index = list(range(len(fixed))) + [len(fixed) + columns.index(k) for k in keep]
+        cells = [[_plain(row[i]) for row in rows] for i in index]
+        natural = [max([_cell_len(h)] + [_cell_len(c) for c in col]) for h, col in zip(headings, cells, strict=True)]
+        narrow = [max([_word_len(h)] + [_word_len(c) for c in col]) for h, col in zip(headings, cells, strict=True)]
+        one_line = [max([n] + [_cell_len(c) for c in col]) for n, col in zip(narrow, cells, strict=True)]
+        overhead = 3 * len(headings) - 1  # one space of padding each side, one between columns
+        if sum(natural) + overhead <= console.width:
+            return _build_table(fixed, keep, columns, rows, None, **table_options), _left_out(columns, keep)
+        if sum(narrow) + overhead <= console.width or not keep:
+            widths = _share(_share(narrow, one_line, console.width - overhead), natural, console.width - overhead)
+            return _build_table(fixed, keep, columns, rows, widths, **table_options), _left_out(columns, keep)
+        keep.remove(min(reversed(keep), key=_priority))
+
+
+def _plain(cell: Text | str) -> str:
+    return cell.plain if isinstance(cell, Text) else str(cell)
+
+
+def _cell_len(text: str) -> int:
+    return max((Text(line).cell_len for line in text.split("\n")), default=0)
+
+
+def _word_len(text: str) -> int:
+    return max((Text(word).cell_len for word in text.split()), default=0)
+
+
+def _share(narrow: list[int], natural: list[int], room: int) -> list[int]:
+    """Column widths widened from `narrow` towards `natural` while there is room, left column first (called first
+    to keep values on one line, then for the headings)."""
+    widths = list(narrow)
+    spare = room - sum(widths)
+    for i, want in enumerate(natural):
+        extra = min(spare, want - widths[i])
+        widths[i] += max(extra, 0)
+        spare -= max(extra, 0)
+    return widths
+
+
+def _left_out(columns: Sequence[str], keep: Sequence[str]) -> list[str]:
+    return [header_of(k) for k in columns if k not in keep]
+
+
+def _build_table(
+    fixed: Sequence[tuple[str, str]],
+    keep: Sequence[str],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Text | str]],
+    widths: list[int] | None,
+    **table_options: Any,
+) -> Table:
+    table = Table(show_edge=False, **table_options)
+    sizes = iter(widths or [])
+    for _, heading in fixed:
+        table.add_column(heading, style="bold" if not table.columns else "", width=next(sizes, None))
+    for key in keep:
+        numeric = key not in WORD_COLUMNS and _priority(key) != 5
+        table.add_column(header_of(key), justify="right" if numeric else "left", width=next(sizes, None))
+    index = [len(fixed) + columns.index(k) for k in keep]
+    for row in rows:
+        table.add_row(*row[: len(fixed)], *[row[i] for i in index])
+    return table
+
+
+def _print_fitted(console: Console, table: Table, left_out: list[str]) -> None:
+    console.print(table)
+    if left_out:
+        console.print(
+            Text(f"  not shown at this width: {', '.join(left_out)} (wider terminal or --format json)", style="dim")
+        )
+
+
+def _hanging(console: Console, lines: Iterable[tuple[Text | str, Text | str]], indent: int = 2) -> None:
+    """Label + text rows, the text wrapping under itself (not under the label); no trailing spaces."""
+    rows = [
+        (Text(label) if isinstance(label, str) else label, Text(text) if isinstance(text, str) else text)
+        for label, text in lines
+    ]
+    if not rows:
+        return
+    width = max(label.cell_len for label, _ in rows)
+    room = max(console.width - indent - width - 1, 20)
+    for label, text in rows:
+        first = True
+        for part in text.split("\n"):
+            for line in part.wrap(console, room, overflow="fold"):
+                line.rstrip()
+                head = label.copy() if first else Text("")
+                head.pad_right(width - head.cell_len)
+                console.print(Text(" " * indent) + head + Text(" ") + line, soft_wrap=True)
+                first = False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `assess`
+# ---------------------------------------------------------------------------------------------------------
+
+
 def _criteria_title(rule_id: str, block: Mapping[str, Any]) -> Text:
     baseline_bits = [
-        f"{k.replace('_', ' ')} {format_value(v)}"
-        for k, v in block.items()
-        if k.startswith("baseline_") and not isinstance(v, dict | list)
+        with_unit(k, v) for k, v in block.items() if k.startswith("baseline_") and not isinstance(v, dict | list)
     ]
     title = Text(str(block.get("name", rule_id)), style="bold")
     if baseline_bits:
@@ -89,7 +269,15 @@ def _criteria_title(rule_id: str, block: Mapping[str, Any]) -> Text:
     return title
 
 
-def _criteria_table(rule_id: str, block: Mapping[str, Any], full: bool) -> Table:
+def _cell(key: str, value: Any, scale: ResponseScale | None) -> Text:
+    if key == "new_lesions" and isinstance(value, bool):
+        return Text("yes", style="bold red") if value else Text("no")
+    return styled(value, scale)
+
+
+def _criteria_table(
+    console: Console, block: Mapping[str, Any], full: bool, scale: ResponseScale | None
+) -> tuple[Table, list[str]]:
     timepoints = block.get("timepoints", [])
     keys: list[str] = []
     for tp in timepoints:
@@ -99,115 +287,144 @@ def _criteria_table(rule_id: str, block: Mapping[str, Any], full: bool) -> Table
             if key in QUIET and not full and all(t.get("sum_mm") is not None for t in timepoints):
                 continue
             keys.append(key)
-    table = Table(box=box.SIMPLE_HEAVY, show_edge=False)
-    table.add_column("timepoint", style="bold")
-    for key in keys:
-        numeric = key not in ("target", "non_target", "overall", "new_lesions", "targets_evaluated")
-        table.add_column(
-            HEADERS.get(key, key.replace("_", " ")), justify="right" if numeric else "left", no_wrap=not numeric
-        )
-    for tp in timepoints:
-        cells: list[Text | str] = [str(tp["id"])]
-        for key in keys:
-            value = tp.get(key)
-            if key == "new_lesions":
-                cells.append(Text("yes", style="bold red") if value else Text("no"))
-            else:
-                cells.append(styled(value))
-        table.add_row(*cells)
-    return table
+    rows = [[Text(str(tp["id"]))] + [_cell(k, tp.get(k), scale) for k in keys] for tp in timepoints]
+    return fitted_table(console, [("id", "timepoint")], keys, rows, box=box.SIMPLE_HEAVY)
 
 
-def _lesion_table(block: Mapping[str, Any]) -> Table | None:
-    rows = [(tp["id"], les) for tp in block.get("timepoints", []) for les in tp.get("lesions", []) or []]
-    if not rows:
+def _lesion_table(
+    console: Console, block: Mapping[str, Any], scale: ResponseScale | None
+) -> tuple[Table, list[str]] | None:
+    found = [(tp["id"], les) for tp in block.get("timepoints", []) for les in tp.get("lesions", []) or []]
+    if not found:
         return None
     keys: list[str] = []
-    for _, les in rows:
+    for _, les in found:
         keys.extend(k for k in les if k != "id" and k not in keys)
-    table = Table(box=box.SIMPLE, show_edge=False, title="per lesion", title_justify="left", title_style="dim")
-    table.add_column("timepoint")
-    table.add_column("lesion")
-    for key in keys:
-        table.add_column(key.replace("_", " "))
-    for tp_id, les in rows:
-        table.add_row(str(tp_id), str(les["id"]), *[styled(les.get(k)) for k in keys])
-    return table
+    rows = [
+        [Text(str(tp_id)), Text(str(les["id"]))] + [_cell(k, les.get(k), scale) for k in keys] for tp_id, les in found
+    ]
+    return fitted_table(
+        console,
+        [("timepoint", "timepoint"), ("lesion", "lesion")],
+        keys,
+        rows,
+        box=box.SIMPLE,
+        title="per lesion",
+        title_justify="left",
+        title_style="dim",
+    )
 
 
-def _best_line(block: Mapping[str, Any]) -> Text | None:
+def _best_line(block: Mapping[str, Any], scale: ResponseScale | None) -> Text | None:
     if "best_overall_response" not in block:
         return None
     bor = block["best_overall_response"]
     text = Text("Best overall response: ")
-    text.append_text(styled(bor))
+    text.append_text(styled(bor, scale))
+    if scale is not None and isinstance(bor, str):
+        label = scale.label(bor)
+        if label.lower() != scale.display(bor).lower():
+            text.append(f" ({label})")
     where = block.get("best_overall_response_timepoint")
     if where:
-        text.append(f"  (at {where}, day {format_value(block.get('best_overall_response_day'))})", style="dim")
+        text.append(f"  at {where}, day {format_value(block.get('best_overall_response_day'))}", style="dim")
     params = block.get("parameters", {})
     if "confirmation_required" in params:
         text.append(
-            "  confirmation " + ("required" if params["confirmation_required"] else "not required"), style="dim"
+            "; confirmation " + ("required" if params["confirmation_required"] else "not required"), style="dim"
         )
     return text
 
 
 def render_assessment(
-    console: Console, data: Mapping[str, Any], explain: bool = False, case_header: str | None = None
+    console: Console,
+    data: Mapping[str, Any],
+    explain: bool = False,
+    case_header: str | None = None,
+    rule_sets: Mapping[str, LoadedRuleSet] | None = None,
 ) -> None:
-    """The terminal view of `assess`: one table per criteria set, disagreements, toxicity, warnings."""
+    """The terminal view of `assess`: one table per criteria set, disagreements, toxicity, warnings.
+
+    `rule_sets` (the sets run, by id) give the meaning of each word and the flag labels; without them the shipped
+    set of each id is used."""
     console.print(Text(case_header or f"Case {data['case_id']}", style="bold underline"))
     for rule_id, block in data.get("criteria", {}).items():
-        console.print()
-        console.print(_criteria_title(rule_id, block))
-        if not block.get("timepoints"):
-            console.print(Text("  no follow-up timepoints to assess", style="dim"))
-        else:
-            console.print(_criteria_table(rule_id, block, explain))
-        lesions = _lesion_table(block)
-        if lesions is not None:
-            console.print(lesions)
-        best = _best_line(block)
-        if best is not None:
-            console.print(best)
-            if explain and block.get("best_overall_response_reason"):
-                console.print(Text("  why: ", style="bold") + Text(str(block["best_overall_response_reason"])))
-        if explain:
-            for tp in block.get("timepoints", []):
-                for line in tp.get("explanation", []) or []:
-                    console.print(Text(f"  {tp['id']}: ", style="bold") + Text(line))
+        _render_block(console, rule_id, block, explain, scale_for(rule_id, rule_sets))
     disagreements = data.get("disagreements") or []
     if disagreements:
         console.print()
         lines = [f"{d['timepoint']}: " + ", ".join(f"{k} {v}" for k, v in d["verdicts"].items()) for d in disagreements]
         console.print(Panel("\n".join(lines), title="criteria disagree", border_style="yellow", expand=False))
     if data.get("toxicity_assessed", True):
-        _toxicity_panel(console, data.get("toxicity") or [])
+        _toxicity_panel(console, data.get("toxicity") or [], rule_sets)
     else:
         console.print()
         console.print(Text("Toxicity flags: not assessed (add toxicity to --criteria)", style="dim"))
     _warnings_panel(console, data.get("warnings") or [])
 
 
-def _toxicity_panel(console: Console, flags: Iterable[Mapping[str, Any]]) -> None:
+def _render_block(
+    console: Console, rule_id: str, block: Mapping[str, Any], explain: bool, scale: ResponseScale | None
+) -> None:
+    console.print()
+    console.print(_criteria_title(rule_id, block))
+    if not block.get("timepoints"):
+        console.print(Text("  no follow-up timepoints to assess", style="dim"))
+    else:
+        _print_fitted(console, *_criteria_table(console, block, explain, scale))
+    lesions = _lesion_table(console, block, scale)
+    if lesions is not None:
+        _print_fitted(console, *lesions)
+    best = _best_line(block, scale)
+    if best is not None:
+        console.print(best)
+        if explain and block.get("best_overall_response_reason"):
+            _hanging(console, [(Text("why:", style="bold"), str(block["best_overall_response_reason"]))])
+    if explain:
+        _hanging(
+            console,
+            (
+                (Text(f"{tp['id']}:", style="bold"), line)
+                for tp in block.get("timepoints", [])
+                for line in tp.get("explanation", []) or []
+            ),
+        )
+
+
+def flag_label(flag: Mapping[str, Any], rule_sets: Mapping[str, LoadedRuleSet] | None = None) -> str:
+    """A toxicity flag in plain words: the rule set's `label`, else its description, else the code."""
+    rule_id = str(flag.get("criteria") or "toxicity")
+    rules = (rule_sets or {}).get(rule_id)
+    if rules is None:
+        from .rules import builtin_ids, load_rules
+
+        rules = load_rules(rule_id) if rule_id in builtin_ids() else None
+    spec = next((f for f in rules.schema.flags if f.flag == flag["flag"]), None) if rules is not None else None
+    if spec is None:
+        return str(flag["flag"])
+    return spec.label or spec.description.rstrip(".")
+
+
+def _toxicity_panel(
+    console: Console, flags: Iterable[Mapping[str, Any]], rule_sets: Mapping[str, LoadedRuleSet] | None
+) -> None:
     flags = list(flags)
     console.print()
     if not flags:
         console.print(Text("Toxicity flags: none raised", style="dim"))
         return
-    table = Table(box=box.SIMPLE, show_edge=False, title="Toxicity flags", title_justify="left", title_style="bold")
-    for column in ("timepoint", "flag", "evidence", "source"):
-        table.add_column(column)
+    console.print(Text("Toxicity flags", style="bold"))
+    rows = []
     for flag in flags:
-        name = flag["flag"] + (f" ({flag['lesion']})" if flag.get("lesion") else "")
-        name += f" grade {flag['grade']}" if flag.get("grade") is not None else ""
-        table.add_row(
-            str(flag["timepoint"]),
-            Text(name, style="magenta"),
-            flag.get("explanation", ""),
-            f"{flag.get('citation', '')} [{flag.get('evidence_level', '')}]",
-        )
-    console.print(table)
+        text = Text(flag_label(flag, rule_sets), style="magenta")
+        if flag.get("lesion"):
+            text.append(f" ({flag['lesion']})")
+        if flag.get("grade") is not None:
+            text.append(f", grade {flag['grade']}")
+        text.append("\n" + str(flag.get("explanation", "")))
+        text.append(f"\n{flag.get('citation', '')}; evidence level {flag.get('evidence_level', '')}", style="dim")
+        rows.append((Text(str(flag["timepoint"]), style="bold"), text))
+    _hanging(console, rows)
 
 
 def _warnings_panel(console: Console, warnings: Iterable[Mapping[str, Any]]) -> None:
@@ -217,9 +434,101 @@ def _warnings_panel(console: Console, warnings: Iterable[Mapping[str, Any]]) -> 
     lines = []
     for w in warnings:
         where = ", ".join(str(x) for x in (w.get("criteria"), w.get("timepoint"), w.get("lesion")) if x)
-        lines.append(f"[bold]{w['code']}[/bold] ({where}): {w['message']}")
+        line = Text(str(w["code"]), style="bold")
+        line.append(f" ({where}): {w['message']}")
+        lines.append(line)
     console.print()
-    console.print(Panel("\n".join(lines), title=f"{len(warnings)} warning(s)", border_style="yellow", expand=False))
+    console.print(Panel(Group(*lines), title=f"{len(warnings)} warning(s)", border_style="yellow", expand=False))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `batch`: progress on long runs, warnings counted by code
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _QuietUntil(Progress):
+    """A progress display that draws nothing until the run has taken `delay` seconds (short runs stay silent)."""
+
+    def __init__(self, *columns: Any, delay: float, **options: Any) -> None:
+        self._shown_after = time.monotonic() + delay  # before Progress.__init__, which asks for the renderables
+        super().__init__(*columns, **options)
+
+    def get_renderables(self) -> Iterable[Any]:
+        if time.monotonic() >= self._shown_after:
+            yield from super().get_renderables()
+
+
+class BatchProgress:
+    """Progress of a batch on stderr: a rich progress bar with the current step and elapsed time, drawn only on a
+    terminal and only once the run has taken more than `delay` seconds. Called with each step's message
+    (`step("scoring part 3 of 10")`); "N of M" in a message moves the bar."""
+
+    def __init__(self, console: Console | None = None, delay: float = 2.0, enabled: bool | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False)
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.delay = delay
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def __enter__(self) -> BatchProgress:
+        if self.enabled:
+            self.progress = _QuietUntil(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+                delay=self.delay,
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task("reading", total=None)
+        return self
+
+    def __call__(self, message: str) -> None:
+        if self.progress is None:
+            return
+        parts = re.search(r"(\d[\d,]*) of (\d[\d,]*)", message)
+        if parts:
+            done, total = (int(g.replace(",", "")) for g in parts.groups())
+            self.progress.update(self.task, description=message, completed=max(done - 1, 0), total=total)
+        else:
+            self.progress.update(self.task, description=message)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+
+def render_batch_warnings(
+    console: Console, warnings: pd.DataFrame, where: object | None = None, first: int = 3
+) -> None:
+    """A batch's warnings counted by code, most frequent first: how many, in how many subjects, the first
+    subjects, and what the code means (the message of its first occurrence). A table without codes (a run
+    written part by part) gives the count alone."""
+    total = len(warnings)
+    if total == 0:
+        return
+    see = f" (see {where})" if where else ""
+    if "code" not in warnings.columns:
+        console.print(f"{total:,} warning(s){see}", style="yellow")
+        return
+    subjects = warnings["subject_id"].astype(str) if "subject_id" in warnings else None
+    n_subjects = subjects.nunique() if subjects is not None else None
+    in_subjects = f" in {n_subjects:,} subject(s)" if n_subjects is not None else ""
+    console.print(Text(f"{total:,} warning(s){in_subjects}{see}, by code:", style="bold yellow"))
+    rows = []
+    for code, group in sorted(warnings.groupby("code", sort=False), key=lambda item: (-len(item[1]), str(item[0]))):
+        text = Text(str(code), style="bold")
+        text.append(f"  {len(group):,}")
+        if subjects is not None:
+            ids = list(dict.fromkeys(subjects.loc[group.index]))
+            more = f", ... {len(ids) - first:,} more" if len(ids) > first else ""
+            text.append(f" in {len(ids):,} subject(s): {', '.join(ids[:first])}{more}")
+        text.append("\n" + str(group["message"].iat[0]), style="dim")
+        rows.append((Text("-"), text))
+    _hanging(console, rows)
 
 
 def render_rules_list(console: Console, rows: list[dict[str, Any]]) -> None:
@@ -231,7 +540,8 @@ def render_rules_list(console: Console, rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def render_rule_set(console: Console, info: Mapping[str, Any]) -> None:
+def render_rule_set(console: Console, info: Mapping[str, Any], scale: ResponseScale | None = None) -> None:
+    scale = scale or scale_for(str(info["id"]))
     console.print(Text(f"{info['name']} ({info['id']})", style="bold underline"))
     console.print(info["description"])
     if info.get("chain") and len(info["chain"]) > 1:
@@ -255,11 +565,11 @@ def render_rule_set(console: Console, info: Mapping[str, Any]) -> None:
         table.add_column("then")
         table.add_column("citation")
         for i, rule in enumerate(out["rules"]):
-            table.add_row(str(i + 1), rule["when"], styled(rule["then"]), rule.get("citation") or "")
+            table.add_row(str(i + 1), rule["when"], styled(rule["then"], scale), rule.get("citation") or "")
         console.print(table)
     for flag in info.get("flags", []):
         console.print(
-            Text(f"flag {flag['flag']}: ", style="bold magenta")
+            Text(f"flag {flag['flag']} ({flag.get('label') or flag['flag']}): ", style="bold magenta")
             + Text(flag["when"])
             + Text(f"  [{flag['citation']}; {flag['evidence_level']}]", style="dim")
         )
@@ -275,6 +585,7 @@ def render_rule_set(console: Console, info: Mapping[str, Any]) -> None:
 def render_summary(console: Console, summary: list[Mapping[str, Any]]) -> None:
     """Per criteria set: subjects, best-response counts, ORR and DCR with exact 95 % CIs."""
     for entry in summary:
+        scale = scale_for(str(entry["criteria"]))
         table = Table(
             title=f"{entry['criteria']}: {entry['subjects']:,} subjects",
             title_justify="left",
@@ -288,15 +599,15 @@ def render_summary(console: Console, summary: list[Mapping[str, Any]]) -> None:
         table.add_column("95 % CI (exact)", justify="right")
         for word, count in entry["best_response"].items():
             table.add_row(
-                Text("BOR ") + styled(word), f"{count:,}", format_value(100.0 * count / entry["subjects"]), ""
+                Text("BOR ") + styled(word, scale), f"{count:,}", format_value(100.0 * count / entry["subjects"]), ""
             )
-        for key, label in (
-            ("objective_response_rate", "ORR (CR+PR)"),
-            ("disease_control_rate", "DCR (CR+PR+SD+NON-CR/NON-PD)"),
+        for key, name, words in (
+            ("objective_response_rate", "ORR", entry.get("responders") or (scale.responders if scale else [])),
+            ("disease_control_rate", "DCR", entry.get("clinical_benefit") or (scale.benefit if scale else [])),
         ):
             m = entry[key]
             table.add_row(
-                Text(label, style="bold"),
+                Text(f"{name} ({'+'.join(words)})" if words else name, style="bold"),
                 f"{m['n']:,}",
                 format_value(m["rate_pct"]),
                 f"{format_value(m['ci_low_pct'])}-{format_value(m['ci_high_pct'])}",
@@ -331,12 +642,13 @@ def render_diff(console: Console, rule_diff: Any, verdicts: Any, label_a: str, l
         Text(f"Verdicts on {len(verdicts.subjects):,} subjects (best overall response)", style="bold underline")
     )
     console.print(Text(f"rows: {label_a}; columns: {label_b}", style="dim"))
+    scale_a, scale_b = (scale_for(label.removesuffix(" (A)").removesuffix(" (B)")) for label in (label_a, label_b))
     cross = Table(box=box.SIMPLE, show_edge=False)
     cross.add_column("")
     for column in verdicts.crosstab.columns:
         cross.add_column(str(column), justify="right")
     for index, row in verdicts.crosstab.iterrows():
-        cross.add_row(styled(index), *[str(int(v)) for v in row])
+        cross.add_row(styled(index, scale_a), *[str(int(v)) for v in row])
     console.print(cross)
     line = (
         f"agreement {format_value(verdicts.agreement_pct)} %"
@@ -373,7 +685,9 @@ def render_diff(console: Console, rule_diff: Any, verdicts: Any, label_a: str, l
     for column in ("subject", label_a, label_b, f"why ({label_a})", f"why ({label_b})"):
         table.add_column(column, overflow="fold")
     for row in moved.head(50).itertuples():
-        table.add_row(str(row.subject_id), styled(row.bor_a), styled(row.bor_b), str(row.why_a), str(row.why_b))
+        table.add_row(
+            str(row.subject_id), styled(row.bor_a, scale_a), styled(row.bor_b, scale_b), str(row.why_a), str(row.why_b)
+        )
     console.print(table)
     if len(moved) > 50:
         console.print(Text(f"... and {len(moved) - 50:,} more (use -o to write them all)", style="dim"))

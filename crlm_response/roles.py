@@ -24,7 +24,7 @@ missing                     no assessment at all (admiralonco MISSING)
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 Role = Literal[
     "complete",
@@ -66,6 +66,17 @@ ROLE_COLOURS: dict[str, str] = {
     "not_done": "#BBBBBB",
     "not_applicable": "#DDDDDD",
     "missing": "#EEEEEE",
+}
+NEUTRAL_COLOUR = "#999999"  # a value without a role (a missing response, a word the set does not declare)
+# Report text colours: darker shades of ROLE_COLOURS, readable as text on white (contrast of at least 4.5:1).
+ROLE_TEXT_COLOURS: dict[str, str] = {
+    "complete": "#005A8C",
+    "partial": "#1F6F99",
+    "minor": "#00704F",
+    "stable": "#8A5A00",
+    "non_measurable_stable": "#7A5F00",
+    "unconfirmed_progression": "#8E3E73",
+    "progression": "#A33F00",
 }
 ROLE_LABELS: dict[str, str] = {
     "complete": "complete response",
@@ -142,6 +153,24 @@ class ResponseScale:
             return self.labels[word]
         role = self.role_of(word)
         return ROLE_LABELS.get(role, word) if role is not None else word
+
+    def display(self, word: Any) -> str:
+        """How a word shows in tables, legends and charts: the criteria's own word (PR, CMR, optimal), except a
+        word spelled as an identifier (`complete_ablation`), which is a code and shows as its label."""
+        if word is None:
+            return ""
+        text = str(word)
+        return self.label(text) if "_" in text else text
+
+    def style(self, word: Any) -> str:
+        """Terminal (rich) style of a word, by its role."""
+        role = self.role_of(word)
+        return ROLE_STYLES.get(role, "") if role is not None else ""
+
+    def colour(self, word: Any, default: str = NEUTRAL_COLOUR) -> str:
+        """Chart and report colour of a word, by its role."""
+        role = self.role_of(word)
+        return ROLE_COLOURS.get(role, default) if role is not None else default
 
     def words_with_roles(self, roles: frozenset[str] | set[str] | tuple[str, ...]) -> list[str]:
         return [w for w in self.ranking if self.roles.get(w) in roles]

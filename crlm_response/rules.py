@@ -259,6 +259,7 @@ class Flag(_Strict):
 
     flag: Annotated[str, Field(pattern=CODE_PATTERN)]
     level: Literal["lesion", "timepoint"] = "timepoint"
+    label: str | None = Field(None, description="the flag in plain words, as reports and the terminal show it")
     description: str
     when: str
     evidence: list[str] = Field(default_factory=list)
@@ -1099,6 +1100,7 @@ def describe(rules: LoadedRuleSet) -> dict[str, Any]:
         "flags": [
             {
                 "flag": f.spec.flag,
+                "label": f.spec.label or f.spec.description.rstrip("."),
                 "when": f.condition.source,
                 "citation": f.spec.citation,
                 "evidence_level": f.spec.evidence_level,

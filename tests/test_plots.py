@@ -4,14 +4,20 @@
   two seeds: one with a PD subject, one without) to PNG, SVG and PDF. PNG: signature and IHDR size parsed
   with `struct`; PDF: `%PDF` header; SVG: parsed as XML, text kept as text (`svg.fonttype = none`) so legend
   entries, titles and tick labels are `<text>` elements and the matplotlib `gid`s become element ids.
-* Legend entries ("BOR PR", ...) are exactly the best overall responses present in the batch `.best` file;
-  the title gives the subject count; waterfall and spider carry the +20 % and -30 % reference lines *at*
-  +20 and -30 on the y axis (positions mapped through the numeric y tick labels); the swimmer has the
-  "first-response", "pd" and "ongoing" marker groups with one marker per subject that should have one.
+* Legend entries ("PR (n = 3)", ...) are exactly the best overall responses present in the batch `.best` file,
+  each with its number of subjects; the title gives the subject count and the criteria set's name; waterfall and
+  spider carry the +20 % and -30 % reference lines of RECIST 1.1's parameters *at* +20 and -30 on the y axis
+  (positions mapped through the numeric y tick labels); the swimmer has the "first-response",
+  "first-progression" and "ongoing" marker groups with one marker per subject that should have one.
 * Waterfall correctness on a hand-made cohort (tests/fixtures/plots/tiny_cohort.csv, see its README): bar
-  heights are the *lowest* % change per subject, colours follow the best overall response (a shrinking subject
-  with a new lesion is PD-coloured) and match the legend, subjects without a measured follow-up are counted in
-  the title. The matplotlib figure is captured by wrapping `plots._save` while the CLI runs.
+  heights are the *lowest* % change per subject, colours follow the role of the best overall response (a
+  shrinking subject with a new lesion is coloured as progression) and match the legend, subjects without a
+  measured follow-up are counted in the title, ORR and DCR with exact CIs are worked out by hand. The matplotlib
+  figure is captured by wrapping `plots._save` while the CLI runs.
+* Criteria as data: a copy of RECIST 1.1 with other words and another PR threshold plots with its own words,
+  colours by role and its own threshold line; without its rule file the plot refuses (it cannot know what the
+  words mean). --group-by (a column of a --groups table, or COLUMN=VALUE), --label-subjects, --data-cut.
+* Print size: every picture is at most 170 mm (A4 text width) wide and no text is under 7 pt.
 * Edge cases: no follow-up, only follow-up not evaluated, a 1-subject cohort, 5,000 subjects (no per-subject
   labels, bounded picture size, finishes in reasonable time).
 * Errors: wrong input table, unknown or absent --criteria, unsupported picture suffix: exit code, a message
@@ -31,9 +37,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FIXTURES, run_cli
+from conftest import FIXTURES, ROOT, run_cli
 
 from crlm_response import plots
+from crlm_response.roles import ROLE_COLOURS
 from crlm_response.synthetic import generate_cohort
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -105,8 +112,27 @@ def svg_ids(root: ET.Element) -> dict[str, ET.Element]:
     return {el.get("id"): el for el in root.iter() if el.get("id")}
 
 
-def title_text(texts: list[str]) -> str:
-    titles = [t for t in texts if re.search(r"\d subjects?\b", t)]
+LEGEND_ENTRY = re.compile(r"^(?P<word>.+) \(n = (?P<n>[\d,]+)\)$")
+
+
+def legend_entries(texts: list[str]) -> dict[str, int]:
+    """`PR (n = 3)` legend entries as {word: n}."""
+    found = {}
+    for text in texts:
+        match = LEGEND_ENTRY.match(text)
+        if match:
+            assert match["word"] not in found, f"legend entry for {match['word']} twice"
+            found[match["word"]] = int(match["n"].replace(",", ""))
+    return found
+
+
+def title_text(root: ET.Element) -> str:
+    """The title naming the subject count, all its lines (matplotlib writes one <text> per line, in one group)."""
+    titles = [
+        "; ".join(svg_texts(group))
+        for group in root.iter(f"{SVG}g")
+        if (group.get("id") or "").startswith("text_") and re.search(r"\d subjects?\b", " ".join(svg_texts(group)))
+    ]
     assert len(titles) == 1, f"expected one title naming the subject count, got {titles}"
     return titles[0]
 
@@ -203,16 +229,13 @@ def test_svg_legend_title_and_count(small: Path, kind: str) -> None:
     ok(run_cli("plot", kind, small, "-o", out))
     root = svg_root(out)
     texts = svg_texts(root)
-    present = set(best_table(small)["best_overall_response"])
-    for category in CATEGORIES:
-        entry = f"BOR {category}"
-        if category in present:
-            assert texts.count(entry) == 1, f"{kind}: legend entry {entry!r} missing; texts: {texts}"
-        else:
-            assert entry not in texts, f"{kind}: legend shows {entry!r} but no subject has that best response"
-    title = title_text(texts)
+    counts = best_table(small)["best_overall_response"].value_counts().to_dict()
+    legend = legend_entries(texts)
+    assert legend == counts, f"{kind}: legend {legend}, best-response table {counts}"
+    assert set(legend) <= set(CATEGORIES)
+    title = title_text(root)
     assert title_counts(title) == (12, 0), title
-    assert "recist1.1" in title
+    assert "RECIST 1.1" in title, "the title names the criteria set by its name"
 
 
 @pytest.mark.parametrize("kind", ("waterfall", "spider"))
@@ -243,7 +266,7 @@ def test_swimmer_marker_groups(small: Path) -> None:
     by_subject = visits.groupby("subject_id")["overall"].apply(set)
     expected = {
         "first-response": sum(1 for s in by_subject if s & {"CR", "PR"}),
-        "pd": sum(1 for s in by_subject if "PD" in s),
+        "first-progression": sum(1 for s in by_subject if "PD" in s),
         "ongoing": sum(1 for s in by_subject if "PD" not in s),
     }
     for gid, count in expected.items():
@@ -270,7 +293,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_waterfall_bars_are_lowest_change_coloured_by_bor(tiny: Path, capture_figures: list[Any]) -> None:
     from matplotlib.colors import to_hex
 
-    ok(run_cli("plot", "waterfall", tiny, "-o", tiny.parent / "waterfall.svg"))
+    ok(run_cli("plot", "waterfall", tiny, "-o", tiny.parent / "waterfall.svg", "--label-subjects"))
     (fig,) = capture_figures
     ax = fig.axes[0]
     bars = ax.containers[0]
@@ -279,17 +302,19 @@ def test_waterfall_bars_are_lowest_change_coloured_by_bor(tiny: Path, capture_fi
     colours = [to_hex(p.get_facecolor()) for p in bars]
     assert labels == ["GROW", "NEWLES", "SHRINK", "REBOUND"], "bars sorted from most growth to most shrinkage"
     assert heights == pytest.approx([TINY_BARS[s][0] for s in labels], abs=0.01)
-    box = ax.get_legend()
+    (box,) = fig.legends
     legend = {
-        t.get_text(): to_hex(h.get_facecolor())
+        LEGEND_ENTRY.match(t.get_text())["word"]: to_hex(h.get_facecolor())
         for t, h in zip(box.get_texts(), box.legend_handles, strict=True)
-        if t.get_text().startswith("BOR ")
+        if LEGEND_ENTRY.match(t.get_text())
     }
+    assert set(legend) == {"SD", "PD", "PR"}, "one legend entry per best response with a bar"
     for subject, colour in zip(labels, colours, strict=True):
-        assert colour == legend[f"BOR {TINY_BARS[subject][1]}"], f"{subject} is not coloured as its BOR"
-    # A shrinking subject with a new lesion is PD-coloured, not like the PR bars of similar height.
+        assert colour == legend[TINY_BARS[subject][1]], f"{subject} is not coloured as its BOR"
+    # A shrinking subject with a new lesion is coloured as progression, not like the PR bars of similar height.
     assert colours[labels.index("NEWLES")] != colours[labels.index("SHRINK")]
-    assert colours[labels.index("NEWLES")] == to_hex(plots.RESPONSE_COLOURS["PD"])
+    assert colours[labels.index("NEWLES")] == to_hex(ROLE_COLOURS["progression"])
+    assert colours[labels.index("SHRINK")] == to_hex(ROLE_COLOURS["partial"])
     reference = sorted(
         round(float(line.get_ydata()[0]), 6) for line in ax.get_lines() if "reference-line" in (line.get_gid() or "")
     )
@@ -320,10 +345,10 @@ def test_waterfall_svg_bars_match_heights(tiny: Path) -> None:
 def test_waterfall_info_and_title_count_subjects_not_shown(tiny: Path) -> None:
     visits, best = plots.read_results(tiny)
     info = plots.waterfall(visits, best, tiny.parent / "info.png")
-    assert info == {"subjects": 4, "without_follow_up": 2, "criteria": "recist1.1"}
+    assert info == {"subjects": 4, "without_follow_up": 2, "criteria": "recist1.1", "name": "RECIST 1.1"}
     out = tiny.parent / "waterfall_title.svg"
     ok(run_cli("plot", "waterfall", tiny, "-o", out))
-    assert title_counts(title_text(svg_texts(svg_root(out)))) == (4, 2)
+    assert title_counts(title_text(svg_root(out))) == (4, 2)
 
 
 @pytest.mark.parametrize("kind", ("spider", "swimmer"))
@@ -331,13 +356,13 @@ def test_title_accounts_for_subjects_without_follow_up(tiny: Path, kind: str) ->
     """BASEONLY (no follow-up) cannot be drawn; the title must still account for all 6 subjects of .best."""
     out = tiny.parent / f"{kind}_title.svg"
     ok(run_cli("plot", kind, tiny, "-o", out))
-    shown, hidden = title_counts(title_text(svg_texts(svg_root(out))))
+    shown, hidden = title_counts(title_text(svg_root(out)))
     assert hidden >= 1, f"{kind}: title does not say that a subject is not shown"
     assert shown + hidden == 6
 
 
 def test_swimmer_markers_on_hand_made_cohort(tiny: Path, capture_figures: list[Any]) -> None:
-    ok(run_cli("plot", "swimmer", tiny, "-o", tiny.parent / "swimmer.png"))
+    ok(run_cli("plot", "swimmer", tiny, "-o", tiny.parent / "swimmer.png", "--label-subjects"))
     (fig,) = capture_figures
     ax = fig.axes[0]
     rows = {t.get_text(): i for i, t in enumerate(ax.get_yticklabels())}
@@ -348,7 +373,7 @@ def test_swimmer_markers_on_hand_made_cohort(tiny: Path, capture_figures: list[A
         return {(by_row[int(round(y))], round(float(x), 2)) for x, y in np.asarray(groups[gid])}
 
     assert points("first-response") == {("SHRINK", 16.0), ("REBOUND", 8.0)}
-    assert points("pd") == {("NEWLES", 8.0)}
+    assert points("first-progression") == {("NEWLES", 8.0)}
     assert {s for s, _ in points("ongoing")} == {"GROW", "NEONLY", "SHRINK", "REBOUND"}
     bar_ends = {label: float(p.get_width()) for label, p in zip(rows, ax.containers[0], strict=True)}
     assert bar_ends == pytest.approx({"GROW": 8.0, "NEONLY": 8.0, "NEWLES": 8.0, "REBOUND": 16.0, "SHRINK": 16.0})
@@ -373,7 +398,7 @@ def test_only_follow_up_not_evaluated(tmp_path: Path) -> None:
         result = run_cli("plot", kind, responses, "-o", out)
         assert "Traceback" not in result.stderr and "internal error" not in result.stderr
         if result.exit_code == 0:
-            shown, hidden = title_counts(title_text(svg_texts(svg_root(out))))
+            shown, hidden = title_counts(title_text(svg_root(out)))
             assert (shown, hidden) == (0, 1), f"{kind}: {shown} shown, {hidden} not shown"
         else:
             assert result.exit_code == 1
@@ -381,8 +406,8 @@ def test_only_follow_up_not_evaluated(tmp_path: Path) -> None:
             assert "follow-up" in message or "not evaluated" in message, f"{kind}: unclear error: {message}"
             assert "are for size-based sets" not in message, f"{kind}: misleading error: {message}"
     ok(run_cli("plot", "swimmer", responses, "-o", tmp_path / "swimmer.svg"))
-    texts = svg_texts(svg_root(tmp_path / "swimmer.svg"))
-    assert "BOR NE" in texts and title_counts(title_text(texts)) == (1, 0)
+    root = svg_root(tmp_path / "swimmer.svg")
+    assert legend_entries(svg_texts(root)) == {"NE": 1} and title_counts(title_text(root)) == (1, 0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -392,9 +417,9 @@ def test_one_subject(tmp_path: Path, kind: str) -> None:
     for suffix in ("svg", "png"):
         ok(run_cli("plot", kind, responses, "-o", tmp_path / f"{kind}.{suffix}"))
     assert png_size(tmp_path / f"{kind}.png")[0] >= 600
-    texts = svg_texts(svg_root(tmp_path / f"{kind}.svg"))
-    assert title_counts(title_text(texts)) == (1, 0)
-    assert [t for t in texts if t.startswith("BOR ")] == [f"BOR {bor[0]}"]
+    root = svg_root(tmp_path / f"{kind}.svg")
+    assert title_counts(title_text(root)) == (1, 0)
+    assert legend_entries(svg_texts(root)) == {bor[0]: 1}
 
 
 @pytest.fixture(scope="module")
@@ -414,7 +439,7 @@ def test_5000_subjects(big: Path, kind: str) -> None:
     labelled = subjects & set(texts)
     assert not labelled, f"{kind}: {len(labelled)} per-subject labels (e.g. {sorted(labelled)[:3]})"
     assert sum(1 for i in svg_ids(root) if i.startswith(("xtick_", "ytick_"))) <= 30, "too many tick labels"
-    shown, hidden = title_counts(title_text(texts))
+    shown, hidden = title_counts(title_text(root))
     assert shown + hidden == 5000
     assert out.stat().st_size < 30_000_000
 
@@ -483,3 +508,200 @@ def test_jpg_output_refused(sample_results: Path, tmp_path: Path, kind: str) -> 
     message = assert_clean_failure(run_cli("plot", kind, sample_results, "-o", out))
     assert ".jpg" in message and ".png" in message and ".svg" in message, message
     assert list(tmp_path.iterdir()) == [], "nothing (not even a temporary file) may be left behind"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Criteria as data: other words, other thresholds
+# ---------------------------------------------------------------------------------------------------------
+
+RENAMED = {"CR": "RC", "PR": "RP", "SD": "DS", "PD": "DP"}
+
+
+@pytest.fixture(scope="module")
+def renamed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """RECIST 1.1 under another id and name, with other words and a PR threshold of 40 %; the tiny cohort scored
+    with it. (Hand-worked: SHRINK -40 % reaches the 40 % threshold at FU2 only; the rest as with RECIST 1.1.)"""
+    folder = tmp_path_factory.mktemp("renamed")
+    text = (ROOT / "rules" / "recist1.1.yaml").read_text(encoding="utf-8")
+    for old, new in RENAMED.items():
+        text = re.sub(rf"(?<![A-Za-z]){old}(?![A-Za-z])", new, text)
+    text = re.sub(r"^id: .*$", "id: recist_renamed", text, count=1, flags=re.M)
+    text = re.sub(r"^name: .*$", "name: Renamed RECIST", text, count=1, flags=re.M)
+    text, changed = re.subn(r"(  pr_pct_from_baseline:\n    value: )30\b", r"\g<1>40", text)
+    assert changed == 1
+    rules = folder / "renamed.yaml"
+    rules.write_text(text, encoding="utf-8")
+    responses = folder / "responses.csv"
+    ok(run_cli("batch", TINY, "-o", responses, "--criteria", rules))
+    best = best_table(responses, "recist_renamed").set_index("subject_id")["best_overall_response"].to_dict()
+    assert best == {
+        "GROW": "DS",
+        "NEWLES": "DP",
+        "SHRINK": "RP",
+        "REBOUND": "RP",
+        "NEONLY": "NE",
+        "BASEONLY": "MISSING",
+    }
+    return rules, responses
+
+
+def test_renamed_set_plots_with_its_own_words_colours_and_thresholds(
+    renamed: tuple[Path, Path], capture_figures: list[Any]
+) -> None:
+    from matplotlib.colors import to_hex
+
+    rules, responses = renamed
+    out = responses.parent / "waterfall.svg"
+    ok(run_cli("plot", "waterfall", responses, "-o", out, "--rules", rules, "--label-subjects"))
+    root = svg_root(out)
+    texts = svg_texts(root)
+    assert legend_entries(texts) == {"DS": 1, "DP": 1, "RP": 2}
+    assert "Renamed RECIST" in title_text(root)
+    assert any(t.startswith("RP: \u221240 % from baseline") for t in texts), texts
+    assert any(t.startswith("DP: +20 % from nadir") for t in texts), texts
+    assert "ORR 33.3 % (2/6; 95 % CI 4.3\u201377.7) \u00b7 DCR 50.0 % (3/6; 95 % CI 11.8\u201388.2)" in texts
+    (fig,) = capture_figures
+    ax = fig.axes[0]
+    lines = sorted(
+        round(float(line.get_ydata()[0]), 6) for line in ax.get_lines() if "reference-line" in (line.get_gid() or "")
+    )
+    assert lines == [-40.0, 20.0]
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    colours = dict(zip(names, [to_hex(p.get_facecolor()) for p in ax.containers[0]], strict=True))
+    assert colours == {
+        "GROW": to_hex(ROLE_COLOURS["stable"]),
+        "NEWLES": to_hex(ROLE_COLOURS["progression"]),
+        "SHRINK": to_hex(ROLE_COLOURS["partial"]),
+        "REBOUND": to_hex(ROLE_COLOURS["partial"]),
+    }
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_renamed_set_needs_its_rule_file(renamed: tuple[Path, Path], kind: str) -> None:
+    _, responses = renamed
+    out = responses.parent / f"no_rules_{kind}.png"
+    message = assert_clean_failure(run_cli("plot", kind, responses, "-o", out))
+    assert "recist_renamed" in message and "--rules" in message, message
+    assert not out.exists()
+
+
+def test_rule_file_of_another_set_refused(renamed: tuple[Path, Path]) -> None:
+    _, responses = renamed
+    out = responses.parent / "wrong_rules.png"
+    message = assert_clean_failure(
+        run_cli("plot", "spider", responses, "-o", out, "--rules", ROOT / "rules" / "who.yaml")
+    )
+    assert "who" in message and "recist_renamed" in message, message
+    assert not out.exists()
+
+
+def test_swimmer_of_renamed_set(renamed: tuple[Path, Path]) -> None:
+    rules, responses = renamed
+    out = responses.parent / "swimmer.svg"
+    ok(run_cli("plot", "swimmer", responses, "-o", out, "--rules", rules))
+    root = svg_root(out)
+    texts = svg_texts(root)
+    assert "first response (RC/RP)" in texts and "first DP" in texts, texts
+    ids = svg_ids(root)
+    assert marker_count(ids["first-response"]) == 2  # SHRINK (FU2), REBOUND (FU1)
+    assert marker_count(ids["first-progression"]) == 1  # NEWLES
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Waterfall numbers, groups, labels, data cut-off, print size
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_waterfall_counts_and_rates(tiny: Path) -> None:
+    """n per category over the bars drawn; ORR and DCR over every subject with a best response (6: MISSING and NE
+    included, as `batch --summary` counts them), exact CIs: 2/6 -> 4.33-77.72 %, 3/6 -> 11.81-88.19 %."""
+    out = tiny.parent / "waterfall_rates.svg"
+    ok(run_cli("plot", "waterfall", tiny, "-o", out))
+    texts = svg_texts(svg_root(out))
+    assert legend_entries(texts) == {"SD": 1, "PD": 1, "PR": 2}
+    assert "ORR 33.3 % (2/6; 95 % CI 4.3\u201377.7) \u00b7 DCR 50.0 % (3/6; 95 % CI 11.8\u201388.2)" in texts
+    assert "PR: \u221230 % from baseline" in texts and "PD: +20 % from nadir" in texts
+
+
+def test_subjects_not_named_unless_asked(tiny: Path) -> None:
+    for kind in KINDS:
+        out = tiny.parent / f"anonymous_{kind}.svg"
+        ok(run_cli("plot", kind, tiny, "-o", out))
+        assert not {"GROW", "NEWLES", "SHRINK", "REBOUND", "NEONLY"} & set(svg_texts(svg_root(out))), kind
+        named = tiny.parent / f"named_{kind}.svg"
+        ok(run_cli("plot", kind, tiny, "-o", named, "--label-subjects"))
+        assert {"GROW", "NEWLES", "SHRINK", "REBOUND"} <= set(svg_texts(svg_root(named))), kind
+
+
+@pytest.fixture(scope="module")
+def arms(tiny: Path) -> Path:
+    table = tiny.parent / "arms.csv"
+    table.write_text(
+        "subject_id,arm,agents\n"
+        "GROW,A,oxaliplatin;bevacizumab\nSHRINK,A,oxaliplatin;bevacizumab\n"
+        "NEWLES,B,irinotecan\nREBOUND,B,irinotecan\nNEONLY,B,irinotecan;Bevacizumab\n",
+        encoding="utf-8",
+    )
+    return table
+
+
+def test_waterfall_group_by(tiny: Path, arms: Path, capture_figures: list[Any]) -> None:
+    ok(run_cli("plot", "waterfall", tiny, "-o", tiny.parent / "arms.svg", "--group-by", "arm", "--groups", arms))
+    (fig,) = capture_figures
+    titles = [ax.get_title() for ax in fig.axes]
+    # Panel A: GROW SD, SHRINK PR (ORR 1/2); panel B: NEWLES PD, REBOUND PR, NEONLY NE (no bar; ORR 1/3).
+    assert titles == [
+        "A (n = 2)\nORR 50.0 % (1/2; 95 % CI 1.3\u201398.7)",
+        "B (n = 3)\nORR 33.3 % (1/3; 95 % CI 0.8\u201390.6)",
+    ]
+    assert [len(ax.containers[0]) for ax in fig.axes] == [2, 2]
+
+
+def test_swimmer_group_by_agent(tiny: Path, arms: Path) -> None:
+    out = tiny.parent / "bev.svg"
+    ok(run_cli("plot", "swimmer", tiny, "-o", out, "--group-by", "agents=bevacizumab", "--groups", arms))
+    texts = svg_texts(svg_root(out))
+    # NEONLY's "Bevacizumab" counts too (words compared without case).
+    assert "with bevacizumab (n = 3)" in texts and "without bevacizumab (n = 2)" in texts, texts
+
+
+def test_group_by_errors(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "w.png"
+    message = assert_clean_failure(run_cli("plot", "waterfall", tiny, "-o", out, "--group-by", "arm"))
+    assert "arm" in message and "--groups" in message, message
+    clash = tmp_path / "clash.csv"
+    clash.write_text("subject_id,arm\nGROW,A\nGROW,B\n", encoding="utf-8")
+    message = assert_clean_failure(run_cli("plot", "swimmer", tiny, "-o", out, "--group-by", "arm", "--groups", clash))
+    assert "GROW" in message and "A, B" in message, message
+    assert not out.exists()
+    result = run_cli("plot", "spider", tiny, "-o", out, "--group-by", "arm")
+    assert result.exit_code == 2 and "--group-by" in result.stderr
+
+
+def test_swimmer_data_cut(tiny: Path) -> None:
+    out = tiny.parent / "cut.svg"
+    ok(run_cli("plot", "swimmer", tiny, "-o", out, "--data-cut", "12"))
+    root = svg_root(out)
+    assert "data cut-off (week 12)" in svg_texts(root)
+    slope_x = path_xs(svg_ids(root)["data-cut"])
+    assert slope_x and max(slope_x) - min(slope_x) < 0.01, "the cut-off is a vertical line"
+    result = run_cli("plot", "waterfall", tiny, "-o", tiny.parent / "w.svg", "--data-cut", "12")
+    assert result.exit_code == 2 and "--data-cut" in result.stderr
+
+
+def path_xs(group: ET.Element) -> list[float]:
+    d = " ".join(p.get("d", "") for p in group.iter(f"{SVG}path"))
+    numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", d)]
+    return numbers[0::2]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_print_size(small: Path, kind: str) -> None:
+    """At most the text width of an A4 page (170 mm = 482 pt) wide, so printed at that width no text is smaller
+    than written; and nothing written under 7 pt."""
+    out = small.parent / f"size_{kind}.svg"
+    ok(run_cli("plot", kind, small, "-o", out, "--label-subjects"))
+    root = svg_root(out)
+    assert float(root.get("width", "0").removesuffix("pt")) <= 482.5
+    sizes = [float(m) for m in re.findall(r"font-size:\s*([\d.]+)px", out.read_text(encoding="utf-8"))]
+    assert sizes and min(sizes) >= 7.0, sorted(set(sizes))
