@@ -39,6 +39,10 @@ class BatchResult:
     summary: list[dict[str, Any]]
     results: dict[str, RuleSetResult] = field(default_factory=dict)
     prepared: Prepared | None = None
+    # A run written part by part keeps no warning rows in memory, only their summary (see summarise_warnings)
+    # and how many subjects have a warning (parts never share a subject, so the parts' counts add up).
+    warnings_summarised: pd.DataFrame | None = None
+    subjects_with_warnings: int | None = None
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The output tables by the names `batch` writes them under (`-o`, `--best`, `--errors`, ...)."""
@@ -61,6 +65,23 @@ class BatchResult:
             return "no subject was scored: every subject was set aside"
         return None
 
+    def warning_summary(self) -> pd.DataFrame:
+        if self.warnings_summarised is not None:
+            return self.warnings_summarised
+        return summarise_warnings(self.warnings)
+
+    @property
+    def n_warnings(self) -> int:
+        if self.warnings_summarised is not None:
+            return int(self.warnings_summarised["count"].sum())
+        return len(self.warnings)
+
+    @property
+    def n_subjects_with_warnings(self) -> int:
+        if self.subjects_with_warnings is not None:
+            return self.subjects_with_warnings
+        return count_warned_subjects(self.warnings)
+
     def accounting_lines(self) -> list[str]:
         """`rows read = rows scored + rows rejected`, per input file."""
         return [
@@ -68,6 +89,61 @@ class BatchResult:
             f"{c['rejected']:,}"
             for file, c in self.counts.items()
         ]
+
+
+WARNING_SUMMARY_COLUMNS = ["code", "count", "subjects", "first_subjects", "message", "first_subject"]
+
+
+def summarise_warnings(warnings: pd.DataFrame, first: int = 3) -> pd.DataFrame:
+    """Per warning code: how many, in how many subjects, the first subjects (by id, as text) and the message of
+    the first one. Parts of a cohort (subject-complete) are summarised alone and merged with `merge_warning_summaries`,
+    which gives the same table as summarising the whole cohort at once."""
+    if warnings.empty or "code" not in warnings:
+        return pd.DataFrame(columns=WARNING_SUMMARY_COLUMNS)
+    subject = warnings["subject_id"].map(lambda v: None if v is None or v != v else str(v))  # v != v: NaN
+    frame = pd.DataFrame({"code": warnings["code"].to_numpy(), "s": subject.to_numpy(), "m": warnings["message"]})
+    rows = []
+    for code, group in frame.groupby("code", sort=True):
+        ids = sorted(set(group["s"].dropna()))
+        first_row = group.sort_values("s", na_position="last", kind="stable").iloc[0]
+        rows.append(
+            {
+                "code": code,
+                "count": len(group),
+                "subjects": len(ids),
+                "first_subjects": ids[:first],
+                "message": first_row["m"],
+                "first_subject": ids[0] if ids else None,
+            }
+        )
+    return pd.DataFrame(rows, columns=WARNING_SUMMARY_COLUMNS)
+
+
+def count_warned_subjects(warnings: pd.DataFrame) -> int:
+    """How many subjects have at least one warning (file-level warnings belong to none)."""
+    return int(warnings["subject_id"].dropna().astype(str).nunique()) if "subject_id" in warnings else 0
+
+
+def merge_warning_summaries(parts: Sequence[pd.DataFrame], first: int = 3) -> pd.DataFrame:
+    """One summary from the summaries of subject-complete parts (subjects never span parts)."""
+    filled = [p for p in parts if not p.empty]
+    if not filled:
+        return pd.DataFrame(columns=WARNING_SUMMARY_COLUMNS)
+    rows = []
+    for code, group in pd.concat(filled, ignore_index=True).groupby("code", sort=True):
+        ids = sorted({s for subjects in group["first_subjects"] for s in subjects})
+        keyed = group.assign(_k=group["first_subject"].map(lambda v: (v is None, v or "")))
+        rows.append(
+            {
+                "code": code,
+                "count": int(group["count"].sum()),
+                "subjects": int(group["subjects"].sum()),
+                "first_subjects": ids[:first],
+                "message": keyed.sort_values("_k", kind="stable")["message"].iat[0],
+                "first_subject": ids[0] if ids else None,
+            }
+        )
+    return pd.DataFrame(rows, columns=WARNING_SUMMARY_COLUMNS)
 
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:

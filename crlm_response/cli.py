@@ -663,7 +663,7 @@ def _batch_large(
     chunk_rows: int | None,
 ) -> None:
     """Subject-complete parts scored one at a time (--chunk-rows) or on Dask; outputs written part by part."""
-    from .batch import BatchResult
+    from .batch import BatchResult, merge_warning_summaries
     from .engines import OUTPUT_KINDS, ResultSink, connect, run_chunked, run_dask
     from .outputs import check_outputs, rule_inputs
     from .trial import load_column_map
@@ -703,10 +703,12 @@ def _batch_large(
                     best,
                     pd.DataFrame(),
                     pd.DataFrame(),
-                    pd.DataFrame({"n": range(sink.warnings)}),
+                    pd.DataFrame(),
                     pd.DataFrame(),
                     sink.counts,
                     sink.summary(best),
+                    warnings_summarised=merge_warning_summaries(sink.warning_summaries),
+                    subjects_with_warnings=sink.warned_subjects,
                 )
                 _write_summary_file(result, summary_file)
     except BaseException:
@@ -782,7 +784,7 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
     written = [str(p) for name, p in outputs.items() if p is not None and Path(p).exists()]
     if written:
         err.print("wrote " + ", ".join(written), style="dim")
-    render_batch_warnings(err, result.warnings, outputs.get("warnings"))
+    render_batch_warnings(err, result.warning_summary(), result.n_subjects_with_warnings, outputs.get("warnings"))
     if summary:
         render_summary(_console(), result.summary)
     nothing = result.nothing_scored()
@@ -790,8 +792,8 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
         where = f" (see {outputs['errors']})" if outputs.get("errors") else ""
         raise CrlmError(nothing + where)
     rejected = sum(c["rejected"] for c in result.counts.values())
-    if strict and (rejected or len(result.warnings)):
-        raise click.ClickException(f"--strict: {rejected:,} row(s) rejected and {len(result.warnings):,} warning(s)")
+    if strict and (rejected or result.n_warnings):
+        raise click.ClickException(f"--strict: {rejected:,} row(s) rejected and {result.n_warnings:,} warning(s)")
 
 
 @cli.command("bor", context_settings=CONTEXT_SETTINGS)

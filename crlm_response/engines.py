@@ -94,6 +94,8 @@ class ResultSink:
     _stage: Path | None = None
     parts: int = 0
     warnings: int = 0
+    warning_summaries: list[pd.DataFrame] = field(default_factory=list)
+    warned_subjects: int = 0
 
     def add(self, result: BatchResult, part: int) -> None:
         self.parts += 1
@@ -103,6 +105,8 @@ class ResultSink:
                 total[key] += c[key]
         self.best_parts.append(result.best)
         self.warnings += len(result.warnings)
+        self.warning_summaries.append(result.warning_summary())
+        self.warned_subjects += result.n_subjects_with_warnings
         for kind, frame in result.tables().items():
             if frame is None or frame.empty:
                 if frame is not None and len(frame.columns):

@@ -502,31 +502,27 @@ class BatchProgress:
 
 
 def render_batch_warnings(
-    console: Console, warnings: pd.DataFrame, where: object | None = None, first: int = 3
+    console: Console, summary: pd.DataFrame, n_subjects: int, where: object | None = None
 ) -> None:
     """A batch's warnings counted by code, most frequent first: how many, in how many subjects, the first
-    subjects, and what the code means (the message of its first occurrence). A table without codes (a run
-    written part by part) gives the count alone."""
-    total = len(warnings)
+    subjects, and what the code means (the message of its first occurrence). `summary` is
+    `BatchResult.warning_summary()` (the same table for every engine)."""
+    total = int(summary["count"].sum()) if len(summary) else 0
     if total == 0:
         return
     see = f" (see {where})" if where else ""
-    if "code" not in warnings.columns:
-        console.print(f"{total:,} warning(s){see}", style="yellow")
-        return
-    subjects = warnings["subject_id"].astype(str) if "subject_id" in warnings else None
-    n_subjects = subjects.nunique() if subjects is not None else None
-    in_subjects = f" in {n_subjects:,} subject(s)" if n_subjects is not None else ""
+    in_subjects = f" in {n_subjects:,} subject(s)" if n_subjects else ""
     console.print(Text(f"{total:,} warning(s){in_subjects}{see}, by code:", style="bold yellow"))
     rows = []
-    for code, group in sorted(warnings.groupby("code", sort=False), key=lambda item: (-len(item[1]), str(item[0]))):
-        text = Text(str(code), style="bold")
-        text.append(f"  {len(group):,}")
-        if subjects is not None:
-            ids = list(dict.fromkeys(subjects.loc[group.index]))
-            more = f", ... {len(ids) - first:,} more" if len(ids) > first else ""
-            text.append(f" in {len(ids):,} subject(s): {', '.join(ids[:first])}{more}")
-        text.append("\n" + str(group["message"].iat[0]), style="dim")
+    ordered = sorted(summary.to_dict("records"), key=lambda row: (-int(row["count"]), str(row["code"])))
+    for row in ordered:
+        text = Text(str(row["code"]), style="bold")
+        text.append(f"  {int(row['count']):,}")
+        if row["subjects"]:
+            ids = list(row["first_subjects"])
+            more = f", ... {int(row['subjects']) - len(ids):,} more" if row["subjects"] > len(ids) else ""
+            text.append(f" in {int(row['subjects']):,} subject(s): {', '.join(ids)}{more}")
+        text.append("\n" + str(row["message"]), style="dim")
         rows.append((Text("-"), text))
     _hanging(console, rows)
 

@@ -30,6 +30,7 @@ from conftest import ROOT, run_cli
 from rich.console import Console
 from rich.text import Text
 
+from crlm_response.batch import count_warned_subjects, merge_warning_summaries, summarise_warnings
 from crlm_response.cli import cli
 from crlm_response.render import BatchProgress, fitted_table, render_batch_warnings, render_summary
 
@@ -193,18 +194,20 @@ def test_render_batch_warnings_counts_by_code() -> None:
         }
     )
     console = Console(width=100, file=io.StringIO(), record=True, color_system=None)
-    render_batch_warnings(console, warnings, "out.warnings.csv")
+    render_batch_warnings(console, summarise_warnings(warnings), count_warned_subjects(warnings), "out.warnings.csv")
     lines = [line.rstrip() for line in console.export_text().splitlines()]
+    # first subjects by id, and the message of the first subject's warning: the same from every engine
     assert lines == [
         "6 warning(s) in 5 subject(s) (see out.warnings.csv), by code:",
-        "  - b_code  4 in 4 subject(s): S2, S1, S3, ... 1 more",
-        "    b first",
+        "  - b_code  4 in 4 subject(s): S1, S2, S3, ... 1 more",
+        "    b second",
         "  - a_code  2 in 2 subject(s): S1, S5",
         "    a first",
     ]
-    console = Console(width=100, file=io.StringIO(), record=True, color_system=None)
-    render_batch_warnings(console, pd.DataFrame({"n": range(3)}), None)
-    assert console.export_text().strip() == "3 warning(s)"
+    # summarised in two subject-complete parts and merged: the same summary
+    parts = [warnings.loc[warnings["subject_id"].isin(p)] for p in (["S1", "S4"], ["S2", "S3", "S5"])]
+    merged = merge_warning_summaries([summarise_warnings(p) for p in parts])
+    pd.testing.assert_frame_equal(merged, summarise_warnings(warnings))
 
 
 def test_summary_names_the_words_of_each_set() -> None:
