@@ -591,10 +591,15 @@ def parquet_blocks(path: Path, shown: str | Path, rows: int | None) -> Iterator[
         raise InputTableError(f"cannot read Parquet: {exc}", file=shown) from None
 
 
-def parquet_columns(path: Path) -> list[str]:
+def parquet_columns(path: Path, shown: str | Path | None = None) -> list[str]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return [str(n) for n in pq.read_schema(path).names if not str(n).startswith("__index_level_")]
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as exc:  # a damaged or cut file: say so, like the block reader does
+        raise InputTableError(f"cannot read Parquet: {exc}", file=shown or path) from None
+    return [str(n) for n in names if not str(n).startswith("__index_level_")]
 
 
 def read_sas(path: Path, shown: str | Path, kind: str) -> RawTable:

@@ -223,7 +223,7 @@ def open_source(path: str | Path, options: SourceOptions | None = None, rows: st
         source.names = list(source.layout.names)
         source.kinds = dict.fromkeys(source.names, TEXT)
     elif kind == "parquet":
-        source.names = parquet_columns(data)
+        source.names = parquet_columns(data, shown)
         source.kinds = _parquet_kinds(data)
     else:
         if kind in ("xpt", "sas7bdat"):
