@@ -145,9 +145,28 @@ def confirmations(subject: np.ndarray, day: np.ndarray, role: np.ndarray, s: Bor
     return confirming
 
 
-def _contribution(role: np.ndarray, day: np.ndarray, confirmed: np.ndarray, s: BorSettings) -> np.ndarray:
+def _confirmed_progression(subject: np.ndarray, role: np.ndarray) -> np.ndarray:
+    """Unconfirmed progression (iUPD) whose run of unconfirmed progression ends in progression (iCPD) was progression
+    all along (iRECIST Table 3, examples 6 and 7: iUPD, iCPD -> iCPD; iUPD, iUPD, iCPD -> iCPD)."""
+    pending = role == _R["unconfirmed_progression"]
+    if not pending.any():
+        return pending
+    n = len(role)
+    idx = np.arange(n)
+    big = n + 1
+    # For each row: the first row at or after it, in the same subject, that is not unconfirmed progression.
+    stops = np.where(~pending, idx, big)[::-1]
+    next_stop = pd.Series(stops).groupby(subject[::-1]).cummin().to_numpy()[::-1]
+    ends = np.where(next_stop < n, next_stop, 0)
+    return pending & (next_stop < n) & (role[ends] == _R["progression"])
+
+
+def _contribution(
+    subject: np.ndarray, role: np.ndarray, day: np.ndarray, confirmed: np.ndarray, s: BorSettings
+) -> np.ndarray:
     """The role each kept visit counts as towards the best response (method recist)."""
     out = role.copy()
+    out[_confirmed_progression(subject, role)] = _R["progression"]
     late = day >= s.sd_min_days
     responding = (role == _R["complete"]) | (role == _R["partial"])
     if s.confirmation_required:
@@ -209,7 +228,7 @@ def best_overall_response(
     if method == "recist":
         if settings.confirmation_required:
             confirming = confirmations(k_code, k_day, k_role, settings)
-        contribution = _contribution(k_role, k_day, confirming >= 0, settings)
+        contribution = _contribution(k_code, k_role, k_day, confirming >= 0, settings)
         rank = _rank_of_roles(scale)[contribution]
         raw_rank = _rank_of_roles(scale)[k_role]
     else:
@@ -380,6 +399,11 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
         for code, rule in confirmers.items():
             hit = demoted & (raw_role == code)
             note[hit] = at_best[hit] + f" not confirmed: no {rule}, so it counts as {scale.word('stable')}"
+        confirmed_later = has_best & ~same & (f.best_role == _R["progression"])
+        reason[confirmed_later] = (
+            as_counted[confirmed_later] + ": " + at_best[confirmed_later] + " was confirmed by a later "
+            f"{scale.word('progression')}"
+        )
         ne = has_best & (f.best_role == _R["not_evaluable"])
         reason[ne] = bor_text[ne] + ": no assessment qualifies for a better response"
         nd = has_best & (f.best_role == _R["not_done"])

@@ -426,7 +426,7 @@ def _explanations(
     position = {int(r): i for i, r in enumerate(rows)}
     lesion_ids = ctx.prepared.lesions["lesion_id"].to_numpy(dtype=object)
     for out in rule_set.outputs:
-        if not out.spec.report:  # bookkeeping outputs (e.g. whether a CR was definitive) explain nothing alone
+        if not out.spec.report and out.spec.level != "timepoint":
             continue
         name = out.spec.name
         values = ctx.value(name)
@@ -460,6 +460,8 @@ def _explanations(
             continue
         for k, rule in enumerate(out.rules):
             hit = np.flatnonzero(which == k)
+            if not out.spec.report:  # a bookkeeping output (a definitive CR, a confirmed iUPD) speaks when it holds
+                hit = hit[_truth_of(values[rows[hit]])]
             if not len(hit):
                 continue
             rendered = _render_rows(rule.template, ctx, "timepoint", rows[hit])
@@ -469,6 +471,11 @@ def _explanations(
                 line += f": {text}" if text else ""
                 lines[j].append(line + (f" [{citation}]" if citation else ""))
     return lines
+
+
+def _truth_of(values: np.ndarray) -> np.ndarray:
+    """Yes/no output values (1.0 / 0.0 / NaN) as booleans: NaN is not yes."""
+    return np.asarray(values, dtype=float) == 1.0
 
 
 def _shown(value: Any, vtype: str) -> str:

@@ -32,6 +32,7 @@ MriContrast = Literal["gadoxetic_acid", "extracellular", "none"]
 IntratumoralNodule = Literal["none", "new", "enlarging"]
 Setting = Literal["systemic", "intra_arterial", "ablation"]
 PetAtSite = Literal["negative", "positive", "not_done"]
+NewLesionRole = Literal["target", "non_target"]
 
 
 def _to_text(value: Any) -> Any:
@@ -138,6 +139,16 @@ class Lesion(_Strict):
     enhancing_tissue_at_ablation_edge: bool | None = None
     min_margin_mm: Millimetres | None = Field(None, description="minimal ablative margin")
     slice_thickness_mm: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False), Number] | None = None
+    new_lesion_role: Annotated[NewLesionRole | None, BeforeValidator(_normalise_word)] = Field(
+        None,
+        description="iRECIST: a new lesion measured as a new-lesion target or followed as a new non-target "
+        "(default: measurable by RECIST 1.1 -> target, up to 5 and 2 per organ)",
+    )
+    further_increase: bool | None = Field(
+        None,
+        description="iRECIST: the reader sees a further increase of this non-target or new non-target lesion since "
+        "the last assessment (confirms progression after iUPD)",
+    )
 
 
 class Organs(_Strict):

@@ -143,8 +143,10 @@ def test_a_renamed_copy_gives_the_same_rs_and_adam(rule_id: str, tmp_path: Path)
         adrs, adtr = adam_rows(result, streams, confirmed_result(result, score_read(read, [criteria]).prepared))
         tables[criteria] = {"rs": rs_rows(result, streams), "adrs": adrs, "adtr": adtr}
     original, renamed = tables[rule_id], tables[str(path)]
-    assert set(original["rs"]["RSCAT"]) <= {load_rules(rule_id).schema.name}
-    assert set(renamed["rs"]["RSCAT"]) <= {new_name}
+    shipped = load_rules(rule_id).schema
+    # RSCAT is the rule file's `rscat:` (kept by the copy) or else the set's name
+    assert set(original["rs"]["RSCAT"]) <= {shipped.rscat or shipped.name}
+    assert set(renamed["rs"]["RSCAT"]) <= {shipped.rscat or new_name}
     assert len(original["rs"]) > 0 and len(original["adrs"]) > 0
     pd.testing.assert_frame_equal(renamed["rs"].drop(columns="RSCAT"), original["rs"].drop(columns="RSCAT"))
     pd.testing.assert_frame_equal(renamed["adrs"], original["adrs"])
