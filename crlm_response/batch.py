@@ -20,6 +20,7 @@ from .summary import summarise
 from .tables import Prepared, with_object_strings
 from .trial import ERROR_COLUMNS, ReadResult
 from .validate import validate_and_prepare
+from .vectors import round_output
 
 KEY_ORDER = ["subject_id", "criteria", "timepoint", "day", "overall", "target", "non_target", "new_lesions"]
 Progress = Callable[[str], None]
@@ -168,7 +169,7 @@ def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
     """Report values with two decimals, as `assess` does (decisions were made on exact values)."""
     for column in frame.columns:
         if frame[column].dtype.kind == "f":
-            frame[column] = frame[column].round(2)
+            frame[column] = round_output(frame[column])
     return frame
 
 

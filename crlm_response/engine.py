@@ -23,6 +23,7 @@ from .functions import history_changed
 from .metrics import METRICS, Context, Level
 from .rules import CompiledOutput, LoadedRuleSet, check_parameter_value, report_items
 from .tables import Prepared, blank_where
+from .vectors import round_output
 
 WARNING_COLUMNS = ["subject_id", "criteria", "code", "timepoint", "lesion_id", "message"]
 FLAG_COLUMNS = [
@@ -359,7 +360,7 @@ def _evidence(ctx: Context, names: list[str], level: Level, rows: np.ndarray, as
         if metric is not None and metric.type == "bool":
             column = np.where(pd.isna(column), None, column == 1)
         elif column.dtype.kind == "f":
-            column = np.round(column, 2)
+            column = round_output(column)
         columns[name] = column
     if not as_json:
         return [{name: _plain(col[i]) for name, col in columns.items()} for i in range(len(rows))]
@@ -388,7 +389,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.floating | float):
         if np.isnan(value):
             return None
-        return round(float(value), 2)
+        return float(round_output(float(value)))
     if isinstance(value, np.str_):
         return str(value)
     return value

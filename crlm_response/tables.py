@@ -27,7 +27,7 @@ import pandas as pd
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from .models import Case, Lesion, Organs, Pet, Timepoint, Treatment
+from .models import Case, Lesion, Meta, Organs, Pet, Timepoint, Treatment
 
 # --------------------------------------------------------------------------------------------------
 # Field specifications, read off the Pydantic models so CSV checks and case checks share one truth.
@@ -50,6 +50,9 @@ class FieldSpec:
     choices: tuple[str, ...] | None = None
     allow_missing: bool = True
     description: str = ""
+    label: str = ""
+    unit: str | None = None
+    sdtm: str | None = None
 
 
 def _spec_from(name: str, info: FieldInfo) -> FieldSpec:
@@ -95,6 +98,7 @@ def _spec_from(name: str, info: FieldInfo) -> FieldSpec:
 
     visit(info.annotation, list(info.metadata))
     kind: Kind = "list" if "list" in kinds else kinds[0] if kinds else "text"  # type: ignore[assignment]
+    meta = next((m for m in info.metadata if isinstance(m, Meta)), None)
     return FieldSpec(
         name=name,
         kind=kind,
@@ -103,6 +107,9 @@ def _spec_from(name: str, info: FieldInfo) -> FieldSpec:
         le=bounds.get("le"),
         choices=tuple(choices) or None,
         description=info.description or "",
+        label=meta.label if meta else name.replace("_", " "),
+        unit=meta.unit if meta else None,
+        sdtm=meta.sdtm if meta else None,
     )
 
 

@@ -10,6 +10,7 @@ its data (a dropped "new lesion" row would hide a PD).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from .tables import (
     ORGAN_SPECS,
     PET_SPECS,
     TIMEPOINT_SPECS,
+    TREATMENT_SPECS,
     FieldSpec,
     Tables,
     blank_where,
@@ -64,10 +66,8 @@ SPECS: dict[str, FieldSpec] = {
     **TIMEPOINT_SPECS,
     **ORGAN_SPECS,
     **PET_SPECS,
-    "procedure_day": FieldSpec("procedure_day", "integer", ge=-3650, le=36500),
-    "regimen": FieldSpec("regimen", "text"),
-    "agents": FieldSpec("agents", "text", description="agents separated by ';'"),
-    "setting": FieldSpec("setting", "text", choices=("systemic", "intra_arterial", "ablation")),
+    # The treatment fields of the case model; in a table the agents are one text cell ("a;b").
+    **{k: dataclasses.replace(v, kind="text") if k == "agents" else v for k, v in TREATMENT_SPECS.items()},
 }
 LONG_COLUMNS = set(SPECS) | set(KEY_COLUMNS) | set(SUBJECT_FIELDS)
 ORGAN_COLUMNS = {"subject_id", "timepoint"} | set(TIMEPOINT_SPECS) | set(ORGAN_SPECS) | set(PET_SPECS)
