@@ -218,7 +218,7 @@ class _Compiler:
                 if numeric and isinstance(value, int | float):
                     hit = np.logical_or(hit, num_compare(ast.Eq(), x, float(value)))
                 else:
-                    hit = np.logical_or(hit, text_equal(x, value))
+                    hit = np.logical_or(hit, _text_equal(env, x, value))
             if negate:
                 return np.logical_and(np.logical_not(hit), is_known(x))
             return hit
@@ -233,9 +233,9 @@ class _Compiler:
             if len(types) > 1:
                 raise self.fail(f"cannot compare a {left.type} with a {right.type}")
             if isinstance(op, ast.Eq):
-                return lambda env: text_equal(left.evaluate(env), right.evaluate(env))
+                return lambda env: _text_equal(env, left.evaluate(env), right.evaluate(env))
             return lambda env: np.logical_and(
-                np.logical_not(text_equal(left.evaluate(env), right.evaluate(env))), is_known(left.evaluate(env))
+                np.logical_not(_text_equal(env, left.evaluate(env), right.evaluate(env))), is_known(left.evaluate(env))
             )
         if not types <= {"number"}:
             raise self.fail(f"`{ast.unparse(node)}` orders values that are not numbers")
@@ -267,6 +267,12 @@ class _Compiler:
         text = ast.unparse(node) if isinstance(node, ast.expr) else "?"
         hint = "compare it, e.g. `x > 0` or `x == 'CR'`" if wanted == "bool" else None
         raise self.fail(f"`{text}` is a {compiled.type}, but a {wanted} is needed here", hint=hint)
+
+
+def _text_equal(env: Env, a: Any, b: Any) -> Any:
+    """Text equality, through the environment when it can compare codes instead of strings (the scoring context)."""
+    equal = getattr(env, "text_equal", None)
+    return equal(a, b) if equal is not None else text_equal(a, b)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,9 @@ class _LevelEnv:
         self.level = level
         self.n = ctx.n[level]
 
+    def text_equal(self, a: Any, b: Any) -> Any:
+        return self.ctx.text_equal(a, b)
+
     def get(self, name: str) -> Any:
         try:
             return self.ctx.get(name, self.level)
@@ -108,7 +111,23 @@ def _decide(out: CompiledOutput, env: _LevelEnv, scope: np.ndarray) -> tuple[np.
         values[hit] = rule.result
         fired[hit] = k
         open_rows &= ~hit
+    if not boolean:  # a word output is a few words through the rule that fired: compared as codes later
+        words, word_of_rule = _rule_words(out)
+        env.ctx.coded(values, np.append(word_of_rule, -1)[fired], words)
     return values, fired
+
+
+def _rule_words(out: CompiledOutput) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct results of an output's rules, and for each rule the index of its result among them."""
+    words: list[Any] = []
+    index: list[int] = []
+    for rule in out.rules:
+        match = next((i for i, w in enumerate(words) if type(w) is type(rule.result) and w == rule.result), None)
+        if match is None:
+            words.append(rule.result)
+            match = len(words) - 1
+        index.append(match)
+    return np.array(words + [None], dtype=object)[:-1], np.array(index, dtype=np.int64)
 
 
 def _aggregate(ctx: Context, out: CompiledOutput, params: Mapping[str, Any], scope: np.ndarray) -> np.ndarray:

@@ -29,8 +29,8 @@ import pandas as pd
 
 from .functions import FunctionRef, Name, baseline_of
 from .roles import ResponseScale
-from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, Prepared, blank_where, spec_of
-from .vectors import ValueType
+from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, Prepared, blank_where, object_values, spec_of, text_codes
+from .vectors import ValueType, text_equal
 
 Level = Literal["lesion", "timepoint", "subject"]
 LEVEL_RANK = {"subject": 0, "timepoint": 1, "lesion": 2}
@@ -119,9 +119,12 @@ class Context:
         base_rows = np.flatnonzero(self.visit_is_baseline)
         first[self.visit_subject[base_rows]] = base_rows
         self.subject_baseline_visit = first
-        codes = pd.factorize(les["lesion_id"].astype(str))[0] if len(les) else np.zeros(0, dtype=np.int64)
+        codes = _lesion_codes(les["lesion_id"]) if len(les) else np.zeros(0, dtype=np.int64)
         self.lesion_key = self.lesion_subject * (int(codes.max()) + 1 if len(codes) else 1) + codes
         self._values: dict[Name, np.ndarray] = {}
+        # Text columns known as codes into a few words (id of the array -> the array, codes, words): comparing
+        # such a column with a word compares the words once and reads the answer through the codes.
+        self._words: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._levels: dict[str, Level] = {}
         self._types: dict[str, ValueType] = {}
         # Outputs of the previous pass over the decisions, read by history functions (functions.HistoryFunction),
@@ -138,11 +141,50 @@ class Context:
             spec = spec_of(name)
             if spec is not None and spec.kind in ("number", "integer", "bool", "list"):
                 return np.full(self.n[level], np.nan)
-            return np.full(self.n[level], None, dtype=object)
+            nothing = np.full(self.n[level], -1, dtype=np.int8)
+            return self.coded(np.full(self.n[level], None, dtype=object), nothing, np.zeros(0, dtype=object))
         values = frame[name]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            codes = values.cat.codes.to_numpy()
+            return self.coded(object_values(values), codes, values.cat.categories.to_numpy(dtype=object))
         if values.dtype == object or not pd.api.types.is_numeric_dtype(values.dtype):
             return values.to_numpy(dtype=object)
         return values.to_numpy(dtype=float)
+
+    def coded(self, values: np.ndarray, codes: np.ndarray, words: np.ndarray) -> np.ndarray:
+        """Remember that `values` are `words[codes]` (code -1: missing), so comparisons run on the codes."""
+        self._words[id(values)] = (values, codes, words)
+        return values
+
+    def codes_of(self, values: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """The codes and words of a column remembered by `coded`, or None."""
+        entry = self._words.get(id(values))
+        return (entry[1], entry[2]) if entry is not None and entry[0] is values else None
+
+    def equals(self, values: Any, *words: Any) -> np.ndarray:
+        """Rows of a text column equal to one of `words` (never a missing value)."""
+        coded = self.codes_of(values)
+        if coded is not None:
+            codes, names = coded
+            hit = np.zeros(len(names), dtype=bool)
+            for word in words:
+                hit |= np.asarray(names == word, dtype=bool)
+            out = np.zeros(len(codes), dtype=bool)
+            for code in np.flatnonzero(hit):
+                out |= codes == code
+            return out
+        out = np.zeros(len(values), dtype=bool)
+        for word in words:
+            out |= np.asarray(values == word, dtype=bool)
+        return out
+
+    def text_equal(self, a: Any, b: Any) -> Any:
+        """`vectors.text_equal`, through the codes when one side is a remembered column and the other one word."""
+        if isinstance(a, np.ndarray) and not isinstance(b, np.ndarray) and self.codes_of(a) is not None:
+            return self.equals(a, b)
+        if isinstance(b, np.ndarray) and not isinstance(a, np.ndarray) and self.codes_of(b) is not None:
+            return self.equals(b, a)
+        return text_equal(a, b)
 
     def level_of(self, name: Name) -> Level:
         if name in self._levels:
@@ -189,12 +231,17 @@ class Context:
         if source == target:
             return values
         if source == "timepoint" and target == "lesion":
-            return values[self.lesion_visit]
-        if source == "subject" and target == "timepoint":
-            return values[self.visit_subject]
-        if source == "subject" and target == "lesion":
-            return values[self.lesion_subject]
-        raise ValueError(f"cannot use a {source}-level value at the {target} level")
+            rows = self.lesion_visit
+        elif source == "subject" and target == "timepoint":
+            rows = self.visit_subject
+        elif source == "subject" and target == "lesion":
+            rows = self.lesion_subject
+        else:
+            raise ValueError(f"cannot use a {source}-level value at the {target} level")
+        coded = self.codes_of(values)
+        if coded is not None:
+            return self.coded(values[rows], coded[0][rows], coded[1])
+        return values[rows]
 
     # -- building blocks -----------------------------------------------------------------------------
     def at_baseline(self, values: np.ndarray, level: Level) -> np.ndarray:
@@ -202,7 +249,19 @@ class Context:
         if level == "subject":
             return values
         rows = self.subject_baseline_visit[self.visit_subject] if level == "timepoint" else self.base_row
+        coded = self.codes_of(values)
+        if coded is not None and len(values):
+            return self.coded(_take(values, rows), np.where(rows >= 0, coded[0][np.maximum(rows, 0)], -1), coded[1])
         return _take(values, rows)
+
+    def text_keys(self, values: np.ndarray) -> np.ndarray:
+        """Equal integers for values that are equal as text (`str`, so a missing value reads "None")."""
+        coded = self.codes_of(values)
+        if coded is None:
+            return pd.factorize(np.asarray(values).astype(str))[0]
+        codes, words = coded
+        keys = pd.factorize(np.array([str(w) for w in words] + ["None"], dtype=object))[0]
+        return keys[codes]  # code -1 (missing) picks "None"
 
     def per_visit_sum(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         keep = mask & ~np.isnan(values)
@@ -235,6 +294,13 @@ class Context:
         return (counts - mask.astype(np.int64)) > 0
 
 
+def _lesion_codes(lesion_ids: pd.Series) -> np.ndarray:
+    """Equal codes for equal lesion ids (as text)."""
+    if isinstance(lesion_ids.dtype, pd.CategoricalDtype):
+        return text_codes(lesion_ids)[0]  # distinct categories are distinct texts
+    return pd.factorize(lesion_ids.astype(str))[0]
+
+
 def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """values[rows] with -1 meaning missing (NaN or None)."""
     safe = np.maximum(rows, 0)
@@ -259,10 +325,6 @@ def _pct(value: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(reference == 0, np.nan, result)
 
 
-def _eq(values: np.ndarray, word: str) -> np.ndarray:
-    return np.asarray(values == word, dtype=bool)
-
-
 def _yes(values: np.ndarray) -> np.ndarray:
     return np.asarray(values == 1, dtype=bool)
 
@@ -275,25 +337,25 @@ def _yes(values: np.ndarray) -> np.ndarray:
 @metric("lesion", "bool")
 def is_target(ctx: Context) -> np.ndarray:
     """The lesion is a target lesion (kind chosen at baseline)."""
-    return _eq(ctx.value("kind"), "target")
+    return ctx.equals(ctx.value("kind"), "target")
 
 
 @metric("lesion", "bool")
 def is_non_target(ctx: Context) -> np.ndarray:
     """The lesion is a non-target lesion (kind chosen at baseline)."""
-    return _eq(ctx.value("kind"), "non_target")
+    return ctx.equals(ctx.value("kind"), "non_target")
 
 
 @metric("lesion", "bool")
 def is_new(ctx: Context) -> np.ndarray:
     """The lesion is a new lesion (first seen at follow-up)."""
-    return _eq(ctx.value("kind"), "new")
+    return ctx.equals(ctx.value("kind"), "new")
 
 
 @metric("lesion", "bool")
 def is_ablated(ctx: Context) -> np.ndarray:
     """The lesion was treated by thermal ablation (kind ablated)."""
-    return _eq(ctx.value("kind"), "ablated")
+    return ctx.equals(ctx.value("kind"), "ablated")
 
 
 @metric("lesion", "bool")
@@ -305,13 +367,13 @@ def is_node(ctx: Context) -> np.ndarray:
 @metric("lesion", "bool")
 def is_liver(ctx: Context) -> np.ndarray:
     """The lesion is in the liver."""
-    return _eq(ctx.value("organ"), "liver")
+    return ctx.equals(ctx.value("organ"), "liver")
 
 
 @metric("lesion", "bool")
 def is_disappeared(ctx: Context) -> np.ndarray:
     """Status disappeared at this timepoint."""
-    return _eq(ctx.value("status"), "disappeared")
+    return ctx.equals(ctx.value("status"), "disappeared")
 
 
 @metric("lesion", "bool")
@@ -323,9 +385,18 @@ def is_lesion_baseline(ctx: Context) -> np.ndarray:
 @metric("lesion", "text")
 def organ_group(ctx: Context) -> np.ndarray:
     """Organ for the per-organ target limit: all lymph nodes together count as one organ (RECIST FAQ)."""
-    organ = ctx.value("organ").copy()
-    organ[ctx.value("is_node")] = "lymph_node"
-    return organ
+    given = ctx.value("organ")
+    node = ctx.value("is_node")
+    organ = given.copy()
+    organ[node] = "lymph_node"
+    coded = ctx.codes_of(given)
+    if coded is None:
+        return organ
+    codes, words = coded
+    known = np.flatnonzero(np.asarray(words == "lymph_node", dtype=bool))
+    if not len(known):
+        words = np.array([*words, "lymph_node", None], dtype=object)[:-1]
+    return ctx.coded(organ, np.where(node, known[0] if len(known) else len(words) - 1, codes), words)
 
 
 @metric("lesion", "number")
@@ -334,7 +405,7 @@ def target_rank_in_organ(ctx: Context) -> np.ndarray:
     mask = ctx.value("is_target") & ctx.value("is_lesion_baseline")
     out = np.full(ctx.n["lesion"], np.nan)
     if mask.any():
-        keys = pd.DataFrame({"s": ctx.lesion_subject[mask], "o": ctx.value("organ_group")[mask].astype(str)})
+        keys = pd.DataFrame({"s": ctx.lesion_subject[mask], "o": ctx.text_keys(ctx.value("organ_group"))[mask]})
         out[mask] = keys.groupby(["s", "o"]).cumcount().to_numpy() + 1
     return out
 
@@ -352,13 +423,13 @@ def lesion_mm(ctx: Context) -> np.ndarray:
     measured = np.where(
         node, ctx.value("short_axis_mm"), np.where(np.isnan(fragments), ctx.value("longest_diameter_mm"), fragments)
     )
-    return _by_status(status, measured, float(ctx.param("too_small_default_mm")))
+    return _by_status(ctx, status, measured, float(ctx.param("too_small_default_mm")))
 
 
-def _by_status(status: np.ndarray, measured: np.ndarray, too_small_value: float) -> np.ndarray:
-    out = np.where(_eq(status, "too_small"), too_small_value, measured).astype(float)
-    out[_eq(status, "disappeared") | _eq(status, "coalesced")] = 0.0
-    out[_eq(status, "not_evaluated")] = np.nan
+def _by_status(ctx: Context, status: np.ndarray, measured: np.ndarray, too_small_value: float) -> np.ndarray:
+    out = np.where(ctx.equals(status, "too_small"), too_small_value, measured).astype(float)
+    out[ctx.equals(status, "disappeared", "coalesced")] = 0.0
+    out[ctx.equals(status, "not_evaluated")] = np.nan
     return out
 
 
@@ -372,20 +443,20 @@ def lesion_product_mm2(ctx: Context) -> np.ndarray:
     fragments = ctx.value("fragments_sum_mm")
     longest = np.where(np.isnan(fragments), ctx.value("longest_diameter_mm"), fragments)
     small = float(ctx.param("too_small_default_mm"))
-    return _by_status(ctx.value("status"), longest * ctx.value("perpendicular_mm"), small * small)
+    return _by_status(ctx, ctx.value("status"), longest * ctx.value("perpendicular_mm"), small * small)
 
 
 @metric("lesion", "number", "mm")
 def lesion_viable_mm(ctx: Context) -> np.ndarray:
     """Longest diameter of the viable (arterially enhancing) part of one lesion (mRECIST), mm."""
-    return _by_status(ctx.value("status"), ctx.value("viable_diameter_mm"), np.nan)
+    return _by_status(ctx, ctx.value("status"), ctx.value("viable_diameter_mm"), np.nan)
 
 
 @metric("lesion", "number", "mm²")
 def lesion_viable_area_mm2(ctx: Context) -> np.ndarray:
     """Bidimensional product of the enhancing part of one lesion (EASL), mm²."""
     return _by_status(
-        ctx.value("status"), ctx.value("viable_diameter_mm") * ctx.value("viable_perpendicular_mm"), np.nan
+        ctx, ctx.value("status"), ctx.value("viable_diameter_mm") * ctx.value("viable_perpendicular_mm"), np.nan
     )
 
 
@@ -430,7 +501,7 @@ def newly_disappeared(ctx: Context) -> np.ndarray:
 def present_at_baseline(ctx: Context) -> np.ndarray:
     """The same lesion was present (measured or too small) at baseline."""
     status = ctx.value(baseline_of("status"))
-    return _eq(status, "present") | _eq(status, "too_small")
+    return ctx.equals(status, "present") | ctx.equals(status, "too_small")
 
 
 @metric("lesion", "bool", params=("node_normal_short_axis_mm",))
@@ -448,7 +519,7 @@ def new_lesion_unequivocal(ctx: Context) -> np.ndarray:
     by_pet = detected.str.upper().str.contains("PET", regex=False).fillna(False).to_numpy(dtype=bool)
     pet_site = ctx.value("baseline_fdg_pet_at_site")
     confirmed = _yes(ctx.value("confirmed_on_ct"))
-    pet_counts = _eq(pet_site, "negative") | (~_eq(pet_site, "positive") & confirmed)
+    pet_counts = ctx.equals(pet_site, "negative") | (~ctx.equals(pet_site, "positive") & confirmed)
     return new & (~by_pet | pet_counts)
 
 
@@ -457,7 +528,7 @@ def new_lesion_equivocal(ctx: Context) -> np.ndarray:
     """A new lesion reported as equivocal, or found on FDG-PET and not (yet) confirmed on CT."""
     small_node = ctx.value("is_node") & (ctx.value("short_axis_mm") < float(ctx.param("node_normal_short_axis_mm")))
     new = ctx.value("is_new") & ~ctx.value("is_disappeared") & ~small_node
-    return new & ~ctx.value("new_lesion_unequivocal") & ~_eq(ctx.value("baseline_fdg_pet_at_site"), "positive")
+    return new & ~ctx.value("new_lesion_unequivocal") & ~ctx.equals(ctx.value("baseline_fdg_pet_at_site"), "positive")
 
 
 @metric("lesion", "bool", params=("node_normal_short_axis_mm",))
@@ -502,8 +573,8 @@ def reappeared(ctx: Context) -> np.ndarray:
     baseline_lesion = ctx.value("is_target") | ctx.value("is_non_target")
     disappeared = ctx.value("is_disappeared")
     gone = np.where(node, disappeared | (short_axis < limit), disappeared | (ctx.value("is_target") & (value == 0)))
-    progressing = _eq(status, "unequivocal_progression")
-    shown = _eq(status, "present") | _eq(status, "too_small") | progressing
+    progressing = ctx.equals(status, "unequivocal_progression")
+    shown = ctx.equals(status, "present") | ctx.equals(status, "too_small") | progressing
     back = np.where(node, (short_axis >= limit) | progressing, shown & ~(ctx.value("is_target") & (value == 0)))
     follow = ~ctx.value("is_lesion_baseline")
     return baseline_lesion & follow & back & ctx.earlier_any(gone & follow)
@@ -586,9 +657,13 @@ def n_targets_evaluated(ctx: Context) -> np.ndarray:
 @metric("timepoint", "text")
 def targets_evaluated(ctx: Context) -> np.ndarray:
     """Targets evaluated out of targets chosen, as text, e.g. `2/3`."""
-    done = pd.Series(ctx.value("n_targets_evaluated").astype(int), dtype=object).astype(str)
-    total = pd.Series(ctx.value("n_targets").astype(int), dtype=object).astype(str)
-    return (done + "/" + total).to_numpy(dtype=object)
+    done = ctx.value("n_targets_evaluated").astype(np.int64)
+    total = ctx.value("n_targets").astype(np.int64)
+    # Few distinct pairs: each is written once and reached through its code.
+    codes, pairs = pd.factorize(done * (int(total.max(initial=0)) + 1) + total)
+    width = int(total.max(initial=0)) + 1
+    words = np.array([f"{p // width}/{p % width}" for p in pairs.tolist()] + [None], dtype=object)[:-1]
+    return ctx.coded(words[codes] if len(words) else np.zeros(0, dtype=object), codes, words)
 
 
 def _sum_family(quantity: str, label: str, unit: str, **names: str) -> None:
@@ -752,7 +827,9 @@ def all_nodes_normal(ctx: Context) -> np.ndarray:
     node = ctx.value("is_node")
     target_abnormal = ctx.value("is_target") & node & ~(ctx.value("lesion_mm") < limit)
     nt_normal = ctx.value("is_disappeared") | (ctx.value("short_axis_mm") < limit)
-    non_target_abnormal = ctx.value("is_non_target") & node & ~nt_normal & ~_eq(ctx.value("status"), "not_evaluated")
+    non_target_abnormal = (
+        ctx.value("is_non_target") & node & ~nt_normal & ~ctx.equals(ctx.value("status"), "not_evaluated")
+    )
     return ctx.per_visit_count(target_abnormal | non_target_abnormal) == 0
 
 
@@ -776,7 +853,7 @@ def has_non_targets(ctx: Context) -> np.ndarray:
 @metric("timepoint", "bool")
 def any_non_target_progression(ctx: Context) -> np.ndarray:
     """A non-target lesion is reported with unequivocal progression (a reader's judgement, E2009 §4.3.3)."""
-    hit = ctx.value("is_non_target") & _eq(ctx.value("status"), "unequivocal_progression")
+    hit = ctx.value("is_non_target") & ctx.equals(ctx.value("status"), "unequivocal_progression")
     return ctx.per_visit_count(hit) > 0
 
 
@@ -784,7 +861,7 @@ def any_non_target_progression(ctx: Context) -> np.ndarray:
 def any_non_target_not_evaluated(ctx: Context) -> np.ndarray:
     """A baseline non-target lesion is not evaluated, or not reported at all, at this timepoint."""
     nt = ctx.value("is_non_target")
-    reported = ctx.per_visit_count(nt & ~_eq(ctx.value("status"), "not_evaluated"))
+    reported = ctx.per_visit_count(nt & ~ctx.equals(ctx.value("status"), "not_evaluated"))
     return reported < ctx.value("n_non_targets")
 
 
@@ -918,13 +995,13 @@ def is_new_lesion_target(ctx: Context) -> np.ndarray:
         ctx.value("short_axis_mm") >= float(ctx.param("measurable_node_short_axis_mm")),
         ctx.value("lesion_mm") >= size_floor,
     )
-    explicit = first_seen & _eq(role, "target")
+    explicit = first_seen & ctx.equals(role, "target")
     candidate = first_seen & pd.isna(role) & measurable
     chosen = explicit.copy()
     rows = np.flatnonzero(candidate)
     if len(rows):
         # Rows are in time order within a subject, so cumulative counts follow the order new lesions appear.
-        keys = pd.DataFrame({"s": ctx.lesion_subject[rows], "o": ctx.value("organ_group")[rows].astype(str)})
+        keys = pd.DataFrame({"s": ctx.lesion_subject[rows], "o": ctx.text_keys(ctx.value("organ_group"))[rows]})
         in_all = keys.groupby("s").cumcount().to_numpy()
         in_organ = keys.groupby(["s", "o"]).cumcount().to_numpy()
         fits = (in_all < int(ctx.param("max_new_lesion_targets"))) & (
@@ -953,7 +1030,7 @@ def new_lesion_target_nadir_mm(ctx: Context) -> np.ndarray:
 def any_new_non_target_progression(ctx: Context) -> np.ndarray:
     """iRECIST: a new lesion followed as non-target is reported with unequivocal progression."""
     new_non_target = ctx.value("is_new") & ~ctx.value("is_new_lesion_target")
-    return ctx.per_visit_count(new_non_target & _eq(ctx.value("status"), "unequivocal_progression")) > 0
+    return ctx.per_visit_count(new_non_target & ctx.equals(ctx.value("status"), "unequivocal_progression")) > 0
 
 
 @metric("timepoint", "bool", params=("node_normal_short_axis_mm",))
@@ -1039,7 +1116,7 @@ def pct_hu_from_baseline(ctx: Context) -> np.ndarray:
 def any_intratumoral_nodule(ctx: Context) -> np.ndarray:
     """A lesion shows a new or enlarging intratumoral nodule (Choi PD)."""
     nodule = ctx.value("intratumoral_nodule")
-    return ctx.per_visit_count(_eq(nodule, "new") | _eq(nodule, "enlarging")) > 0
+    return ctx.per_visit_count(ctx.equals(nodule, "new") | ctx.equals(nodule, "enlarging")) > 0
 
 
 # ==================================================================================================

@@ -45,6 +45,7 @@ from .formats import (
     sniff,
     utf8_file,
 )
+from .tables import from_codes
 from .yamlio import format_loc, line_of, load_yaml
 
 LINE, FILE, REASON = "_line", "_file", "_reason"
@@ -342,6 +343,28 @@ def per_unique(values: pd.Series, func: Any) -> pd.Series:
     ok = codes >= 0
     out[ok] = mapped[codes[ok]]
     return pd.Series(out, index=values.index, dtype=object)
+
+
+def recode(values: pd.Series, func: Any) -> pd.Categorical:
+    """A text function applied to each distinct value once, the result kept as codes: categorical text whose
+    categories are the distinct results (values that become equal share one; None or NaN is missing)."""
+    codes, uniques = codes_of(values)
+    mapped = np.asarray(func(uniques), dtype=object)
+    new_codes, categories = pd.factorize(mapped, use_na_sentinel=True)
+    return from_codes(np.append(new_codes, -1)[codes], categories)
+
+
+def value_mask(values: pd.Series, func: Any) -> np.ndarray:
+    """A yes/no test run on each distinct value once, per row (False where the cell is empty)."""
+    codes, uniques = codes_of(values)
+    return np.append(np.asarray(func(uniques), dtype=bool), False)[codes]
+
+
+def key_codes(values: pd.Series) -> pd.Categorical:
+    """`key_text` as codes: the ids of a column as categorical text."""
+    if pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_integer_dtype(values.dtype):
+        return recode(values, lambda u: u.map(lambda v: number_text(float(v))))
+    return recode(values, lambda u: u.astype(str).str.strip())
 
 
 def as_text(values: pd.Series) -> pd.Series:

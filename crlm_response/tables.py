@@ -163,6 +163,39 @@ def blank_where(values: Any, missing: Any) -> np.ndarray:
     return out
 
 
+def from_codes(codes: np.ndarray, categories: Any) -> pd.Categorical:
+    """Categorical text from codes (-1 = missing) into distinct, non-missing `categories`."""
+    return pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype=object), validate=False)
+
+
+def with_none(names: Any) -> np.ndarray:
+    """Distinct values as an object array with None appended, so that `with_none(names)[codes]` reads code -1 as
+    missing."""
+    return np.concatenate([np.asarray(names, dtype=object), np.array([None], dtype=object)])
+
+
+def object_values(values: Any) -> np.ndarray:
+    """A column (categorical text included) as a numpy object array with None where a value is missing."""
+    if isinstance(values, pd.Series | pd.Index):
+        values = values.array
+    if isinstance(values, pd.Categorical):
+        return with_none(values.categories.to_numpy(dtype=object))[values.codes]
+    array = np.asarray(values, dtype=object)
+    missing = pd.isna(array)
+    return blank_where(array, missing) if missing.any() else array
+
+
+def text_codes(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes (-1 = missing) and the distinct values (an object array) of a text column: categorical text
+    gives its own codes, plain text is factorized."""
+    if isinstance(values, pd.Series | pd.Index):
+        values = values.array
+    if isinstance(values, pd.Categorical):
+        return values.codes.astype(np.int64), values.categories.to_numpy(dtype=object)
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+
 def is_numeric_kind(spec: FieldSpec | None) -> bool:
     """Numbers, whole numbers and yes/no are float64 in the engine (missing = NaN); the rest are objects."""
     return spec is not None and spec.kind in ("number", "integer", "bool")

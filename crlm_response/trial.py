@@ -27,15 +27,18 @@ from .sources import (
     MappedSource,
     SourceOptions,
     codes_of,
+    key_codes,
     key_text,
     open_source,
     parse_dates,
     per_unique,
     prepare,
     read_table,
+    recode,
     require_long_columns,
     require_rows,
     unknown_columns,
+    value_mask,
     whole,
 )
 from .sources import load_column_map as _load_column_map
@@ -48,6 +51,8 @@ from .tables import (
     FieldSpec,
     Tables,
     blank_where,
+    from_codes,
+    object_values,
     with_object_strings,
 )
 
@@ -141,8 +146,9 @@ class Ledger:
             )
         )
 
-    def _column(self, name: str) -> np.ndarray | None:
-        return self.frame[name].to_numpy(dtype=object) if name in self.frame else None
+    def _column(self, name: str, rows: np.ndarray) -> np.ndarray | None:
+        """The cells of one column on the given rows, as written (text), or None without such a column."""
+        return self.frame[name].iloc[rows].to_numpy(dtype=object) if name in self.frame else None
 
     def add(self, mask: Any, column: str | None, code: str, reason: Any, values: Any = None) -> None:
         """Reject the rows in `mask` that are not rejected yet (a row keeps its first reason)."""
@@ -150,12 +156,11 @@ class Ledger:
         if not mask.any():
             return
         self.bad |= mask
-
-        def pick(arr: Any) -> Any:
-            return None if arr is None else np.asarray(arr, dtype=object)[mask]
-
-        if values is None and column and column in self.frame:
-            values = self.frame[column].to_numpy(dtype=object)
+        rows = np.flatnonzero(mask)
+        if values is not None:
+            shown = np.asarray(values, dtype=object)[mask]
+        else:
+            shown = self._column(column, rows) if column else None
         if self.cells and column:
             reason = self._at_cells(mask, column, reason)
         self.parts.append(
@@ -163,11 +168,11 @@ class Ledger:
                 {
                     "file": self.file if self.files is None else self.files[mask],
                     "line": self.lines[mask],
-                    "subject_id": pick(self._column("subject_id")),
-                    "timepoint": pick(self._column("timepoint")),
-                    "lesion_id": pick(self._column("lesion_id")),
+                    "subject_id": self._column("subject_id", rows),
+                    "timepoint": self._column("timepoint", rows),
+                    "lesion_id": self._column("lesion_id", rows),
                     "column": column,
-                    "value": pick(values),
+                    "value": shown,
                     "code": code,
                     "reason": reason[mask] if isinstance(reason, np.ndarray) else reason,
                 }
@@ -285,7 +290,7 @@ class ReadResult:
             ledger.set_aside_subjects(reasons)
 
 
-def _normalise_words(values: pd.Series, column: str) -> pd.Series:
+def _normalise(column: str) -> Any:
     def normalise(text: pd.Series) -> pd.Series:
         text = text.astype(str).str.strip()
         if column == "modality":
@@ -293,16 +298,22 @@ def _normalise_words(values: pd.Series, column: str) -> pd.Series:
             return upper.replace({"PET": "PET-CT", "PETCT": "PET-CT", "PET/CT": "PET-CT", "MR": "MRI"})
         return text.str.lower().str.replace("-", "_").str.replace(" ", "_")
 
-    return _per_unique(values, normalise)
+    return normalise
 
 
-Columns = dict[str, np.ndarray]
+def _normalise_words(values: pd.Series, column: str) -> pd.Series:
+    return _per_unique(values, _normalise(column))
+
+
+# A checked column: float64 for numbers, yes/no and lists (NaN = missing), datetime64 for dates, and categorical
+# text for words and ids (the reader's codes, each distinct value checked and cleaned once).
+Columns = dict[str, Any]
 
 
 def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, FieldSpec]) -> Columns:
-    """Check and convert every known column (vectorised, per distinct value where possible); a bad cell rejects
-    its row. Returns engine-typed arrays: numbers and yes/no as float64 (NaN = missing), words as objects
-    (None = missing), dates as datetime64."""
+    """Check and convert every known column, once per distinct value where the check allows; a bad cell rejects
+    its row. Returns engine-typed columns: numbers and yes/no as float64 (NaN = missing), words and ids as
+    categorical text (missing = no category), dates as datetime64."""
     out: Columns = {}
     n = len(frame)
     for column in frame.columns:
@@ -312,58 +323,62 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
         raw = frame[column]
         present = raw.notna().to_numpy()
         if not present.any():
-            out[column] = (
-                np.full(n, np.nan)
-                if spec.kind in ("number", "integer", "bool", "list")
-                else np.full(n, None, dtype=object)
-            )
-            continue
-        if spec.kind in ("number", "integer"):
+            numeric = spec.kind in ("number", "integer", "bool", "list")
+            out[column] = np.full(n, np.nan) if numeric else from_codes(np.full(n, -1, dtype=np.int8), [])
+        elif spec.kind in ("number", "integer"):
             out[column] = check_numbers(raw, rejects, spec, column)
         elif spec.kind == "bool":
-            words = _per_unique(raw, lambda u: u.astype(str).str.strip().str.lower())
-            yes = words.isin(TRUE_WORDS).to_numpy()
-            no = words.isin(FALSE_WORDS).to_numpy()
-            rejects.add(present & ~yes & ~no, column, "not_yes_no", f"{column} must be true/false (yes/no, 1/0)")
-            out[column] = np.where(yes, 1.0, np.where(no, 0.0, np.nan))
+            out[column] = _yes_no(raw, present, rejects, column)
         elif spec.kind == "date":
             stamps, reasons = parse_dates(raw, column)
             rejects.add(pd.notna(reasons), column, "bad_date", reasons)
             out[column] = stamps.astype("datetime64[ns]")
         elif spec.kind == "list":
-            parts = raw.astype(str).str.replace(",", ";").str.split(";")
-            exploded = pd.to_numeric(parts.explode().str.strip(), errors="coerce")
-            sums = exploded.groupby(level=0).sum(min_count=1)
-            any_bad = exploded.isna().groupby(level=0).any()
-            negative = (exploded < 0).groupby(level=0).any()
-            bad = present & (
-                any_bad.reindex(raw.index, fill_value=False).to_numpy()
-                | negative.reindex(raw.index, fill_value=False).to_numpy()
-            )
-            rejects.add(bad, column, "bad_list", f"{column} must be numbers >= 0 separated by ';'")
-            out[column] = sums.reindex(raw.index).to_numpy(dtype=float)
+            out[column] = _number_list(raw, present, rejects, column)
         elif spec.choices:
-            words = _normalise_words(raw, column)
-            ok = words.isin(spec.choices).to_numpy()
-            rejects.add(present & ~ok, column, "not_allowed", f"{column} must be one of: {', '.join(spec.choices)}")
-            out[column] = words.to_numpy(dtype=object)
+            words = recode(raw, _normalise(column))
+            ok = np.append(words.categories.isin(spec.choices), True)[words.codes]
+            rejects.add(~ok, column, "not_allowed", f"{column} must be one of: {', '.join(spec.choices)}")
+            out[column] = words
         elif column == "organ":
-            out[column] = _normalise_words(raw, column).to_numpy(dtype=object)
+            out[column] = recode(raw, _normalise(column))
         else:
-            out[column] = _per_unique(raw, lambda u: u.astype(str)).to_numpy(dtype=object)
+            out[column] = recode(raw, lambda u: u.astype(str))
     for key in KEY_COLUMNS:
         if key in frame:
-            out[key] = _key_text(frame[key])
-            ids = pd.unique(out[key])
-            damaged = [v for v in ids if isinstance(v, str) and "\x00" in v]
-            if damaged:
+            out[key] = key_codes(frame[key])
+            damaged = np.append(out[key].categories.str.contains("\x00", regex=False), False)[out[key].codes]
+            if damaged.any():
                 rejects.add(
-                    np.isin(out[key], damaged),
+                    damaged,
                     key,
                     "control_character",
                     f"{key} holds a NUL byte (\\x00): the file is damaged or not text; an id must be plain text",
                 )
     return out
+
+
+def _yes_no(raw: pd.Series, present: np.ndarray, rejects: Ledger, column: str) -> np.ndarray:
+    codes, uniques = _codes(raw)
+    words = uniques.astype(str).str.strip().str.lower()
+    value = np.where(words.isin(TRUE_WORDS), 1.0, np.where(words.isin(FALSE_WORDS), 0.0, np.nan))
+    per_row = np.append(value, np.nan)[codes]
+    rejects.add(present & np.isnan(per_row), column, "not_yes_no", f"{column} must be true/false (yes/no, 1/0)")
+    return per_row
+
+
+def _number_list(raw: pd.Series, present: np.ndarray, rejects: Ledger, column: str) -> np.ndarray:
+    """Numbers separated by ';' (or ','), summed; each distinct cell parsed once."""
+    codes, uniques = _codes(raw)
+    parts = uniques.astype(str).str.replace(",", ";").str.split(";")
+    exploded = pd.to_numeric(parts.explode().str.strip(), errors="coerce")
+    sums = exploded.groupby(level=0).sum(min_count=1).reindex(uniques.index).to_numpy(dtype=float)
+    any_bad = exploded.isna().groupby(level=0).any() | (exploded < 0).groupby(level=0).any()
+    bad = any_bad.reindex(uniques.index, fill_value=False).to_numpy(dtype=bool)
+    rejects.add(
+        present & np.append(bad, False)[codes], column, "bad_list", f"{column} must be numbers >= 0 separated by ';'"
+    )
+    return np.append(sums, np.nan)[codes]
 
 
 def check_numbers(
@@ -375,10 +390,8 @@ def check_numbers(
     present = raw.notna().to_numpy() & (where if where is not None else True)
     if raw.dtype == object or isinstance(raw.dtype, pd.CategoricalDtype):
         # "NaN" is how pandas, numpy and many exports write a missing number: missing, like an empty cell.
-        present = present & ~_per_unique(raw, lambda u: u.astype(str).str.strip().str.lower() == "nan").to_numpy(
-            dtype=bool
-        )
-        long = _per_unique(raw, lambda u: u.astype(str).str.len() > MAX_NUMBER_CHARS).to_numpy(dtype=bool)
+        present = present & ~value_mask(raw, lambda u: u.astype(str).str.strip().str.lower() == "nan")
+        long = value_mask(raw, lambda u: u.astype(str).str.len() > MAX_NUMBER_CHARS)
         rejects.add(
             present & long,
             column,
@@ -405,10 +418,7 @@ def _numbers(raw: pd.Series) -> pd.Series:
         return raw.astype(float)
     codes, uniques = _codes(raw)
     parsed = pd.to_numeric(uniques.astype(str).str.strip(), errors="coerce").to_numpy(dtype=float)
-    out = np.full(len(raw), np.nan)
-    ok = codes >= 0
-    out[ok] = parsed[codes[ok]]
-    return pd.Series(out, index=raw.index)
+    return pd.Series(np.append(parsed, np.nan)[codes], index=raw.index)
 
 
 def _bounds(rejects: Ledger, values: np.ndarray, spec: FieldSpec, column: str) -> None:
@@ -426,13 +436,25 @@ def _bounds(rejects: Ledger, values: np.ndarray, spec: FieldSpec, column: str) -
             )
 
 
-def _group_ids(*keys: np.ndarray) -> np.ndarray:
-    """Integer group ids for rows sharing the same key values (missing keys are a group of their own)."""
+def _group_ids(*keys: Any) -> np.ndarray:
+    """Integer group ids for rows sharing the same key values (missing keys are a group of their own), numbered in
+    the order the groups first appear."""
     gid = np.zeros(len(keys[0]), dtype=np.int64)
     for key in keys:
-        codes = pd.factorize(key, use_na_sentinel=False)[0].astype(np.int64)
+        if isinstance(key, pd.Categorical):
+            codes = key.codes.astype(np.int64) + 1  # missing (-1) is a group of its own
+        else:
+            codes = pd.factorize(key, use_na_sentinel=False)[0].astype(np.int64)
         gid = gid * (int(codes.max()) + 1 if len(codes) else 1) + codes
     return pd.factorize(gid)[0].astype(np.int64)
+
+
+def _first_rows(gid: np.ndarray) -> np.ndarray:
+    """The first row of each group (groups numbered 0..n-1 in order of appearance)."""
+    n_groups = int(gid.max()) + 1 if len(gid) else 0
+    first = np.empty(n_groups, dtype=np.int64)
+    first[gid[::-1]] = np.arange(len(gid) - 1, -1, -1)  # the last write to a group is its first row
+    return first
 
 
 def _subject_conflicts(cols: Columns, columns: tuple[str, ...], gid: np.ndarray, rejects: Ledger, what: str) -> None:
@@ -442,7 +464,10 @@ def _subject_conflicts(cols: Columns, columns: tuple[str, ...], gid: np.ndarray,
         values = cols.get(column)
         if values is None:
             continue
-        if values.dtype.kind == "M":
+        if isinstance(values, pd.Categorical):
+            numbers = values.codes.astype(float)
+            numbers[numbers < 0] = np.nan
+        elif values.dtype.kind == "M":
             numbers = values.astype("datetime64[D]").astype(np.int64).astype(float)
             numbers[np.isnat(values)] = np.nan
         elif values.dtype == object:
@@ -466,7 +491,7 @@ def _subject_conflicts(cols: Columns, columns: tuple[str, ...], gid: np.ndarray,
         )
 
 
-def _first_per_group(values: np.ndarray, gid: np.ndarray, first_rows: np.ndarray) -> np.ndarray:
+def _first_per_group(values: Any, gid: np.ndarray, first_rows: np.ndarray) -> Any:
     """For each group, its first non-missing value (groups numbered 0..n-1, `first_rows` = a row of each)."""
     missing = pd.isna(values)
     if not missing.any():
@@ -573,17 +598,21 @@ def long_from_frames(
         organ_frame, organ_ledger = _organ_rows(organs, organs_file or "organs", cols, ledger, cells)
         ledgers.append(organ_ledger)
     ok = ledger.ok
-    kept = {k: v[ok] for k, v in cols.items()}
-    tables = _build_tables(kept, lines[ok], organ_frame, file)
+    if ok.all():  # nothing dropped: no copy, and the groups found above still hold
+        tables = _build_tables(cols, lines, organ_frame, file, (subject_gid, visit_gid))
+    else:
+        kept = {k: v[ok] for k, v in cols.items()}
+        groups = (pd.factorize(subject_gid[ok])[0], pd.factorize(visit_gid[ok])[0])
+        tables = _build_tables(kept, lines[ok], organ_frame, file, groups)
     return ReadResult(tables, ledgers, _several_files(cols["subject_id"], lesions.files, ok))
 
 
-def _several_files(subjects: np.ndarray, files: np.ndarray | None, ok: np.ndarray) -> pd.DataFrame | None:
+def _several_files(subjects: Any, files: np.ndarray | None, ok: np.ndarray) -> pd.DataFrame | None:
     """A subject whose rows come from more than one input file: allowed (exports split by date), but worth a look
     (a duplicated export would double its rows)."""
     if files is None or not ok.any():
         return None
-    frame = pd.DataFrame({"s": subjects[ok], "f": files[ok]}).drop_duplicates()
+    frame = pd.DataFrame({"s": object_values(subjects[ok]), "f": files[ok]}).drop_duplicates()
     counts = frame.groupby("s")["f"].agg(lambda f: sorted(map(str, f)))
     several = counts[counts.map(len) > 1]
     if several.empty:
@@ -618,7 +647,9 @@ def _organ_rows(
         raise InputTableError(f"missing required column(s): {', '.join(missing)}", file=file)
     ledger = Ledger(file, lines, raw, organs.files, organs.cells if organs.cells is not None else cells)
     ledger.add_malformed(organs.malformed)
-    cols = convert_columns(raw, ledger, {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS})
+    checked = convert_columns(raw, ledger, {**TIMEPOINT_SPECS, **ORGAN_SPECS, **PET_SPECS})
+    # One row per visit: plain text is cheap here, and the organ values are merged into the visits by text.
+    cols = {k: object_values(v) if isinstance(v, pd.Categorical) else v for k, v in checked.items()}
     subjects, timepoints = cols["subject_id"], cols["timepoint"]
     pairs = pd.Series(subjects, dtype=object) + "\x1f" + pd.Series(timepoints, dtype=object)
     ledger.add(
@@ -641,7 +672,7 @@ def _organ_rows(
         lesion_ledger.set_aside_subjects(reasons)
         ledger.set_aside_subjects(reasons)
     ok = lesion_ledger.ok
-    lesion_rows = {k: v[ok] for k, v in lesion_rows.items()}
+    lesion_rows = {k: object_values(lesion_rows[k])[ok] for k in ("subject_id", "timepoint")}
     known_subjects = set(pd.unique(lesion_rows["subject_id"]))
     ledger.add(
         ~np.isin(subjects, list(known_subjects | set_aside)),
@@ -667,21 +698,24 @@ def _organ_rows(
     return frame, ledger
 
 
-def _build_tables(cols: Columns, lines: np.ndarray, organs: pd.DataFrame | None, file: str) -> Tables:
-    n = len(lines)
-    subject_gid = _group_ids(cols["subject_id"]) if n else np.zeros(0, dtype=np.int64)
-    visit_gid = _group_ids(cols["subject_id"], cols["timepoint"]) if n else np.zeros(0, dtype=np.int64)
-    _, subject_first = np.unique(subject_gid, return_index=True)
-    _, visit_first = np.unique(visit_gid, return_index=True)
+def _build_tables(
+    cols: Columns, lines: np.ndarray, organs: pd.DataFrame | None, file: str, groups: tuple[np.ndarray, np.ndarray]
+) -> Tables:
+    """Subjects, visits and lesions from checked rows; `groups` are the subject and the visit of each row (ids in
+    order of appearance). Text stays categorical on visits and lesions (the keys the checks work with); the
+    subjects table, one row per subject, holds plain text."""
+    subject_gid, visit_gid = groups
+    subject_first, visit_first = _first_rows(subject_gid), _first_rows(visit_gid)
 
     def per_subject(name: str, default: Any) -> np.ndarray:
         if name not in cols:
             return np.full(len(subject_first), default, dtype=object if not isinstance(default, float) else float)
-        return _first_per_group(cols[name], subject_gid, subject_first)
+        values = _first_per_group(cols[name], subject_gid, subject_first)
+        return object_values(values) if isinstance(values, pd.Categorical) else values
 
     subjects = pd.DataFrame(
         {
-            "subject_id": cols["subject_id"][subject_first],
+            "subject_id": object_values(cols["subject_id"][subject_first]),
             "regimen": per_subject("regimen", None),
             "agents": _agents(pd.Series(per_subject("agents", ""), dtype=object)),
             "setting": per_subject("setting", "systemic"),
@@ -697,35 +731,58 @@ def _build_tables(cols: Columns, lines: np.ndarray, organs: pd.DataFrame | None,
     }
     for column in VISIT_FIELDS:
         if column in cols:
-            visits_cols[column] = _first_per_group(cols[column], visit_gid, visit_first)
+            values = _first_per_group(cols[column], visit_gid, visit_first)
+            visits_cols[column] = object_values(values) if isinstance(values, pd.Categorical) else values
         elif column in ("day", "date"):
             visits_cols[column] = (
                 np.full(len(visit_first), np.nan) if column == "day" else np.full(len(visit_first), None, dtype=object)
             )
-    visits_cols["source"] = file
+    visits_cols["source"] = _same_text(file, len(visit_first))
     visits_cols["line"] = lines[visit_first]
     visits = pd.DataFrame(visits_cols, copy=False)
     if organs is not None:
         visits = _merge_organs(visits, organs)
+    return Tables(subjects=subjects, visits=visits, lesions=_lesion_frame(cols, lines, file))
+
+
+def _lesion_frame(cols: Columns, lines: np.ndarray, file: str) -> pd.DataFrame:
+    """One row per row with a lesion id; absent core fields all missing, status `present` where not given."""
     has_lesion = ~pd.isna(cols["lesion_id"])
-    lesion_cols: dict[str, Any] = {key: cols[key][has_lesion] for key in KEY_COLUMNS}
-    n_lesions = int(has_lesion.sum())
+    every_row = bool(has_lesion.all())
+
+    def rows(values: Any) -> Any:
+        return values if every_row else values[has_lesion]
+
+    lesion_cols: dict[str, Any] = {key: rows(cols[key]) for key in KEY_COLUMNS}
+    n_lesions = int(np.count_nonzero(has_lesion))
     for column in LESION_SPECS:
         target = "fragments_sum_mm" if column == "fragments_mm" else column
         if column in cols:
-            lesion_cols[target] = cols[column][has_lesion]
+            lesion_cols[target] = rows(cols[column])
         elif column in CORE_LESION_FIELDS:  # the engine reads absent optional fields as missing on its own
             lesion_cols[target] = (
                 np.full(n_lesions, np.nan)
                 if SPECS[column].kind in ("number", "integer", "bool", "list")
-                else np.full(n_lesions, None, dtype=object)
+                else from_codes(np.full(n_lesions, -1, dtype=np.int8), [])
             )
     lesion_cols["equivocal"] = np.nan_to_num(lesion_cols["equivocal"].astype(float), nan=0.0)
-    status = lesion_cols["status"]
-    lesion_cols["status"] = np.where(pd.isna(status), "present", status)
-    lesion_cols["source"] = file
-    lesion_cols["line"] = lines[has_lesion]
-    return Tables(subjects=subjects, visits=visits, lesions=pd.DataFrame(lesion_cols, copy=False))
+    lesion_cols["status"] = _filled(lesion_cols["status"], "present")
+    lesion_cols["source"] = _same_text(file, n_lesions)
+    lesion_cols["line"] = rows(lines)
+    return pd.DataFrame(lesion_cols, copy=False)
+
+
+def _filled(values: pd.Categorical, word: str) -> pd.Categorical:
+    """Categorical text with `word` where a value is missing."""
+    if word not in values.categories:
+        values = values.add_categories([word])
+    codes = values.codes
+    return from_codes(np.where(codes < 0, list(values.categories).index(word), codes), values.categories)
+
+
+def _same_text(text: str, n: int) -> pd.Categorical:
+    """One text on every row, as codes."""
+    return from_codes(np.zeros(n, dtype=np.int8), [text])
 
 
 def _agents(values: pd.Series) -> np.ndarray:
@@ -737,6 +794,7 @@ def _agents(values: pd.Series) -> np.ndarray:
 
 
 def _merge_organs(visits: pd.DataFrame, organs: pd.DataFrame) -> pd.DataFrame:
+    visits = visits.assign(**{key: object_values(visits[key]) for key in ("subject_id", "timepoint")})
     ok = organs.loc[organs["_ok"]]
     columns = [c for c in VISIT_FIELDS if c in ok and c not in ("day", "date")]
     merged = visits.merge(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .tables import Prepared, Tables, blank_where
+from .tables import Prepared, Tables, from_codes, text_codes, with_none
 
 BASELINE_NAMES = {"baseline", "screening", "bl", "base", "pre-treatment", "pretreatment"}
 
@@ -101,8 +101,15 @@ def _date_days(values: pd.Series) -> np.ndarray:
     return days
 
 
-def _shared_codes(*arrays: Any) -> list[np.ndarray]:
-    """Integer codes for values that must match across arrays (e.g. subject ids of visits and of lesions)."""
+def _shared_codes(*columns: Any) -> list[np.ndarray]:
+    """Integer codes for values that must match across columns (e.g. subject ids of visits and of lesions); -1 for
+    a missing value. Categorical text columns over the same categories (the reader's codes) are used as they are."""
+    arrays = [c.array if isinstance(c, pd.Series) else c for c in columns]
+    coded = [a for a in arrays if isinstance(a, pd.Categorical)]
+    if arrays and len(coded) == len(arrays):
+        first = coded[0].categories
+        if all(a.categories is first or a.categories.equals(first) for a in coded[1:]):
+            return [a.codes.astype(np.int64) for a in coded]
     joined = np.concatenate([np.asarray(a, dtype=object) for a in arrays]) if arrays else np.zeros(0, dtype=object)
     codes = pd.factorize(joined, use_na_sentinel=True)[0].astype(np.int64)
     out, start = [], 0
@@ -110,6 +117,32 @@ def _shared_codes(*arrays: Any) -> list[np.ndarray]:
         out.append(codes[start : start + len(a)])
         start += len(a)
     return out
+
+
+def _positions(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Where each of `wanted` is among `keys` (distinct integers >= 0): its index, or -1 (also for a negative
+    key). Small key ranges use a lookup array, large ones a hash index."""
+    if not len(keys) or not len(wanted):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    top = int(max(keys.max(), wanted.max())) + 1
+    if top > 4 * (len(keys) + len(wanted)) + 1024:
+        return pd.Index(keys).get_indexer(wanted).astype(np.int64)
+    table = np.full(top + 1, -1, dtype=np.int64)
+    table[keys] = np.arange(len(keys))
+    return table[np.where(wanted >= 0, wanted, top)]
+
+
+def _word_mask(codes: np.ndarray, names: np.ndarray, *words: str) -> np.ndarray:
+    """Rows whose text (codes into `names`) is one of `words`; never a missing value."""
+    return np.append(np.isin(names, list(words)), False)[codes]
+
+
+def _text_like(original: Any, codes: np.ndarray, names: np.ndarray) -> Any:
+    """Codes into `names` in the form `original` had: categorical text stays categorical, plain text stays a
+    numpy object array (None = missing)."""
+    if isinstance(original.array if isinstance(original, pd.Series) else original, pd.Categorical):
+        return from_codes(codes, names)
+    return with_none(names)[codes]
 
 
 def _pair_keys(*pairs: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
@@ -230,24 +263,25 @@ def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
 
 
 def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problems) -> pd.DataFrame:
-    """Attach each lesion row to its visit and to its own baseline row; check the lesion bookkeeping."""
-    les = lesions.copy()
+    """Attach each lesion row to its visit and to its own baseline row; check the lesion bookkeeping.
+
+    Text is compared through integer codes (the reader's categorical codes, or codes made here once per column),
+    so no check hashes or compares a million strings."""
+    les = lesions.copy(deep=False)
     n = len(les)
-    v_subj, l_subj = _shared_codes(
-        visits["subject_id"].to_numpy(dtype=object), les["subject_id"].to_numpy(dtype=object)
-    )
-    v_tp, l_tp = _shared_codes(visits["timepoint"].to_numpy(dtype=object), les["timepoint"].to_numpy(dtype=object))
+    v_subj, l_subj = _shared_codes(visits["subject_id"], les["subject_id"])
+    v_tp, l_tp = _shared_codes(visits["timepoint"], les["timepoint"])
     v_key, l_key = _pair_keys((v_subj, v_tp), (l_subj, l_tp))
     visit_dup = pd.Series(v_key).duplicated(keep=False).to_numpy()
     first_visit = ~pd.Series(v_key).duplicated(keep="first").to_numpy()
-    vpos = pd.Index(v_key[first_visit]).get_indexer(l_key) if n else np.zeros(0, dtype=np.int64)
+    vpos = _positions(v_key[first_visit], l_key)
     orphan = vpos < 0
     problems.add(les, orphan, "unknown_timepoint", "lesion {lesion_id} names a timepoint this subject does not have")
     base_flags = visits["is_baseline"].to_numpy(dtype=bool)[first_visit]
     is_base = ~orphan & base_flags[np.maximum(vpos, 0)] if n else np.zeros(0, dtype=bool)
     les["is_baseline"] = is_base
 
-    lesion_code = pd.factorize(les["lesion_id"].to_numpy(dtype=object))[0].astype(np.int64)
+    lesion_code = text_codes(les["lesion_id"])[0]
     row_key = _pair_key(l_key, lesion_code)
     dup = pd.Series(row_key).duplicated(keep="first").to_numpy()
     # A timepoint id given twice already made the subject unscorable; its lesions are not duplicates too.
@@ -263,13 +297,29 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     pair = _pair_key(l_subj, lesion_code)
     base_mask = is_base & ~dup & (pair >= 0)
     base_rows = np.flatnonzero(base_mask)
-    pos = pd.Index(pair[base_mask]).get_indexer(pair) if len(base_rows) else np.full(n, -1)
+    pos = _positions(pair[base_mask], pair)
     base_row = np.where(pos >= 0, base_rows[np.maximum(pos, 0)] if len(base_rows) else -1, -1)
     has_base = base_row >= 0
+    _kind_checks(les, is_base, has_base, base_row, orphan, problems)
+    _inherit(les, is_base, has_base, base_row, problems)
+    _units_check(les, problems)
+    _measurement_checks(les, is_base, problems)
+    return les
 
-    kind = les["kind"].to_numpy(dtype=object)
-    base_kind = blank_where(kind[np.maximum(base_row, 0)], ~has_base) if n else kind
-    kind_missing = pd.isna(kind)
+
+def _kind_checks(
+    les: pd.DataFrame,
+    is_base: np.ndarray,
+    has_base: np.ndarray,
+    base_row: np.ndarray,
+    orphan: np.ndarray,
+    problems: Problems,
+) -> None:
+    """A lesion's kind is chosen at baseline and kept: none missing there, no new lesion there, no target first
+    seen at follow-up, no kind changed later."""
+    kind, names = text_codes(les["kind"])
+    kind_missing = kind < 0
+    base_kind = np.where(has_base, kind[np.maximum(base_row, 0)], -1) if len(kind) else kind
     problems.add(
         les,
         is_base & kind_missing,
@@ -278,14 +328,14 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     )
     problems.add(
         les,
-        is_base & (kind == "new"),
+        is_base & _word_mask(kind, names, "new"),
         "new_lesion_at_baseline",
         "lesion {lesion_id} is kind new at baseline; lesions present at baseline are target or non_target",
     )
     first_at_fu = ~is_base & ~has_base & ~orphan
     problems.add(
         les,
-        first_at_fu & np.isin(kind.astype(str), ["target", "non_target", "ablated"]),
+        first_at_fu & _word_mask(kind, names, "target", "non_target", "ablated"),
         "target_first_seen_at_follow_up",
         "lesion {lesion_id} is {kind} but first appears at {timepoint}; target and non-target lesions are "
         "chosen at baseline (RECIST 1.1 §4.2), a lesion first seen at follow-up is kind: new",
@@ -297,50 +347,58 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
         "lesion {lesion_id} first appears at {timepoint} without a kind; a lesion first seen at follow-up is kind: new",
     )
     changed = ~is_base & has_base & ~kind_missing & (kind != base_kind)
-    problems.add(
-        les,
-        changed,
-        "kind_changed",
-        "lesion {lesion_id} is {base_kind} at baseline but {kind} at {timepoint}; a lesion keeps its "
-        "baseline kind (a new lesion needs a new id)",
-        extra={"base_kind": base_kind},
-    )
+    if changed.any():
+        problems.add(
+            les,
+            changed,
+            "kind_changed",
+            "lesion {lesion_id} is {base_kind} at baseline but {kind} at {timepoint}; a lesion keeps its "
+            "baseline kind (a new lesion needs a new id)",
+            extra={"base_kind": with_none(names)[base_kind]},
+        )
 
-    # Inherit what a follow-up row may leave out.
-    for column in ("kind", "organ", "is_lymph_node"):
-        values = les[column].to_numpy()
-        base_values = values[np.maximum(base_row, 0)] if n else values
-        missing = pd.isna(values)
+
+def _inherit(
+    les: pd.DataFrame, is_base: np.ndarray, has_base: np.ndarray, base_row: np.ndarray, problems: Problems
+) -> None:
+    """What a follow-up row may leave out comes from the lesion's baseline row: its kind and whether it is a node
+    (when not given), its organ (always; a different organ is a warning); a node is also known by its organ."""
+    safe = np.maximum(base_row, 0)
+    for column in ("kind", "organ"):
+        codes, names = text_codes(les[column])
+        base_codes = codes[safe] if len(codes) else codes
         if column == "organ":
-            differs = has_base & ~missing & ~pd.isna(base_values) & (values != base_values) & ~is_base
-            problems.add(
-                les,
-                differs,
-                "lesion_organ_changed",
-                "lesion {lesion_id} is recorded in {organ} at {timepoint} but in {base_organ} at baseline; "
-                "the baseline organ is used",
-                severity="warning",
-                extra={"base_organ": base_values},
-            )
-            les[column] = np.where(has_base, base_values, values)
+            differs = has_base & (codes >= 0) & (base_codes >= 0) & (codes != base_codes) & ~is_base
+            if differs.any():
+                problems.add(
+                    les,
+                    differs,
+                    "lesion_organ_changed",
+                    "lesion {lesion_id} is recorded in {organ} at {timepoint} but in {base_organ} at baseline; "
+                    "the baseline organ is used",
+                    severity="warning",
+                    extra={"base_organ": with_none(names)[base_codes]},
+                )
+            inherited = np.where(has_base, base_codes, codes)
         else:
-            les[column] = np.where(has_base & missing, base_values, values)
-    organ_codes, organ_names = pd.factorize(les["organ"].to_numpy(dtype=object))
-    node_names = pd.Series(organ_names, dtype=object).astype(str).str.contains("lymph|node", regex=True).to_numpy()
-    node_from_organ = np.where(
-        organ_codes >= 0, node_names[np.maximum(organ_codes, 0)] if len(node_names) else False, False
-    )
+            inherited = np.where(has_base & (codes < 0), base_codes, codes)
+        les[column] = _text_like(les[column], inherited, names)
     node = les["is_lymph_node"].to_numpy(dtype=float)
+    base_node = node[safe] if len(node) else node
+    node = np.where(has_base & np.isnan(node), base_node, node)
+    organ, organ_names = text_codes(les["organ"])
+    node_names = pd.Series(organ_names, dtype=object).astype(str).str.contains("lymph|node", regex=True).to_numpy()
+    node_from_organ = np.append(node_names.astype(bool), False)[organ]
     les["is_lymph_node"] = np.where(np.isnan(node), node_from_organ.astype(float), node)
 
-    _units_check(les, problems)
 
-    # Measurements the criteria cannot do without.
-    kind = les["kind"].to_numpy(dtype=object)
-    status = les["status"].to_numpy(dtype=object)
+def _measurement_checks(les: pd.DataFrame, is_base: np.ndarray, problems: Problems) -> None:
+    """Measurements the criteria cannot do without."""
+    kind, kind_names = text_codes(les["kind"])
+    status, status_names = text_codes(les["status"])
     is_node = les["is_lymph_node"].to_numpy(dtype=float) == 1
-    target = kind == "target"
-    present = status == "present"
+    target = _word_mask(kind, kind_names, "target")
+    present = _word_mask(status, status_names, "present")
     no_ld = np.isnan(_numbers(les, "longest_diameter_mm")) & np.isnan(_numbers(les, "fragments_sum_mm"))
     problems.add(
         les,
@@ -358,7 +416,7 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     )
     problems.add(
         les,
-        target & (status == "unequivocal_progression"),
+        target & _word_mask(status, status_names, "unequivocal_progression"),
         "status_not_allowed",
         "target lesion {lesion_id} has status unequivocal_progression, which applies to non-target lesions "
         "only; record the measured size instead",
@@ -369,7 +427,7 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
         "baseline_target_not_measured",
         "target lesion {lesion_id} has status {status} at baseline; every target must be measured at baseline",
     )
-    coalesced = status == "coalesced"
+    coalesced = _word_mask(status, status_names, "coalesced")
     if coalesced.any() and "coalesced_into" in les:
         own = pd.MultiIndex.from_arrays(
             [
@@ -393,17 +451,20 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
             "lesion {lesion_id} at {timepoint} is coalesced but coalesced_into does not name a lesion of the "
             "same timepoint; name the lesion that carries the merged diameter (RECIST 1.1 §4.3)",
         )
-    return les
 
 
 def _units_check(les: pd.DataFrame, problems: Problems) -> None:
     """Every measured baseline target under 10: the sizes were probably typed in centimetres."""
     node = les["is_lymph_node"].to_numpy(dtype=float) == 1
     size = np.where(node, _numbers(les, "short_axis_mm"), _numbers(les, "longest_diameter_mm"))
-    measured = (
-        les["is_baseline"].to_numpy(dtype=bool) & (les["kind"].to_numpy(dtype=object) == "target") & ~np.isnan(size)
-    )
+    kind, kind_names = text_codes(les["kind"])
+    measured = les["is_baseline"].to_numpy(dtype=bool) & _word_mask(kind, kind_names, "target") & ~np.isnan(size)
     if not measured.any():
+        return
+    subject = text_codes(les["subject_id"])[0][measured]
+    top = np.full(int(subject.max()) + 2, -np.inf)
+    np.maximum.at(top, subject, size[measured])  # a missing subject (-1) lands in the spare last slot
+    if not ((top < 10) & (top > 0)).any():
         return
     frame = pd.DataFrame({"s": les["subject_id"].to_numpy(dtype=object)[measured], "v": size[measured]})
     largest = frame.groupby("s")["v"].max()
@@ -428,23 +489,19 @@ def _key(
 ) -> Prepared:
     """Sort and add integer keys (see `Prepared`). Subjects are ordered by id, so results never depend on the
     order of the input rows."""
-    subject_order = pd.Index(sorted(set(visits["subject_id"].tolist()), key=str), dtype=object)
-    subj_key_v = subject_order.get_indexer(visits["subject_id"].to_numpy(dtype=object))
+    v_subj, l_subj = _shared_codes(visits["subject_id"], lesions["subject_id"])
+    subject_order, rank = _id_order(visits["subject_id"], v_subj, l_subj)
+    subj_key_v = rank[v_subj]
     order = np.lexsort((visits["day"].to_numpy(dtype=float), subj_key_v))
     v = visits.iloc[order].reset_index(drop=True)
     v["subj_key"] = subj_key_v[order]
     v["tp_order"] = v.groupby("subj_key").cumcount().to_numpy()
     v["is_baseline"] = v["tp_order"].to_numpy() == 0
 
-    v_tp, l_tp = _shared_codes(v["timepoint"].to_numpy(dtype=object), lesions["timepoint"].to_numpy(dtype=object))
-    l_subj = subject_order.get_indexer(lesions["subject_id"].to_numpy(dtype=object)).astype(np.int64)
-    v_key, l_key = _pair_keys((v["subj_key"].to_numpy().astype(np.int64), v_tp), (l_subj, l_tp))
-    tp_key = pd.Index(v_key).get_indexer(l_key) if len(lesions) else np.array([], dtype=np.int64)
-    lesion_code = (
-        pd.factorize(lesions["lesion_id"].to_numpy(dtype=object).astype(str), sort=True)[0]
-        if len(lesions)
-        else np.array([], dtype=np.int64)
-    )
+    v_tp, l_tp = _shared_codes(v["timepoint"], lesions["timepoint"])
+    v_key, l_key = _pair_keys((v["subj_key"].to_numpy().astype(np.int64), v_tp), (rank[l_subj], l_tp))
+    tp_key = _positions(v_key, l_key)
+    lesion_code = _lesion_order(lesions["lesion_id"]) if len(lesions) else np.array([], dtype=np.int64)
     lorder = np.lexsort((lesion_code, tp_key))
     # Columns no row fills (most exports carry few of the optional fields) are not carried along.
     empty = [c for c in lesions.columns if c not in ESSENTIAL_LESION_COLUMNS and lesions[c].isna().all()]
@@ -459,13 +516,38 @@ def _key(
     pair = _pair_key(les["subj_key"].to_numpy().astype(np.int64), codes)
     base_mask = les["is_baseline"].to_numpy(dtype=bool) & (pair >= 0)
     base_rows = np.flatnonzero(base_mask)
-    pos = pd.Index(pair[base_mask]).get_indexer(pair) if len(base_rows) else np.full(len(les), -1)
+    pos = _positions(pair[base_mask], pair)
     les["base_row"] = np.where(pos >= 0, base_rows[np.maximum(pos, 0)] if len(base_rows) else -1, -1)
 
     subj = subjects.drop_duplicates("subject_id")
     subj = subj.set_index("subject_id").reindex(subject_order).reset_index(names="subject_id")
     subj["subj_key"] = np.arange(len(subj))
     return Prepared(subjects=subj, visits=v, lesions=les, settings=settings)
+
+
+def _id_order(ids: Any, codes: np.ndarray, *others: np.ndarray) -> tuple[pd.Index, np.ndarray]:
+    """The subjects that have visits, ordered by id text, and each code's rank in that order (-1: a code with no
+    visit; a missing code, -1, also maps to -1 through the spare last slot)."""
+    width = max([int(c.max()) + 1 for c in (codes, *others) if len(c)], default=0)
+    used = np.unique(codes[codes >= 0])
+    if isinstance(ids.array, pd.Categorical):
+        names = text_codes(ids)[1]
+    else:  # plain text: the codes came from factorizing the columns together; name each by a row that has it
+        row_of = np.zeros(width, dtype=np.int64)
+        row_of[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
+        names = np.full(width, None, dtype=object)
+        names[used] = np.asarray(ids, dtype=object)[row_of[used]]
+    ordered = sorted(used.tolist(), key=lambda c: str(names[c]))
+    rank = np.full(width + 1, -1, dtype=np.int64)
+    rank[ordered] = np.arange(len(ordered))
+    return pd.Index([names[c] for c in ordered], dtype=object), rank
+
+
+def _lesion_order(lesion_ids: pd.Series) -> np.ndarray:
+    """Each lesion id's place among the ids sorted as text (ties: equal text)."""
+    codes, names = text_codes(lesion_ids)
+    ranks = pd.factorize(names.astype(str), sort=True)[0]
+    return np.append(ranks, -1)[codes]
 
 
 def validate_and_prepare(tables: Tables) -> tuple[Prepared, pd.DataFrame]:
