@@ -32,7 +32,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 def _console(stderr: bool = False) -> Console:
     interactive = (sys.stderr if stderr else sys.stdout).isatty()
     width = None if interactive else int(os.environ.get("COLUMNS", "140"))
-    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+    # markup=False: file names and ids are printed as written (a file named `v[bold].csv` keeps its brackets)
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False, markup=False)
 
 
 class _UsageProblem(click.ClickException):
