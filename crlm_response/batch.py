@@ -215,7 +215,8 @@ def combine_results(
         # No rows (every subject set aside): keep the columns, so the output still has its header line.
         return pd.DataFrame(columns=list(dict.fromkeys(c for p in parts for c in p.columns)))
 
-    visit_table = _rounded(_sorted(_ordered(stack(visits)), ["subject_id", "criteria", "day"], order))
+    # Within a subject the engine's order stands (baseline, then VISITNUM or time): a day may be unknown.
+    visit_table = _rounded(_sorted(_ordered(stack(visits)), ["subject_id", "criteria"], order))
     best_table = _rounded(_sorted(stack(best), ["subject_id", "criteria"], order))
     if "best_overall_response_day" in best_table:
         best_table["best_overall_response_day"] = best_table["best_overall_response_day"].astype("Int64")

@@ -806,4 +806,6 @@ def validate_and_prepare(tables: Tables, dates: DateOptions | None = None) -> tu
         lesions = lesions.loc[~lesions["subject_id"].isin(bad)].reset_index(drop=True)
     subjects = tables.subjects.loc[~tables.subjects["subject_id"].isin(bad)]
     settings = {k: s for k, s in tables.settings.items() if k not in bad}
-    return _key(visits, lesions, subjects, settings), found
+    prepared = _key(visits, lesions, subjects, settings)
+    prepared.dates = dates.parameters() if dates is not None else {}
+    return prepared, found
