@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from .assessment import ordered_ids
+from .dates import continuous_day, epoch_days, from_epoch_days, study_day
 from .engine import RuleSetResult, score
 from .errors import InputTableError
 from .formats import CellMap
-from .dates import continuous_day, epoch_days, from_epoch_days, study_day
 from .sources import SourceOptions, parse_date_ranges, read_table, refuse_duplicate_names
 from .tables import FieldSpec, Prepared, Tables, blank_where, with_object_strings
 from .trial import SPECS, Ledger, RawTable, ReadResult, check_numbers
