@@ -302,9 +302,10 @@ def imputation_sensitivity(
             continue
         first, last = (answers[m][rule_id].best for m in ("first", "last"))
         assert first is not None and last is not None
-        both = first.set_index("subject_id")[["best_overall_response"]].join(
-            last.set_index("subject_id")[["best_overall_response"]], lsuffix="_first", rsuffix="_last", how="inner"
+        both = first[["subject_id", "best_overall_response"]].merge(
+            last[["subject_id", "best_overall_response"]], on="subject_id", suffixes=("_first", "_last")
         )
+        both = both.set_index("subject_id")
         differ = both.loc[
             both["best_overall_response_first"].astype(str) != both["best_overall_response_last"].astype(str)
         ]

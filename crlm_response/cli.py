@@ -630,12 +630,12 @@ def batch_cmd(
             if sdtm:
                 _write_sdtm(result, streams, out_rs, adam, not no_safe_csv)
             _write_summary_file(result, summary_file)
-    _report_batch(result, outputs, summary, strict, dates.describe() if sdtm or _dates_used(result) else None)
+    _report_batch(result, outputs, summary, strict, _dates_used(result) or sdtm_dm is not None)
 
 
 def _dates_used(result: Any) -> bool:
     """Whether the run met a partial date or was asked to treat dates otherwise than by default."""
-    codes = set(result.warnings["code"]) if "code" in result.warnings else set()
+    codes = set(result.warning_summary()["code"])  # a run written part by part keeps only the summary
     return bool(codes & {"partial_date", "date_imputed"}) or result.dates != DateOptions()
 
 
@@ -777,7 +777,7 @@ def _batch_large(
     shown = dict(outputs)
     if folder is not None:
         shown = {"dataset": folder}
-    _report_batch(result, shown, summary, strict, dates.describe() if dates and dates != DateOptions() else None)
+    _report_batch(result, shown, summary, strict, _dates_used(result))
 
 
 def _batch_outputs(output: Path | None, best: Path | None, errors: Path | None) -> dict[str, Path | None]:
@@ -832,20 +832,26 @@ def _write_summary_file(result: Any, summary_file: Path | None) -> None:
 
 
 def _report_batch(
-    result: Any, outputs: dict[str, Path | None], summary: bool, strict: bool, dates_line: str | None = None
+    result: Any, outputs: dict[str, Path | None], summary: bool, strict: bool, dates_matter: bool = False
 ) -> None:
+    """Accounting, outputs written, warnings and (--summary) the summary. How dates were used (the stable-disease
+    reference, imputation) is said in the summary, and after the accounting when the run met partial dates or
+    was asked to treat dates otherwise than by default."""
     from .render import render_batch_warnings, render_summary
 
     err = _console(stderr=True)
     for line in result.accounting_lines():
         err.print(line)
-    if dates_line:
+    dates_line = result.dates.describe() if getattr(result, "dates", None) is not None else None
+    if dates_line and dates_matter and not summary:
         err.print(dates_line)
     written = [str(p) for name, p in outputs.items() if p is not None and Path(p).exists()]
     if written:
         err.print("wrote " + ", ".join(written), style="dim")
     render_batch_warnings(err, result.warning_summary(), result.n_subjects_with_warnings, outputs.get("warnings"))
     if summary:
+        if dates_line and result.summary:
+            _console().print(dates_line)
         render_summary(_console(), result.summary)
     nothing = result.nothing_scored()
     if nothing:
