@@ -157,7 +157,7 @@ def read_reference(path: str | Path, options: SourceOptions, need_randomisation:
         raise InputTableError(
             "--sd-from randomisation needs each subject's randomisation date, RANDDT, and this file has none",
             file=path,
-            hint="SDTM DM has no randomisation date: give ADSL (with RANDDT) as --sdtm-dm",
+            hint="RANDDT is an ADSL variable (SDTM DM has no randomisation date): give ADSL as --sdtm-dm",
         )
     ranges = parse_date_ranges(table["RFSTDTC"], "RFSTDTC")
     rfstdtc = pd.Series(epoch_days(ranges.date), index=subject.to_numpy(dtype=object))
@@ -398,8 +398,8 @@ def _check_reference(reference: Reference, subjects: pd.Series, ledger: Ledger, 
         np.isnan(randomised),
         "USUBJID",
         "no_randomisation_date",
-        f"--sd-from randomisation: this subject has no RANDDT in {Path(reference.file).name} (absent, empty or "
-        "partial); the stable-disease minimum cannot be counted from randomisation",
+        f"no RANDDT for this subject in {Path(reference.file).name} (absent, empty or partial): with --sd-from "
+        "randomisation the stable-disease minimum cannot be counted",
     )
 
 
@@ -579,6 +579,7 @@ def _build(rows: pd.DataFrame, file: str, reference: Reference | None = None) ->
             "date_precision": visits["precision"].to_numpy(dtype=object),
             "date_collected": visits["dtc"].to_numpy(dtype=object),
             "study_day": visits["study_day"].to_numpy(dtype=float),
+            "reference_day": visits["reference"].to_numpy(dtype=float),
             "modality": visits["modality"].to_numpy(dtype=object),
             "source": file,
             "line": visits["line"].to_numpy(),
@@ -681,6 +682,7 @@ def _place_in_time(visits: pd.DataFrame, reference: Reference | None) -> None:
         np.where(on_dates, date_days, continuous_day(trdy)),
     )
     visits["offset"] = np.where(has_ref | on_dates, 0.0, np.nan)
+    visits["reference"] = ref
 
 
 def response_result(results: Mapping[str, RuleSetResult]) -> RuleSetResult | None:

@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .dates import DateOptions, Imputed, epoch_days, from_epoch_days, imputation_flags, impute, mid_dates
+from .dates import (
+    DateOptions,
+    Imputed,
+    epoch_days,
+    from_epoch_days,
+    imputation_flags,
+    impute,
+    mid_dates,
+    study_day,
+)
 from .tables import Prepared, Tables, blank_where
 
 BASELINE_NAMES = {"baseline", "screening", "bl", "base", "pre-treatment", "pretreatment"}
@@ -525,11 +534,16 @@ def _date_columns(
     done = ~np.isnan(imputed.value)
     full[done] = from_epoch_days(imputed.value + time.offset)[done]
     if "date_collected" not in v:
-        v["date_collected"] = _as_date_text(epoch_days(full), np.zeros(n))
+        v["date_collected"] = pd.Series(_as_date_text(epoch_days(full), np.zeros(n)), index=v.index, dtype=object)
     v["date"] = full
-    v["date_imputation"] = imputation_flags(imputed.value, time.precision)
+    # Text columns stay Python objects (None, not NaN, when absent), whatever pandas infers.
+    v["date_imputation"] = pd.Series(imputation_flags(imputed.value, time.precision), index=v.index, dtype=object)
+    v["date_collected"] = v["date_collected"].astype(object).where(v["date_collected"].notna(), None)
     if "study_day" not in v:
         v["study_day"] = np.nan
+    if "reference_day" in v:  # ADaM's ADY of an imputed date (SDTM's RSDY stays empty: SDTM does not impute)
+        from_imputed = study_day(imputed.value + time.offset, v["reference_day"].to_numpy(dtype=float))
+        v["study_day"] = np.where(done, from_imputed, v["study_day"].to_numpy(dtype=float))
     if "visit_order" not in v:
         rank = pd.Series(order_key).groupby(codes).rank(method="first").to_numpy(dtype=float)
         v["visit_order"] = rank
