@@ -468,7 +468,7 @@ def _too_early(unknown: np.ndarray, minimum: float, s: BorSettings, joint: str) 
         before = f" is before the {minimum:g}-day minimum for stable disease"
     not_known = f"{joint}its day is unknown, so it cannot count as {minimum:g} days after {_reference(s)}"
     if joint == " ":
-        not_known = f": its day is unknown, so it cannot count as {minimum:g} days after {_reference(s)}"
+        not_known = f" cannot count as {minimum:g} days after {_reference(s)}: its day is unknown"
     return np.where(unknown, not_known, before).astype(object)
 
 
