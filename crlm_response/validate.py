@@ -171,7 +171,7 @@ def _placed_time(v: pd.DataFrame) -> _Time:
     offset = v["day_offset"].to_numpy(dtype=float)
     precision = v["date_precision"].to_numpy(dtype=object) if "date_precision" in v else np.full(n, None)
     first, last = _date_range(v, "date_first") - offset, _date_range(v, "date_last") - offset
-    mid = _date_range(v.assign(_mid=_mid_of(v, precision)), "_mid") - offset
+    mid = epoch_days(_mid_of(v, precision)) - offset
     return _Time(v["day"].to_numpy(dtype=float), offset, first, mid, last, precision, np.ones(n, dtype=bool))
 
 
@@ -216,7 +216,7 @@ def _long_time(v: pd.DataFrame, codes: np.ndarray, n_subjects: int, problems: Pr
     pair_offset[codes[both][::-1]] = (date_days - day_given)[both][::-1]
     offset = np.where(use_days, pair_offset[codes], 0.0)
     first, last = _date_range(v, "date_first") - offset, _date_range(v, "date_last") - offset
-    mid = _date_range(v.assign(_mid=_mid_of(v, precision)), "_mid") - offset
+    mid = epoch_days(_mid_of(v, precision)) - offset
     return _Time(value, offset, first, mid, last, precision, use_days)
 
 
