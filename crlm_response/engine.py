@@ -204,6 +204,8 @@ def score(
     decision naming the rule and the numbers it saw.
     """
     params = dict(params if params is not None else rule_set.default_params)
+    # How dates were used (imputation, the stable-disease reference) travels with the results' parameters.
+    params.update({k: v for k, v in prepared.dates.items() if k not in params})
     ctx = Context(prepared, params, rule_set.scale)
     envs = {level: _LevelEnv(ctx, level) for level in ("lesion", "timepoint", "subject")}
     visits, lesions = prepared.visits, prepared.lesions
@@ -304,7 +306,9 @@ def _persist(
         rows = np.flatnonzero(follow)
         day = ctx.prepared.visits["day"].to_numpy(dtype=float)
         settings = dataclasses.replace(BorSettings.from_params(dict(params)), stop_at_first_pd=False)
-        result = best_overall_response(subject[rows], day[rows], values[rows], settings, rule_set.scale)
+        result = best_overall_response(
+            subject[rows], day[rows], values[rows], settings, rule_set.scale, sequence=rows.astype(float)
+        )
         anchor = np.zeros(len(values), dtype=bool)
         anchor[rows] = result.confirmed & (values[rows] == keep)
         reached = pd.Series(anchor.astype(np.int64)).groupby(subject).cumsum().to_numpy() > 0
@@ -348,7 +352,7 @@ def _flags(
                 "subject_id": table["subject_id"].to_numpy(dtype=object)[hits],
                 "flag": flag.spec.flag,
                 "timepoint": table["timepoint"].to_numpy(dtype=object)[hits],
-                "day": np.asarray(ctx.get("day", level), dtype=float)[hits].astype(np.int64),
+                "day": whole_days(np.asarray(ctx.get("day", level), dtype=float)[hits]),
                 "lesion_id": table["lesion_id"].to_numpy(dtype=object)[hits] if level == "lesion" else None,
                 "grade": grade[hits],
                 "evidence": evidence,
@@ -397,9 +401,14 @@ def _evidence(ctx: Context, names: list[str], level: Level, rows: np.ndarray, as
     return list(text + "}")
 
 
+def whole_days(values: np.ndarray) -> pd.arrays.IntegerArray:
+    """Days as whole numbers, empty where a visit's day is unknown (a partial date not imputed)."""
+    return pd.array(np.asarray(values, dtype=float), dtype="Int64")
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars -> Python; NaN -> None; values rounded to 2 decimals for reporting."""
-    if value is None:
+    if value is None or value is pd.NA:
         return None
     if isinstance(value, np.bool_ | bool):
         return bool(value)
@@ -421,7 +430,7 @@ def _timepoint_table(
     columns: dict[str, Any] = {
         "subject_id": visits["subject_id"].to_numpy(dtype=object)[follow],
         "timepoint": visits["timepoint"].to_numpy(dtype=object)[follow],
-        "day": visits["day"].to_numpy(dtype=float)[follow].astype(np.int64),
+        "day": whole_days(visits["day"].to_numpy(dtype=float)[follow]),
     }
     for key, name in report_items(rule_set.schema.report.timepoint):
         if key in columns:
@@ -543,19 +552,24 @@ def _best(
     follow = np.flatnonzero(~ctx.visit_is_baseline)
     subjects = visits["subject_id"].to_numpy(dtype=object)
     day = visits["day"].to_numpy(dtype=float)
+    sd_day = visits["sd_day"].to_numpy(dtype=float) if "sd_day" in visits else day
     response = ctx.value(spec.output)
     settings = BorSettings.from_params(dict(params)) if spec.method == "recist" else BorSettings()
     timepoint_ids = visits["timepoint"].to_numpy(dtype=object)[follow]
     all_subjects = ctx.prepared.subjects["subject_id"].to_numpy(dtype=object)
     # Every subject appears, also one without a follow-up (its best response is then the `missing` role's word).
+    # Visits keep the prepared order (VISITNUM, or time), so one whose day is unknown keeps its place.
+    none = np.full(len(all_subjects), np.nan)
     result = best_overall_response(
         np.r_[subjects[follow], all_subjects],
-        np.r_[day[follow], np.full(len(all_subjects), np.nan)],
+        np.r_[day[follow], none],
         np.r_[response[follow], np.full(len(all_subjects), None, dtype=object)],
         settings,
         rule_set.scale,
         spec.method,
         labels=np.r_[timepoint_ids, np.full(len(all_subjects), None, dtype=object)],
+        sequence=np.r_[follow.astype(float), np.full(len(all_subjects), np.inf)],
+        sd_day=np.r_[sd_day[follow], none],
     )
     table = result.subjects.set_index("subject").reindex(pd.Index(all_subjects))
     table["best_overall_response_day"] = table["best_overall_response_day"].astype(float)

@@ -30,6 +30,7 @@ from .sources import (
     key_codes,
     key_text,
     open_source,
+    parse_date_ranges,
     parse_dates,
     per_unique,
     prepare,
@@ -330,9 +331,15 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
         elif spec.kind == "bool":
             out[column] = _yes_no(raw, present, rejects, column)
         elif spec.kind == "date":
-            stamps, reasons = parse_dates(raw, column)
-            rejects.add(pd.notna(reasons), column, "bad_date", reasons)
-            out[column] = stamps.astype("datetime64[ns]")
+            ranges = parse_date_ranges(raw, column)
+            rejects.add(pd.notna(ranges.reason), column, "bad_date", ranges.reason)
+            out[column] = ranges.date.astype("datetime64[ns]")
+            # A partial date (2025-03) is a range of days: `validate` places the timepoint by it when the order
+            # is still certain, and imputes it when asked.
+            out["date_first"] = ranges.first.astype("datetime64[ns]")
+            out["date_last"] = ranges.last.astype("datetime64[ns]")
+            out["date_precision"] = ranges.precision
+            out["date_collected"] = _per_unique(raw, lambda u: u.astype(str).str.strip()).to_numpy(dtype=object)
         elif spec.kind == "list":
             out[column] = _number_list(raw, present, rejects, column)
         elif spec.choices:
@@ -491,6 +498,17 @@ def _subject_conflicts(cols: Columns, columns: tuple[str, ...], gid: np.ndarray,
         )
 
 
+def _partial_date_conflicts(cols: Columns, gid: np.ndarray, rejects: Ledger) -> None:
+    """Rows of one timepoint must give the same date also when one is partial (2025-03 beside 2025-03-05)."""
+    precision = cols.get("date_precision")
+    if precision is None or not np.isin(precision, ["month", "year"]).any():
+        return
+    first = cols["date_first"].astype("datetime64[D]").astype(np.int64).astype(float)
+    last = cols["date_last"].astype("datetime64[D]").astype(np.int64).astype(float)
+    span = np.where(np.isnat(cols["date_first"]), np.nan, first * 100_000 + last)
+    _subject_conflicts({"date": span}, ("date",), gid, rejects, "timepoint")
+
+
 def _first_per_group(values: Any, gid: np.ndarray, first_rows: np.ndarray) -> Any:
     """For each group, its first non-missing value (groups numbered 0..n-1, `first_rows` = a row of each)."""
     missing = pd.isna(values)
@@ -591,6 +609,7 @@ def long_from_frames(
     visit_gid = _group_ids(cols["subject_id"], cols["timepoint"])
     _subject_conflicts(cols, SUBJECT_FIELDS, subject_gid, ledger, "subject")
     _subject_conflicts(cols, VISIT_FIELDS, visit_gid, ledger, "timepoint")
+    _partial_date_conflicts(cols, visit_gid, ledger)
     ledger.set_aside_subjects(ledger.first_rejection_by_subject())
     ledgers = [ledger]
     organ_frame = None
@@ -737,6 +756,9 @@ def _build_tables(
             visits_cols[column] = (
                 np.full(len(visit_first), np.nan) if column == "day" else np.full(len(visit_first), None, dtype=object)
             )
+    for column in ("date_first", "date_last", "date_precision", "date_collected"):
+        if column in cols:
+            visits_cols[column] = _first_per_group(cols[column], visit_gid, visit_first)
     visits_cols["source"] = _same_text(file, len(visit_first))
     visits_cols["line"] = lines[visit_first]
     visits = pd.DataFrame(visits_cols, copy=False)

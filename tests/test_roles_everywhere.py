@@ -342,6 +342,7 @@ HOMONYMS = {
     ("models.py", "none"): "input field values (mri_contrast: none, intratumoral_nodule: none)",
     ("rules.py", "none"): "English: `parameters of this set: none`",
     ("dicom_sr.py", "none"): "English: `lesions there: none`",
+    ("dates.py", "none"): "the --date-imputation choice `none` (no imputation)",
 }
 
 
