@@ -357,10 +357,12 @@ class _Facts:
 
 
 def _days(values: np.ndarray) -> np.ndarray:
-    """Day numbers as text (whole days without decimals; `unknown` for a visit whose day is not known)."""
-    out = pd.Series(values, dtype=float)
-    text = out.map(lambda v: "unknown" if np.isnan(v) else f"{v:g}")
-    return text.to_numpy(dtype=object)
+    """Day numbers as text (whole days without decimals; `unknown` for a visit whose day is not known), each
+    distinct number written once (told apart by its bits, so -0 stays `-0`)."""
+    bits = np.ascontiguousarray(values, dtype=float).view(np.int64)
+    distinct, inverse = np.unique(bits, return_inverse=True)
+    text = [("unknown" if np.isnan(v) else f"{v:g}") for v in distinct.view(float).tolist()]
+    return np.array(text + [None], dtype=object)[:-1][inverse.reshape(-1)]
 
 
 def _visit_text(words: np.ndarray, names: np.ndarray, days: np.ndarray) -> np.ndarray:

@@ -209,11 +209,6 @@ def score(
     ctx = Context(prepared, params, rule_set.scale)
     envs = {level: _LevelEnv(ctx, level) for level in ("lesion", "timepoint", "subject")}
     visits, lesions = prepared.visits, prepared.lesions
-    visit_subject = visits["subject_id"].to_numpy(dtype=object)
-    visit_id = visits["timepoint"].to_numpy(dtype=object)
-    lesion_subject = lesions["subject_id"].to_numpy(dtype=object)
-    lesion_visit_id = lesions["timepoint"].to_numpy(dtype=object)
-    lesion_id = lesions["lesion_id"].to_numpy(dtype=object)
     warnings: list[dict[str, Any]] = []
 
     def add_warnings(level: Level, mask: np.ndarray, code: str, template: Any) -> None:
@@ -221,11 +216,13 @@ def score(
         if not len(rows):
             return
         messages = _render_rows(template, ctx, level, rows)
-        for row, message in zip(rows, messages, strict=True):
-            if level == "lesion":
-                subject, tp, lesion = lesion_subject[row], lesion_visit_id[row], lesion_id[row]
-            else:
-                subject, tp, lesion = visit_subject[row], visit_id[row], None
+        # Ids as text for the warned rows only (the tables keep them as codes).
+        frame = lesions if level == "lesion" else visits
+        subjects, tps = (frame[c].iloc[rows].to_numpy(dtype=object) for c in ("subject_id", "timepoint"))
+        lesion_ids = lesions["lesion_id"].iloc[rows].to_numpy(dtype=object) if level == "lesion" else None
+        for i, message in enumerate(messages):
+            subject, tp = subjects[i], tps[i]
+            lesion = lesion_ids[i] if lesion_ids is not None else None
             warnings.append(
                 {
                     "subject_id": subject,

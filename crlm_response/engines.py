@@ -32,7 +32,6 @@ from .writers import (
     OutputError,
     atomic_path,
     commit,
-    neutralise_formulas,
     publish_later,
     remove_later,
     temporary_beside,
@@ -134,9 +133,9 @@ class ResultSink:
 
     def _append_csv(self, kind: str, path: Path, frame: pd.DataFrame) -> None:
         """Append one part with the same CSV writer as the in-memory engine (identical text for identical data)."""
-        from .writers import _lowercase_booleans, write_csv
+        from .writers import csv_cells, write_csv
 
-        data = _lowercase_booleans(neutralise_formulas(frame) if self.safe_csv else frame)
+        data = csv_cells(frame, self.safe_csv)
         if kind not in self._columns:
             self._columns[kind] = list(data.columns)
             self._tmp[kind] = temporary_beside(path)

@@ -471,6 +471,9 @@ def _arrow_whole(layout: CsvLayout, shown: str | Path) -> RawTable:
     except pa.ArrowInvalid as exc:
         raise InputTableError(f"not a valid CSV table: {exc}", file=shown) from None
     frame = table.to_pandas()
+    del table
+    # Arrow's allocator keeps freed blocks for Arrow; the rest of the run is numpy's, so hand them back now.
+    pa.default_memory_pool().release_unused()
     lines, cursor = _next_lines(len(frame), layout.header_line + 1, bad)
     return _drop_blank(frame, lines, layout, bad)
 

@@ -138,11 +138,13 @@ class Context:
             level
         ]
         if name not in frame:
+            # An absent column is one missing value repeated: a read-only view, no memory per row.
             spec = spec_of(name)
             if spec is not None and spec.kind in ("number", "integer", "bool", "list"):
-                return np.full(self.n[level], np.nan)
-            nothing = np.full(self.n[level], -1, dtype=np.int8)
-            return self.coded(np.full(self.n[level], None, dtype=object), nothing, np.zeros(0, dtype=object))
+                return np.broadcast_to(np.float64(np.nan), (self.n[level],))
+            nothing = np.broadcast_to(np.int8(-1), (self.n[level],))
+            empty = np.broadcast_to(np.array(None, dtype=object), (self.n[level],))
+            return self.coded(empty, nothing, np.zeros(0, dtype=object))
         values = frame[name]
         if isinstance(values.dtype, pd.CategoricalDtype):
             codes = values.cat.codes.to_numpy()
@@ -323,6 +325,20 @@ def _pct(value: np.ndarray, reference: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         result = 100.0 * (value - reference) / reference
     return np.where(reference == 0, np.nan, result)
+
+
+def _mentions(ctx: Context, values: np.ndarray, word: str) -> np.ndarray:
+    """Rows whose text holds `word` in any case (never a missing value); each distinct text looked at once."""
+
+    def test(texts: np.ndarray) -> np.ndarray:
+        found = pd.Series(texts, dtype=object).str.upper().str.contains(word, regex=False)
+        return found.fillna(False).to_numpy(dtype=bool)
+
+    coded = ctx.codes_of(values)
+    if coded is None:
+        return test(values)
+    codes, words = coded
+    return np.append(test(words), False)[codes]
 
 
 def _yes(values: np.ndarray) -> np.ndarray:
@@ -515,8 +531,7 @@ def new_lesion_unequivocal(ctx: Context) -> np.ndarray:
     """
     small_node = ctx.value("is_node") & (ctx.value("short_axis_mm") < float(ctx.param("node_normal_short_axis_mm")))
     new = ctx.value("is_new") & ~ctx.value("is_disappeared") & ~_yes(ctx.value("equivocal")) & ~small_node
-    detected = pd.Series(ctx.value("detected_by"), dtype=object)
-    by_pet = detected.str.upper().str.contains("PET", regex=False).fillna(False).to_numpy(dtype=bool)
+    by_pet = _mentions(ctx, ctx.value("detected_by"), "PET")
     pet_site = ctx.value("baseline_fdg_pet_at_site")
     confirmed = _yes(ctx.value("confirmed_on_ct"))
     pet_counts = ctx.equals(pet_site, "negative") | (~ctx.equals(pet_site, "positive") & confirmed)

@@ -833,7 +833,7 @@ def _key(
     v_key, l_key = _pair_keys((v["subj_key"].to_numpy().astype(np.int64), v_tp), (rank[l_subj], l_tp))
     tp_key = _positions(v_key, l_key)
     lesion_code = _lesion_order(lesions["lesion_id"]) if len(lesions) else np.array([], dtype=np.int64)
-    lorder = np.lexsort((lesion_code, tp_key))
+    lorder = _int_lexsort(lesion_code, tp_key)
     # Columns no row fills (most exports carry few of the optional fields) are not carried along.
     empty = [c for c in lesions.columns if c not in ESSENTIAL_LESION_COLUMNS and lesions[c].isna().all()]
     les = lesions.drop(columns=empty).iloc[lorder].reset_index(drop=True)
@@ -854,6 +854,22 @@ def _key(
     subj = subj.set_index("subject_id").reindex(subject_order).reset_index(names="subject_id")
     subj["subj_key"] = np.arange(len(subj))
     return Prepared(subjects=subj, visits=v, lesions=les, settings=settings)
+
+
+def _int_lexsort(*keys: np.ndarray) -> np.ndarray:
+    """`np.lexsort` of integer keys (the last one first), as one stable sort of a combined key when it fits."""
+    if not len(keys[0]):
+        return np.zeros(0, dtype=np.int64)
+    combined = np.zeros(len(keys[0]), dtype=np.int64)
+    span_so_far = 1
+    for key in reversed(keys):
+        low, high = int(key.min()), int(key.max())
+        span = high - low + 1
+        span_so_far *= span
+        if span_so_far >= 2**62:
+            return np.lexsort(keys)
+        combined = combined * span + (key.astype(np.int64) - low)
+    return np.argsort(combined, kind="stable")
 
 
 def _id_order(ids: Any, codes: np.ndarray, *others: np.ndarray) -> tuple[pd.Index, np.ndarray]:

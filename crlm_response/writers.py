@@ -13,7 +13,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -271,15 +271,46 @@ def _map_distinct(values: pd.Series, func: Any) -> tuple[np.ndarray, bool]:
     return out, True
 
 
-def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+def csv_cells(frame: pd.DataFrame, safe_csv: bool = True) -> pd.DataFrame:
+    """The cells as every CSV output writes them: formula-safe text (when `safe_csv`) and true/false. A column of
+    plain text that has nothing to change is found by pyarrow, without a Python call per distinct value."""
+    plain: set[Any] = set()
+    for column in frame.columns:
+        if frame[column].dtype == object and _plain_text(frame[column].to_numpy(dtype=object), safe_csv):
+            plain.add(column)
+    data = neutralise_formulas(frame, plain) if safe_csv else frame
+    return _lowercase_booleans(data, plain)
+
+
+FORMULA_PATTERN = "^[=+\\-@\t\r]"  # a cell starting with one of FORMULA_START
+
+
+def _plain_text(values: np.ndarray, safe_csv: bool) -> bool:
+    """Only text (or nothing), and (when `safe_csv`) no cell starting like a formula: no cell needs a change."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        array = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+        return False
+    if pa.types.is_null(array.type):
+        return True
+    if not pa.types.is_string(array.type):
+        return False
+    return not safe_csv or not pc.any(pc.match_substring_regex(array, FORMULA_PATTERN)).as_py()
+
+
+def neutralise_formulas(frame: pd.DataFrame, plain: Collection[Any] = ()) -> pd.DataFrame:
     """Prefix text cells a spreadsheet would run as a formula with a single quote (OWASP CSV injection).
 
-    Numbers (including negative numbers stored as numbers) are not touched; only text cells are.
+    Numbers (including negative numbers stored as numbers) are not touched; only text cells are. Columns in
+    `plain` are known to need no change.
     """
     out = frame
     for column in frame.columns:
         values = frame[column]
-        if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
+        if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype) or column in plain:
             continue
         mapped, changed = _map_distinct(
             values, lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) and not _is_number(v) else v
@@ -323,8 +354,7 @@ def write_table(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True,
             elif suffix in (".json", ".ndjson"):
                 cdisc_writers.write_dataset_json(frame, tmp, dataset, ndjson=suffix == ".ndjson")
             else:
-                data = neutralise_formulas(frame) if safe_csv else frame
-                write_csv(_lowercase_booleans(data), tmp)
+                write_csv(csv_cells(frame, safe_csv), tmp)
     except OutputError as exc:
         if exc.location.file is not None:
             raise
@@ -333,8 +363,7 @@ def write_table(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True,
 
 def csv_text(frame: pd.DataFrame, *, safe_csv: bool = True) -> str:
     """A table as CSV text for standard output, formula-safe like every CSV file the tool writes."""
-    data = neutralise_formulas(frame) if safe_csv else frame
-    return str(_lowercase_booleans(data).to_csv(index=False, lineterminator="\n"))
+    return str(csv_cells(frame, safe_csv).to_csv(index=False, lineterminator="\n"))
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
@@ -351,11 +380,14 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 
-def _lowercase_booleans(frame: pd.DataFrame) -> pd.DataFrame:
-    """true/false in CSV, as in the JSON output and the input format (not Python's True/False)."""
+def _lowercase_booleans(frame: pd.DataFrame, plain: Collection[Any] = ()) -> pd.DataFrame:
+    """true/false in CSV, as in the JSON output and the input format (not Python's True/False); columns in
+    `plain` hold only text."""
     out = frame
     for column in frame.columns:
         values = frame[column]
+        if column in plain:
+            continue
         if values.dtype == bool:
             mapped, changed = np.where(values.to_numpy(), "true", "false").astype(object), True
         elif values.dtype == object:
