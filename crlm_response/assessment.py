@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .bor import EVENT_COLUMNS
 from .engine import RuleSetResult, _plain, resolve_params, score
 from .errors import CaseError, SettingsError, StrictModeError
 from .models import Case
@@ -165,6 +166,7 @@ class Assessment:
                 "best_overall_response_reason",
                 "responder",
                 "clinical_benefit",
+                *EVENT_COLUMNS,
             ):
                 out[key] = _plain(best[key])
         out["parameters"] = {k: _plain(v) if not isinstance(v, list) else v for k, v in result.params.items()}

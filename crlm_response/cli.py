@@ -190,6 +190,26 @@ set_opt = click.option(
 )
 
 
+def adam_opts(func: Any) -> Any:
+    """--adam-dir, --adam-format and --study-id (batch and assess)."""
+    func = click.option(
+        "--study-id", metavar="ID", help="ADaM STUDYID when the input has no STUDYID / study_id column."
+    )(func)
+    func = click.option(
+        "--adam-format",
+        type=click.Choice(["csv", "parquet", "xpt", "json"]),
+        default="csv",
+        show_default=True,
+        help="Format of the ADaM datasets: xpt is SAS V5 transport, json is CDISC Dataset-JSON 1.1.",
+    )(func)
+    return click.option(
+        "--adam-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Write ADaM ADRS (OVR, BOR, CBOR, RSP, CRSP, CB, CCB, BCP, CBCP, PD, LSTA, MDIS) and ADTR (LDIAMn, "
+        "NLDIAMn, SDIAM) into this folder, for every response criteria set of the run.",
+    )(func)
+
+
 @click.group(cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="crlm-response")
 def cli() -> None:
@@ -452,17 +472,11 @@ def _Steps() -> Any:  # noqa: N802 - used as `with _Steps() as step:`
     help="Write SDTM RS rows (TRGRESP, NTRGRESP, NEWLPROG, OVRLRESP) from the RECIST 1.1 results "
     "(.csv, .parquet, .xpt SAS V5 transport, .json/.ndjson Dataset-JSON).",
 )
+@adam_opts
 @click.option(
-    "--adam-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write ADaM-shaped ADRS (OVR, BOR, CBOR) and ADTR (SDIAM) tables into this folder.",
-)
-@click.option(
-    "--adam-format",
-    type=click.Choice(["csv", "parquet", "xpt", "json"]),
-    default="csv",
-    show_default=True,
-    help="Format of the ADaM datasets: xpt is SAS V5 transport, json is CDISC Dataset-JSON 1.1.",
+    "--death-dates",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="ADRS DEATH: a table of subject_id and day or date of death (subjects not in it: N).",
 )
 @click.option(
     "--engine",
@@ -502,6 +516,8 @@ def batch_cmd(
     out_rs: Path | None,
     adam_dir: Path | None,
     adam_format: str,
+    study_id: str | None,
+    death_dates: Path | None,
     engine: str,
     scheduler: str | None,
     workers: int | None,
@@ -529,8 +545,10 @@ def batch_cmd(
         raise click.UsageError("give either a lesion table or --sdtm-tu/--sdtm-tr, not both")
     if not sdtm and lesions is None:
         raise click.UsageError("give a lesion table (CSV or Parquet), or --sdtm-tu and --sdtm-tr")
-    if (out_rs or adam_dir) and not sdtm:
-        raise click.UsageError("--out-rs and --adam-dir need SDTM input (--sdtm-tu and --sdtm-tr)")
+    if out_rs and not sdtm:
+        raise click.UsageError("--out-rs needs SDTM input (--sdtm-tu and --sdtm-tr)")
+    if (study_id or death_dates) and not adam_dir:
+        raise click.UsageError("--study-id and --death-dates are for the ADaM datasets: add --adam-dir")
     if output is None and not summary and summary_file is None and out_rs is None and adam_dir is None:
         raise click.UsageError("give -o/--output for the results, or --summary to print only the summary")
     requested = _criteria_option(criteria)
@@ -573,9 +591,19 @@ def batch_cmd(
             "--out-rs": out_rs,
             **{f"--adam-dir ({n.upper()})": p for n, p in adam.items()},
         },
-        [_input_folder(lesions), lesions_path, organs, column_map, sdtm_tu, sdtm_tr, *rule_inputs(requested)],
+        [
+            _input_folder(lesions),
+            lesions_path,
+            organs,
+            column_map,
+            sdtm_tu,
+            sdtm_tr,
+            death_dates,
+            *rule_inputs(requested),
+        ],
     )
     with _Steps() as step:
+        streams = None
         if sdtm:
             from .sdtm import read_sdtm
 
@@ -591,23 +619,37 @@ def batch_cmd(
         step("writing")
         with all_or_nothing():
             _write_batch(result, outputs, not no_safe_csv)
-            if sdtm:
-                _write_sdtm(result, streams, out_rs, adam, not no_safe_csv)
+            _write_cdisc(result, streams, out_rs, adam, not no_safe_csv, study_id, death_dates)
             _write_summary_file(result, summary_file)
     _report_batch(result, outputs, summary, strict)
 
 
-def _write_sdtm(result: Any, streams: Any, out_rs: Path | None, adam: dict[str, Path], safe_csv: bool) -> None:
-    from .sdtm import adam_rows, confirmed_result, response_result, rs_rows
+def _write_cdisc(
+    result: Any,
+    streams: Any,
+    out_rs: Path | None,
+    adam: dict[str, Path],
+    safe_csv: bool,
+    study_id: str | None = None,
+    death_dates: Path | None = None,
+) -> None:
+    """SDTM RS (SDTM input) and the ADaM datasets (any input) of a run, when asked for."""
+    from .sdtm import response_result, rs_rows
     from .writers import write_table
 
+    if out_rs is None and not adam:
+        return
     response = response_result(result.results)
     if response is None:
         raise click.UsageError("RS and ADaM output need --criteria to include a response criteria set")
     if out_rs is not None:
         write_table(rs_rows(response, streams), out_rs, safe_csv=safe_csv, name="RS")
     if adam:
-        adrs, adtr = adam_rows(response, streams, confirmed_result(response, result.prepared))
+        from .adam import adam_tables
+        from .trial import read_subject_days
+
+        deaths = read_subject_days(death_dates, "--death-dates") if death_dates is not None else None
+        adrs, adtr = adam_tables(result.results, result.prepared, streams, study_id, deaths)
         write_table(adrs, adam["adrs"], safe_csv=safe_csv, name="ADRS")
         write_table(adtr, adam["adtr"], safe_csv=safe_csv, name="ADTR")
 
@@ -852,6 +894,20 @@ def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, s
     callback=lambda ctx, param, value: _check_date(value),
     help="Reference date (YYYY-MM-DD) when the input has dates instead of days.",
 )
+@click.option(
+    "--pd-dates",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Progression from another source: subject_id and day or date; later visits are ignored (admiralonco "
+    "source_pd).",
+)
+@click.option(
+    "--criteria",
+    "-c",
+    default="recist1.1",
+    show_default=True,
+    metavar="ID",
+    help="Criteria set whose words, roles and ranking apply (an ADRS: its PARCAT3 records).",
+)
 @click.option("--encoding", default="auto", show_default=True)
 @click.option("--sheet", metavar="NAME", help="Excel inputs (.xlsx): the sheet to read (default: the first).")
 def bor_cmd(
@@ -866,29 +922,36 @@ def bor_cmd(
     missing_as_ne: bool,
     stop_at_pd: bool,
     reference_date: str | None,
+    pd_dates: Path | None,
+    criteria: str,
     encoding: str,
     sheet: str | None,
 ) -> None:
     """Best overall response from responses already assigned per visit.
 
-    Reads a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or ADaM ADRS (OVR rows),
-    and applies the same best-response code `assess` uses (REFERENCE §1.9).
+    Reads a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or ADaM ADRS (OVR rows with
+    ANL01FL = Y), and applies the same best-response code `assess` uses (REFERENCE §1.9).
 
     Example:
 
         crlm-response bor visits.csv --confirm --sd-min-days 42 --confirm-days 28 --max-ne-between 1 -o bor.csv
     """
     from .assessment import get_rules
-    from .bor import BorSettings, best_overall_response
+    from .bor import BorSettings, best_by_reader
     from .outputs import check_outputs
-    from .trial import read_responses
+    from .sdtm import rs_category_of
+    from .trial import progression_days, read_responses, read_subject_days
     from .writers import all_or_nothing, csv_text, write_table
 
     output = _file_output(output)
     errors_out = errors_path or (_default_path(output, "errors") if output else None)
-    check_outputs({"-o": output, ("--errors" if errors_path else "-o (errors file)"): errors_out}, [visits])
-    scale = get_rules("recist1.1").scale
-    data = read_responses(visits, scale, reference_date, encoding, sheet=sheet)
+    check_outputs({"-o": output, ("--errors" if errors_path else "-o (errors file)"): errors_out}, [visits, pd_dates])
+    rules = get_rules(criteria)
+    if rules.schema.best_response is None:
+        raise click.UsageError(f"--criteria {criteria}: this criteria set has no best overall response")
+    data = read_responses(
+        visits, rules.scale, reference_date, encoding, sheet=sheet, criteria_name=rs_category_of(rules)
+    )
     settings = BorSettings(
         confirmation_required=confirm,
         min_confirmation_interval_days=confirm_days,
@@ -898,20 +961,8 @@ def bor_cmd(
         stop_at_first_pd=stop_at_pd,
         missing_as_ne=missing_as_ne,
     )
-    frame = data.frame
-    stream = frame["subject_id"] + ("|" + frame["reader"]).where(frame["reader"] != "", "")
-    result = best_overall_response(stream.to_numpy(dtype=object), frame["day"], frame["response"], settings, scale)
-    table = result.subjects.rename(columns={"subject": "stream"}).drop(columns=["best_row"])
-    lookup = pd.DataFrame({"stream": stream, "subject_id": frame["subject_id"], "reader": frame["reader"]})
-    table = table.merge(lookup.drop_duplicates("stream"), on="stream", how="left")
-    columns = (
-        ["subject_id"]
-        + (["reader"] if (table["reader"] != "").any() else [])
-        + ["best_overall_response", "best_overall_response_day", "responder", "clinical_benefit"]
-        + ["best_overall_response_reason"]
-    )
-    table = table.sort_values(["subject_id", "reader"], kind="stable")[columns].reset_index(drop=True)
-    table["best_overall_response_day"] = table["best_overall_response_day"].astype("Int64")
+    pd_day = progression_days(data, read_subject_days(pd_dates, "--pd-dates"), str(pd_dates)) if pd_dates else None
+    table, result = best_by_reader(data.frame, settings, rules.scale, rules.schema.best_response.method, pd_day)
     err = _console(stderr=True)
     (counts,) = data.ledger.counts().values()
     err.print(
