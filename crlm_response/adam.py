@@ -714,6 +714,8 @@ def _typed(out: pd.DataFrame, counts: tuple[str, ...]) -> pd.DataFrame:
         stamps = pd.to_datetime(out["ADT"], errors="coerce")
         out["ADT"] = pd.Series([d.date() if pd.notna(d) else None for d in stamps], index=out.index, dtype=object)
     for column in out.columns:
-        if out[column].dtype == object and column != "ADT":
-            out[column] = out[column].where(out[column].notna(), "").astype(str)
+        if column != "ADT" and not pd.api.types.is_numeric_dtype(out[column].dtype):
+            text = out[column].astype(object)
+            text = text.where(text.notna(), "").astype(str)
+            out[column] = text.where(text != "", None).astype(object)  # missing text is missing, not ""
     return out

@@ -95,6 +95,7 @@ class Assessment:
     case_id: str
     results: dict[str, RuleSetResult]
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    prepared: Prepared | None = None  # the tables the results were scored from (ADaM needs the visits)
 
     @property
     def response_results(self) -> dict[str, RuleSetResult]:
@@ -291,7 +292,7 @@ def assess(
             key=key,
             hint=f"--strict turns warnings into errors; {len(warnings)} warning(s) in all",
         )
-    return Assessment(case_obj.case_id, results, warnings)
+    return Assessment(case_obj.case_id, results, warnings, prepared)
 
 
 def _warning_location(prepared: Prepared, warning: Mapping[str, Any]) -> tuple[int | None, str | None]:

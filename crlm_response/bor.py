@@ -208,7 +208,9 @@ def best_overall_response(
     s_code, s_day, s_word = codes[order], days[order], words[order]
     role = role_codes(s_word, scale, method)
     if method == "recist" and settings.missing_as_ne:
-        role = np.where(role == NO_ROLE, _R["not_evaluable"], role)
+        # A visit without a response is NE; a row without a day is no visit (the engine lists every subject so),
+        # and a subject with no visit at all gets NE below, as admiralonco's missing_as_ne does.
+        role = np.where((role == NO_ROLE) & ~np.isnan(s_day), _R["not_evaluable"], role)
         s_word = np.where(role == _R["not_evaluable"], np.asarray(scale.word("not_evaluable"), dtype=object), s_word)
     keep = role != NO_ROLE
     external_pd = np.asarray(pd_day, dtype=float)[order] if pd_day is not None else np.full(n, np.nan)

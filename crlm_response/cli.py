@@ -244,6 +244,7 @@ def cli() -> None:
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     help="Write to a file instead of stdout (`-` for stdout).",
 )
+@adam_opts
 def assess_cmd(
     case_file: Path,
     criteria: str | None,
@@ -252,6 +253,9 @@ def assess_cmd(
     set_values: tuple[str, ...],
     strict: bool,
     output: Path | None,
+    adam_dir: Path | None,
+    adam_format: str,
+    study_id: str | None,
 ) -> None:
     """Assess one case file: response per timepoint, best overall response, toxicity flags.
 
@@ -263,10 +267,19 @@ def assess_cmd(
 
     requested = _criteria_option(criteria)
     output = _file_output(output)
-    if output is not None:
-        check_outputs({"-o": output}, case_inputs(case_file, requested))
+    adam = {n: adam_dir / f"{n}.{adam_format}" for n in ("adrs", "adtr")} if adam_dir else {}
+    if study_id and not adam_dir:
+        raise click.UsageError("--study-id is for the ADaM datasets: add --adam-dir")
+    if output is not None or adam:
+        labels = {f"--adam-dir ({n.upper()})": p for n, p in adam.items()}
+        check_outputs({"-o": output, **labels}, case_inputs(case_file, requested))
     settings = parse_set_options(set_values, requested or ())
     result = assess(case_file, criteria=requested, settings=settings, explain=True, strict=strict)
+    if adam:
+        from .writers import all_or_nothing
+
+        with all_or_nothing():
+            _write_cdisc(result, None, None, adam, True, study_id)
     data = result.to_dict()
     if fmt == "json":
         text = to_json(data)

@@ -1069,7 +1069,8 @@ def read_subject_days(path: str | Path, option: str, encoding: str = "auto", she
         dates, why = parse_dates(raw["date"], "date")
         ledger.add(pd.notna(why), "date", "bad_date", why)
     given = ~np.isnan(day) | ~np.isnat(dates)
-    ledger.add(given & subject.duplicated(keep=False).to_numpy(), "subject_id", "duplicate", "subject given twice")
+    twice = given & subject.duplicated(keep=False).to_numpy()
+    ledger.add(twice, "subject_id", "duplicate", ("subject " + subject + " is given twice").to_numpy(dtype=object))
     problems = ledger.table()
     if not problems.empty:
         first = problems.iloc[0]
