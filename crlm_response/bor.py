@@ -321,9 +321,17 @@ def best_by_reader(
     scale: ResponseScale,
     method: str = "recist",
     pd_day: np.ndarray | None = None,
+    population: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, BorResult]:
     """The `bor` command's table: one row per subject and reader of `frame` (subject_id, reader, day, response;
-    `trial.read_responses`), with the best response, its day, the flags and the time-to-event days."""
+    `trial.read_responses`), with the best response, its day, the flags and the time-to-event days. Subjects and
+    readers of `population` without a row of `frame` get the `missing` role's word (admiralonco MISSING)."""
+    if population is not None and len(population):
+        # a row without a day is no visit: it only lists the subject (as the engine lists every subject)
+        listed = population.assign(day=np.nan, response=None)[["subject_id", "reader", "day", "response"]]
+        frame = pd.concat([frame[["subject_id", "reader", "day", "response"]], listed], ignore_index=True)
+        if pd_day is not None:
+            pd_day = np.r_[pd_day, np.full(len(listed), np.nan)]
     stream = frame["subject_id"] + ("|" + frame["reader"]).where(frame["reader"] != "", "")
     result = best_overall_response(
         stream.to_numpy(dtype=object), frame["day"], frame["response"], settings, scale, method, pd_day=pd_day

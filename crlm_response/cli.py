@@ -975,7 +975,8 @@ def bor_cmd(
         missing_as_ne=missing_as_ne,
     )
     pd_day = progression_days(data, read_subject_days(pd_dates, "--pd-dates"), str(pd_dates)) if pd_dates else None
-    table, result = best_by_reader(data.frame, settings, rules.scale, rules.schema.best_response.method, pd_day)
+    method = rules.schema.best_response.method
+    table, result = best_by_reader(data.frame, settings, rules.scale, method, pd_day, data.population)
     err = _console(stderr=True)
     (counts,) = data.ledger.counts().values()
     err.print(

@@ -826,6 +826,9 @@ class Responses:
     frame: pd.DataFrame  # subject_id, day, response (+ reader columns for RS / ADRS input)
     ledger: Ledger
     source_kind: str  # "simple", "sdtm_rs" or "adam_adrs"
+    # RS / ADRS: every subject x reader the file has records of (of the chosen criteria), scored or not: one
+    # without an overall response gets MISSING, as admiralonco gives every ADSL subject a BOR record.
+    population: pd.DataFrame | None = None
 
     def nothing_scored(self, subjects: int) -> str | None:
         """Why no subject got a best response (every row rejected, or none left), or None."""
@@ -897,15 +900,16 @@ def _check_layout(layout: _ResponseLayout, raw: pd.DataFrame, file: str) -> None
         )
 
 
-def _adrs_records(raw: pd.DataFrame, ledger: Ledger, criteria_name: str | None, file: str) -> None:
+def _adrs_records(raw: pd.DataFrame, ledger: Ledger, criteria_name: str | None, file: str) -> np.ndarray:
     """ADRS rows that are not analysis records of the chosen criteria set are not used: ANL01FL other than Y
-    (when the column is there), and PARCAT3 naming another set (when both are known)."""
+    (when the column is there), and PARCAT3 naming another set (when both are known). Returns the rows of the
+    chosen set (or of any, when the file or the caller names none)."""
     upper = {str(c).upper(): c for c in raw.columns}
     if "ANL01FL" in upper:
         flag = _text_column(raw, upper["ANL01FL"]).str.upper()
         ledger.add((flag != "Y").to_numpy(), upper["ANL01FL"], "not_used", "ANL01FL is not Y: not an analysis record")
     if "PARCAT3" not in upper or criteria_name is None:
-        return
+        return np.ones(len(raw), dtype=bool)
     parcat3 = _text_column(raw, upper["PARCAT3"])
     mine = parcat3.str.upper() == criteria_name.strip().upper()
     named = parcat3 != ""
@@ -917,6 +921,7 @@ def _adrs_records(raw: pd.DataFrame, ledger: Ledger, criteria_name: str | None, 
             hint="choose the criteria set with --criteria (e.g. --criteria choi)",
         )
     ledger.add((named & ~mine).to_numpy(), upper["PARCAT3"], "not_used", f"PARCAT3 is not {criteria_name}")
+    return (mine | ~named).to_numpy()
 
 
 def _response_days(
@@ -1005,8 +1010,9 @@ def read_responses(
             "not_used",
             f"only {layout.keep_value} rows carry the per-visit overall response",
         )
+    of_criteria = np.ones(len(raw), dtype=bool)
     if layout.kind == "adam_adrs":
-        _adrs_records(raw, ledger, criteria_name, file)
+        of_criteria = _adrs_records(raw, ledger, criteria_name, file)
     ledger.add((subject == "").to_numpy(), "subject_id", "missing_key", "subject is empty")
     assert layout.response_col is not None  # checked with the required columns above
     response = _response_words(raw, layout.response_col, scale, ledger)
@@ -1021,7 +1027,12 @@ def read_responses(
     )
     _same_day_responses(ledger, subject, reader, day, day_col)
     # As in the lesion table: a visit that cannot be read could have been the PD, so its subject is not scored.
-    ledger.set_aside_subjects(ledger.first_rejection_by_subject(ignore=("not_used",)))
+    set_aside = ledger.first_rejection_by_subject(ignore=("not_used",))
+    ledger.set_aside_subjects(set_aside)
+    population = None
+    if layout.kind != "simple":
+        member = of_criteria & (subject != "").to_numpy() & ~subject.isin(list(set_aside)).to_numpy()
+        population = pd.DataFrame({"subject_id": subject[member], "reader": reader[member]}).drop_duplicates()
     out = pd.DataFrame(
         {
             "subject_id": subject.to_numpy(dtype=object),
@@ -1033,7 +1044,7 @@ def read_responses(
             "date": dates.astype("datetime64[ns]"),
         }
     )
-    return Responses(out.loc[ledger.ok].reset_index(drop=True), ledger, layout.kind)
+    return Responses(out.loc[ledger.ok].reset_index(drop=True), ledger, layout.kind, population)
 
 
 def read_subject_days(path: str | Path, option: str, encoding: str = "auto", sheet: str | None = None) -> pd.DataFrame:
