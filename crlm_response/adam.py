@@ -33,7 +33,7 @@ from .engine import RuleSetResult
 from .errors import InputTableError
 from .metrics import Context
 from .sdtm import SdtmStreams, response_result, rs_category, rs_rows
-from .tables import Prepared
+from .tables import Prepared, with_object_strings
 
 # ADRS AVAL of a response by its role: admiralonco aval_resp() (CR 1, PR 2, SD 3, NON-CR/NON-PD 4, PD 5, NE 6,
 # MISSING 7; anything else, ND included, is missing). Roles aval_resp() has no code for get none either.
@@ -201,15 +201,20 @@ def visit_keys(prepared: Prepared, sdtm: SdtmStreams | None = None) -> pd.DataFr
 
 def _dates(values: pd.Series) -> np.ndarray:
     """Full dates as datetime64[ns] (NaT for missing and partial ones: ADT is a date, `2014-02` is not)."""
-    cells = values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").astype("datetime64[ns]")
+    cells = values.astype(object).where(values.notna(), None)
+    is_text = cells.map(lambda c: isinstance(c, str)).to_numpy(dtype=bool)
     out = np.full(len(cells), np.datetime64("NaT"), dtype="datetime64[ns]")
-    for i, cell in enumerate(cells):  # a visit table is small (one row per visit), and cells come in many types
-        if isinstance(cell, str):
-            cell = cell.strip()[:10] if len(cell.strip()) >= 10 else None
-        if cell is not None:
-            stamp = pd.to_datetime(cell, errors="coerce")
-            out[i] = np.datetime64("NaT") if pd.isna(stamp) else np.datetime64(stamp.date(), "ns")
-    return out
+    if is_text.any():  # ISO 8601 text (a time after the date is dropped; a partial date is no date)
+        text = cells[is_text].astype(str).str.strip()
+        full = text.str.match(r"^\d{4}-\d{2}-\d{2}")
+        stamps = pd.to_datetime(text.str[:10].where(full, None), format="%Y-%m-%d", errors="coerce")
+        out[is_text] = stamps.to_numpy(dtype="datetime64[ns]")
+    other = ~is_text & cells.notna().to_numpy()
+    if other.any():  # date or timestamp objects
+        out[other] = pd.to_datetime(cells[other], errors="coerce").to_numpy(dtype="datetime64[ns]")
+    return out.astype("datetime64[D]").astype("datetime64[ns]")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,7 +278,8 @@ def _first_day_with_roles(run: _Run, roles: frozenset[str] | set[str]) -> pd.Ser
 
 def _aval(words: pd.Series, result: RuleSetResult) -> pd.Series:
     scale = result.rule_set.scale
-    return words.map(lambda w: AVAL_BY_ROLE.get(scale.role_of(w) or "")).astype("Int64")
+    codes = {w: AVAL_BY_ROLE.get(scale.role_of(w) or "") for w in pd.unique(words.dropna())}
+    return words.map(codes).astype("Int64")
 
 
 def _yes_no(flags: pd.Series) -> pd.Series:
@@ -462,8 +468,8 @@ def _with_keys(
     out = rows.merge(streams, on="subject_id", how="left")
     evaluator = _text(out, evaluator_column).str.title()
     by = pd.Series(np.where(evaluator != "", " by " + evaluator, ""), index=out.index)
-    name = out["PARAMCD"].map(lambda c: texts.get(c, (c, ""))[0])
-    derivation = out["PARAMCD"].map(lambda c: texts.get(c, (c, ""))[1])
+    name = out["PARAMCD"].map({c: t[0] for c, t in texts.items()}).fillna(out["PARAMCD"])
+    derivation = out["PARAMCD"].map({c: t[1] for c, t in texts.items()}).fillna("")
     out["PARAM"] = (name + by + derivation).to_numpy(dtype=object)
     out["PARCAT1"] = parcat1
     out["PARCAT2"] = evaluator.to_numpy(dtype=object)
@@ -608,11 +614,11 @@ def _adtr_for_set(result: RuleSetResult, run: _Run, keys: _Keys, prepared: Prepa
     rows = pd.concat([lesions, sums], ignore_index=True)
     rows = _with_timing(rows, keys.visits)
     texts = {"SDIAM": ("Target Lesions Sum of Diameters", "")}
-    number = rows["PARAMCD"].str.extract(r"^N?LDIAM(\d+)$")[0]
-    for code, n in zip(rows["PARAMCD"], number, strict=True):
-        if isinstance(n, str) and code not in texts:
-            kind = "Analysis Perpendicular" if code.startswith("N") else "Analysis Diameter"
-            texts[code] = (f"Target Lesion {n} {kind}", "")
+    for code in pd.unique(rows["PARAMCD"]):
+        n = str(code).removeprefix("N").removeprefix("LDIAM")
+        if code != "SDIAM":
+            kind = "Analysis Perpendicular" if str(code).startswith("N") else "Analysis Diameter"
+            texts[str(code)] = (f"Target Lesion {n} {kind}", "")
     streams = keys.streams.rename(columns={"RSEVAL": "TREVAL", "RSEVALID": "TREVALID"})
     return _with_keys(rows, streams, texts, TARGET_LESIONS, rs_category(result), "TREVAL")
 
@@ -639,6 +645,7 @@ def _rs_sequence(
     return response.id, linked[["subject_id", "timepoint", "RSSEQ"]].drop_duplicates(["subject_id", "timepoint"])
 
 
+@with_object_strings
 def adam_tables(
     results: Mapping[str, RuleSetResult],
     prepared: Prepared,
@@ -712,7 +719,8 @@ def _typed(out: pd.DataFrame, counts: tuple[str, ...]) -> pd.DataFrame:
             out[column] = pd.to_numeric(out[column], errors="coerce").round(2)
     if "ADT" in out:
         stamps = pd.to_datetime(out["ADT"], errors="coerce")
-        out["ADT"] = pd.Series([d.date() if pd.notna(d) else None for d in stamps], index=out.index, dtype=object)
+        days = stamps.dt.date.astype(object)
+        out["ADT"] = days.where(stamps.notna(), None)
     for column in out.columns:
         if column != "ADT" and not pd.api.types.is_numeric_dtype(out[column].dtype):
             text = out[column].astype(object)
