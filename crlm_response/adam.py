@@ -468,8 +468,8 @@ def _with_keys(
     out = rows.merge(streams, on="subject_id", how="left")
     evaluator = _text(out, evaluator_column).str.title()
     by = pd.Series(np.where(evaluator != "", " by " + evaluator, ""), index=out.index)
-    name = out["PARAMCD"].map({c: t[0] for c, t in texts.items()}).fillna(out["PARAMCD"])
-    derivation = out["PARAMCD"].map({c: t[1] for c, t in texts.items()}).fillna("")
+    name = out["PARAMCD"].map({c: t[0] for c, t in texts.items()}).fillna(out["PARAMCD"]).astype(str)
+    derivation = out["PARAMCD"].map({c: t[1] for c, t in texts.items()}).fillna("").astype(str)
     out["PARAM"] = (name + by + derivation).to_numpy(dtype=object)
     out["PARCAT1"] = parcat1
     out["PARCAT2"] = evaluator.to_numpy(dtype=object)
