@@ -467,7 +467,7 @@ def _with_keys(
     writes it: Investigator)."""
     out = rows.merge(streams, on="subject_id", how="left")
     evaluator = _text(out, evaluator_column).str.title()
-    by = pd.Series(np.where(evaluator != "", " by " + evaluator, ""), index=out.index)
+    by = (" by " + evaluator).where(evaluator != "", "")
     name = out["PARAMCD"].map({c: t[0] for c, t in texts.items()}).fillna(out["PARAMCD"]).astype(str)
     derivation = out["PARAMCD"].map({c: t[1] for c, t in texts.items()}).fillna("").astype(str)
     out["PARAM"] = (name + by + derivation).to_numpy(dtype=object)
