@@ -921,7 +921,8 @@ def _adrs_records(raw: pd.DataFrame, ledger: Ledger, criteria_name: str | None, 
             hint="choose the criteria set with --criteria (e.g. --criteria choi)",
         )
     ledger.add((named & ~mine).to_numpy(), upper["PARCAT3"], "not_used", f"PARCAT3 is not {criteria_name}")
-    return (mine | ~named).to_numpy()
+    # records of no criteria set (DEATH, PARCAT1 Reference Event) are the subject's, not a reader's
+    return mine.to_numpy() if named.any() else np.ones(len(raw), dtype=bool)
 
 
 def _response_days(

@@ -423,6 +423,19 @@ def test_death_dates_give_a_death_record_per_subject(tmp_path: Path) -> None:
     }
 
 
+def test_round_trip_with_death_records(tmp_path: Path) -> None:
+    """DEATH records (no criteria set, no reader) add no subject or reader to `bor`'s table."""
+    deaths = tmp_path / "deaths.csv"
+    deaths.write_text("subject_id,day\nCRLM-002,200\n", encoding="utf-8")
+    run_ok(
+        "batch", "--sdtm-tu", TU, "--sdtm-tr", TR, "-o", tmp_path / "r.csv", "--adam-dir", tmp_path / "a",
+        "--death-dates", deaths,
+    )  # fmt: skip
+    assert "DEATH" in set(text(tmp_path / "a" / "adrs.csv")["PARAMCD"])
+    best = text(tmp_path / "r.best.csv").set_index("subject_id")[COMPARED].sort_index()
+    pd.testing.assert_frame_equal(bor_of(tmp_path / "a" / "adrs.csv", tmp=tmp_path).sort_index(), best)
+
+
 def test_assess_writes_adam_for_a_case_file(tmp_path: Path) -> None:
     case = SAMPLE / "folfox_bev_partial_response.yaml"
     result = run_ok("assess", case, "--format", "json", "--adam-dir", tmp_path / "adam", "--study-id", "S1")
