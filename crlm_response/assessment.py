@@ -81,9 +81,8 @@ def select_criteria(case: Case | None, requested: Sequence[str] | str | None) ->
     chosen = []
     for rule_id in ordered_ids(builtin_ids()):
         rules = get_rules(rule_id)
-        if rules.schema.default or (
-            case is not None and rules.schema.inputs and all(_has_input(case, f) for f in rules.schema.inputs)
-        ):
+        has_inputs = case is not None and rules.schema.inputs and all(_has_input(case, f) for f in rules.schema.inputs)
+        if rules.schema.default or (has_inputs and not rules.schema.only_when_asked):
             chosen.append(rule_id)
     return chosen
 

@@ -6,6 +6,7 @@ their reason by the readers' ledgers, so `rows read = rows scored + rows rejecte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,11 +17,13 @@ import pandas as pd
 
 from .assessment import ordered_ids, score_prepared, select_criteria
 from .bor import whole_days
+from .dates import DateOptions
 from .engine import RuleSetResult
 from .summary import summarise
-from .tables import Prepared, with_object_strings
+from .tables import Prepared, Tables, with_object_strings
 from .trial import ERROR_COLUMNS, ReadResult
 from .validate import validate_and_prepare
+from .vectors import round_output
 
 KEY_ORDER = ["subject_id", "criteria", "timepoint", "day", "overall", "target", "non_target", "new_lesions"]
 Progress = Callable[[str], None]
@@ -44,6 +47,7 @@ class BatchResult:
     # and how many subjects have a warning (parts never share a subject, so the parts' counts add up).
     warnings_summarised: pd.DataFrame | None = None
     subjects_with_warnings: int | None = None
+    dates: DateOptions = field(default_factory=DateOptions)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The output tables by the names `batch` writes them under (`-o`, `--best`, `--errors`, ...)."""
@@ -169,7 +173,7 @@ def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
     """Report values with two decimals, as `assess` does (decisions were made on exact values)."""
     for column in frame.columns:
         if frame[column].dtype.kind == "f":
-            frame[column] = frame[column].round(2)
+            frame[column] = round_output(frame[column])
     return frame
 
 
@@ -207,7 +211,9 @@ def combine_results(
         warnings.append(result.warnings)
     extra = problems.loc[problems["severity"] == "warning", ["subject_id", "code", "timepoint", "lesion_id", "message"]]
     if not extra.empty:
-        warnings.append(extra.assign(criteria=None))
+        # Data checks belong to no criteria set; `imputation_sensitive` names the set whose answer moves.
+        criteria = problems.loc[extra.index, "criteria"] if "criteria" in problems else None
+        warnings.append(extra.assign(criteria=criteria))
 
     def stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
         filled = [p for p in parts if not p.empty]
@@ -216,7 +222,8 @@ def combine_results(
         # No rows (every subject set aside): keep the columns, so the output still has its header line.
         return pd.DataFrame(columns=list(dict.fromkeys(c for p in parts for c in p.columns)))
 
-    visit_table = _rounded(_sorted(_ordered(stack(visits)), ["subject_id", "criteria", "day"], order))
+    # Within a subject the engine's order stands (baseline, then VISITNUM or time): a day may be unknown.
+    visit_table = _rounded(_sorted(_ordered(stack(visits)), ["subject_id", "criteria"], order))
     best_table = whole_days(_rounded(_sorted(stack(best), ["subject_id", "criteria"], order)))
     lesion_table = _sorted(stack(lesions), ["subject_id", "criteria", "timepoint", "lesion_id"], order)
     flag_table = _sorted(stack(flags), ["subject_id", "day", "flag", "lesion_id"], order)
@@ -234,17 +241,23 @@ def score_read(
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     explain: bool = False,
     progress: Progress | None = None,
+    dates: DateOptions | None = None,
 ) -> BatchResult:
-    """Validate the tables a reader built, set aside unscorable subjects, score the rest with every rule set."""
+    """Validate the tables a reader built, set aside unscorable subjects, score the rest with every rule set.
+    `dates`: imputation of partial dates and the stable-disease reference (see `dates.DateOptions`)."""
     say = progress or (lambda _msg: None)
+    dates = dates or DateOptions()
     say("checking subjects")
-    prepared, problems = validate_and_prepare(read.tables)
+    prepared, problems = validate_and_prepare(read.tables, dates)
     read.set_aside(problems)
     if read.warnings is not None and not read.warnings.empty:
         problems = pd.concat([problems, read.warnings], ignore_index=True)
     rule_ids = select_criteria(None, criteria)
     say("scoring " + ", ".join(str(r) for r in rule_ids))
     results = score_prepared(prepared, rule_ids, settings, None, explain=explain)
+    sensitive = imputation_sensitivity(read.tables, prepared, results, rule_ids, settings, dates)
+    if not sensitive.empty:
+        problems = pd.concat([problems, sensitive], ignore_index=True)
     visits, best, lesions, flags, warnings = combine_results(results, problems, explain)
     rejected = read.rejected()
     rejected = (
@@ -253,5 +266,61 @@ def score_read(
         else pd.DataFrame(columns=ERROR_COLUMNS)
     )
     return BatchResult(
-        visits, best, lesions, flags, warnings, rejected, read.counts(), summarise(best), results, prepared
+        visits, best, lesions, flags, warnings, rejected, read.counts(), summarise(best), results, prepared, dates=dates
     )
+
+
+def imputation_sensitivity(
+    tables: Tables,
+    prepared: Prepared,
+    results: Mapping[str, RuleSetResult],
+    rule_ids: Sequence[str | Path],
+    settings: Mapping[str, Mapping[str, Any]] | None,
+    dates: DateOptions,
+) -> pd.DataFrame:
+    """`imputation_sensitive`: subjects whose best response would differ between imputing their partial dates to
+    the first and to the last possible day. Only the subjects with such a date are scored again, twice."""
+    columns = ["subject_id", "criteria", "code", "timepoint", "lesion_id", "message", "severity"]
+    if "date_partial" not in prepared.visits or not prepared.visits["date_partial"].any():
+        return pd.DataFrame(columns=columns)
+    partial = prepared.visits.loc[prepared.visits["date_partial"].to_numpy(dtype=bool)]
+    subjects = set(partial["subject_id"])
+    subset = Tables(
+        subjects=tables.subjects.loc[tables.subjects["subject_id"].isin(subjects)],
+        visits=tables.visits.loc[tables.visits["subject_id"].isin(subjects)],
+        lesions=tables.lesions.loc[tables.lesions["subject_id"].isin(subjects)],
+        settings={k: v for k, v in tables.settings.items() if k in subjects},
+    )
+    answers = {}
+    for method in ("first", "last"):
+        again, _ = validate_and_prepare(subset, dataclasses.replace(dates, imputation=method))
+        answers[method] = score_prepared(again, rule_ids, settings)
+    where = partial.groupby("subject_id")["timepoint"].agg(lambda t: ", ".join(map(str, t)))
+    rows = []
+    for rule_id, result in results.items():
+        if result.best is None or rule_id not in answers["first"]:
+            continue
+        first, last = (answers[m][rule_id].best for m in ("first", "last"))
+        assert first is not None and last is not None
+        both = first[["subject_id", "best_overall_response"]].merge(
+            last[["subject_id", "best_overall_response"]], on="subject_id", suffixes=("_first", "_last")
+        )
+        both = both.set_index("subject_id")
+        differ = both.loc[
+            both["best_overall_response_first"].astype(str) != both["best_overall_response_last"].astype(str)
+        ]
+        for subject, row in differ.iterrows():
+            rows.append(
+                {
+                    "subject_id": subject,
+                    "criteria": rule_id,
+                    "code": "imputation_sensitive",
+                    "timepoint": None,
+                    "lesion_id": None,
+                    "message": f"the best response depends on the partial date(s) at {where.get(subject)}: "
+                    f"{row['best_overall_response_first']} with --date-imputation first, "
+                    f"{row['best_overall_response_last']} with --date-imputation last",
+                    "severity": "warning",
+                }
+            )
+    return pd.DataFrame(rows, columns=columns)

@@ -63,6 +63,7 @@ class BorSettings:
     accept_sd_between_pr_confirmation: bool = False
     stop_at_first_pd: bool = True
     missing_as_ne: bool = False
+    sd_from: str = "baseline"  # what the stable-disease minimum counts from: the baseline scan or randomisation
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> BorSettings:
@@ -158,9 +159,29 @@ def confirmations(subject: np.ndarray, day: np.ndarray, role: np.ndarray, s: Bor
     return confirming
 
 
-def _contribution(role: np.ndarray, day: np.ndarray, confirmed: np.ndarray, s: BorSettings) -> np.ndarray:
-    """The role each kept visit counts as towards the best response (method recist)."""
+def _confirmed_progression(subject: np.ndarray, role: np.ndarray) -> np.ndarray:
+    """Unconfirmed progression (iUPD) whose run of unconfirmed progression ends in progression (iCPD) was progression
+    all along (iRECIST Table 3, examples 6 and 7: iUPD, iCPD -> iCPD; iUPD, iUPD, iCPD -> iCPD)."""
+    pending = role == _R["unconfirmed_progression"]
+    if not pending.any():
+        return pending
+    n = len(role)
+    idx = np.arange(n)
+    big = n + 1
+    # For each row: the first row at or after it, in the same subject, that is not unconfirmed progression.
+    stops = np.where(~pending, idx, big)[::-1]
+    next_stop = pd.Series(stops).groupby(subject[::-1]).cummin().to_numpy()[::-1]
+    ends = np.where(next_stop < n, next_stop, 0)
+    return pending & (next_stop < n) & (role[ends] == _R["progression"])
+
+
+def _contribution(
+    subject: np.ndarray, role: np.ndarray, day: np.ndarray, confirmed: np.ndarray, s: BorSettings
+) -> np.ndarray:
+    """The role each kept visit counts as towards the best response (method recist). `day` counts from the
+    stable-disease reference; an unknown day (NaN) never meets a minimum."""
     out = role.copy()
+    out[_confirmed_progression(subject, role)] = _R["progression"]
     late = day >= s.sd_min_days
     responding = (role == _R["complete"]) | (role == _R["partial"])
     if s.confirmation_required:
@@ -169,7 +190,7 @@ def _contribution(role: np.ndarray, day: np.ndarray, confirmed: np.ndarray, s: B
     timed = (role == _R["stable"]) | (role == _R["minor"])
     out[timed & ~late] = _R["not_evaluable"]
     non_target = role == _R["non_measurable_stable"]
-    out[non_target & (day < s.non_target_min_days)] = _R["not_evaluable"]
+    out[non_target & ~(day >= s.non_target_min_days)] = _R["not_evaluable"]
     return out
 
 
@@ -191,21 +212,30 @@ def best_overall_response(
     method: str = "recist",
     labels: np.ndarray | pd.Series | None = None,
     pd_day: np.ndarray | pd.Series | None = None,
+    sequence: np.ndarray | pd.Series | None = None,
+    sd_day: np.ndarray | pd.Series | None = None,
 ) -> BorResult:
     """Best overall response per subject.
 
-    `subject`, `day` (days since the reference date) and `response` (the set's words, or missing) are parallel
-    arrays in any order; `labels` (optional) name each visit in the reasons ("PR at FU2 (day 126)"); `pd_day`
-    (optional) is the subject's progression day from another source on each of its rows (NaN: none).
+    `subject`, `day` (days since the reference date; NaN when unknown) and `response` (the set's words, or
+    missing) are parallel arrays in any order; `labels` (optional) name each visit in the reasons ("PR at FU2 (day
+    126)"); `pd_day` (optional) is the subject's progression day from another source on each of its rows (NaN:
+    none). `sequence` (optional) orders the visits of a subject (VISITNUM; default: the day), so a visit with an
+    unknown day keeps its place; `sd_day` (optional) is the day the stable-disease minimum counts from (default:
+    `day`). An unknown day never meets a minimum interval.
     """
     subj = np.asarray(subject, dtype=object)
     days = np.asarray(day, dtype=float)
     words = np.asarray(response, dtype=object)
     names = np.asarray(labels, dtype=object) if labels is not None else np.full(len(words), None, dtype=object)
+    rank_in_time = np.asarray(sequence, dtype=float) if sequence is not None else days
+    from_reference = np.asarray(sd_day, dtype=float) if sd_day is not None else days
     n = len(words)
     codes, uniques = pd.factorize(subj, sort=True)
-    order = np.lexsort((days, codes)) if n else np.zeros(0, dtype=np.int64)
+    order = np.lexsort((days, rank_in_time, codes)) if n else np.zeros(0, dtype=np.int64)
     s_code, s_day, s_word = codes[order], days[order], words[order]
+    s_sd_day = from_reference[order]
+    s_position = np.arange(n, dtype=float)
     role = role_codes(s_word, scale, method)
     if method == "recist" and settings.missing_as_ne:
         # A visit without a response is NE; a row without a day is no visit (the engine lists every subject so),
@@ -225,11 +255,12 @@ def best_overall_response(
 
     k = np.flatnonzero(keep)
     k_code, k_day, k_role = s_code[k], s_day[k], role[k]
+    k_sd_day, k_position = s_sd_day[k], s_position[k]
     confirming = np.full(len(k), -1, dtype=np.int64)
     if method == "recist":
         if settings.confirmation_required:
             confirming = confirmations(k_code, k_day, k_role, settings)
-        contribution = _contribution(k_role, k_day, confirming >= 0, settings)
+        contribution = _contribution(k_code, k_role, k_sd_day, confirming >= 0, settings)
         rank = _rank_of_roles(scale)[contribution]
         raw_rank = _rank_of_roles(scale)[k_role]
     else:
@@ -241,7 +272,7 @@ def best_overall_response(
     n_subjects = len(uniques)
     best_k = np.full(n_subjects, -1, dtype=np.int64)
     if len(k):
-        pick = np.lexsort((k_day, rank, k_code))
+        pick = np.lexsort((k_position, rank, k_code))
         first = np.r_[True, k_code[pick][1:] != k_code[pick][:-1]]
         best_k[k_code[pick][first]] = pick[first]
     has_best = best_k >= 0
@@ -285,6 +316,8 @@ def best_overall_response(
         n_subjects=n_subjects,
         k_code=k_code,
         k_day=k_day,
+        k_sd_day=k_sd_day,
+        k_position=k_position,
         k_role=k_role,
         k_word=s_word[k],
         k_name=names[order][k],
@@ -376,6 +409,8 @@ class _Facts:
     n_subjects: int
     k_code: np.ndarray
     k_day: np.ndarray
+    k_sd_day: np.ndarray
+    k_position: np.ndarray
     k_role: np.ndarray
     k_word: np.ndarray
     k_name: np.ndarray
@@ -396,19 +431,19 @@ class _Facts:
 
 
 def _days(values: np.ndarray) -> np.ndarray:
-    """Day numbers as text (whole days without decimals)."""
+    """Day numbers as text (whole days without decimals; `unknown` for a visit whose day is not known)."""
     out = pd.Series(values, dtype=float)
-    text = out.map(lambda v: f"{v:g}")
+    text = out.map(lambda v: "unknown" if np.isnan(v) else f"{v:g}")
     return text.to_numpy(dtype=object)
 
 
 def _visit_text(words: np.ndarray, names: np.ndarray, days: np.ndarray) -> np.ndarray:
-    """`PR at FU2 (day 126)`, or `PR on day 126` when visits have no names."""
+    """`PR at FU2 (day 126)`, or `PR on day 126` when visits have no names (`day unknown` without a day)."""
     w = pd.Series(words, dtype=object).astype(str)
     d = pd.Series(_days(days), dtype=object)
     has_name = ~pd.isna(pd.Series(names, dtype=object))
     named = w + " at " + pd.Series(names, dtype=object).astype(str) + " (day " + d + ")"
-    plain = w + " on day " + d
+    plain = (w + " on day " + d).str.replace("on day unknown", "on an unknown day", regex=False)
     return np.where(has_name.to_numpy(), named.to_numpy(dtype=object), plain.to_numpy(dtype=object))
 
 
@@ -443,9 +478,9 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
             hit = same & responding
             reason[hit] = at_best[hit] + "; confirmation not required"
         timed = same & np.isin(f.best_role, [_R[r] for r in TIMED_ROLES])
-        reason[timed] = at_best[timed] + f", at least {s.sd_min_days:g} days after baseline"
+        reason[timed] = at_best[timed] + f", at least {s.sd_min_days:g} days after {_reference(s)}"
         non_target = same & (f.best_role == _R["non_measurable_stable"])
-        reason[non_target] = at_best[non_target] + f", at least {s.non_target_min_days:g} days after baseline"
+        reason[non_target] = at_best[non_target] + f", at least {s.non_target_min_days:g} days after {_reference(s)}"
         plain = same & np.isin(f.best_role, [_R["unconfirmed_progression"], _R["progression"]])
         reason[plain] = at_best[plain]
         # A response that was not confirmed, counted as stable disease once the minimum time had passed.
@@ -454,6 +489,11 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
         for code, rule in confirmers.items():
             hit = demoted & (raw_role == code)
             note[hit] = at_best[hit] + f" not confirmed: no {rule}, so it counts as {scale.word('stable')}"
+        confirmed_later = has_best & ~same & (f.best_role == _R["progression"])
+        reason[confirmed_later] = (
+            as_counted[confirmed_later] + ": " + at_best[confirmed_later] + " was confirmed by a later "
+            f"{scale.word('progression')}"
+        )
         ne = has_best & (f.best_role == _R["not_evaluable"])
         reason[ne] = bor_text[ne] + ": no assessment qualifies for a better response"
         nd = has_best & (f.best_role == _R["not_done"])
@@ -491,7 +531,7 @@ def _lower_notes(f: _Facts, note: np.ndarray, confirmers: dict[int, str]) -> Non
     if not len(f.k_code):
         return
     s = f.settings
-    order = np.lexsort((f.k_day, f.raw_rank, f.k_code))
+    order = np.lexsort((f.k_position, f.raw_rank, f.k_code))
     first = np.r_[True, f.k_code[order][1:] != f.k_code[order][:-1]]
     top = order[first]  # per subject with kept rows: the visit with the best response as recorded
     subjects = f.k_code[top]
@@ -501,18 +541,34 @@ def _lower_notes(f: _Facts, note: np.ndarray, confirmers: dict[int, str]) -> Non
         return
     rows, subjects = top[lower], subjects[lower]
     visit = _visit_text(f.k_word[rows], f.k_name[rows], f.k_day[rows])
-    role, day = f.k_role[rows], f.k_day[rows]
+    role, day = f.k_role[rows], f.k_sd_day[rows]
+    unknown = np.isnan(day)
     text = np.full(len(rows), None, dtype=object)
     for code, rule in confirmers.items():
         hit = (role == code) & (f.confirming[rows] < 0) & s.confirmation_required
         text[hit] = visit[hit] + f" not confirmed: no {rule}"
-        early = hit & (day < s.sd_min_days)
-        text[early] = text[early] + f", and before the {s.sd_min_days:g}-day minimum for stable disease"
-    timed = np.isin(role, [_R[r] for r in TIMED_ROLES]) & (day < s.sd_min_days)
-    text[timed] = visit[timed] + f" is before the {s.sd_min_days:g}-day minimum for stable disease"
-    non_target = (role == _R["non_measurable_stable"]) & (day < s.non_target_min_days)
-    text[non_target] = visit[non_target] + f" is before the {s.non_target_min_days:g}-day minimum"
+        early = hit & ~(day >= s.sd_min_days)
+        text[early] = text[early] + _too_early(unknown[early], s.sd_min_days, s, ", and ")
+    timed = np.isin(role, [_R[r] for r in TIMED_ROLES]) & ~(day >= s.sd_min_days)
+    text[timed] = visit[timed] + _too_early(unknown[timed], s.sd_min_days, s, " ")
+    non_target = (role == _R["non_measurable_stable"]) & ~(day >= s.non_target_min_days)
+    text[non_target] = visit[non_target] + _too_early(unknown[non_target], s.non_target_min_days, s, " ")
     note[subjects] = text
+
+
+def _reference(s: BorSettings) -> str:
+    return "randomisation" if s.sd_from == "randomisation" else "baseline"
+
+
+def _too_early(unknown: np.ndarray, minimum: float, s: BorSettings, joint: str) -> np.ndarray:
+    """Why a visit is too early for stable disease: before the minimum, or its day is not known (a partial date)."""
+    before = f"{joint}before the {minimum:g}-day minimum for stable disease"
+    if joint == " ":
+        before = f" is before the {minimum:g}-day minimum for stable disease"
+    not_known = f"{joint}its day is unknown, so it cannot count as {minimum:g} days after {_reference(s)}"
+    if joint == " ":
+        not_known = f" cannot count as {minimum:g} days after {_reference(s)}: its day is unknown"
+    return np.where(unknown, not_known, before).astype(object)
 
 
 def _after_pd_notes(f: _Facts, note: np.ndarray) -> None:

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from . import __version__
 from .assessment import assess, get_rules
+from .dates import DateOptions
 from .errors import EXIT_INPUT_ERROR, CrlmError, SettingsError
 from .render import render_assessment, render_rule_set, render_rules_list, to_json
 from .rules import builtin_ids, check_parameter_value, describe, main_citation
@@ -32,7 +33,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 def _console(stderr: bool = False) -> Console:
     interactive = (sys.stderr if stderr else sys.stdout).isatty()
     width = None if interactive else int(os.environ.get("COLUMNS", "140"))
-    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+    # markup=False: file names and ids are printed as written (a file named `v[bold].csv` keeps its brackets)
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False, markup=False)
 
 
 class _UsageProblem(click.ClickException):
@@ -492,6 +494,26 @@ def _Steps() -> Any:  # noqa: N802 - used as `with _Steps() as step:`
     help="ADRS DEATH: a table of subject_id and day or date of death (subjects not in it: N).",
 )
 @click.option(
+    "--sdtm-dm",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SDTM DM (or ADSL) for study days: RFSTDTC per subject; RANDDT (ADSL) for --sd-from randomisation.",
+)
+@click.option(
+    "--date-imputation",
+    type=click.Choice(["none", "first", "mid", "last"]),
+    default="none",
+    show_default=True,
+    help="Partial dates (2014-02): leave the day unknown (no interval from it counts), or impute the first day, "
+    "the 15th / 30 June, or the last day, between the neighbouring scans.",
+)
+@click.option(
+    "--sd-from",
+    type=click.Choice(["baseline", "randomisation"]),
+    default="baseline",
+    show_default=True,
+    help="What the stable-disease minimum counts from: the baseline scan, or RANDDT from --sdtm-dm (admiralonco).",
+)
+@click.option(
     "--engine",
     type=click.Choice(["pandas", "dask"]),
     default="pandas",
@@ -528,6 +550,9 @@ def batch_cmd(
     sdtm_tr: Path | None,
     out_rs: Path | None,
     adam_dir: Path | None,
+    sdtm_dm: Path | None,
+    date_imputation: str,
+    sd_from: str,
     adam_format: str,
     study_id: str | None,
     death_dates: Path | None,
@@ -562,6 +587,11 @@ def batch_cmd(
         raise click.UsageError("--out-rs needs SDTM input (--sdtm-tu and --sdtm-tr)")
     if (study_id or death_dates) and not adam_dir:
         raise click.UsageError("--study-id and --death-dates are for the ADaM datasets: add --adam-dir")
+    if sdtm_dm is not None and not sdtm:
+        raise click.UsageError("--sdtm-dm needs SDTM input (--sdtm-tu and --sdtm-tr)")
+    if sd_from == "randomisation" and sdtm_dm is None:
+        raise click.UsageError("--sd-from randomisation needs --sdtm-dm: an ADSL (or DM) with RANDDT per subject")
+    dates = DateOptions(date_imputation, sd_from)
     if output is None and not summary and summary_file is None and out_rs is None and adam_dir is None:
         raise click.UsageError("give -o/--output for the results, or --summary to print only the summary")
     requested = _criteria_option(criteria)
@@ -590,6 +620,7 @@ def batch_cmd(
             workers,
             partitions,
             chunk_rows,
+            dates,
         )
         return
     if scheduler or workers or partitions:
@@ -611,6 +642,7 @@ def batch_cmd(
             column_map,
             sdtm_tu,
             sdtm_tr,
+            sdtm_dm,
             death_dates,
             *rule_inputs(requested),
         ],
@@ -621,20 +653,32 @@ def batch_cmd(
             from .sdtm import read_sdtm
 
             step("reading SDTM TU/TR")
-            read, streams = read_sdtm(sdtm_tu, sdtm_tr, options=SourceOptions(encoding, sheet))  # type: ignore[arg-type]
+            read, streams = read_sdtm(
+                sdtm_tu,  # type: ignore[arg-type]
+                sdtm_tr,  # type: ignore[arg-type]
+                options=SourceOptions(encoding, sheet),
+                dm_path=sdtm_dm,
+                sd_from=sd_from,
+            )
             requested = requested or ["recist1.1"]
         else:
             assert lesions_path is not None
             step("reading " + lesions_path.name)
             options = SourceOptions(encoding, sheet, load_column_map(column_map), strict)
             read = read_long(lesions_path, organs=organs, options=options)
-        result = score_read(read, requested or None, settings, explain=explain, progress=step)
+        result = score_read(read, requested or None, settings, explain=explain, progress=step, dates=dates)
         step("writing")
         with all_or_nothing():
             _write_batch(result, outputs, not no_safe_csv)
             _write_cdisc(result, streams, out_rs, adam, not no_safe_csv, study_id, death_dates)
             _write_summary_file(result, summary_file)
-    _report_batch(result, outputs, summary, strict)
+    _report_batch(result, outputs, summary, strict, _dates_used(result) or sdtm_dm is not None)
+
+
+def _dates_used(result: Any) -> bool:
+    """Whether the run met a partial date or was asked to treat dates otherwise than by default."""
+    codes = set(result.warning_summary()["code"])  # a run written part by part keeps only the summary
+    return bool(codes & {"partial_date", "date_imputed"}) or result.dates != DateOptions()
 
 
 def _write_cdisc(
@@ -716,6 +760,7 @@ def _batch_large(
     workers: int | None,
     partitions: int | None,
     chunk_rows: int | None,
+    dates: Any = None,
 ) -> None:
     """Subject-complete parts scored one at a time (--chunk-rows) or on Dask; outputs written part by part."""
     from .batch import BatchResult, merge_warning_summaries
@@ -748,9 +793,19 @@ def _batch_large(
             if engine == "dask":
                 step("connecting to Dask")
                 client = connect(scheduler, workers)
-                run_dask(inputs, sink, organs, requested, settings, client, partitions, options, step)
+                run_dask(inputs, sink, organs, requested, settings, client, partitions, options, step, dates=dates)
             else:
-                run_chunked(inputs, sink, organs, requested, settings, chunk_rows or 1_000_000, options, progress=step)
+                run_chunked(
+                    inputs,
+                    sink,
+                    organs,
+                    requested,
+                    settings,
+                    chunk_rows or 1_000_000,
+                    options,
+                    progress=step,
+                    dates=dates,
+                )
             with all_or_nothing():
                 best = sink.close()
                 result = BatchResult(
@@ -764,6 +819,7 @@ def _batch_large(
                     sink.summary(best),
                     warnings_summarised=merge_warning_summaries(sink.warning_summaries),
                     subjects_with_warnings=sink.warned_subjects,
+                    dates=dates or DateOptions(),
                 )
                 _write_summary_file(result, summary_file)
     except BaseException:
@@ -778,7 +834,7 @@ def _batch_large(
     shown = dict(outputs)
     if folder is not None:
         shown = {"dataset": folder}
-    _report_batch(result, shown, summary, strict)
+    _report_batch(result, shown, summary, strict, _dates_used(result))
 
 
 def _batch_outputs(output: Path | None, best: Path | None, errors: Path | None) -> dict[str, Path | None]:
@@ -825,22 +881,34 @@ def _write_summary_file(result: Any, summary_file: Path | None) -> None:
     if summary_file is None:
         return
     if summary_file.suffix.lower() == ".json":
-        write_text(summary_file, to_json({"summary": result.summary, "counts": result.counts}))
+        dates = getattr(result, "dates", None)
+        extra = {"parameters": dates.parameters()} if dates is not None else {}
+        write_text(summary_file, to_json({"summary": result.summary, "counts": result.counts, **extra}))
     else:
         write_table(summary_table(result.summary), summary_file)
 
 
-def _report_batch(result: Any, outputs: dict[str, Path | None], summary: bool, strict: bool) -> None:
+def _report_batch(
+    result: Any, outputs: dict[str, Path | None], summary: bool, strict: bool, dates_matter: bool = False
+) -> None:
+    """Accounting, outputs written, warnings and (--summary) the summary. How dates were used (the stable-disease
+    reference, imputation) is said in the summary, and after the accounting when the run met partial dates or
+    was asked to treat dates otherwise than by default."""
     from .render import render_batch_warnings, render_summary
 
     err = _console(stderr=True)
     for line in result.accounting_lines():
         err.print(line)
+    dates_line = result.dates.describe() if getattr(result, "dates", None) is not None else None
+    if dates_line and dates_matter and not summary:
+        err.print(dates_line)
     written = [str(p) for name, p in outputs.items() if p is not None and Path(p).exists()]
     if written:
         err.print("wrote " + ", ".join(written), style="dim")
     render_batch_warnings(err, result.warning_summary(), result.n_subjects_with_warnings, outputs.get("warnings"))
     if summary:
+        if dates_line and result.summary:
+            _console().print(dates_line)
         render_summary(_console(), result.summary)
     nothing = result.nothing_scored()
     if nothing:

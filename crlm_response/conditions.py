@@ -26,6 +26,7 @@ import pandas as pd
 from .errors import ConditionError
 from .functions import FUNCTIONS, FunctionRef, Name, Vocabulary
 from .vectors import (
+    OUTPUT_DECIMALS,
     Compiled,
     Env,
     Evaluator,
@@ -33,6 +34,7 @@ from .vectors import (
     as_float,
     is_known,
     num_compare,
+    round_output,
     safe_divide,
     text_equal,
     truth,
@@ -330,7 +332,7 @@ def format_value(value: Any, spec: str = "") -> str:
         number = float(value)
         if spec:
             return format(number, spec)
-        text = f"{number:.2f}".rstrip("0").rstrip(".")
+        text = f"{float(round_output(number)):.{OUTPUT_DECIMALS}f}".rstrip("0").rstrip(".")
         return "0" if text == "-0" else text
     return str(value)
 
@@ -345,7 +347,7 @@ def format_values(values: Any, n: int, spec: str = "") -> pd.Series:
         return pd.Series(np.where(values, "yes", "no"), dtype=object)
     if values.dtype.kind in "fiu" and not spec:
         numbers = values.astype(float)
-        text = pd.Series(np.round(numbers, 2), dtype=float).map("{:.2f}".format).astype(object)
+        text = pd.Series(round_output(numbers), dtype=float).map(f"{{:.{OUTPUT_DECIMALS}f}}".format).astype(object)
         text = text.str.rstrip("0").str.rstrip(".").replace("-0", "0")
         return text.where(~np.isnan(numbers), "n/a").astype(object)
     return pd.Series([format_value(v, spec) for v in values], dtype=object)

@@ -23,6 +23,7 @@ from .functions import history_changed
 from .metrics import METRICS, Context, Level
 from .rules import CompiledOutput, LoadedRuleSet, check_parameter_value, report_items
 from .tables import Prepared, blank_where
+from .vectors import round_output
 
 WARNING_COLUMNS = ["subject_id", "criteria", "code", "timepoint", "lesion_id", "message"]
 FLAG_COLUMNS = [
@@ -184,6 +185,8 @@ def score(
     decision naming the rule and the numbers it saw.
     """
     params = dict(params if params is not None else rule_set.default_params)
+    # How dates were used (imputation, the stable-disease reference) travels with the results' parameters.
+    params.update({k: v for k, v in prepared.dates.items() if k not in params})
     ctx = Context(prepared, params, rule_set.scale)
     envs = {level: _LevelEnv(ctx, level) for level in ("lesion", "timepoint", "subject")}
     visits, lesions = prepared.visits, prepared.lesions
@@ -284,7 +287,9 @@ def _persist(
         rows = np.flatnonzero(follow)
         day = ctx.prepared.visits["day"].to_numpy(dtype=float)
         settings = dataclasses.replace(BorSettings.from_params(dict(params)), stop_at_first_pd=False)
-        result = best_overall_response(subject[rows], day[rows], values[rows], settings, rule_set.scale)
+        result = best_overall_response(
+            subject[rows], day[rows], values[rows], settings, rule_set.scale, sequence=rows.astype(float)
+        )
         anchor = np.zeros(len(values), dtype=bool)
         anchor[rows] = result.confirmed & (values[rows] == keep)
         reached = pd.Series(anchor.astype(np.int64)).groupby(subject).cumsum().to_numpy() > 0
@@ -328,7 +333,7 @@ def _flags(
                 "subject_id": table["subject_id"].to_numpy(dtype=object)[hits],
                 "flag": flag.spec.flag,
                 "timepoint": table["timepoint"].to_numpy(dtype=object)[hits],
-                "day": np.asarray(ctx.get("day", level), dtype=float)[hits].astype(np.int64),
+                "day": whole_days(np.asarray(ctx.get("day", level), dtype=float)[hits]),
                 "lesion_id": table["lesion_id"].to_numpy(dtype=object)[hits] if level == "lesion" else None,
                 "grade": grade[hits],
                 "evidence": evidence,
@@ -359,7 +364,7 @@ def _evidence(ctx: Context, names: list[str], level: Level, rows: np.ndarray, as
         if metric is not None and metric.type == "bool":
             column = np.where(pd.isna(column), None, column == 1)
         elif column.dtype.kind == "f":
-            column = np.round(column, 2)
+            column = round_output(column)
         columns[name] = column
     if not as_json:
         return [{name: _plain(col[i]) for name, col in columns.items()} for i in range(len(rows))]
@@ -377,9 +382,14 @@ def _evidence(ctx: Context, names: list[str], level: Level, rows: np.ndarray, as
     return list(text + "}")
 
 
+def whole_days(values: np.ndarray) -> pd.arrays.IntegerArray:
+    """Days as whole numbers, empty where a visit's day is unknown (a partial date not imputed)."""
+    return pd.array(np.asarray(values, dtype=float), dtype="Int64")
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars -> Python; NaN -> None; values rounded to 2 decimals for reporting."""
-    if value is None:
+    if value is None or value is pd.NA:
         return None
     if isinstance(value, np.bool_ | bool):
         return bool(value)
@@ -388,7 +398,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.floating | float):
         if np.isnan(value):
             return None
-        return round(float(value), 2)
+        return float(round_output(float(value)))
     if isinstance(value, np.str_):
         return str(value)
     return value
@@ -401,7 +411,7 @@ def _timepoint_table(
     columns: dict[str, Any] = {
         "subject_id": visits["subject_id"].to_numpy(dtype=object)[follow],
         "timepoint": visits["timepoint"].to_numpy(dtype=object)[follow],
-        "day": visits["day"].to_numpy(dtype=float)[follow].astype(np.int64),
+        "day": whole_days(visits["day"].to_numpy(dtype=float)[follow]),
     }
     for key, name in report_items(rule_set.schema.report.timepoint):
         if key in columns:
@@ -426,7 +436,7 @@ def _explanations(
     position = {int(r): i for i, r in enumerate(rows)}
     lesion_ids = ctx.prepared.lesions["lesion_id"].to_numpy(dtype=object)
     for out in rule_set.outputs:
-        if not out.spec.report:  # bookkeeping outputs (e.g. whether a CR was definitive) explain nothing alone
+        if not out.spec.report and out.spec.level != "timepoint":
             continue
         name = out.spec.name
         values = ctx.value(name)
@@ -460,6 +470,8 @@ def _explanations(
             continue
         for k, rule in enumerate(out.rules):
             hit = np.flatnonzero(which == k)
+            if not out.spec.report:  # a bookkeeping output (a definitive CR, a confirmed iUPD) speaks when it holds
+                hit = hit[_truth_of(values[rows[hit]])]
             if not len(hit):
                 continue
             rendered = _render_rows(rule.template, ctx, "timepoint", rows[hit])
@@ -469,6 +481,11 @@ def _explanations(
                 line += f": {text}" if text else ""
                 lines[j].append(line + (f" [{citation}]" if citation else ""))
     return lines
+
+
+def _truth_of(values: np.ndarray) -> np.ndarray:
+    """Yes/no output values (1.0 / 0.0 / NaN) as booleans: NaN is not yes."""
+    return np.asarray(values, dtype=float) == 1.0
 
 
 def _shown(value: Any, vtype: str) -> str:
@@ -516,19 +533,24 @@ def _best(
     follow = np.flatnonzero(~ctx.visit_is_baseline)
     subjects = visits["subject_id"].to_numpy(dtype=object)
     day = visits["day"].to_numpy(dtype=float)
+    sd_day = visits["sd_day"].to_numpy(dtype=float) if "sd_day" in visits else day
     response = ctx.value(spec.output)
     settings = BorSettings.from_params(dict(params)) if spec.method == "recist" else BorSettings()
     timepoint_ids = visits["timepoint"].to_numpy(dtype=object)[follow]
     all_subjects = ctx.prepared.subjects["subject_id"].to_numpy(dtype=object)
     # Every subject appears, also one without a follow-up (its best response is then the `missing` role's word).
+    # Visits keep the prepared order (VISITNUM, or time), so one whose day is unknown keeps its place.
+    none = np.full(len(all_subjects), np.nan)
     result = best_overall_response(
         np.r_[subjects[follow], all_subjects],
-        np.r_[day[follow], np.full(len(all_subjects), np.nan)],
+        np.r_[day[follow], none],
         np.r_[response[follow], np.full(len(all_subjects), None, dtype=object)],
         settings,
         rule_set.scale,
         spec.method,
         labels=np.r_[timepoint_ids, np.full(len(all_subjects), None, dtype=object)],
+        sequence=np.r_[follow.astype(float), np.full(len(all_subjects), np.inf)],
+        sd_day=np.r_[sd_day[follow], none],
     )
     table = result.subjects.set_index("subject").reindex(pd.Index(all_subjects))
     table["best_overall_response_day"] = table["best_overall_response_day"].astype(float)

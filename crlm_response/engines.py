@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .batch import BatchResult, score_read
+from .dates import DateOptions
 from .errors import CrlmError, InputTableError
 from .formats import CellMap
 from .sources import FILE, LINE, REASON, MappedSource, bucket_of, part_table, spill_by_subject
@@ -57,12 +58,13 @@ def score_part(
     settings: Mapping[str, Mapping[str, Any]] | None,
     explain: bool = False,
     cells: Mapping[str, CellMap] | None = None,
+    dates: DateOptions | None = None,
 ) -> BatchResult:
     """Score one subject-complete part, as `sources.spill_by_subject` wrote it (cells as read, and each row's
     line, file and, for a row the parser could not split, its reason). `cells`: spreadsheet inputs' cell maps."""
     organ_raw = part_table(organs) if organs is not None else None
     read = long_from_frames(part_table(lesions), file, organ_raw, organs_file, cells)
-    return score_read(read, criteria, settings, explain=explain)
+    return score_read(read, criteria, settings, explain=explain, dates=dates)
 
 
 def warnings_result(warnings: pd.DataFrame) -> BatchResult:
@@ -361,6 +363,7 @@ def run_chunked(
     options: SourceOptions | None = None,
     explain: bool = False,
     progress: Any = None,
+    dates: DateOptions | None = None,
 ) -> int:
     """Score files larger than memory (one file, or several with one layout, e.g. a Parquet dataset): about
     `chunk_rows` rows in memory at a time. Returns the number of parts."""
@@ -374,7 +377,15 @@ def run_chunked(
                 continue
             say(f"scoring part {i + 1} of {len(parts.lesions)}")
             result = score_part(
-                frames[0], parts.label, frames[1], parts.organs_file, criteria, settings, explain, parts.opened.cells()
+                frames[0],
+                parts.label,
+                frames[1],
+                parts.organs_file,
+                criteria,
+                settings,
+                explain,
+                parts.opened.cells(),
+                dates,
             )
             sink.add(result, i)
         return len(parts.lesions)
@@ -426,6 +437,7 @@ def run_dask(
     options: SourceOptions | None = None,
     progress: Any = None,
     explain: bool = False,
+    dates: DateOptions | None = None,
 ) -> int:
     """Score on a Dask cluster: the inputs are read here by the one source layer and routed to subject-complete
     parts (as with --chunk-rows), and each part is scored by `score_part` on a worker. Returns the number of
@@ -453,6 +465,7 @@ def run_dask(
                 settings,
                 explain,
                 parts.opened.cells(),
+                dates,
                 pure=False,
             )
             pending.append((i, future))

@@ -441,6 +441,66 @@ class ConfirmedBefore(_ResponseBefore):
         np.minimum.at(first, subject[ok], follow_rows[confirming[ok]])
 
 
+class Previous(HistoryFunction):
+    """The subject's previous follow-up had a given category of an output (iRECIST: a pending iUPD)."""
+
+    name = "previous"
+    help = "previous(overall, 'iUPD'): the subject's previous follow-up timepoint had that response"
+    arguments = ("output", "word")
+    usage = "previous() takes an output and a quoted response word, e.g. previous(overall, 'iUPD')"
+
+    def read(self, ctx: Scoring, ref: FunctionRef, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        output, word = ref.args
+        hit = np.asarray(outputs[output] == word, dtype=bool) & ~ctx.visit_is_baseline
+        return _previous_row_of_subject(ctx, hit)
+
+
+class AtRunStart(HistoryFunction):
+    """A value at the first timepoint of the run of a category that ends at the previous follow-up.
+
+    iRECIST adds up increases within a run of iUPD timepoints (+4 mm then +2 mm is a further 6 mm, measured from
+    the first iUPD of the run); missing where the previous follow-up is not in such a run."""
+
+    name = "at_run_start"
+    help = (
+        "at_run_start(sum_mm, overall, 'iUPD'): the value at the first timepoint of the run of that response "
+        "ending at the previous follow-up (missing otherwise)"
+    )
+    arguments = ("name", "output", "word")
+    usage = (
+        "at_run_start() takes a name, an output and a quoted response word, e.g. at_run_start(sum_mm, overall, 'iUPD')"
+    )
+
+    def result_type(self, vocabulary: Vocabulary, ref: FunctionRef) -> ValueType | None:
+        return vocabulary.type_of(ref.args[0])
+
+    def first_pass(self, ctx: Scoring, ref: FunctionRef) -> np.ndarray:
+        return np.full(ctx.n["timepoint"], np.nan)
+
+    def read(self, ctx: Scoring, ref: FunctionRef, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        name, output, word = ref.args
+        values = np.asarray(ctx.value(name), dtype=float)
+        subject = ctx.visit_subject
+        rows = np.arange(ctx.n["timepoint"])
+        hit = np.asarray(outputs[output] == word, dtype=bool) & ~ctx.visit_is_baseline
+        same_as_before = np.r_[False, subject[1:] == subject[:-1]]
+        continues = hit & np.r_[False, hit[:-1]] & same_as_before
+        start = pd.Series(np.where(hit & ~continues, rows, np.nan)).ffill().to_numpy()
+        start = np.where(hit, start, np.nan)
+        previous_start = np.r_[np.nan, start[:-1]]
+        out = np.full(len(rows), np.nan)
+        ok = same_as_before & ~np.isnan(previous_start)
+        out[ok] = values[previous_start[ok].astype(np.int64)]
+        return out
+
+
+def _previous_row_of_subject(ctx: Scoring, hit: np.ndarray) -> np.ndarray:
+    """Per timepoint row: does the subject's previous follow-up row satisfy `hit`? (rows sorted by subject, day)"""
+    subject = ctx.visit_subject
+    same_as_before = np.r_[False, subject[1:] == subject[:-1]]
+    return same_as_before & np.r_[False, hit[:-1]]
+
+
 # --------------------------------------------------------------------------------------------------
 # The language, in the order messages list it
 # --------------------------------------------------------------------------------------------------
@@ -466,3 +526,5 @@ register(
         "this one (the set's confirmation parameters)",
     )
 )
+register(Previous())
+register(AtRunStart())

@@ -885,6 +885,110 @@ def all_lesions_disappeared(ctx: Context) -> np.ndarray:
 
 
 # ==================================================================================================
+# iRECIST: new lesions measured apart from the baseline sum, confirmation of progression (Seymour 2017)
+# ==================================================================================================
+
+_NEW_TARGET_PARAMS = (
+    "measurable_min_mm",
+    "measurable_slice_factor",
+    "measurable_node_short_axis_mm",
+    "max_new_lesion_targets",
+    "max_new_lesion_targets_per_organ",
+    "too_small_default_mm",
+)
+
+
+@metric("lesion", "bool", params=_NEW_TARGET_PARAMS)
+def is_new_lesion_target(ctx: Context) -> np.ndarray:
+    """iRECIST: a new lesion measured as a new-lesion target (NLT), fixed when it is first seen.
+
+    `new_lesion_role: target` or `non_target` as the reader gave it; otherwise a new lesion measurable by RECIST 1.1
+    when first seen (non-nodal longest diameter at least 10 mm or 2 x the slice thickness, node short axis at least
+    15 mm) is a target, up to 5 in all and 2 per organ, in the order they appear (Seymour 2017, "new lesions")."""
+    new = ctx.value("is_new")
+    first_seen = new & ~ctx.earlier_any(new)
+    role = ctx.value("new_lesion_role")
+    node = ctx.value("is_node")
+    slice_mm = np.nan_to_num(ctx.value("slice_thickness_mm"), nan=0.0)
+    size_floor = np.maximum(
+        float(ctx.param("measurable_min_mm")), float(ctx.param("measurable_slice_factor")) * slice_mm
+    )
+    measurable = np.where(
+        node,
+        ctx.value("short_axis_mm") >= float(ctx.param("measurable_node_short_axis_mm")),
+        ctx.value("lesion_mm") >= size_floor,
+    )
+    explicit = first_seen & _eq(role, "target")
+    candidate = first_seen & pd.isna(role) & measurable
+    chosen = explicit.copy()
+    rows = np.flatnonzero(candidate)
+    if len(rows):
+        # Rows are in time order within a subject, so cumulative counts follow the order new lesions appear.
+        keys = pd.DataFrame({"s": ctx.lesion_subject[rows], "o": ctx.value("organ_group")[rows].astype(str)})
+        in_all = keys.groupby("s").cumcount().to_numpy()
+        in_organ = keys.groupby(["s", "o"]).cumcount().to_numpy()
+        fits = (in_all < int(ctx.param("max_new_lesion_targets"))) & (
+            in_organ < int(ctx.param("max_new_lesion_targets_per_organ"))
+        )
+        chosen[rows[fits]] = True
+    return new & np.isin(ctx.lesion_key, ctx.lesion_key[chosen])
+
+
+@metric("timepoint", "number", "mm", params=_NEW_TARGET_PARAMS)
+def new_lesion_target_sum_mm(ctx: Context) -> np.ndarray:
+    """iRECIST: sum of diameters of the new-lesion targets (NLT) at this timepoint, kept apart from the baseline sum
+    (mm; 0 when there is none)."""
+    return ctx.per_visit_sum(ctx.value("lesion_mm"), ctx.value("is_new_lesion_target"))
+
+
+@metric("timepoint", "number", "mm", params=_NEW_TARGET_PARAMS)
+def new_lesion_target_nadir_mm(ctx: Context) -> np.ndarray:
+    """iRECIST: smallest sum of the new-lesion targets at earlier timepoints that had any (mm; missing before the
+    first new-lesion target). New-lesion targets progress by RECIST 1.1 from here (iFAQ)."""
+    has_targets = ctx.per_visit_count(ctx.value("is_new_lesion_target")) > 0
+    return ctx.prior_min(np.where(has_targets, ctx.value("new_lesion_target_sum_mm"), np.nan))
+
+
+@metric("timepoint", "bool", params=_NEW_TARGET_PARAMS)
+def any_new_non_target_progression(ctx: Context) -> np.ndarray:
+    """iRECIST: a new lesion followed as non-target is reported with unequivocal progression."""
+    new_non_target = ctx.value("is_new") & ~ctx.value("is_new_lesion_target")
+    return ctx.per_visit_count(new_non_target & _eq(ctx.value("status"), "unequivocal_progression")) > 0
+
+
+@metric("timepoint", "bool", params=("node_normal_short_axis_mm",))
+def any_first_seen_new_lesion(ctx: Context) -> np.ndarray:
+    """An unequivocal new lesion seen at this timepoint for the first time (iRECIST: "another new lesion")."""
+    new = ctx.value("is_new")
+    first_seen = new & ~ctx.earlier_any(new)
+    return ctx.per_visit_count(first_seen & ctx.value("new_lesion_unequivocal")) > 0
+
+
+@metric("timepoint", "bool", params=_NEW_TARGET_PARAMS)
+def any_further_increase(ctx: Context) -> np.ndarray:
+    """The reader records a further increase (`further_increase: true`) of a non-target or new non-target lesion
+    (iRECIST confirms iUPD by any such increase; it need not be unequivocal)."""
+    followed = ctx.value("is_non_target") | (ctx.value("is_new") & ~ctx.value("is_new_lesion_target"))
+    return ctx.per_visit_count(followed & _yes(ctx.value("further_increase"))) > 0
+
+
+@metric("timepoint", "number", "days")
+def days_since_previous_scan(ctx: Context) -> np.ndarray:
+    """Days since the subject's previous timepoint (the baseline for the first follow-up)."""
+    day = ctx.prepared.visits["day"].to_numpy(dtype=float)
+    previous = pd.Series(day).groupby(ctx.visit_subject).shift(1).to_numpy(dtype=float)
+    return day - previous
+
+
+@metric("timepoint", "number", "mm", params=("too_small_default_mm",))
+def mm_from_previous_scan(ctx: Context) -> np.ndarray:
+    """Change of the sum of the targets evaluated since the previous timepoint (mm)."""
+    available = ctx.value("available_sum_mm")
+    previous = pd.Series(available).groupby(ctx.visit_subject).shift(1).to_numpy(dtype=float)
+    return available - previous
+
+
+# ==================================================================================================
 # Timepoint-level: attenuation (Choi, modified Choi)
 # ==================================================================================================
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -32,6 +33,7 @@ MriContrast = Literal["gadoxetic_acid", "extracellular", "none"]
 IntratumoralNodule = Literal["none", "new", "enlarging"]
 Setting = Literal["systemic", "intra_arterial", "ablation"]
 PetAtSite = Literal["negative", "positive", "not_done"]
+NewLesionRole = Literal["target", "non_target"]
 
 
 def _to_text(value: Any) -> Any:
@@ -97,6 +99,18 @@ Word = Annotated[str, BeforeValidator(_normalise_word)]
 Millimetres = Annotated[float, Field(ge=0, le=MAX_DIAMETER_MM, allow_inf_nan=False), BeforeValidator(_not_boolean)]
 Hounsfield = Annotated[float, Field(ge=-1100, le=4000, allow_inf_nan=False), BeforeValidator(_not_boolean)]
 Number = BeforeValidator(_not_boolean)
+SliceThickness = Annotated[float, Field(gt=0, le=50, allow_inf_nan=False), Number]
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a field means beyond its type and bounds, declared with the field itself (the one field table): how it
+    reads (`label`), its unit, and the SDTM TR test code that carries it. Tables, case files, reports and the
+    terminal all read it from here."""
+
+    label: str
+    unit: str | None = None
+    sdtm: str | None = None
 
 
 class _Strict(BaseModel):
@@ -107,76 +121,122 @@ class Lesion(_Strict):
     """One lesion as read at one timepoint. Sizes in mm, attenuation in HU (portal-venous CT)."""
 
     id: Text = Field(description="lesion id; the same id at several timepoints is the same lesion")
-    organ: Word | None = Field(None, description="liver, lung, lymph_node, peritoneum, bone, ...")
-    location: str | None = Field(None, description="free text, e.g. segment VIII")
-    kind: Annotated[LesionKind | None, BeforeValidator(_normalise_word)] = Field(
+    organ: Annotated[Word | None, Meta("organ")] = Field(None, description="liver, lung, lymph_node, peritoneum, ...")
+    location: Annotated[str | None, Meta("location")] = Field(None, description="free text, e.g. segment VIII")
+    kind: Annotated[LesionKind | None, BeforeValidator(_normalise_word), Meta("kind")] = Field(
         None, description="target | non_target | new | ablated; at follow-up defaults to the baseline kind"
     )
-    is_lymph_node: bool | None = Field(
+    is_lymph_node: Annotated[bool | None, Meta("lymph node")] = Field(
         None, alias="lymph_node", description="nodes are measured in short axis (RECIST 1.1 §3.1)"
     )
-    longest_diameter_mm: Millimetres | None = None
-    short_axis_mm: Millimetres | None = None
-    fragments_mm: list[Millimetres] | None = Field(
+    longest_diameter_mm: Annotated[Millimetres | None, Meta("longest diameter", "mm", sdtm="LDIAM")] = None
+    short_axis_mm: Annotated[Millimetres | None, Meta("short axis", "mm", sdtm="LPERP")] = None
+    fragments_mm: Annotated[list[Millimetres] | None, Meta("fragments", "mm")] = Field(
         None, description="a lesion that split: its value is the sum of the fragments (E2009)"
     )
-    perpendicular_mm: Millimetres | None = Field(None, description="WHO bidimensional measurement")
-    viable_diameter_mm: Millimetres | None = Field(None, description="enhancing tumour diameter (mRECIST)")
-    viable_perpendicular_mm: Millimetres | None = Field(None, description="enhancing perpendicular (EASL)")
-    attenuation_hu: Hounsfield | None = Field(None, description="mean attenuation, portal-venous CT (Choi)")
-    intratumoral_nodule: Annotated[IntratumoralNodule | None, BeforeValidator(_normalise_word)] = None
-    morphology_group: Annotated[int, Number] | None = Field(
+    perpendicular_mm: Annotated[Millimetres | None, Meta("perpendicular diameter", "mm", sdtm="LPERP")] = Field(
+        None, description="WHO bidimensional measurement"
+    )
+    viable_diameter_mm: Annotated[Millimetres | None, Meta("viable (enhancing) diameter", "mm")] = Field(
+        None, description="enhancing tumour diameter (mRECIST)"
+    )
+    viable_perpendicular_mm: Annotated[Millimetres | None, Meta("viable (enhancing) perpendicular", "mm")] = Field(
+        None, description="enhancing perpendicular (EASL)"
+    )
+    attenuation_hu: Annotated[Hounsfield | None, Meta("attenuation", "HU")] = Field(
+        None, description="mean attenuation, portal-venous CT (Choi)"
+    )
+    intratumoral_nodule: Annotated[
+        IntratumoralNodule | None, BeforeValidator(_normalise_word), Meta("intratumoral nodule")
+    ] = None
+    morphology_group: Annotated[int | None, Number, Meta("morphology group")] = Field(
         None, ge=1, le=3, description="Chun group 1 | 2 | 3 (reader)"
     )
-    status: Annotated[LesionStatus, BeforeValidator(_normalise_word)] = "present"
-    coalesced_into: Text | None = Field(None, description="for status coalesced: the lesion carrying the size")
-    equivocal: bool = Field(False, description="new lesion not yet unequivocal (RECIST 1.1 §4.3.2)")
-    detected_by: str | None = Field(None, description="CT | MRI | FDG-PET, for new lesions")
-    baseline_fdg_pet_at_site: Annotated[PetAtSite | None, BeforeValidator(_normalise_word)] = None
-    confirmed_on_ct: bool | None = Field(None, description="a PET-detected new lesion seen on CT too")
-    ablation_zone_covers_tumor: bool | None = None
-    enhancing_tissue_at_ablation_edge: bool | None = None
-    min_margin_mm: Millimetres | None = Field(None, description="minimal ablative margin")
-    slice_thickness_mm: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False), Number] | None = None
+    status: Annotated[LesionStatus, BeforeValidator(_normalise_word), Meta("status", sdtm="TUMSTATE")] = "present"
+    coalesced_into: Annotated[Text | None, Meta("coalesced into")] = Field(
+        None, description="for status coalesced: the lesion carrying the size"
+    )
+    equivocal: Annotated[bool, Meta("equivocal")] = Field(
+        False, description="new lesion not yet unequivocal (RECIST 1.1 §4.3.2)"
+    )
+    detected_by: Annotated[str | None, Meta("detected by")] = Field(
+        None, description="CT | MRI | FDG-PET, for new lesions"
+    )
+    baseline_fdg_pet_at_site: Annotated[
+        PetAtSite | None, BeforeValidator(_normalise_word), Meta("FDG-PET at the site at baseline")
+    ] = None
+    confirmed_on_ct: Annotated[bool | None, Meta("confirmed on CT")] = Field(
+        None, description="a PET-detected new lesion seen on CT too"
+    )
+    ablation_zone_covers_tumor: Annotated[bool | None, Meta("ablation zone covers the tumour")] = None
+    enhancing_tissue_at_ablation_edge: Annotated[bool | None, Meta("enhancing tissue at the ablation edge")] = None
+    min_margin_mm: Annotated[Millimetres | None, Meta("minimal ablative margin", "mm")] = Field(
+        None, description="minimal ablative margin"
+    )
+    slice_thickness_mm: Annotated[SliceThickness | None, Meta("slice thickness", "mm")] = None
+    new_lesion_role: Annotated[NewLesionRole | None, BeforeValidator(_normalise_word), Meta("new-lesion role")] = Field(
+        None,
+        description="iRECIST: a new lesion measured as a new-lesion target or followed as a new non-target "
+        "(default: measurable by RECIST 1.1 -> target, up to 5 and 2 per organ)",
+    )
+    further_increase: Annotated[bool | None, Meta("further increase")] = Field(
+        None,
+        description="iRECIST: the reader sees a further increase of this non-target or new non-target lesion since "
+        "the last assessment (confirms progression after iUPD)",
+    )
 
 
 class Organs(_Strict):
     """Whole-organ measurements at one timepoint, for the toxicity flags (REFERENCE §7)."""
 
-    ct_phase: Annotated[CtPhase | None, BeforeValidator(_normalise_word)] = Field(
+    ct_phase: Annotated[CtPhase | None, BeforeValidator(_normalise_word), Meta("CT phase")] = Field(
         None, description="phase the HU values below were measured on"
     )
-    liver_attenuation_hu: Hounsfield | None = None
-    spleen_attenuation_hu: Hounsfield | None = None
-    spleen_volume_ml: Annotated[float, Field(gt=0, le=MAX_SPLEEN_VOLUME_ML, allow_inf_nan=False), Number] | None = None
-    liver_pdff_pct: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False), Number] | None = None
-    mri_contrast: Annotated[MriContrast | None, BeforeValidator(_normalise_word)] = None
-    hbp_reticular_hypointensity: bool | None = None
-    liver_contour_nodular: bool | None = None
-    capsular_retraction: bool | None = None
+    liver_attenuation_hu: Annotated[Hounsfield | None, Meta("liver attenuation", "HU")] = None
+    spleen_attenuation_hu: Annotated[Hounsfield | None, Meta("spleen attenuation", "HU")] = None
+    spleen_volume_ml: Annotated[
+        Annotated[float, Field(gt=0, le=MAX_SPLEEN_VOLUME_ML, allow_inf_nan=False), Number] | None,
+        Meta("spleen volume", "mL"),
+    ] = None
+    liver_pdff_pct: Annotated[
+        Annotated[float, Field(ge=0, le=100, allow_inf_nan=False), Number] | None,
+        Meta("liver fat fraction (PDFF)", "%"),
+    ] = None
+    mri_contrast: Annotated[MriContrast | None, BeforeValidator(_normalise_word), Meta("MRI contrast")] = None
+    hbp_reticular_hypointensity: Annotated[bool | None, Meta("reticular hypointensity, hepatobiliary phase")] = None
+    liver_contour_nodular: Annotated[bool | None, Meta("nodular liver contour")] = None
+    capsular_retraction: Annotated[bool | None, Meta("capsular retraction")] = None
 
 
 class Pet(_Strict):
     """FDG PET-CT readings at one timepoint (PERCIST 1.0), in SUL."""
 
-    sul_peak_hottest: Annotated[float, Field(ge=0, le=200, allow_inf_nan=False), Number] | None = None
-    liver_sul_mean: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False), Number] | None = None
-    liver_sul_sd: Annotated[float, Field(ge=0, le=50, allow_inf_nan=False), Number] | None = None
-    new_fdg_avid_lesions: bool | None = None
-    all_lesions_resolved_to_background: bool | None = None
+    sul_peak_hottest: Annotated[
+        Annotated[float, Field(ge=0, le=200, allow_inf_nan=False), Number] | None,
+        Meta("SULpeak of the hottest lesion", "SUL"),
+    ] = None
+    liver_sul_mean: Annotated[
+        Annotated[float, Field(gt=0, le=50, allow_inf_nan=False), Number] | None, Meta("liver SULmean", "SUL")
+    ] = None
+    liver_sul_sd: Annotated[
+        Annotated[float, Field(ge=0, le=50, allow_inf_nan=False), Number] | None,
+        Meta("liver SUL standard deviation", "SUL"),
+    ] = None
+    new_fdg_avid_lesions: Annotated[bool | None, Meta("new FDG-avid lesions")] = None
+    all_lesions_resolved_to_background: Annotated[bool | None, Meta("all lesions resolved to background")] = None
 
 
 class Timepoint(_Strict):
     """One imaging timepoint: baseline (the earliest) or a follow-up."""
 
     id: Text
-    day: Annotated[int, Number] | None = Field(
+    day: Annotated[int | None, Number, Meta("day", "days")] = Field(
         None, ge=-3650, le=36500, description="days since baseline (baseline = 0)"
     )
-    date: Annotated[dt.date, BeforeValidator(_iso_date)] | None = None
-    modality: Annotated[Modality | None, BeforeValidator(_normalise_modality)] = None
-    tumor_markers_above_normal: bool | None = None
-    slice_thickness_mm: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False), Number] | None = None
+    date: Annotated[Annotated[dt.date, BeforeValidator(_iso_date)] | None, Meta("date")] = None
+    modality: Annotated[Modality | None, BeforeValidator(_normalise_modality), Meta("modality")] = None
+    tumor_markers_above_normal: Annotated[bool | None, Meta("tumour markers above normal")] = None
+    slice_thickness_mm: Annotated[SliceThickness | None, Meta("slice thickness", "mm")] = None
     lesions: list[Lesion] = Field(default_factory=list)
     organs: Organs | None = None
     pet: Pet | None = None
@@ -189,10 +249,15 @@ class Timepoint(_Strict):
 
 
 class Treatment(_Strict):
-    regimen: str | None = None
-    agents: Annotated[list[str], BeforeValidator(_normalise_agents)] = Field(default_factory=list)
-    setting: Annotated[Setting, BeforeValidator(_normalise_word)] = "systemic"
-    procedure_day: int | None = Field(None, description="day of ablation / intra-arterial treatment")
+    regimen: Annotated[str | None, Meta("regimen")] = None
+    agents: Annotated[list[str], BeforeValidator(_normalise_agents), Meta("agents")] = Field(
+        default_factory=list, description="agents separated by ';' in tables"
+    )
+    setting: Annotated[Setting, BeforeValidator(_normalise_word), Meta("setting")] = "systemic"
+    # The same bounds as a timepoint day: a case file and a table refuse the same values.
+    procedure_day: Annotated[int | None, Number, Meta("procedure day", "days")] = Field(
+        None, ge=-3650, le=36500, description="day of ablation / intra-arterial treatment"
+    )
 
 
 class Case(_Strict):
@@ -218,52 +283,20 @@ ORGAN_FIELDS: tuple[str, ...] = tuple(Organs.model_fields)
 PET_FIELDS: tuple[str, ...] = tuple(Pet.model_fields)
 TIMEPOINT_FIELDS: tuple[str, ...] = ("day", "date", "modality", "tumor_markers_above_normal", "slice_thickness_mm")
 
-# How each case field reads in reports and the terminal (units come from the name: _mm, _hu, _ml, _pct). The field
-# name stays the key in case files, CSV and JSON.
+
+def field_meta(model: type[BaseModel]) -> dict[str, Meta]:
+    """The `Meta` of every field of a model that declares one."""
+    found: dict[str, Meta] = {}
+    for name, info in model.model_fields.items():
+        for item in info.metadata:
+            if isinstance(item, Meta):
+                found[name] = item
+    return found
+
+
+# How each case field reads in reports and the terminal; the field name stays the key in case files, CSV and JSON.
 FIELD_LABELS: dict[str, str] = {
-    "organ": "organ",
-    "location": "location",
-    "kind": "kind",
-    "is_lymph_node": "lymph node",
-    "longest_diameter_mm": "longest diameter",
-    "short_axis_mm": "short axis",
-    "fragments_mm": "fragments",
-    "perpendicular_mm": "perpendicular diameter",
-    "viable_diameter_mm": "viable (enhancing) diameter",
-    "viable_perpendicular_mm": "viable (enhancing) perpendicular",
-    "attenuation_hu": "attenuation",
-    "intratumoral_nodule": "intratumoral nodule",
-    "morphology_group": "morphology group",
-    "status": "status",
-    "coalesced_into": "coalesced into",
-    "equivocal": "equivocal",
-    "detected_by": "detected by",
-    "baseline_fdg_pet_at_site": "FDG-PET at the site at baseline",
-    "confirmed_on_ct": "confirmed on CT",
-    "ablation_zone_covers_tumor": "ablation zone covers the tumour",
-    "enhancing_tissue_at_ablation_edge": "enhancing tissue at the ablation edge",
-    "min_margin_mm": "minimal ablative margin",
-    "slice_thickness_mm": "slice thickness",
-    "day": "day",
-    "date": "date",
-    "modality": "modality",
-    "tumor_markers_above_normal": "tumour markers above normal",
-    "ct_phase": "CT phase",
-    "liver_attenuation_hu": "liver attenuation",
-    "spleen_attenuation_hu": "spleen attenuation",
-    "spleen_volume_ml": "spleen volume",
-    "liver_pdff_pct": "liver fat fraction (PDFF)",
-    "mri_contrast": "MRI contrast",
-    "hbp_reticular_hypointensity": "reticular hypointensity, hepatobiliary phase",
-    "liver_contour_nodular": "nodular liver contour",
-    "capsular_retraction": "capsular retraction",
-    "sul_peak_hottest": "SULpeak of the hottest lesion",
-    "liver_sul_mean": "liver SULmean",
-    "liver_sul_sd": "liver SUL standard deviation",
-    "new_fdg_avid_lesions": "new FDG-avid lesions",
-    "all_lesions_resolved_to_background": "all lesions resolved to background",
-    "regimen": "regimen",
-    "agents": "agents",
-    "setting": "setting",
-    "procedure_day": "procedure day",
+    name: meta.label
+    for model in (Lesion, Organs, Pet, Timepoint, Treatment)
+    for name, meta in field_meta(model).items()
 }

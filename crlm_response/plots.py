@@ -305,13 +305,16 @@ def best_responses(visits: pd.DataFrame, best: pd.DataFrame | None, plotted: Cri
         return rows.set_index(rows["subject_id"].astype(str))["best_overall_response"].astype(str)
     params = cs.rules.default_params if cs.rules is not None else {}
     method = cs.rules.schema.best_response.method if cs.rules and cs.rules.schema.best_response else "recist"
+    day = pd.to_numeric(visits["day"], errors="coerce").to_numpy(dtype=float)
     result = best_overall_response(
         visits["subject_id"].astype(str).to_numpy(dtype=object),
-        visits["day"],
+        day,
         visits["overall"].astype(object).to_numpy(dtype=object),
         BorSettings.from_params(params),
         cs.scale,
         method,
+        # a visit whose day is unknown (a partial date) keeps its place in the file, which batch wrote in order
+        sequence=np.arange(len(visits), dtype=float) if np.isnan(day).any() else None,
     )
     return result.subjects.set_index("subject")["best_overall_response"].astype(str)
 

@@ -309,6 +309,9 @@ class RuleSet(_Strict):
     citations: dict[str, str] = Field(default_factory=dict)
     inputs: list[str] = Field(default_factory=list, description="case fields this set needs")
     default: bool = Field(False, description="run when a case names no criteria")
+    only_when_asked: bool = Field(
+        False, description="run only when named (--criteria, a case's criteria:), not because a case has its inputs"
+    )
     rscat: str | None = Field(None, description="SDTM RS category (RSCAT) of this set's rows; default: its name")
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     categories: dict[str, CategoryInfo] = Field(

@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from .assessment import ordered_ids
+from .dates import continuous_day, epoch_days, from_epoch_days, study_day
 from .engine import RuleSetResult
 from .errors import InputTableError
 from .formats import CellMap
 from .rules import LoadedRuleSet
-from .sources import SourceOptions, parse_dates, read_table, refuse_duplicate_names
+from .sources import SourceOptions, parse_date_ranges, read_table, refuse_duplicate_names
 from .tables import FieldSpec, Tables, blank_where, with_object_strings
 from .trial import SPECS, Ledger, RawTable, ReadResult, check_numbers
 
@@ -118,6 +119,54 @@ def _stream_ids(usubjid: pd.Series, evaluator: pd.Series, evaluator_id: pd.Serie
     return usubjid + "|" + evaluator + ("|" + evaluator_id).where(evaluator_id != "", "")
 
 
+@dataclass
+class Reference:
+    """Per subject (USUBJID) from DM (or ADSL): the study reference date RFSTDTC and the randomisation date RANDDT,
+    as epoch days (NaN when absent), and why a subject has none (for the warning)."""
+
+    file: str
+    rfstdtc: pd.Series  # USUBJID -> epoch days
+    randdt: pd.Series | None  # USUBJID -> epoch days (None: the file has no RANDDT)
+    why_not: pd.Series  # USUBJID -> reason RFSTDTC cannot be used
+
+
+def read_reference(path: str | Path, options: SourceOptions, need_randomisation: bool = False) -> Reference:
+    """DM (`--sdtm-dm`): RFSTDTC per subject gives study days; RANDDT (an ADSL column: SDTM DM has none) the
+    randomisation date `--sd-from randomisation` counts the stable-disease minimum from."""
+    table = _read(path, "DM", ["USUBJID", "RFSTDTC"], options).frame
+    subject = _text(table, "USUBJID")
+    twice = subject[subject.duplicated() & (subject != "")]
+    if len(twice):
+        raise InputTableError(
+            f"USUBJID {twice.iloc[0]} appears in more than one row of DM",
+            file=path,
+            hint="DM (or ADSL) has one row per subject",
+        )
+    if need_randomisation and "RANDDT" not in table:
+        raise InputTableError(
+            "--sd-from randomisation needs each subject's randomisation date, RANDDT, and this file has none",
+            file=path,
+            hint="RANDDT is an ADSL variable (SDTM DM has no randomisation date): give ADSL as --sdtm-dm",
+        )
+    ranges = parse_date_ranges(table["RFSTDTC"], "RFSTDTC")
+    rfstdtc = pd.Series(epoch_days(ranges.date), index=subject.to_numpy(dtype=object))
+    written = _text(table, "RFSTDTC")
+    why = np.where(
+        written == "",
+        "RFSTDTC is empty",
+        np.where(
+            pd.notna(ranges.reason),
+            ranges.reason,
+            "RFSTDTC is the partial date " + written + "; study days need the full date",
+        ),
+    )
+    why_not = pd.Series(why, index=rfstdtc.index).where(np.isnan(rfstdtc.to_numpy()))
+    randdt = None
+    if "RANDDT" in table:
+        randdt = pd.Series(epoch_days(parse_date_ranges(table["RANDDT"], "RANDDT").date), index=rfstdtc.index)
+    return Reference(str(path), rfstdtc, randdt, why_not.dropna())
+
+
 @with_object_strings
 def read_sdtm(
     tu_path: str | Path,
@@ -125,9 +174,13 @@ def read_sdtm(
     supptr_path: str | Path | None = None,
     encoding: str = "auto",
     options: SourceOptions | None = None,
+    dm_path: str | Path | None = None,
+    sd_from: str = "baseline",
 ) -> tuple[ReadResult, SdtmStreams]:
-    """Read SDTM TU + TR into lesion tables, one stream per subject and reader."""
+    """Read SDTM TU + TR into lesion tables, one stream per subject and reader. `dm_path`: DM (or ADSL) for study
+    days (RFSTDTC) and, with `sd_from="randomisation"`, the randomisation date (RANDDT)."""
     options = options or SourceOptions(encoding=encoding)
+    reference = read_reference(dm_path, options, sd_from == "randomisation") if dm_path is not None else None
     tu_raw = _read(tu_path, "TU", ["USUBJID", "TULNKID"], options)
     tr_raw = _read(tr_path, "TR", ["USUBJID", "TRLNKID", "TRTESTCD", "VISITNUM"], options)
     tu, tr = tu_raw.frame, tr_raw.frame
@@ -220,25 +273,18 @@ def read_sdtm(
     )
 
     # The same field checks as the long format: VISITNUM a number, TRDY a whole number, one date parser, sizes
-    # finite, in mm or cm (converted) and at most 1,000 mm.
+    # finite, in mm or cm (converted) and at most 1,000 mm. VISITNUM orders the visits, so a partial or missing
+    # date does not stop a row from being scored (only intervals need a day: see `dates`).
     visitnum = check_numbers(tr["VISITNUM"], ledger, FieldSpec("VISITNUM", "number"), "VISITNUM")
     ledger.add(np.isnan(visitnum), "VISITNUM", "missing_key", "VISITNUM is empty: the visit is unknown")
     day = np.full(len(tr), np.nan)
     if "TRDY" in tr:
         day = check_numbers(tr["TRDY"], ledger, FieldSpec("TRDY", "integer", ge=-36500, le=36500), "TRDY")
-    dates, date_problem = (
-        parse_dates(tr["TRDTC"], "TRDTC") if "TRDTC" in tr else (np.full(len(tr), np.datetime64("NaT")), None)
-    )
-    undated = np.isnan(day) & np.isnat(dates)
-    if date_problem is not None:
-        partial = np.array([isinstance(w, str) and "partial date" in w for w in date_problem], dtype=bool)
-        ledger.add(undated & pd.notna(date_problem) & ~partial, "TRDTC", "bad_date", date_problem)
-    ledger.add(
-        undated,
-        "TRDTC" if "TRDTC" in tr else "TRDY",
-        "no_study_day",
-        "neither TRDY nor a complete TRDTC: the assessment cannot be placed in time",
-    )
+    ranges = parse_date_ranges(tr["TRDTC"] if "TRDTC" in tr else pd.Series([None] * len(tr), dtype=object), "TRDTC")
+    # A TRDTC that is no date at all is refused where no TRDY places the row (with TRDY it is not needed).
+    ledger.add(np.isnan(day) & pd.notna(ranges.reason), "TRDTC", "bad_date", ranges.reason)
+    if reference is not None:
+        _check_reference(reference, tr_subj, ledger, sd_from)
 
     original = _text(tr, "TRORRES").str.upper()
     not_done = (_text(tr, "TRSTAT").str.upper() == "NOT DONE").to_numpy()
@@ -305,7 +351,10 @@ def read_sdtm(
             "organ": lesion_organ,
             "node": node,
             "day": day,
-            "date": dates.astype("datetime64[ns]"),
+            "date": ranges.date.astype("datetime64[ns]"),
+            "date_first": ranges.first.astype("datetime64[ns]"),
+            "date_last": ranges.last.astype("datetime64[ns]"),
+            "precision": ranges.precision,
             "method": _text(tr, "TRMETHOD").str.upper().map(METHOD_WORDS).to_numpy(dtype=object),
             "lnkgrp": _text(tr, "TRLNKGRP").to_numpy(dtype=object),
             "line": ledger.lines,
@@ -318,8 +367,54 @@ def read_sdtm(
             "dtc": _text(tr, "TRDTC").to_numpy(dtype=object),
         }
     )
-    tables, streams = _build(frame.loc[frame["ok"]], str(tr_path))
-    return ReadResult(tables, [tu_ledger, ledger]), streams
+    tables, streams = _build(frame.loc[frame["ok"]], str(tr_path), reference)
+    return ReadResult(tables, [tu_ledger, ledger], _reference_warnings(reference, streams.streams)), streams
+
+
+def _check_reference(reference: Reference, subjects: pd.Series, ledger: Ledger, sd_from: str) -> None:
+    """DM must be the same study's; with `--sd-from randomisation` every scored subject needs its RANDDT."""
+    known = subjects.isin(reference.rfstdtc.index).to_numpy()
+    if len(subjects) and not known.any():
+        raise InputTableError(
+            f"none of the {subjects.nunique():,} subjects of TR is in DM (USUBJID {subjects.iloc[0]} is not)",
+            file=reference.file,
+            hint="give the DM of the same study",
+        )
+    if sd_from != "randomisation" or reference.randdt is None:
+        return
+    randomised = subjects.map(reference.randdt).to_numpy(dtype=float)
+    ledger.add(
+        np.isnan(randomised),
+        "USUBJID",
+        "no_randomisation_date",
+        f"no RANDDT for this subject in {Path(reference.file).name} (absent, empty or partial): with --sd-from "
+        "randomisation the stable-disease minimum cannot be counted",
+    )
+
+
+def _reference_warnings(reference: Reference | None, streams: pd.DataFrame) -> pd.DataFrame | None:
+    """A scored subject DM gives no study reference date for: study days come from TRDY only."""
+    if reference is None or streams.empty:
+        return None
+    usubjid = streams["USUBJID"].to_numpy(dtype=object)
+    absent = ~pd.Series(usubjid).isin(reference.rfstdtc.index).to_numpy()
+    why = pd.Series(usubjid).map(reference.why_not).to_numpy(dtype=object)
+    name = Path(reference.file).name
+    message = np.where(absent, f"subject is not in DM ({name})", "DM (" + name + "): " + why.astype(str))
+    hit = absent | pd.notna(why)
+    if not hit.any():
+        return None
+    return pd.DataFrame(
+        {
+            "subject_id": streams["subject_id"].to_numpy(dtype=object)[hit],
+            "code": "no_reference_date",
+            "timepoint": None,
+            "lesion_id": None,
+            "message": pd.Series(message[hit]).astype(str)
+            + ": its study days (RSDY) come from TRDY only, empty where TRDY is",
+            "severity": "warning",
+        }
+    )
 
 
 def _measurements(tr: pd.DataFrame, ledger: Ledger, measured: np.ndarray) -> np.ndarray:
@@ -386,7 +481,7 @@ def _conflicting_measurements(
     ledger.add(repeat & ~conflict, "TRSTRESN", "duplicate_row", "the same result repeated; the first row is used")
 
 
-def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
+def _build(rows: pd.DataFrame, file: str, reference: Reference | None = None) -> tuple[Tables, SdtmStreams]:
     """Measurement rows -> one lesion row per stream, visit and lesion; visits keyed by stream and VISITNUM."""
     visit_key = ["subject_id", "visitnum"]
     visits = (
@@ -395,13 +490,16 @@ def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
             visit=("visit", "first"),
             day=("day", "max"),
             date=("date", "max"),
+            date_first=("date_first", "min"),
+            date_last=("date_last", "max"),
             modality=("method", "first"),
             lnkgrp=("lnkgrp", lambda s: next((x for x in s if x), "")),
-            dtc=("dtc", "max"),
+            usubjid=("usubjid", "first"),
             line=("line", "min"),
         )
         .reset_index()
     )
+    visits = visits.merge(_collected_dates(rows, visit_key), on=visit_key, how="left")
     # Two VISITNUMs with the same label would be one timepoint id: keep them apart.
     clash = visits.duplicated(["subject_id", "visit"], keep=False)
     visits["timepoint"] = np.where(
@@ -456,21 +554,21 @@ def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
     from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, add_absent_columns
 
     add_absent_columns(lesions, LESION_VALUE_COLUMNS)
-    # Day: the study day (TRDY). A visit without TRDY but with a full date is placed by its date, on the same
-    # scale: study day of another visit of the stream plus the days between the two dates.
-    date_days = visits["date"].to_numpy().astype("datetime64[D]").astype("float")
-    date_days[pd.isna(visits["date"]).to_numpy()] = np.nan
-    study_day = visits["day"].to_numpy(dtype=float)
-    anchor = pd.Series(np.where(~np.isnan(study_day) & ~np.isnan(date_days), study_day - date_days, np.nan))
-    offset = anchor.groupby(visits["subject_id"].to_numpy(dtype=object)).transform("median").to_numpy(dtype=float)
-    from_date = np.where(np.isnan(offset), date_days, date_days + offset)
-    visits["day"] = np.where(np.isnan(study_day), from_date, study_day)
+    _place_in_time(visits, reference)
     visit_table = pd.DataFrame(
         {
             "subject_id": visits["subject_id"].to_numpy(dtype=object),
             "timepoint": visits["timepoint"].to_numpy(dtype=object),
-            "day": visits["day"].to_numpy(dtype=float),
-            "date": None,
+            "day": visits["axis"].to_numpy(dtype=float),
+            "day_offset": visits["offset"].to_numpy(dtype=float),
+            "visit_order": visits["visitnum"].to_numpy(dtype=float),
+            "date": visits["date"].to_numpy(dtype="datetime64[ns]"),
+            "date_first": visits["date_first"].to_numpy(dtype="datetime64[ns]"),
+            "date_last": visits["date_last"].to_numpy(dtype="datetime64[ns]"),
+            "date_precision": visits["precision"].to_numpy(dtype=object),
+            "date_collected": visits["dtc"].to_numpy(dtype=object),
+            "study_day": visits["study_day"].to_numpy(dtype=float),
+            "reference_day": visits["reference"].to_numpy(dtype=float),
             "modality": visits["modality"].to_numpy(dtype=object),
             "source": file,
             "line": visits["line"].to_numpy(),
@@ -500,6 +598,9 @@ def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
             "line": stream_rows["line"].to_numpy(),
         }
     )
+    if reference is not None and reference.randdt is not None:
+        randomised = streams["USUBJID"].map(reference.randdt).to_numpy(dtype=float)
+        subjects["randomisation_date"] = from_epoch_days(randomised)
     new_equivocal = (
         pd.DataFrame({"subject_id": lesions["subject_id"], "timepoint": lesions["timepoint"], "eq": equivocal})
         .groupby(["subject_id", "timepoint"])["eq"]
@@ -511,8 +612,8 @@ def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
             "timepoint": visits["timepoint"].to_numpy(dtype=object),
             "VISITNUM": visits["visitnum"].to_numpy(),
             "VISIT": visits["visit"].to_numpy(dtype=object),
-            "RSDTC": visits["dtc"].to_numpy(dtype=object),
-            "RSDY": visits["day"].to_numpy(dtype=float),
+            "RSDTC": visits["dtc"].fillna("").to_numpy(dtype=object),
+            "RSDY": visits["study_day"].to_numpy(dtype=float),
             "LNKGRP": visits["lnkgrp"].to_numpy(dtype=object),
         }
     )
@@ -522,6 +623,55 @@ def _build(rows: pd.DataFrame, file: str) -> tuple[Tables, SdtmStreams]:
         .to_numpy(dtype=bool)
     )
     return Tables(subjects=subjects, visits=visit_table, lesions=lesions), SdtmStreams(streams, visit_info)
+
+
+def _collected_dates(rows: pd.DataFrame, visit_key: list[str]) -> pd.DataFrame:
+    """Per visit: TRDTC as collected (the row with the latest full date, else a partial one: the most precise
+    text) and the precision of what is known ("day" with a full date, else "month" or "year", None)."""
+    rank = pd.Series(rows["precision"]).map({"day": 3, "month": 2, "year": 1}).fillna(0).to_numpy()
+    order = rows.assign(_rank=rank, _when=rows["date"]).sort_values(visit_key + ["_rank", "_when"], kind="stable")
+    last = order.drop_duplicates(visit_key, keep="last")
+    dtc = last["dtc"].where(last["_rank"] > 0, None)
+    return pd.DataFrame(
+        {
+            **{k: last[k].to_numpy() for k in visit_key},
+            "dtc": dtc.to_numpy(dtype=object),
+            "precision": last["precision"].where(last["_rank"] > 0, None).to_numpy(dtype=object),
+        }
+    )
+
+
+def _place_in_time(visits: pd.DataFrame, reference: Reference | None) -> None:
+    """Study day, and a time axis per stream (`axis`, with `offset` to calendar days; NaN when not tied to it).
+
+    Study day: TRDY as collected, else date - RFSTDTC + 1 (no day 0) with the reference date from DM, else the one
+    the stream's own TRDY/TRDTC pairs imply (their lower median: TRDY is often the planned day); none without
+    either. The axis: days since the reference when there is one (TRDY first, as collected), else the dates when
+    the stream has no TRDY, else TRDY alone (then a visit without TRDY has no place on it: its day is unknown)."""
+    stream = visits["subject_id"].to_numpy(dtype=object)
+    trdy = visits["day"].to_numpy(dtype=float)
+    date_days = epoch_days(visits["date"].to_numpy(dtype="datetime64[ns]"))
+    pairs = ~np.isnan(trdy) & ~np.isnan(date_days)
+    implied = pd.Series(np.where(pairs, date_days - continuous_day(trdy), np.nan))
+    lower_median = implied.groupby(stream).transform(
+        lambda x: np.sort(x.dropna())[(x.count() - 1) // 2] if x.count() else np.nan
+    )
+    ref = lower_median.to_numpy(dtype=float)
+    if reference is not None:
+        from_dm = visits["usubjid"].map(reference.rfstdtc).to_numpy(dtype=float)
+        ref = np.where(np.isnan(from_dm), ref, from_dm)
+    derived = study_day(date_days, ref)
+    visits["study_day"] = np.where(np.isnan(trdy), derived, trdy)
+    has_ref = ~np.isnan(ref)
+    no_trdy = pd.Series(np.isnan(trdy)).groupby(stream).transform("all").to_numpy(dtype=bool)
+    on_dates = ~has_ref & no_trdy
+    visits["axis"] = np.where(
+        has_ref,
+        ref + continuous_day(visits["study_day"].to_numpy(dtype=float)),
+        np.where(on_dates, date_days, continuous_day(trdy)),
+    )
+    visits["offset"] = np.where(has_ref | on_dates, 0.0, np.nan)
+    visits["reference"] = ref
 
 
 def response_result(results: Mapping[str, RuleSetResult]) -> RuleSetResult | None:

@@ -576,30 +576,77 @@ DATE = re.compile(
 )
 
 
-def parse_dates(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """ISO 8601 dates (a time after the date is allowed and dropped) -> datetime64[D] (NaT when missing or
-    refused), and per row the reason a written value is refused (None otherwise): not a real date, a partial
-    date (imputing one is a later decision), or a time-zone offset (which day it is depends on where)."""
+@dataclass
+class DateRanges:
+    """What each written date can mean, per row: the full date (NaT unless the day is known), the first and last
+    day a full or partial date allows (NaT when missing or refused), its precision, and the reason a written value
+    is refused (None otherwise)."""
+
+    date: np.ndarray  # datetime64[D]
+    first: np.ndarray  # datetime64[D]
+    last: np.ndarray  # datetime64[D]
+    precision: np.ndarray  # "day", "month" (day unknown), "year" (month and day unknown), None
+    reason: np.ndarray  # object
+
+
+def parse_date_ranges(values: pd.Series, column: str) -> DateRanges:
+    """ISO 8601 dates, full (YYYY-MM-DD; a time after it is allowed and dropped) or partial (YYYY-MM, YYYY, as SDTM
+    keeps them). A partial date is not refused here: it is a range of days, and whether it may be used (ordered by
+    VISITNUM, imputed) is the caller's decision. Refused: not a real date, and a time-zone offset (which day it is
+    depends on where)."""
     codes, uniques = codes_of(values)
     text = uniques.astype(str).str.strip()
     parts = text.str.extract(DATE)
     full = parts["d"].notna()
+    month = parts["m"].notna() & ~full
+    year = parts["y"].notna() & ~full & ~month
     stamps = pd.to_datetime(parts["date"].where(full, None), format="%Y-%m-%d", errors="coerce")
+    months = pd.to_datetime(parts["date"].where(month, None), format="%Y-%m", errors="coerce")
+    years = pd.to_datetime(parts["y"].where(year, None), format="%Y", errors="coerce")
+    first = stamps.fillna(months).fillna(years)
+    last = stamps.fillna(months + pd.offsets.MonthEnd(0)).fillna(years + pd.offsets.YearEnd(0))
+    precision = np.full(len(uniques), None, dtype=object)
+    precision[(full & stamps.notna()).to_numpy()] = "day"
+    precision[(month & months.notna()).to_numpy()] = "month"
+    precision[(year & years.notna()).to_numpy()] = "year"
     reasons = np.full(len(uniques), None, dtype=object)
-    reasons[stamps.isna().to_numpy()] = f"{column} must be a real date written YYYY-MM-DD"
-    partial = parts["y"].notna() & ~full
-    reasons[partial.to_numpy()] = [
-        f"{column} is a partial date ({t}); give the full date YYYY-MM-DD" for t in text[partial]
-    ]
-    zoned = parts["zone"].notna() & stamps.notna()
+    reasons[pd.isna(precision)] = f"{column} must be a real date written YYYY-MM-DD"
+    zoned = parts["zone"].notna() & first.notna()
     reasons[zoned.to_numpy()] = [
         f"{column} has a time-zone offset ({z}); give the local date as YYYY-MM-DD" for z in parts["zone"][zoned]
     ]
-    parsed = stamps.to_numpy().astype("datetime64[D]")
-    parsed[pd.notna(reasons)] = np.datetime64("NaT")
-    out = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[D]")
-    why = np.full(len(values), None, dtype=object)
-    ok = codes >= 0
-    out[ok] = parsed[codes[ok]]
-    why[ok] = reasons[codes[ok]]
-    return out, why
+    refused = pd.notna(reasons)
+    precision[refused] = None
+
+    def per_row(unique_values: np.ndarray, empty: Any) -> np.ndarray:
+        out = np.full(len(values), empty, dtype=unique_values.dtype)
+        ok = codes >= 0
+        out[ok] = unique_values[codes[ok]]
+        return out
+
+    def days(stamp: pd.Series) -> np.ndarray:
+        out = stamp.to_numpy().astype("datetime64[D]")
+        out[refused] = np.datetime64("NaT")
+        return out
+
+    nat = np.datetime64("NaT", "D")
+    return DateRanges(
+        date=per_row(days(stamps), nat),
+        first=per_row(days(first), nat),
+        last=per_row(days(last), nat),
+        precision=per_row(precision, None),
+        reason=per_row(reasons, None),
+    )
+
+
+def parse_dates(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """ISO 8601 dates (a time after the date is allowed and dropped) -> datetime64[D] (NaT when missing or
+    refused), and per row the reason a written value is refused (None otherwise): not a real date, a partial
+    date (imputing one is a later decision), or a time-zone offset (which day it is depends on where)."""
+    ranges = parse_date_ranges(values, column)
+    why = ranges.reason.copy()
+    partial = np.isin(ranges.precision, ["month", "year"])
+    if partial.any():
+        shown = pd.Series(values.to_numpy(dtype=object)[partial], dtype=object).astype(str).str.strip()
+        why[partial] = [f"{column} is a partial date ({t}); give the full date YYYY-MM-DD" for t in shown]
+    return ranges.date, why

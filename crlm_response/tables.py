@@ -27,7 +27,7 @@ import pandas as pd
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from .models import Case, Lesion, Organs, Pet, Timepoint, Treatment
+from .models import Case, Lesion, Meta, Organs, Pet, Timepoint, Treatment
 
 # --------------------------------------------------------------------------------------------------
 # Field specifications, read off the Pydantic models so CSV checks and case checks share one truth.
@@ -50,6 +50,9 @@ class FieldSpec:
     choices: tuple[str, ...] | None = None
     allow_missing: bool = True
     description: str = ""
+    label: str = ""
+    unit: str | None = None
+    sdtm: str | None = None
 
 
 def _spec_from(name: str, info: FieldInfo) -> FieldSpec:
@@ -95,6 +98,7 @@ def _spec_from(name: str, info: FieldInfo) -> FieldSpec:
 
     visit(info.annotation, list(info.metadata))
     kind: Kind = "list" if "list" in kinds else kinds[0] if kinds else "text"  # type: ignore[assignment]
+    meta = next((m for m in info.metadata if isinstance(m, Meta)), None)
     return FieldSpec(
         name=name,
         kind=kind,
@@ -103,6 +107,9 @@ def _spec_from(name: str, info: FieldInfo) -> FieldSpec:
         le=bounds.get("le"),
         choices=tuple(choices) or None,
         description=info.description or "",
+        label=meta.label if meta else name.replace("_", " "),
+        unit=meta.unit if meta else None,
+        sdtm=meta.sdtm if meta else None,
     )
 
 
@@ -262,16 +269,23 @@ def tables_from_cases(cases: list[tuple[Case, str, dict[tuple[Any, ...], int]]])
 class Prepared:
     """Sorted tables with integer keys.
 
-    visits:  sorted by subject then day; `subj_key`, `tp_order` (0 = baseline), `is_baseline`, `day`
-             (days since baseline).
+    visits:  sorted by subject, baseline first, then assessment order (VISITNUM for SDTM, else time); `subj_key`,
+             `tp_order` (0 = baseline), `is_baseline`, `day` (days since baseline; NaN when unknown: a partial
+             date not imputed). Date columns shared by every input (see `validate._date_columns`): `date` (full,
+             imputed when asked for), `date_collected` (as written, e.g. `2014-02`), `date_imputation` (ADTF "D" /
+             "M" / None), `study_day` (--DY / ADY, or NaN), `visit_order`, and `sd_day` (the day the stable-disease
+             minimum counts from: `day`, or days since randomisation).
     lesions: sorted by visit then lesion id; `tp_key` (row of `visits`), `subj_key`, `base_row` (row of the
              same lesion at baseline, -1 if none), `kind`/`organ`/`is_lymph_node` inherited from baseline.
+    dates:   how dates were used (`DateOptions.parameters()`), recorded with every result's parameters; empty
+             when the caller left the defaults unstated (case files).
     """
 
     subjects: pd.DataFrame
     visits: pd.DataFrame
     lesions: pd.DataFrame
     settings: dict[str, dict[str, dict[str, Any]]]
+    dates: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_subjects(self) -> int:

@@ -10,6 +10,7 @@ its data (a dropped "new lesion" row would hide a PD).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from .sources import (
     codes_of,
     key_text,
     open_source,
+    parse_date_ranges,
     parse_dates,
     per_unique,
     prepare,
@@ -43,6 +45,7 @@ from .tables import (
     ORGAN_SPECS,
     PET_SPECS,
     TIMEPOINT_SPECS,
+    TREATMENT_SPECS,
     FieldSpec,
     Tables,
     blank_where,
@@ -64,10 +67,8 @@ SPECS: dict[str, FieldSpec] = {
     **TIMEPOINT_SPECS,
     **ORGAN_SPECS,
     **PET_SPECS,
-    "procedure_day": FieldSpec("procedure_day", "integer", ge=-3650, le=36500),
-    "regimen": FieldSpec("regimen", "text"),
-    "agents": FieldSpec("agents", "text", description="agents separated by ';'"),
-    "setting": FieldSpec("setting", "text", choices=("systemic", "intra_arterial", "ablation")),
+    # The treatment fields of the case model; in a table the agents are one text cell ("a;b").
+    **{k: dataclasses.replace(v, kind="text") if k == "agents" else v for k, v in TREATMENT_SPECS.items()},
     # Who the rows belong to, for ADaM: the study (STUDYID) and the reader (RSEVAL / RSEVALID).
     "study_id": FieldSpec("study_id", "text", description="study identifier (ADaM STUDYID)"),
     "STUDYID": FieldSpec("STUDYID", "text", description="study identifier, as CDISC names it"),
@@ -334,9 +335,15 @@ def convert_columns(frame: pd.DataFrame, rejects: Ledger, specs: Mapping[str, Fi
             rejects.add(present & ~yes & ~no, column, "not_yes_no", f"{column} must be true/false (yes/no, 1/0)")
             out[column] = np.where(yes, 1.0, np.where(no, 0.0, np.nan))
         elif spec.kind == "date":
-            stamps, reasons = parse_dates(raw, column)
-            rejects.add(pd.notna(reasons), column, "bad_date", reasons)
-            out[column] = stamps.astype("datetime64[ns]")
+            ranges = parse_date_ranges(raw, column)
+            rejects.add(pd.notna(ranges.reason), column, "bad_date", ranges.reason)
+            out[column] = ranges.date.astype("datetime64[ns]")
+            # A partial date (2025-03) is a range of days: `validate` places the timepoint by it when the order
+            # is still certain, and imputes it when asked.
+            out["date_first"] = ranges.first.astype("datetime64[ns]")
+            out["date_last"] = ranges.last.astype("datetime64[ns]")
+            out["date_precision"] = ranges.precision
+            out["date_collected"] = _per_unique(raw, lambda u: u.astype(str).str.strip()).to_numpy(dtype=object)
         elif spec.kind == "list":
             parts = raw.astype(str).str.replace(",", ";").str.split(";")
             exploded = pd.to_numeric(parts.explode().str.strip(), errors="coerce")
@@ -473,6 +480,17 @@ def _subject_conflicts(cols: Columns, columns: tuple[str, ...], gid: np.ndarray,
         )
 
 
+def _partial_date_conflicts(cols: Columns, gid: np.ndarray, rejects: Ledger) -> None:
+    """Rows of one timepoint must give the same date also when one is partial (2025-03 beside 2025-03-05)."""
+    precision = cols.get("date_precision")
+    if precision is None or not np.isin(precision, ["month", "year"]).any():
+        return
+    first = cols["date_first"].astype("datetime64[D]").astype(np.int64).astype(float)
+    last = cols["date_last"].astype("datetime64[D]").astype(np.int64).astype(float)
+    span = np.where(np.isnat(cols["date_first"]), np.nan, first * 100_000 + last)
+    _subject_conflicts({"date": span}, ("date",), gid, rejects, "timepoint")
+
+
 def _first_per_group(values: np.ndarray, gid: np.ndarray, first_rows: np.ndarray) -> np.ndarray:
     """For each group, its first non-missing value (groups numbered 0..n-1, `first_rows` = a row of each)."""
     missing = pd.isna(values)
@@ -580,6 +598,7 @@ def long_from_frames(
     visit_gid = _group_ids(cols["subject_id"], cols["timepoint"])
     _subject_conflicts(cols, SUBJECT_FIELDS + ("study_id",), subject_gid, ledger, "subject")
     _subject_conflicts(cols, VISIT_FIELDS, visit_gid, ledger, "timepoint")
+    _partial_date_conflicts(cols, visit_gid, ledger)
     ledger.set_aside_subjects(ledger.first_rejection_by_subject())
     ledgers = [ledger]
     organ_frame = None
@@ -748,6 +767,9 @@ def _build_tables(cols: Columns, lines: np.ndarray, organs: pd.DataFrame | None,
             visits_cols[column] = (
                 np.full(len(visit_first), np.nan) if column == "day" else np.full(len(visit_first), None, dtype=object)
             )
+    for column in ("date_first", "date_last", "date_precision", "date_collected"):
+        if column in cols:
+            visits_cols[column] = _first_per_group(cols[column], visit_gid, visit_first)
     visits_cols["source"] = file
     visits_cols["line"] = lines[visit_first]
     visits = pd.DataFrame(visits_cols, copy=False)

@@ -8,11 +8,22 @@ subject unscorable; warnings (`severity == "warning"`) are scored and reported.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .dates import (
+    DateOptions,
+    Imputed,
+    epoch_days,
+    from_epoch_days,
+    imputation_flags,
+    impute,
+    mid_dates,
+    study_day,
+)
 from .tables import Prepared, Tables, blank_where
 
 BASELINE_NAMES = {"baseline", "screening", "bl", "base", "pre-treatment", "pretreatment"}
@@ -133,15 +144,157 @@ def _group_broadcast(values: np.ndarray, codes: np.ndarray, n_groups: int, pick:
     return chosen[codes]
 
 
-def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
-    """Choose each subject's baseline and express every timepoint as days since baseline."""
+@dataclass
+class _Time:
+    """Each visit's place on its subject's time axis (days; any origin), before the baseline is chosen.
+
+    `value` is known for a visit with a day or a full date (NaN otherwise); `first`/`mid`/`last` are a partial
+    date's candidates on the same axis (NaN when there is none, or when the axis is not tied to the calendar);
+    `offset` turns the axis into calendar dates (epoch days = value + offset; NaN when not tied)."""
+
+    value: np.ndarray
+    offset: np.ndarray
+    first: np.ndarray
+    mid: np.ndarray
+    last: np.ndarray
+    precision: np.ndarray
+    use_days: np.ndarray
+
+
+def _date_range(v: pd.DataFrame, name: str) -> np.ndarray:
+    return epoch_days(v[name].to_numpy(dtype="datetime64[ns]")) if name in v else np.full(len(v), np.nan)
+
+
+def _placed_time(v: pd.DataFrame) -> _Time:
+    """A reader that placed its visits in time itself (SDTM: study days, VISITNUM) gives the axis directly."""
+    n = len(v)
+    offset = v["day_offset"].to_numpy(dtype=float)
+    precision = v["date_precision"].to_numpy(dtype=object) if "date_precision" in v else np.full(n, None)
+    first, last = _date_range(v, "date_first") - offset, _date_range(v, "date_last") - offset
+    mid = epoch_days(_mid_of(v, precision)) - offset
+    return _Time(v["day"].to_numpy(dtype=float), offset, first, mid, last, precision, np.ones(n, dtype=bool))
+
+
+def _mid_of(v: pd.DataFrame, precision: np.ndarray) -> np.ndarray:
+    if "date_first" not in v:
+        return np.full(len(v), np.datetime64("NaT"), dtype="datetime64[ns]")
+    return mid_dates(v["date_first"].to_numpy(dtype="datetime64[ns]"), precision).astype("datetime64[ns]")
+
+
+def _long_time(v: pd.DataFrame, codes: np.ndarray, n_subjects: int, problems: Problems) -> _Time:
+    """Case files and long tables: each subject is timed by days when every timed visit has one, else by dates.
+    A visit with only a partial date is placed by its range (see `_visit_order`)."""
+    n = len(v)
+    day_given = v["day"].to_numpy(dtype=float)
+    date_days = _date_days(v["date"]) if "date" in v else np.full(n, np.nan)
+    has_day, has_date = ~np.isnan(day_given), ~np.isnan(date_days)
+    precision = v["date_precision"].to_numpy(dtype=object) if "date_precision" in v else np.full(n, None)
+    partial = ~has_day & ~has_date & np.isin(precision, ["month", "year"])
+    untimed = ~has_day & ~has_date & ~partial
+    problems.add(
+        v,
+        untimed,
+        "no_day_or_date",
+        "timepoint {timepoint} has neither a day nor a date: its place in time is unknown; give its day or date",
+    )
+    timed = has_day | has_date
+    missing_day = np.bincount(codes, weights=(timed & ~has_day).astype(float), minlength=n_subjects)
+    missing_date = np.bincount(codes, weights=(timed & ~has_date).astype(float), minlength=n_subjects)
+    use_days = (missing_day == 0)[codes]
+    mixed = ~use_days & (missing_date > 0)[codes]
+    problems.add(
+        v,
+        mixed & ~has_date & timed,
+        "day_and_date_mixed",
+        "timepoint {timepoint} has a day but no date while other timepoints of this subject have only "
+        "dates; give every timepoint a date, or every timepoint a day",
+    )
+    value = np.where(use_days, day_given, date_days)
+    # Days relate to dates through any visit that has both (their agreement is checked later).
+    both = has_day & has_date
+    pair_offset = np.full(n_subjects, np.nan)
+    pair_offset[codes[both][::-1]] = (date_days - day_given)[both][::-1]
+    offset = np.where(use_days, pair_offset[codes], 0.0)
+    first, last = _date_range(v, "date_first") - offset, _date_range(v, "date_last") - offset
+    mid = epoch_days(_mid_of(v, precision)) - offset
+    return _Time(value, offset, first, mid, last, precision, use_days)
+
+
+def _visit_order(v: pd.DataFrame, codes: np.ndarray, time: _Time, problems: Problems) -> np.ndarray:
+    """The order of visits within a subject: VISITNUM when the reader gives it, else time (a partial date by its
+    range, which must not overlap another visit's date: their order would be unknown)."""
+    if "visit_order" in v:
+        return v["visit_order"].to_numpy(dtype=float)
+    key = np.where(np.isnan(time.value), (time.first + time.last) / 2.0, time.value)
+    partial = np.isnan(time.value) & np.isin(time.precision, ["month", "year"])
+    problems.add(
+        v,
+        partial & np.isnan(key),
+        "partial_date_order_unknown",
+        "timepoint {timepoint} has only the partial date {collected} while the other timepoints of this subject "
+        "have days: its place in time is unknown; give its day",
+        extra={"collected": _collected(v)},
+    )
+    if not partial.any():
+        return key
+    order = np.lexsort((key, codes))
+    low = np.where(np.isnan(time.value), time.first, time.value)[order]
+    high = np.where(np.isnan(time.value), time.last, time.value)[order]
+    same = np.r_[False, codes[order][1:] == codes[order][:-1]]
+    overlap_prev = same & (low <= np.r_[-np.inf, high[:-1]])
+    overlap_next = np.r_[overlap_prev[1:], False]
+    clash = np.zeros(len(v), dtype=bool)
+    clash[order] = (overlap_prev | overlap_next) & partial[order]
+    names = v["timepoint"].to_numpy(dtype=object)[order]
+    other = np.full(len(v), None, dtype=object)
+    other[order] = np.where(overlap_prev, np.r_[None, names[:-1]], np.r_[names[1:], None])
+    problems.add(
+        v,
+        clash,
+        "partial_date_order_unknown",
+        "timepoint {timepoint} has the partial date {collected}, which overlaps timepoint {other}: their order "
+        "is unknown; give the full date or the day",
+        extra={"collected": _collected(v), "other": other},
+    )
+    return key
+
+
+def _collected(v: pd.DataFrame) -> np.ndarray:
+    """The date as collected, for messages."""
+    if "date_collected" in v:
+        return v["date_collected"].to_numpy(dtype=object)
+    return np.full(len(v), None, dtype=object)
+
+
+def _choose_baseline(
+    v: pd.DataFrame, codes: np.ndarray, n_subjects: int, order_key: np.ndarray, day_zero: np.ndarray, problems: Problems
+) -> np.ndarray:
+    """A timepoint named like a baseline, else the one on day 0 (long tables), else the first in order."""
+    tp_codes, tp_names = pd.factorize(v["timepoint"].to_numpy(dtype=object))
+    named_names = np.array([str(t).strip().lower() in BASELINE_NAMES for t in tp_names], dtype=bool)
+    named = np.where(tp_codes >= 0, named_names[np.maximum(tp_codes, 0)] if len(named_names) else False, False)
+    priority = np.where(named, 0, np.where(day_zero, 1, 2))
+    order = np.lexsort((np.nan_to_num(order_key, nan=np.inf), priority, codes))
+    first = np.zeros(len(v), dtype=bool)
+    if len(order):
+        sorted_codes = codes[order]
+        first[order[np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]]] = True
+    n_named = np.bincount(codes, weights=named.astype(float), minlength=n_subjects)[codes]
+    problems.add(
+        v,
+        named & (n_named > 1) & ~first,
+        "two_baselines",
+        "timepoint {timepoint} is named like a baseline but another timepoint is the baseline; rename one of them",
+    )
+    return first
+
+
+def _resolve_days(visits: pd.DataFrame, problems: Problems, dates: DateOptions | None = None) -> pd.DataFrame:
+    """Choose each subject's baseline and express every timepoint as days since baseline (NaN: unknown)."""
+    dates = dates or DateOptions()
     v = visits.copy()
     codes, uniques = pd.factorize(v["subject_id"].to_numpy(dtype=object))
     n_subjects = len(uniques)
-    day_given = v["day"].to_numpy(dtype=float)
-    date_days = _date_days(v["date"]) if "date" in v else np.full(len(v), np.nan)
-    has_day = ~np.isnan(day_given)
-    has_date = ~np.isnan(date_days)
 
     dup = v.duplicated(["subject_id", "timepoint"], keep="first").to_numpy()
     problems.add(
@@ -150,39 +303,18 @@ def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
         "duplicate_timepoint",
         "timepoint id {timepoint} appears twice for this subject; give each timepoint its own id",
     )
+    placed = "day_offset" in v
+    time = _placed_time(v) if placed else _long_time(v, codes, n_subjects, problems)
+    order_key = _visit_order(v, codes, time, problems)
+    sequence = np.lexsort((order_key, codes))
+    imputed = _impute(v, codes, sequence, time, dates.imputation)
+    value = np.where(np.isnan(time.value), imputed.value, time.value)
 
-    missing_day = np.bincount(codes, weights=(~has_day).astype(float), minlength=n_subjects)
-    missing_date = np.bincount(codes, weights=(~has_date).astype(float), minlength=n_subjects)
-    use_days = (missing_day == 0)[codes]
-    mixed = ~use_days & (missing_date > 0)[codes]
-    problems.add(
-        v,
-        mixed & ~has_date,
-        "day_and_date_mixed",
-        "timepoint {timepoint} has a day but no date while other timepoints of this subject have only "
-        "dates; give every timepoint a date, or every timepoint a day",
-    )
-    value = np.where(use_days, day_given, date_days)
-
-    tp_codes, tp_names = pd.factorize(v["timepoint"].to_numpy(dtype=object))
-    named_names = np.array([str(t).strip().lower() in BASELINE_NAMES for t in tp_names], dtype=bool)
-    named = np.where(tp_codes >= 0, named_names[np.maximum(tp_codes, 0)] if len(named_names) else False, False)
-    # Baseline: a timepoint named like one, else the one on day 0, else the earliest.
-    priority = np.where(named, 0, np.where(use_days & (day_given == 0), 1, 2))
-    order = np.lexsort((np.nan_to_num(value, nan=np.inf), priority, codes))
-    first = np.zeros(len(v), dtype=bool)
-    if len(order):
-        sorted_codes = codes[order]
-        first[order[np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]]] = True
+    day_given = v["day"].to_numpy(dtype=float)
+    day_zero = ~placed & time.use_days & (day_given == 0)
+    first = _choose_baseline(v, codes, n_subjects, order_key, day_zero, problems)
     base_value = _group_broadcast(value, codes, n_subjects, first)
-
-    n_named = np.bincount(codes, weights=named.astype(float), minlength=n_subjects)[codes]
-    problems.add(
-        v,
-        named & (n_named > 1) & ~first,
-        "two_baselines",
-        "timepoint {timepoint} is named like a baseline but another timepoint is the baseline; rename one of them",
-    )
+    base_order = _group_broadcast(order_key, codes, n_subjects, first)
 
     day = value - base_value
     v["day"] = day
@@ -194,9 +326,50 @@ def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
         "follow-up {timepoint} is on day {day} relative to baseline; follow-ups must come after the "
         "baseline scan (check its day or date)",
     )
+    baseline_name = _group_broadcast_object(v["timepoint"].to_numpy(dtype=object), codes, n_subjects, first)
+    problems.add(
+        v,
+        ~first & np.isnan(day) & (order_key < base_order),
+        "follow_up_not_after_baseline",
+        "follow-up {timepoint} comes before the baseline {baseline} in visit order; follow-ups must come after "
+        "the baseline scan (check VISITNUM or the dates)",
+        extra={"baseline": baseline_name},
+    )
+    if not placed:
+        _check_day_date(v, problems, codes, n_subjects, first, time, day)
+    _same_day(v, problems, codes, day, dup)
+    n_follow = np.bincount(codes, weights=(~first).astype(float), minlength=n_subjects)[codes]
+    problems.add(
+        v,
+        first & (n_follow == 0),
+        "no_follow_up",
+        "only a baseline timepoint: there is no follow-up to assess yet",
+        severity="warning",
+    )
+    _date_warnings(v, problems, time, imputed, order_key, placed, dates.imputation)
+    _date_columns(v, codes, n_subjects, time, imputed, order_key, value, placed, dates)
+    return v
 
+
+def _group_broadcast_object(values: np.ndarray, codes: np.ndarray, n_groups: int, pick: np.ndarray) -> np.ndarray:
+    chosen = np.full(n_groups, None, dtype=object)
+    chosen[codes[pick]] = values[pick]
+    return chosen[codes]
+
+
+def _check_day_date(
+    v: pd.DataFrame,
+    problems: Problems,
+    codes: np.ndarray,
+    n_subjects: int,
+    first: np.ndarray,
+    time: _Time,
+    day: np.ndarray,
+) -> None:
+    """A timepoint with both a day and a date: the day must be the dates' distance from the baseline date."""
+    date_days = _date_days(v["date"]) if "date" in v else np.full(len(v), np.nan)
     base_date = _group_broadcast(date_days, codes, n_subjects, first)
-    both = use_days & has_date & ~np.isnan(base_date)
+    both = time.use_days & ~np.isnan(date_days) & ~np.isnan(base_date)
     problems.add(
         v,
         both & ((date_days - base_date) != day),
@@ -206,10 +379,12 @@ def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
         extra={"date_offset": date_days - base_date},
     )
 
+
+def _same_day(v: pd.DataFrame, problems: Problems, codes: np.ndarray, day: np.ndarray, dup: np.ndarray) -> None:
     dated = pd.DataFrame({"s": codes, "d": day, "t": v["timepoint"].to_numpy(dtype=object)})
     same_day = dated.duplicated(["s", "d"], keep="first").to_numpy() & ~np.isnan(day) & ~dup
     if same_day.any():
-        first_on_day = dated.drop_duplicates(["s", "d"]).rename(columns={"t": "other"})
+        first_on_day = dated.dropna(subset=["d"]).drop_duplicates(["s", "d"]).rename(columns={"t": "other"})
         other = dated.merge(first_on_day, on=["s", "d"], how="left")["other"].to_numpy(dtype=object)
         problems.add(
             v,
@@ -218,15 +393,168 @@ def _resolve_days(visits: pd.DataFrame, problems: Problems) -> pd.DataFrame:
             "timepoint {timepoint} is on the same day ({day}) as timepoint {other}; merge them into one timepoint",
             extra={"other": other},
         )
-    n_follow = np.bincount(codes, weights=(~first).astype(float), minlength=n_subjects)[codes]
+
+
+def _impute(v: pd.DataFrame, codes: np.ndarray, sequence: np.ndarray, time: _Time, method: str) -> Imputed:
+    """`dates.impute` on the visits in assessment order, results back in row order."""
+    n = len(v)
+    result = impute(
+        codes[sequence],
+        time.value[sequence],
+        time.first[sequence],
+        time.mid[sequence],
+        time.last[sequence],
+        method,
+    )
+    out = Imputed(np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool))
+    out.value[sequence], out.low[sequence], out.high[sequence] = result.value, result.low, result.high
+    out.impossible[sequence] = result.impossible
+    return out
+
+
+def _as_date_text(axis: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Positions on the time axis as YYYY-MM-DD (None where unknown or not tied to the calendar)."""
+    stamps = from_epoch_days(np.asarray(axis, dtype=float) + offset)
+    text = pd.Series(stamps).dt.strftime("%Y-%m-%d").to_numpy(dtype=object, copy=True)
+    text[np.isnat(stamps)] = None
+    return text
+
+
+def _date_warnings(
+    v: pd.DataFrame,
+    problems: Problems,
+    time: _Time,
+    imputed: Imputed,
+    order_key: np.ndarray,
+    placed: bool,
+    method: str,
+) -> None:
+    """`partial_date` for a visit whose day stays unknown, `date_imputed` for one whose date was imputed."""
+    unknown = np.isnan(time.value)
+    if not unknown.any():
+        return
+    where = (
+        pd.Series(order_key).map(lambda k: f" (VISITNUM {k:g})" if k == k else "").to_numpy(dtype=object)
+        if placed
+        else np.full(len(v), "", dtype=object)
+    )
+    collected = _collected(v)
+    shown = np.where(pd.isna(collected), "no date", "the partial date " + pd.Series(collected).astype(str))
+    prev_text = _as_date_text(imputed.low, time.offset)
+    next_text = _as_date_text(imputed.high, time.offset)
+    bounds = np.where(pd.isna(prev_text), "", "after the previous scan (" + pd.Series(prev_text).astype(str) + ")")
+    bounds = np.where(
+        pd.isna(next_text),
+        bounds,
+        np.where(bounds == "", "", pd.Series(bounds).astype(str) + " and ")
+        + "before the next ("
+        + pd.Series(next_text).astype(str)
+        + ")",
+    )
+    placeable = ~np.isnan(time.first)
+    done = ~np.isnan(imputed.value)
+    flag = imputation_flags(imputed.value, time.precision)
     problems.add(
         v,
-        first & (n_follow == 0),
-        "no_follow_up",
-        "only a baseline timepoint: there is no follow-up to assess yet",
+        done,
+        "date_imputed",
+        "timepoint {timepoint}{where}: {shown} is imputed as {date} (--date-imputation {method}, ADTF {flag}; "
+        "{bounds})",
         severity="warning",
+        extra={
+            "where": where,
+            "shown": shown,
+            "date": _as_date_text(imputed.value, time.offset),
+            "method": np.full(len(v), method, dtype=object),
+            "flag": flag,
+            "bounds": np.where(bounds == "", "no neighbouring scan bounds it", bounds),
+        },
     )
-    return v
+    scored = "it is scored in its place, but no interval from it counts (stable-disease minimum, confirmation)"
+    problems.add(
+        v,
+        unknown & imputed.impossible,
+        "partial_date",
+        "timepoint {timepoint}{where} has {shown}, but no day of it lies {bounds}: its day stays unknown and "
+        + scored.replace("it is scored", "it is still scored")
+        + "; check the date and the visit order",
+        severity="warning",
+        extra={"where": where, "shown": shown, "bounds": bounds},
+    )
+    options = _option_dates(v, time, imputed, order_key)
+    waiting = unknown & placeable & ~done & ~imputed.impossible
+    problems.add(
+        v,
+        waiting,
+        "partial_date",
+        "timepoint {timepoint}{where} has {shown} and no day: "
+        + scored
+        + "; --date-imputation first, mid or last would place it on {options}",
+        severity="warning",
+        extra={"where": where, "shown": shown, "options": options},
+    )
+    reference = "no reference date relates it to the other timepoints' study days; give --sdtm-dm (RFSTDTC)"
+    problems.add(
+        v,
+        unknown & ~placeable & placed,  # in a long table such a visit is an error (see `_long_time`)
+        "partial_date",
+        "timepoint {timepoint}{where} has {shown} and no study day: " + scored + ("; " + reference if placed else ""),
+        severity="warning",
+        extra={"where": where, "shown": shown},
+    )
+
+
+def _option_dates(v: pd.DataFrame, time: _Time, imputed: Imputed, order_key: np.ndarray) -> np.ndarray:
+    """For a partial date left unknown: the dates first, mid and last imputation would give ("a, b or c")."""
+    codes = pd.factorize(v["subject_id"].to_numpy(dtype=object))[0]
+    sequence = np.lexsort((order_key, codes))
+    texts = []
+    for method in ("first", "mid", "last"):
+        texts.append(_as_date_text(_impute(v, codes, sequence, time, method).value, time.offset))
+    joined = pd.Series(texts[0]).astype(str) + ", " + pd.Series(texts[1]).astype(str) + " or " + texts[2]
+    return joined.to_numpy(dtype=object)
+
+
+def _date_columns(
+    v: pd.DataFrame,
+    codes: np.ndarray,
+    n_subjects: int,
+    time: _Time,
+    imputed: Imputed,
+    order_key: np.ndarray,
+    value: np.ndarray,
+    placed: bool,
+    dates: DateOptions,
+) -> None:
+    """The date columns every input shares (see `Prepared`): date (imputed when asked for), date_collected,
+    date_imputation (ADTF), study_day, visit_order, and sd_day (days the stable-disease minimum is counted on)."""
+    n = len(v)
+    given = v["date"] if "date" in v else pd.Series([None] * n, dtype=object)
+    full = pd.to_datetime(given, errors="coerce").to_numpy(dtype="datetime64[ns]", copy=True)
+    done = ~np.isnan(imputed.value)
+    full[done] = from_epoch_days(imputed.value + time.offset)[done]
+    if "date_collected" not in v:
+        v["date_collected"] = pd.Series(_as_date_text(epoch_days(full), np.zeros(n)), index=v.index, dtype=object)
+    v["date"] = full
+    # Text columns stay Python objects (None, not NaN, when absent), whatever pandas infers.
+    v["date_imputation"] = pd.Series(imputation_flags(imputed.value, time.precision), index=v.index, dtype=object)
+    v["date_collected"] = v["date_collected"].astype(object).where(v["date_collected"].notna(), None)
+    if "study_day" not in v:
+        v["study_day"] = np.nan
+    if "reference_day" in v:  # ADaM's ADY of an imputed date (SDTM's RSDY stays empty: SDTM does not impute)
+        from_imputed = study_day(imputed.value + time.offset, v["reference_day"].to_numpy(dtype=float))
+        v["study_day"] = np.where(done, from_imputed, v["study_day"].to_numpy(dtype=float))
+    if "visit_order" not in v:
+        rank = pd.Series(order_key).groupby(codes).rank(method="first").to_numpy(dtype=float)
+        v["visit_order"] = rank
+    v["date_partial"] = np.isnan(time.value) & ~np.isnan(time.first)
+    v["_order"] = order_key
+    day = v["day"].to_numpy(dtype=float)
+    if dates.sd_from == "randomisation" and "randomisation_date" in v:
+        randomised = epoch_days(v["randomisation_date"].to_numpy(dtype="datetime64[ns]"))
+        v["sd_day"] = value + time.offset - randomised
+    else:
+        v["sd_day"] = day
 
 
 def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problems) -> pd.DataFrame:
@@ -430,8 +758,11 @@ def _key(
     order of the input rows."""
     subject_order = pd.Index(sorted(set(visits["subject_id"].tolist()), key=str), dtype=object)
     subj_key_v = subject_order.get_indexer(visits["subject_id"].to_numpy(dtype=object))
-    order = np.lexsort((visits["day"].to_numpy(dtype=float), subj_key_v))
-    v = visits.iloc[order].reset_index(drop=True)
+    # Baseline first, then assessment order (VISITNUM, or time), then day.
+    order_key = visits["_order"].to_numpy(dtype=float) if "_order" in visits else visits["day"].to_numpy(dtype=float)
+    baseline_last = ~visits["is_baseline"].to_numpy(dtype=bool) if "is_baseline" in visits else np.zeros(len(visits))
+    order = np.lexsort((visits["day"].to_numpy(dtype=float), order_key, baseline_last, subj_key_v))
+    v = visits.iloc[order].reset_index(drop=True).drop(columns=["_order"], errors="ignore")
     v["subj_key"] = subj_key_v[order]
     v["tp_order"] = v.groupby("subj_key").cumcount().to_numpy()
     v["is_baseline"] = v["tp_order"].to_numpy() == 0
@@ -468,15 +799,19 @@ def _key(
     return Prepared(subjects=subj, visits=v, lesions=les, settings=settings)
 
 
-def validate_and_prepare(tables: Tables) -> tuple[Prepared, pd.DataFrame]:
+def validate_and_prepare(tables: Tables, dates: DateOptions | None = None) -> tuple[Prepared, pd.DataFrame]:
     """Check the tables, drop subjects with errors, and key the rest.
 
     Returns the prepared tables of every subject without an error, and all problems found (errors and
     warnings). The caller decides what an error means: `assess` refuses the case, `batch` sets the
-    subject's rows aside in the errors output.
+    subject's rows aside in the errors output. `dates`: imputation of partial dates, the stable-disease reference.
     """
     problems = Problems()
-    visits = _resolve_days(tables.visits, problems)
+    visits = tables.visits
+    if "randomisation_date" in tables.subjects:
+        randomised = tables.subjects.drop_duplicates("subject_id").set_index("subject_id")["randomisation_date"]
+        visits = visits.assign(randomisation_date=randomised.reindex(visits["subject_id"]).to_numpy())
+    visits = _resolve_days(visits, problems, dates)
     lesions = _link_lesions(visits, tables.lesions, problems)
     found = problems.frame()
     bad = set(found.loc[found["severity"] == "error", "subject_id"].tolist())
@@ -485,4 +820,6 @@ def validate_and_prepare(tables: Tables) -> tuple[Prepared, pd.DataFrame]:
         lesions = lesions.loc[~lesions["subject_id"].isin(bad)].reset_index(drop=True)
     subjects = tables.subjects.loc[~tables.subjects["subject_id"].isin(bad)]
     settings = {k: s for k, s in tables.settings.items() if k not in bad}
-    return _key(visits, lesions, subjects, settings), found
+    prepared = _key(visits, lesions, subjects, settings)
+    prepared.dates = dates.parameters() if dates is not None else {}
+    return prepared, found

@@ -101,3 +101,14 @@ def safe_divide(a: Any, b: Any) -> Any:
     with np.errstate(divide="ignore", invalid="ignore"):
         result = np.divide(a, b)
     return np.where(np.asarray(b) == 0, np.nan, result)
+
+
+# One rounding rule for every output (JSON, CSV, Parquet, reports, the terminal): two decimals, rounded by numpy
+# (half to even on the scaled value), so `assess` and `batch` can never show one value two ways. Decisions are made
+# on the unrounded values.
+OUTPUT_DECIMALS = 2
+
+
+def round_output(values: Any) -> Any:
+    """`values` (an array, a pandas column or a number) as every output shows them."""
+    return np.round(values, OUTPUT_DECIMALS)

@@ -564,3 +564,12 @@ def test_an_unreadable_case_is_an_input_error_that_names_the_file_and_key(tmp_pa
     assert result.exit_code == 1
     assert "bad_case.yaml" in result.stderr and "statuss" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_file_names_are_printed_as_written_not_as_markup(tmp_path: Path) -> None:
+    """A file named like rich markup (`v[bold].csv`) keeps its brackets in the accounting line."""
+    visits = tmp_path / "v[bold].csv"
+    visits.write_text("subject_id,day,response\nA,56,PR\n", encoding="utf-8")
+    result = run_cli("bor", visits)
+    assert result.exit_code == 0, result.stderr
+    assert "v[bold].csv: rows read 1" in result.stderr

@@ -44,6 +44,8 @@ LANGUAGE = [
     "has_agent",
     "recorded_before",
     "confirmed_before",
+    "previous",
+    "at_run_start",
 ]
 
 
