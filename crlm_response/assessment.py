@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .bor import EVENT_COLUMNS
 from .engine import RuleSetResult, _plain, resolve_params, score
 from .errors import CaseError, SettingsError, StrictModeError
 from .models import Case
@@ -93,6 +94,7 @@ class Assessment:
     case_id: str
     results: dict[str, RuleSetResult]
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    prepared: Prepared | None = None  # the tables the results were scored from (ADaM needs the visits)
 
     @property
     def response_results(self) -> dict[str, RuleSetResult]:
@@ -164,6 +166,7 @@ class Assessment:
                 "best_overall_response_reason",
                 "responder",
                 "clinical_benefit",
+                *EVENT_COLUMNS,
             ):
                 out[key] = _plain(best[key])
         out["parameters"] = {k: _plain(v) if not isinstance(v, list) else v for k, v in result.params.items()}
@@ -288,7 +291,7 @@ def assess(
             key=key,
             hint=f"--strict turns warnings into errors; {len(warnings)} warning(s) in all",
         )
-    return Assessment(case_obj.case_id, results, warnings)
+    return Assessment(case_obj.case_id, results, warnings, prepared)
 
 
 def _warning_location(prepared: Prepared, warning: Mapping[str, Any]) -> tuple[int | None, str | None]:

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from .assessment import ordered_ids, score_prepared, select_criteria
+from .bor import whole_days
 from .dates import DateOptions
 from .engine import RuleSetResult
 from .summary import summarise
@@ -223,9 +224,7 @@ def combine_results(
 
     # Within a subject the engine's order stands (baseline, then VISITNUM or time): a day may be unknown.
     visit_table = _rounded(_sorted(_ordered(stack(visits)), ["subject_id", "criteria"], order))
-    best_table = _rounded(_sorted(stack(best), ["subject_id", "criteria"], order))
-    if "best_overall_response_day" in best_table:
-        best_table["best_overall_response_day"] = best_table["best_overall_response_day"].astype("Int64")
+    best_table = whole_days(_rounded(_sorted(stack(best), ["subject_id", "criteria"], order)))
     lesion_table = _sorted(stack(lesions), ["subject_id", "criteria", "timepoint", "lesion_id"], order)
     flag_table = _sorted(stack(flags), ["subject_id", "day", "flag", "lesion_id"], order)
     warning_table = stack(warnings)

@@ -15,11 +15,16 @@ Method ``recist`` (E2009; admiralonco `derive_param_confirmed_bor` conventions f
    as not evaluable (so early SD then PD is PD, early SD then nothing is NE).
 4. The best contribution wins (the set's ranking; ties: the earliest). Not done ranks below not evaluable; a subject
    with no assessment at all gets the `missing` role (admiralonco MISSING), or not evaluable with `missing_as_ne`.
+5. An external progression day (`pd_day`, admiralonco `source_pd`) ends the assessment period: visits after it are
+   dropped, the one on it is kept; a subject left with nothing gets the `missing` role.
 
 Method ``rank``: the best-ranked word of the set's ranking, with no time windows (Chun, PERCIST).
 
 Every subject also gets a one-line reason: why its best response is what it is and, when it is lower than its
-best visit, why. Nothing loops over visits in Python: confirmation pairs are built with numpy over all subjects.
+best visit, why; and the days a time-to-event analysis starts from (admiral `derive_param_tte()` inputs):
+`first_response_day` (first complete/partial response, confirmed when confirmation is required), `first_pd_day`,
+`last_assessment_day` (last adequate assessment) and `duration_of_response_days` with its censor flag. Nothing loops
+over visits in Python: confirmation pairs are built with numpy over all subjects.
 """
 
 from __future__ import annotations
@@ -30,12 +35,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .roles import CONFIRMED_ROLES, ROLE_CODE, TIMED_ROLES, ResponseScale
+from .roles import ADEQUATE_ROLES, CONFIRMED_ROLES, ROLE_CODE, TIMED_ROLES, ResponseScale
 
 # Words that mean "no assessment" when they stand in a per-visit response column (exports write missing values so).
 MISSING_WORDS = frozenset({"", "NA", "NAN", "NONE", "MISSING", "NULL"})
 NO_ROLE = -1
 _R = ROLE_CODE
+# The time-to-event columns of the subjects table, in output order.
+EVENT_COLUMNS = (
+    "first_response_day",
+    "first_pd_day",
+    "last_assessment_day",
+    "duration_of_response_days",
+    "duration_of_response_censored",
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ class BorResult:
     """Per subject: best response, its day and reason; per input row: what each visit contributed."""
 
     # subject, best_overall_response, best_overall_response_day, best_row, responder, clinical_benefit,
-    # best_overall_response_reason, best_overall_response_note
+    # EVENT_COLUMNS, best_overall_response_reason, best_overall_response_note
     subjects: pd.DataFrame
     contribution: np.ndarray  # per input row: the word the visit counts as (None: does not count / dropped)
     confirmed: np.ndarray  # per input row: a response confirmed by a later visit
@@ -198,6 +211,7 @@ def best_overall_response(
     scale: ResponseScale,
     method: str = "recist",
     labels: np.ndarray | pd.Series | None = None,
+    pd_day: np.ndarray | pd.Series | None = None,
     sequence: np.ndarray | pd.Series | None = None,
     sd_day: np.ndarray | pd.Series | None = None,
 ) -> BorResult:
@@ -205,7 +219,8 @@ def best_overall_response(
 
     `subject`, `day` (days since the reference date; NaN when unknown) and `response` (the set's words, or
     missing) are parallel arrays in any order; `labels` (optional) name each visit in the reasons ("PR at FU2 (day
-    126)"). `sequence` (optional) orders the visits of a subject (VISITNUM; default: the day), so a visit with an
+    126)"); `pd_day` (optional) is the subject's progression day from another source on each of its rows (NaN:
+    none). `sequence` (optional) orders the visits of a subject (VISITNUM; default: the day), so a visit with an
     unknown day keeps its place; `sd_day` (optional) is the day the stable-disease minimum counts from (default:
     `day`). An unknown day never meets a minimum interval.
     """
@@ -223,9 +238,14 @@ def best_overall_response(
     s_position = np.arange(n, dtype=float)
     role = role_codes(s_word, scale, method)
     if method == "recist" and settings.missing_as_ne:
-        role = np.where(role == NO_ROLE, _R["not_evaluable"], role)
+        # A visit without a response is NE; a row without a day is no visit (the engine lists every subject so),
+        # and a subject with no visit at all gets NE below, as admiralonco's missing_as_ne does.
+        role = np.where((role == NO_ROLE) & ~np.isnan(s_day), _R["not_evaluable"], role)
         s_word = np.where(role == _R["not_evaluable"], np.asarray(scale.word("not_evaluable"), dtype=object), s_word)
     keep = role != NO_ROLE
+    external_pd = np.asarray(pd_day, dtype=float)[order] if pd_day is not None else np.full(n, np.nan)
+    after_pd_date = keep & (s_day > external_pd)  # NaN compares False: no external progression, nothing dropped
+    keep &= ~after_pd_date
     after_pd = np.zeros(n, dtype=bool)
     if method == "recist" and settings.stop_at_first_pd:
         is_pd = (role == _R["progression"]) & keep
@@ -284,6 +304,10 @@ def best_overall_response(
     bor_roles = pd.Series(bor, dtype=object).map(scale.roles)
     table["responder"] = np.where(bor_roles.isin(list(scale.responder_roles)), "Y", "N")
     table["clinical_benefit"] = np.where(bor_roles.isin(list(scale.benefit_roles)), "Y", "N")
+    counted_role = contribution if method == "recist" else k_role
+    events = _event_days(k_code, k_day, k_role, counted_role, _per_subject_min(s_code, external_pd, n_subjects))
+    for column, values in events.items():
+        table[column] = values
 
     facts = _Facts(
         scale=scale,
@@ -304,6 +328,8 @@ def best_overall_response(
         best_role=best_role,
         bor=bor,
         after_pd_code=s_code[after_pd],
+        after_pd_date_code=s_code[after_pd_date],
+        external_pd=external_pd,
         pd_rows=np.flatnonzero(keep & (role == _R["progression"])),
         s_code=s_code,
         s_day=s_day,
@@ -320,6 +346,52 @@ def best_overall_response(
     full_confirmed_by[rows_sorted] = np.where(confirming >= 0, rows_sorted[np.maximum(confirming, 0)], -1)
     warn = _cr_then_pr(k_code, k_role, rows_sorted, uniques) if method == "recist" else _empty_warnings()
     return BorResult(table, full_contribution, full_confirmed, full_confirmed_by, warn)
+
+
+def best_by_reader(
+    frame: pd.DataFrame,
+    settings: BorSettings,
+    scale: ResponseScale,
+    method: str = "recist",
+    pd_day: np.ndarray | None = None,
+    population: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, BorResult]:
+    """The `bor` command's table: one row per subject and reader of `frame` (subject_id, reader, day, response;
+    `trial.read_responses`), with the best response, its day, the flags and the time-to-event days. Subjects and
+    readers of `population` without a row of `frame` get the `missing` role's word (admiralonco MISSING)."""
+    if population is not None and len(population):
+        # a row without a day is no visit: it only lists the subject (as the engine lists every subject)
+        listed = population.assign(day=np.nan, response=None)[["subject_id", "reader", "day", "response"]]
+        frame = pd.concat([frame[["subject_id", "reader", "day", "response"]], listed], ignore_index=True)
+        if pd_day is not None:
+            pd_day = np.r_[pd_day, np.full(len(listed), np.nan)]
+    stream = frame["subject_id"] + ("|" + frame["reader"]).where(frame["reader"] != "", "")
+    result = best_overall_response(
+        stream.to_numpy(dtype=object), frame["day"], frame["response"], settings, scale, method, pd_day=pd_day
+    )
+    table = result.subjects.rename(columns={"subject": "stream"}).drop(columns=["best_row"])
+    lookup = pd.DataFrame({"stream": stream, "subject_id": frame["subject_id"], "reader": frame["reader"]})
+    table = table.merge(lookup.drop_duplicates("stream"), on="stream", how="left")
+    columns = (
+        ["subject_id"]
+        + (["reader"] if (table["reader"] != "").any() else [])
+        + ["best_overall_response", "best_overall_response_day", "responder", "clinical_benefit"]
+        + list(EVENT_COLUMNS)
+        + ["best_overall_response_reason"]
+    )
+    table = table.sort_values(["subject_id", "reader"], kind="stable")[columns].reset_index(drop=True)
+    return whole_days(table), result
+
+
+def whole_days(table: pd.DataFrame) -> pd.DataFrame:
+    """Day columns as whole numbers (missing allowed) when every value is whole, as the inputs give days."""
+    for column in ("best_overall_response_day", *EVENT_COLUMNS):
+        if column in table and column != "duration_of_response_censored":
+            values = pd.to_numeric(table[column], errors="coerce")
+            present = values.dropna()
+            if (present == present.round()).all():
+                table[column] = values.astype("Int64")
+    return table
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,6 +421,8 @@ class _Facts:
     best_role: np.ndarray
     bor: np.ndarray
     after_pd_code: np.ndarray
+    after_pd_date_code: np.ndarray
+    external_pd: np.ndarray
     pd_rows: np.ndarray
     s_code: np.ndarray
     s_day: np.ndarray
@@ -430,6 +504,7 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
     missing = ~has_best
     reason[missing] = bor_text[missing] + ": no assessment"
     _after_pd_notes(f, note)
+    _after_pd_date_notes(f, note)
     with_note = ~pd.isna(pd.Series(note, dtype=object)).to_numpy()
     reason[with_note] = reason[with_note] + "; " + note[with_note]
     return reason, note
@@ -510,6 +585,71 @@ def _after_pd_notes(f: _Facts, note: np.ndarray) -> None:
     text = "visits after " + pd.Series(visit, dtype=object) + " ignored"
     current = pd.Series(note[subjects], dtype=object)
     note[subjects] = np.where(current.isna(), text, current + "; " + text)
+
+
+def _after_pd_date_notes(f: _Facts, note: np.ndarray) -> None:
+    """Visits after a progression day given from another source never count (admiralonco `source_pd`)."""
+    if not len(f.after_pd_date_code):
+        return
+    subjects = np.unique(f.after_pd_date_code)
+    day = _per_subject_min(f.s_code, f.external_pd, f.n_subjects)[subjects]
+    text = "visits after the progression day " + pd.Series(_days(day), dtype=object) + " (given) ignored"
+    current = pd.Series(note[subjects], dtype=object)
+    note[subjects] = np.where(current.isna(), text, current + "; " + text)
+
+
+# --------------------------------------------------------------------------------------------------
+# Time-to-event days
+# --------------------------------------------------------------------------------------------------
+
+
+def _per_subject_min(code: np.ndarray, values: np.ndarray, n_subjects: int) -> np.ndarray:
+    """The smallest non-missing value per subject code (NaN when none)."""
+    out = np.full(n_subjects, np.inf)
+    ok = ~np.isnan(values)
+    np.minimum.at(out, code[ok], values[ok])
+    out[np.isinf(out)] = np.nan
+    return out
+
+
+def _per_subject_max(code: np.ndarray, values: np.ndarray, n_subjects: int) -> np.ndarray:
+    return -_per_subject_min(code, -values, n_subjects)
+
+
+def _event_days(
+    code: np.ndarray, day: np.ndarray, role: np.ndarray, counted: np.ndarray, external_pd: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per subject, from the visits that count (kept rows): the days a time-to-event analysis needs.
+
+    first_response_day: the first visit counted as complete or partial response (so, with confirmation required,
+    the first confirmed one); first_pd_day: the first progression, or the progression day given from another
+    source if earlier; last_assessment_day: the last adequate assessment (a response other than NE / ND);
+    duration_of_response_days: first response to the first progression after it (event, censored N), else to the
+    last adequate assessment (censored Y), counted as admiral's `derive_vars_duration()` does (end - start + 1)."""
+    n_subjects = len(external_pd)
+    responding = np.isin(counted, [_R[r] for r in CONFIRMED_ROLES])
+    first_response = _per_subject_min(code, np.where(responding, day, np.nan), n_subjects)
+    progression = role == _R["progression"]
+    first_pd = np.fmin(_per_subject_min(code, np.where(progression, day, np.nan), n_subjects), external_pd)
+    adequate = np.isin(role, [_R[r] for r in ADEQUATE_ROLES])
+    last_assessment = _per_subject_max(code, np.where(adequate, day, np.nan), n_subjects)
+    start = first_response[code] if len(code) else np.zeros(0)
+    later_pd = _per_subject_min(code, np.where(progression & (day > start), day, np.nan), n_subjects)
+    with np.errstate(invalid="ignore"):
+        later_pd = np.fmin(later_pd, np.where(external_pd >= first_response, external_pd, np.nan))
+    responded = ~np.isnan(first_response)
+    event = responded & ~np.isnan(later_pd)
+    end = np.where(event, later_pd, last_assessment)
+    duration = np.where(responded, end - first_response + 1, np.nan)
+    censored = np.full(n_subjects, None, dtype=object)
+    censored[responded] = np.where(event[responded], "N", "Y")
+    return {
+        "first_response_day": first_response,
+        "first_pd_day": first_pd,
+        "last_assessment_day": last_assessment,
+        "duration_of_response_days": duration,
+        "duration_of_response_censored": censored,
+    }
 
 
 def _empty_warnings() -> pd.DataFrame:

@@ -68,6 +68,19 @@ VARIABLE_LABELS = {
     "NADIR": "Nadir Value",
     "CHGNAD": "Change from Nadir",
     "PCHGNAD": "Percent Change from Nadir",
+    "PARCAT1": "Parameter Category 1",
+    "PARCAT2": "Parameter Category 2",
+    "PARCAT3": "Parameter Category 3",
+    "ANL01FL": "Analysis Flag 01",
+    "ANL02FL": "Analysis Flag 02",
+    "ANL03FL": "Analysis Flag 03",
+    "ANL04FL": "Analysis Flag 04",
+    "ASEQ": "Analysis Sequence Number",
+    "BLDAYS": "Days Since Baseline Scan",
+    "PDFL": "Progressive Disease Flag",
+    "TREVAL": "Evaluator",
+    "TREVALID": "Evaluator Identifier",
+    "TRLNKID": "Link ID",
 }
 DATASET_LABELS = {
     "RS": "Disease Response and Clin Classification",
@@ -117,6 +130,8 @@ def data_type(column: str, values: pd.Series) -> str:
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "datetime"
     present = [v for v in values.to_numpy(dtype=object) if not _missing(v)]
+    if present and all(_is_date(v) for v in present):
+        return "date"
     if present and all(isinstance(v, bool | np.bool_) for v in present):
         return "boolean"
     if present and all(isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_) for v in present):
@@ -131,6 +146,11 @@ def data_type(column: str, values: pd.Series) -> str:
         if all(_FULL_DATETIME.fullmatch(v) for v in present):
             return "datetime"
     return "string"
+
+
+def _is_date(value: Any) -> bool:
+    """A calendar date (ADaM ADT), not a date and time."""
+    return isinstance(value, datetime.date) and not isinstance(value, datetime.datetime)
 
 
 def _as_text(value: Any) -> str:
@@ -317,6 +337,8 @@ def xpt_frame(frame: pd.DataFrame) -> pd.DataFrame:
             out[column] = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
         elif kind == "boolean":
             out[column] = np.array(["" if v is None else ("true" if v else "false") for v in values], dtype=object)
+        elif kind == "date" and any(_is_date(v) for v in frame[column].to_numpy(dtype=object)):
+            out[column] = frame[column].to_numpy(dtype=object)  # a SAS date (numeric, DATE9. format)
         else:
             out[column] = np.array(["" if v is None else v for v in values], dtype=object)
     return pd.DataFrame(out, columns=frame.columns)

@@ -192,6 +192,26 @@ set_opt = click.option(
 )
 
 
+def adam_opts(func: Any) -> Any:
+    """--adam-dir, --adam-format and --study-id (batch and assess)."""
+    func = click.option(
+        "--study-id", metavar="ID", help="ADaM STUDYID when the input has no STUDYID / study_id column."
+    )(func)
+    func = click.option(
+        "--adam-format",
+        type=click.Choice(["csv", "parquet", "xpt", "json"]),
+        default="csv",
+        show_default=True,
+        help="Format of the ADaM datasets: xpt is SAS V5 transport, json is CDISC Dataset-JSON 1.1.",
+    )(func)
+    return click.option(
+        "--adam-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Write ADaM ADRS (OVR, BOR, CBOR, RSP, CRSP, CB, CCB, BCP, CBCP, PD, LSTA, MDIS) and ADTR (LDIAMn, "
+        "NLDIAMn, SDIAM) into this folder, for every response criteria set of the run.",
+    )(func)
+
+
 @click.group(cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="crlm-response")
 def cli() -> None:
@@ -226,6 +246,7 @@ def cli() -> None:
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     help="Write to a file instead of stdout (`-` for stdout).",
 )
+@adam_opts
 def assess_cmd(
     case_file: Path,
     criteria: str | None,
@@ -234,6 +255,9 @@ def assess_cmd(
     set_values: tuple[str, ...],
     strict: bool,
     output: Path | None,
+    adam_dir: Path | None,
+    adam_format: str,
+    study_id: str | None,
 ) -> None:
     """Assess one case file: response per timepoint, best overall response, toxicity flags.
 
@@ -245,10 +269,19 @@ def assess_cmd(
 
     requested = _criteria_option(criteria)
     output = _file_output(output)
-    if output is not None:
-        check_outputs({"-o": output}, case_inputs(case_file, requested))
+    adam = {n: adam_dir / f"{n}.{adam_format}" for n in ("adrs", "adtr")} if adam_dir else {}
+    if study_id and not adam_dir:
+        raise click.UsageError("--study-id is for the ADaM datasets: add --adam-dir")
+    if output is not None or adam:
+        labels = {f"--adam-dir ({n.upper()})": p for n, p in adam.items()}
+        check_outputs({"-o": output, **labels}, case_inputs(case_file, requested))
     settings = parse_set_options(set_values, requested or ())
     result = assess(case_file, criteria=requested, settings=settings, explain=True, strict=strict)
+    if adam:
+        from .writers import all_or_nothing
+
+        with all_or_nothing():
+            _write_cdisc(result, None, None, adam, True, study_id)
     data = result.to_dict()
     if fmt == "json":
         text = to_json(data)
@@ -454,10 +487,11 @@ def _Steps() -> Any:  # noqa: N802 - used as `with _Steps() as step:`
     help="Write SDTM RS rows (TRGRESP, NTRGRESP, NEWLPROG, OVRLRESP) from the RECIST 1.1 results "
     "(.csv, .parquet, .xpt SAS V5 transport, .json/.ndjson Dataset-JSON).",
 )
+@adam_opts
 @click.option(
-    "--adam-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write ADaM-shaped ADRS (OVR, BOR, CBOR) and ADTR (SDIAM) tables into this folder.",
+    "--death-dates",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="ADRS DEATH: a table of subject_id and day or date of death (subjects not in it: N).",
 )
 @click.option(
     "--sdtm-dm",
@@ -478,13 +512,6 @@ def _Steps() -> Any:  # noqa: N802 - used as `with _Steps() as step:`
     default="baseline",
     show_default=True,
     help="What the stable-disease minimum counts from: the baseline scan, or RANDDT from --sdtm-dm (admiralonco).",
-)
-@click.option(
-    "--adam-format",
-    type=click.Choice(["csv", "parquet", "xpt", "json"]),
-    default="csv",
-    show_default=True,
-    help="Format of the ADaM datasets: xpt is SAS V5 transport, json is CDISC Dataset-JSON 1.1.",
 )
 @click.option(
     "--engine",
@@ -527,6 +554,8 @@ def batch_cmd(
     date_imputation: str,
     sd_from: str,
     adam_format: str,
+    study_id: str | None,
+    death_dates: Path | None,
     engine: str,
     scheduler: str | None,
     workers: int | None,
@@ -554,8 +583,10 @@ def batch_cmd(
         raise click.UsageError("give either a lesion table or --sdtm-tu/--sdtm-tr, not both")
     if not sdtm and lesions is None:
         raise click.UsageError("give a lesion table (CSV or Parquet), or --sdtm-tu and --sdtm-tr")
-    if (out_rs or adam_dir) and not sdtm:
-        raise click.UsageError("--out-rs and --adam-dir need SDTM input (--sdtm-tu and --sdtm-tr)")
+    if out_rs and not sdtm:
+        raise click.UsageError("--out-rs needs SDTM input (--sdtm-tu and --sdtm-tr)")
+    if (study_id or death_dates) and not adam_dir:
+        raise click.UsageError("--study-id and --death-dates are for the ADaM datasets: add --adam-dir")
     if sdtm_dm is not None and not sdtm:
         raise click.UsageError("--sdtm-dm needs SDTM input (--sdtm-tu and --sdtm-tr)")
     if sd_from == "randomisation" and sdtm_dm is None:
@@ -604,9 +635,20 @@ def batch_cmd(
             "--out-rs": out_rs,
             **{f"--adam-dir ({n.upper()})": p for n, p in adam.items()},
         },
-        [_input_folder(lesions), lesions_path, organs, column_map, sdtm_tu, sdtm_tr, sdtm_dm, *rule_inputs(requested)],
+        [
+            _input_folder(lesions),
+            lesions_path,
+            organs,
+            column_map,
+            sdtm_tu,
+            sdtm_tr,
+            sdtm_dm,
+            death_dates,
+            *rule_inputs(requested),
+        ],
     )
     with _Steps() as step:
+        streams = None
         if sdtm:
             from .sdtm import read_sdtm
 
@@ -628,8 +670,7 @@ def batch_cmd(
         step("writing")
         with all_or_nothing():
             _write_batch(result, outputs, not no_safe_csv)
-            if sdtm:
-                _write_sdtm(result, streams, out_rs, adam, not no_safe_csv)
+            _write_cdisc(result, streams, out_rs, adam, not no_safe_csv, study_id, death_dates)
             _write_summary_file(result, summary_file)
     _report_batch(result, outputs, summary, strict, _dates_used(result) or sdtm_dm is not None)
 
@@ -640,17 +681,32 @@ def _dates_used(result: Any) -> bool:
     return bool(codes & {"partial_date", "date_imputed"}) or result.dates != DateOptions()
 
 
-def _write_sdtm(result: Any, streams: Any, out_rs: Path | None, adam: dict[str, Path], safe_csv: bool) -> None:
-    from .sdtm import adam_rows, confirmed_result, response_result, rs_rows
+def _write_cdisc(
+    result: Any,
+    streams: Any,
+    out_rs: Path | None,
+    adam: dict[str, Path],
+    safe_csv: bool,
+    study_id: str | None = None,
+    death_dates: Path | None = None,
+) -> None:
+    """SDTM RS (SDTM input) and the ADaM datasets (any input) of a run, when asked for."""
+    from .sdtm import response_result, rs_rows
     from .writers import write_table
 
+    if out_rs is None and not adam:
+        return
     response = response_result(result.results)
     if response is None:
         raise click.UsageError("RS and ADaM output need --criteria to include a response criteria set")
     if out_rs is not None:
         write_table(rs_rows(response, streams), out_rs, safe_csv=safe_csv, name="RS")
     if adam:
-        adrs, adtr = adam_rows(response, streams, confirmed_result(response, result.prepared))
+        from .adam import adam_tables
+        from .trial import read_subject_days
+
+        deaths = read_subject_days(death_dates, "--death-dates") if death_dates is not None else None
+        adrs, adtr = adam_tables(result.results, result.prepared, streams, study_id, deaths)
         write_table(adrs, adam["adrs"], safe_csv=safe_csv, name="ADRS")
         write_table(adtr, adam["adtr"], safe_csv=safe_csv, name="ADTR")
 
@@ -919,6 +975,20 @@ def _report_batch(
     callback=lambda ctx, param, value: _check_date(value),
     help="Reference date (YYYY-MM-DD) when the input has dates instead of days.",
 )
+@click.option(
+    "--pd-dates",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Progression from another source: subject_id and day or date; later visits are ignored (admiralonco "
+    "source_pd).",
+)
+@click.option(
+    "--criteria",
+    "-c",
+    default="recist1.1",
+    show_default=True,
+    metavar="ID",
+    help="Criteria set whose words, roles and ranking apply (an ADRS: its PARCAT3 records).",
+)
 @click.option("--encoding", default="auto", show_default=True)
 @click.option("--sheet", metavar="NAME", help="Excel inputs (.xlsx): the sheet to read (default: the first).")
 def bor_cmd(
@@ -933,29 +1003,36 @@ def bor_cmd(
     missing_as_ne: bool,
     stop_at_pd: bool,
     reference_date: str | None,
+    pd_dates: Path | None,
+    criteria: str,
     encoding: str,
     sheet: str | None,
 ) -> None:
     """Best overall response from responses already assigned per visit.
 
-    Reads a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or ADaM ADRS (OVR rows),
-    and applies the same best-response code `assess` uses (REFERENCE §1.9).
+    Reads a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or ADaM ADRS (OVR rows with
+    ANL01FL = Y), and applies the same best-response code `assess` uses (REFERENCE §1.9).
 
     Example:
 
         crlm-response bor visits.csv --confirm --sd-min-days 42 --confirm-days 28 --max-ne-between 1 -o bor.csv
     """
     from .assessment import get_rules
-    from .bor import BorSettings, best_overall_response
+    from .bor import BorSettings, best_by_reader
     from .outputs import check_outputs
-    from .trial import read_responses
+    from .sdtm import rs_category_of
+    from .trial import progression_days, read_responses, read_subject_days
     from .writers import all_or_nothing, csv_text, write_table
 
     output = _file_output(output)
     errors_out = errors_path or (_default_path(output, "errors") if output else None)
-    check_outputs({"-o": output, ("--errors" if errors_path else "-o (errors file)"): errors_out}, [visits])
-    scale = get_rules("recist1.1").scale
-    data = read_responses(visits, scale, reference_date, encoding, sheet=sheet)
+    check_outputs({"-o": output, ("--errors" if errors_path else "-o (errors file)"): errors_out}, [visits, pd_dates])
+    rules = get_rules(criteria)
+    if rules.schema.best_response is None:
+        raise click.UsageError(f"--criteria {criteria}: this criteria set has no best overall response")
+    data = read_responses(
+        visits, rules.scale, reference_date, encoding, sheet=sheet, criteria_name=rs_category_of(rules)
+    )
     settings = BorSettings(
         confirmation_required=confirm,
         min_confirmation_interval_days=confirm_days,
@@ -965,20 +1042,9 @@ def bor_cmd(
         stop_at_first_pd=stop_at_pd,
         missing_as_ne=missing_as_ne,
     )
-    frame = data.frame
-    stream = frame["subject_id"] + ("|" + frame["reader"]).where(frame["reader"] != "", "")
-    result = best_overall_response(stream.to_numpy(dtype=object), frame["day"], frame["response"], settings, scale)
-    table = result.subjects.rename(columns={"subject": "stream"}).drop(columns=["best_row"])
-    lookup = pd.DataFrame({"stream": stream, "subject_id": frame["subject_id"], "reader": frame["reader"]})
-    table = table.merge(lookup.drop_duplicates("stream"), on="stream", how="left")
-    columns = (
-        ["subject_id"]
-        + (["reader"] if (table["reader"] != "").any() else [])
-        + ["best_overall_response", "best_overall_response_day", "responder", "clinical_benefit"]
-        + ["best_overall_response_reason"]
-    )
-    table = table.sort_values(["subject_id", "reader"], kind="stable")[columns].reset_index(drop=True)
-    table["best_overall_response_day"] = table["best_overall_response_day"].astype("Int64")
+    pd_day = progression_days(data, read_subject_days(pd_dates, "--pd-dates"), str(pd_dates)) if pd_dates else None
+    method = rules.schema.best_response.method
+    table, result = best_by_reader(data.frame, settings, rules.scale, method, pd_day, data.population)
     err = _console(stderr=True)
     (counts,) = data.ledger.counts().values()
     err.print(

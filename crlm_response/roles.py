@@ -46,6 +46,11 @@ ROLE_CODE: dict[str, int] = {role: code for code, role in enumerate(ROLES)}
 CONFIRMED_ROLES: frozenset[Role] = frozenset({"complete", "partial"})
 # Roles that count towards a best response only after a minimum time on study (E2009 §4.4 "SD").
 TIMED_ROLES: frozenset[Role] = frozenset({"stable", "non_measurable_stable", "minor"})
+# Roles of an adequate assessment: one that says how the disease is (E2009; FDA 2018 endpoints guidance: PFS is
+# censored at the last adequate assessment). Not evaluable, not done, not applicable and missing are not.
+ADEQUATE_ROLES: frozenset[Role] = frozenset(
+    {"complete", "partial", "minor", "stable", "non_measurable_stable", "unconfirmed_progression", "progression"}
+)
 DEFAULT_RESPONDER_ROLES: tuple[Role, ...] = ("complete", "partial")
 DEFAULT_BENEFIT_ROLES: tuple[Role, ...] = ("complete", "partial", "minor", "stable", "non_measurable_stable")
 

@@ -1,12 +1,11 @@
-"""CDISC SDTM in and out: TU + TR (+ SUPPTR) -> lesion tables; response results -> RS rows or ADaM ADRS/ADTR.
+"""CDISC SDTM in and out: TU + TR (+ SUPPTR) -> lesion tables; response results -> SDTM RS rows (ADaM: adam.py).
 
 One reader stream per subject and reader (USUBJID x --EVAL x --EVALID) is scored as its own "subject".
 Measurements: LDIAM (non-nodal longest diameter), LPERP (short axis of a node; perpendicular of a non-nodal
 lesion), the older DIAMETER (short axis for nodes, longest diameter otherwise), TUMSTATE for non-target and new
 lesions; "TOO SMALL TO MEASURE" counts 5 mm, TRSTAT NOT DONE is not evaluated, cm are converted to mm.
 Collected sums (SUMDIAM, ...) are recomputed, not read. Every TR row is scored or set aside with a reason.
-RS and ADaM are written for any response criteria set: RSCAT is the set's `rscat:` (default its name), and the
-numeric AVAL of a response follows its role (admiralonco `aval_resp()`), never its word.
+RS is written for any response criteria set: RSCAT is the set's `rscat:` (default its name).
 See standards/CDISC.md of the project brief and the README.
 """
 
@@ -21,11 +20,12 @@ import pandas as pd
 
 from .assessment import ordered_ids
 from .dates import continuous_day, epoch_days, from_epoch_days, study_day
-from .engine import RuleSetResult, score
+from .engine import RuleSetResult
 from .errors import InputTableError
 from .formats import CellMap
+from .rules import LoadedRuleSet
 from .sources import SourceOptions, parse_date_ranges, read_table, refuse_duplicate_names
-from .tables import FieldSpec, Prepared, Tables, blank_where, with_object_strings
+from .tables import FieldSpec, Tables, blank_where, with_object_strings
 from .trial import SPECS, Ledger, RawTable, ReadResult, check_numbers
 
 SUMMARY_TESTS = {"SUMDIAM", "SUMNLNLD", "ACNSD", "PCBSD", "PCNSD", "SUMPDIAM"}
@@ -69,17 +69,6 @@ RS_COLUMNS = [
     "RSDTC",
     "RSDY",
 ]
-# ADRS AVAL of a response by its role: admiralonco aval_resp() (CR 1, PR 2, SD 3, NON-CR/NON-PD 4, PD 5, NE 6,
-# MISSING 7; anything else, ND included, is missing). Roles aval_resp() has no code for get none either.
-AVAL_BY_ROLE = {
-    "complete": 1,
-    "partial": 2,
-    "stable": 3,
-    "non_measurable_stable": 4,
-    "progression": 5,
-    "not_evaluable": 6,
-    "missing": 7,
-}
 RS_TESTS = {
     "TRGRESP": "Target Response",
     "NTRGRESP": "Non-target Response",
@@ -695,19 +684,14 @@ def response_result(results: Mapping[str, RuleSetResult]) -> RuleSetResult | Non
     return None
 
 
-def confirmed_result(result: RuleSetResult, prepared: Prepared) -> RuleSetResult | None:
-    """The same set scored again with confirmation required (ADRS CBOR), or None when its best response has no
-    confirmation (a ranked best response, e.g. Chun or PERCIST)."""
-    best = result.rule_set.schema.best_response
-    if best is None or best.method != "recist" or "confirmation_required" not in result.params:
-        return None
-    return score(prepared, result.rule_set, {**result.params, "confirmation_required": True})
-
-
 def rs_category(result: RuleSetResult) -> str:
     """RSCAT: the rule file's `rscat:`, else the set's name (`RECIST 1.1`)."""
-    schema = result.rule_set.schema
-    return schema.rscat or schema.name
+    return rs_category_of(result.rule_set)
+
+
+def rs_category_of(rule_set: LoadedRuleSet) -> str:
+    """RSCAT (and ADaM PARCAT3) of a rule set: its `rscat:`, else its name."""
+    return rule_set.schema.rscat or rule_set.schema.name
 
 
 def rs_rows(result: RuleSetResult, streams: SdtmStreams, category: str | None = None) -> pd.DataFrame:
@@ -773,137 +757,3 @@ def rs_rows(result: RuleSetResult, streams: SdtmStreams, category: str | None = 
     rs["RSSEQ"] = rs.groupby("USUBJID").cumcount() + 1
     rs["RSDY"] = rs["RSDY"].astype("Int64")
     return rs[RS_COLUMNS].reset_index(drop=True)
-
-
-def adam_rows(
-    result: RuleSetResult, streams: SdtmStreams, confirmed: RuleSetResult | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Sponsor-side ADaM-shaped tables: ADRS (OVR per visit, BOR, and CBOR when `confirmed` is given; AVALC the
-    set's word, AVAL its role's code) and ADTR (SDIAM per visit with BASE, CHG, PCHG, NADIR, CHGNAD, PCHGNAD;
-    empty for a set without a sum of diameters)."""
-    tp = result.timepoints.merge(streams.visits, on=["subject_id", "timepoint"], how="left")
-    tp = tp.merge(streams.streams, on="subject_id", how="left")
-    adrs = _adrs(result, streams, tp, confirmed)
-    adtr = _adtr(result, streams, tp)
-    return adrs, adtr
-
-
-def _aval(words: pd.Series, result: RuleSetResult) -> pd.Series:
-    scale = result.rule_set.scale
-    return words.map(lambda w: AVAL_BY_ROLE.get(scale.role_of(w) or "")).astype("Int64")
-
-
-def _adrs(
-    result: RuleSetResult, streams: SdtmStreams, tp: pd.DataFrame, confirmed: RuleSetResult | None
-) -> pd.DataFrame:
-    ovr = pd.DataFrame(
-        {
-            "STUDYID": tp["STUDYID"],
-            "USUBJID": tp["USUBJID"],
-            "EVAL": tp["EVAL"],
-            "EVALID": tp["EVALID"],
-            "PARAMCD": "OVR",
-            "PARAM": "Overall Response by Investigator/Reader",
-            "AVALC": tp["overall"],
-            "AVAL": _aval(tp["overall"], result),
-            "AVISIT": tp["VISIT"],
-            "ADY": tp["RSDY"],
-            "ADTC": tp["RSDTC"],
-        }
-    )
-    best_parts = [("BOR", "Best Overall Response", result.best)]
-    if confirmed is not None:
-        best_parts.append(("CBOR", "Best Confirmed Overall Response", confirmed.best))
-    frames = [ovr]
-    visit_days = streams.visits.rename(columns={"timepoint": "best_overall_response_timepoint"})
-    for code, label, best in best_parts:
-        if best is None:
-            continue
-        b = best.merge(streams.streams, on="subject_id", how="left")
-        # The visit that gave the best response, on the same study-day scale as the OVR rows.
-        b = b.merge(
-            visit_days[["subject_id", "best_overall_response_timepoint", "VISIT", "RSDY", "RSDTC"]],
-            on=["subject_id", "best_overall_response_timepoint"],
-            how="left",
-        )
-        frames.append(
-            pd.DataFrame(
-                {
-                    "STUDYID": b["STUDYID"],
-                    "USUBJID": b["USUBJID"],
-                    "EVAL": b["EVAL"],
-                    "EVALID": b["EVALID"],
-                    "PARAMCD": code,
-                    "PARAM": label,
-                    "AVALC": b["best_overall_response"],
-                    "AVAL": _aval(b["best_overall_response"], result),
-                    "AVISIT": b["VISIT"],
-                    "ADY": b["RSDY"],
-                    "ADTC": b["RSDTC"],
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True).reset_index(drop=True)
-
-
-def _adtr(result: RuleSetResult, streams: SdtmStreams, tp: pd.DataFrame) -> pd.DataFrame:
-    base = result.baseline.set_index("subject_id")
-    # A set without a sum of diameters (Chun, PERCIST, WHO's products) has no SDIAM; a value the set does not
-    # report (Choi has no nadir) is left empty.
-    if "baseline_sum_mm" not in base or "sum_mm" not in tp:
-        base = base.assign(baseline_sum_mm=np.nan)
-        tp = tp.iloc[0:0].assign(sum_mm=np.nan)
-    sums = tp.dropna(subset=["sum_mm"])
-    baseline = base["baseline_sum_mm"].reindex(sums["subject_id"]).to_numpy(dtype=float) if len(sums) else np.array([])
-    follow = pd.DataFrame(
-        {
-            "STUDYID": sums["STUDYID"],
-            "USUBJID": sums["USUBJID"],
-            "EVAL": sums["EVAL"],
-            "EVALID": sums["EVALID"],
-            "PARAMCD": "SDIAM",
-            "PARAM": "Target Lesions Sum of Diameters",
-            "AVISIT": sums["VISIT"],
-            "ADY": sums["RSDY"],
-            "AVAL": sums["sum_mm"],
-            "ABLFL": "",
-            "BASE": baseline,
-            "CHG": sums["sum_mm"].to_numpy(dtype=float) - baseline,
-            "PCHG": sums.get("pct_from_baseline"),
-            "NADIR": sums.get("nadir_mm"),
-            "CHGNAD": sums.get("mm_from_nadir"),
-            "PCHGNAD": sums.get("pct_from_nadir"),
-        }
-    )
-    # The baseline record (ABLFL = Y) carries the value BASE comes from.
-    base_rows = (
-        base.reset_index()
-        .dropna(subset=["baseline_sum_mm"])
-        .merge(streams.visits, on=["subject_id", "timepoint"], how="left")
-        .merge(streams.streams, on="subject_id", how="left")
-    )
-    baseline_records = pd.DataFrame(
-        {
-            "STUDYID": base_rows["STUDYID"],
-            "USUBJID": base_rows["USUBJID"],
-            "EVAL": base_rows["EVAL"],
-            "EVALID": base_rows["EVALID"],
-            "PARAMCD": "SDIAM",
-            "PARAM": "Target Lesions Sum of Diameters",
-            "AVISIT": base_rows["VISIT"],
-            "ADY": base_rows["RSDY"],
-            "AVAL": base_rows["baseline_sum_mm"],
-            "ABLFL": "Y",
-            "BASE": base_rows["baseline_sum_mm"],
-            "CHG": None,
-            "PCHG": None,
-            "NADIR": None,
-            "CHGNAD": None,
-            "PCHGNAD": None,
-        }
-    )
-    adtr = pd.concat([baseline_records, follow], ignore_index=True)
-    adtr = adtr.sort_values(["USUBJID", "EVAL", "EVALID", "ADY"], kind="stable")
-    for column in ("AVAL", "BASE", "CHG", "PCHG", "NADIR", "CHGNAD", "PCHGNAD"):
-        adtr[column] = pd.to_numeric(adtr[column], errors="coerce").round(2)
-    return adtr.reset_index(drop=True)

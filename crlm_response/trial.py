@@ -74,7 +74,14 @@ SPECS: dict[str, FieldSpec] = {
     **PET_SPECS,
     # The treatment fields of the case model; in a table the agents are one text cell ("a;b").
     **{k: dataclasses.replace(v, kind="text") if k == "agents" else v for k, v in TREATMENT_SPECS.items()},
+    # Who the rows belong to, for ADaM: the study (STUDYID) and the reader (RSEVAL / RSEVALID).
+    "study_id": FieldSpec("study_id", "text", description="study identifier (ADaM STUDYID)"),
+    "STUDYID": FieldSpec("STUDYID", "text", description="study identifier, as CDISC names it"),
+    "evaluator": FieldSpec("evaluator", "text", description="who read the scans, e.g. INVESTIGATOR (RSEVAL)"),
+    "reader": FieldSpec("reader", "text", description="which reader, e.g. RADIOLOGIST 1 (RSEVALID)"),
 }
+# Columns that name a subject's reader stream: rows of one subject with other values are another stream.
+READER_FIELDS = ("evaluator", "reader")
 LONG_COLUMNS = set(SPECS) | set(KEY_COLUMNS) | set(SUBJECT_FIELDS)
 ORGAN_COLUMNS = {"subject_id", "timepoint"} | set(TIMEPOINT_SPECS) | set(ORGAN_SPECS) | set(PET_SPECS)
 _codes, _per_unique, _key_text = codes_of, per_unique, key_text
@@ -603,11 +610,18 @@ def long_from_frames(
     ledger = Ledger(file, lines, raw, lesions.files, lesions.cells if cells is None else cells)
     ledger.add_malformed(lesions.malformed)
     cols = convert_columns(raw, ledger, SPECS)
+    _study_column(cols, file)
     for key in ("subject_id", "timepoint"):
         ledger.add(pd.isna(cols[key]), key, "missing_key", f"{key} is empty")
+    if _reader_streams(cols) and organs is not None:
+        raise InputTableError(
+            "an --organs table is keyed by subject_id alone and cannot be matched to reader streams",
+            file=organs_file or "organs",
+            hint="with evaluator/reader columns, put the organ and PET values on the lesion rows",
+        )
     subject_gid = _group_ids(cols["subject_id"])
     visit_gid = _group_ids(cols["subject_id"], cols["timepoint"])
-    _subject_conflicts(cols, SUBJECT_FIELDS, subject_gid, ledger, "subject")
+    _subject_conflicts(cols, SUBJECT_FIELDS + ("study_id",), subject_gid, ledger, "subject")
     _subject_conflicts(cols, VISIT_FIELDS, visit_gid, ledger, "timepoint")
     _partial_date_conflicts(cols, visit_gid, ledger)
     ledger.set_aside_subjects(ledger.first_rejection_by_subject())
@@ -624,6 +638,35 @@ def long_from_frames(
         groups = (pd.factorize(subject_gid[ok])[0], pd.factorize(visit_gid[ok])[0])
         tables = _build_tables(kept, lines[ok], organ_frame, file, groups)
     return ReadResult(tables, ledgers, _several_files(cols["subject_id"], lesions.files, ok))
+
+
+def _study_column(cols: Columns, file: str) -> None:
+    """`STUDYID` is accepted for `study_id` (the CDISC name); a table with both is ambiguous."""
+    if "STUDYID" not in cols:
+        return
+    if "study_id" in cols:
+        raise InputTableError("the table has both study_id and STUDYID; keep one", file=file)
+    cols["study_id"] = cols.pop("STUDYID")
+
+
+def _reader_streams(cols: Columns) -> bool:
+    """With `evaluator` / `reader` columns, each subject x evaluator x reader is scored as its own stream (as SDTM
+    --EVAL / --EVALID): its subject_id becomes `subject|evaluator|reader` (empty parts left out) and the subject's
+    own id is kept as `usubjid`. Every row names its stream, whatever the other rows say, so a part of a cohort
+    gives the same ids as the whole. Returns whether the table has reader columns."""
+    present = [c for c in READER_FIELDS if c in cols]
+    if not present:
+        return False
+    subject = object_values(cols["subject_id"])  # streams are new ids: plain text from here on
+    stream = pd.Series(subject, dtype=object)
+    for column in present:
+        part = pd.Series(cols[column], dtype=object)
+        text = part.where(part.notna(), "").astype(str).str.strip()
+        stream = stream.where(text == "", stream + "|" + text)
+        cols[column] = text.to_numpy(dtype=object)
+    cols["usubjid"] = subject
+    cols["subject_id"] = np.where(pd.isna(subject), subject, stream.to_numpy(dtype=object))
+    return True
 
 
 def _several_files(subjects: Any, files: np.ndarray | None, ok: np.ndarray) -> pd.DataFrame | None:
@@ -744,6 +787,9 @@ def _build_tables(
         },
         copy=False,
     )
+    for column in ("usubjid", "study_id", *READER_FIELDS):  # who the stream is, for ADaM (see adam.py)
+        if column in cols:
+            subjects[column] = per_subject(column, None)
     visits_cols: dict[str, Any] = {
         "subject_id": cols["subject_id"][visit_first],
         "timepoint": cols["timepoint"][visit_first],
@@ -860,6 +906,9 @@ class Responses:
     frame: pd.DataFrame  # subject_id, day, response (+ reader columns for RS / ADRS input)
     ledger: Ledger
     source_kind: str  # "simple", "sdtm_rs" or "adam_adrs"
+    # RS / ADRS: every subject x reader the file has records of (of the chosen criteria), scored or not: one
+    # without an overall response gets MISSING, as admiralonco gives every ADSL subject a BOR record.
+    population: pd.DataFrame | None = None
 
     def nothing_scored(self, subjects: int) -> str | None:
         """Why no subject got a best response (every row rejected, or none left), or None."""
@@ -871,48 +920,56 @@ class Responses:
         return "no subject was scored: no row holds a response to score"
 
 
-@with_object_strings
-def read_responses(
-    path: str | Path,
-    scale: ResponseScale,
-    reference_date: str | None = None,
-    encoding: str = "auto",
-    column_map: ColumnMap | None = None,
-    sheet: str | None = None,
-) -> Responses:
-    """Per-visit responses from a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or
-    ADaM ADRS (PARAMCD OVR rows), in the words of `scale` (see `response_aliases`). Dates need a reference date
-    (option or `reference_date` column)."""
-    file = str(path)
-    options = SourceOptions(encoding=encoding, sheet=sheet, column_map=column_map or ColumnMap())
-    table = read_table(path, options, rows="visit")
-    raw = table.frame
-    require_rows(table, file)
+@dataclass(frozen=True)
+class _ResponseLayout:
+    """Where a visits table keeps what `bor` needs: which rows, whose, when, and the response."""
+
+    kind: str  # "simple", "sdtm_rs" or "adam_adrs"
+    test_col: str | None  # RSTESTCD / PARAMCD (rows to use: keep_value)
+    keep_value: str | None
+    subject_cols: list[str]  # the subject, then the reader parts (RSEVAL, RSEVALID)
+    response_col: str | None
+    day_col: str | None
+    date_col: str | None
+    study_day: bool  # the day column is an SDTM/ADaM study day (no day 0: day = --DY - 1 from day 1 on)
+
+
+def _response_layout(raw: pd.DataFrame) -> _ResponseLayout:
     upper = {c.upper(): c for c in raw.columns}
+    readers = [upper[c] for c in ("USUBJID", "RSEVAL", "RSEVALID") if c in upper]
     if "RSTESTCD" in upper:
-        kind, test_col, subject_cols, response_col = (
-            "sdtm_rs",
-            upper["RSTESTCD"],
-            ["USUBJID", "RSEVAL", "RSEVALID"],
-            upper.get("RSSTRESC", upper.get("RSORRES")),
+        response = upper.get("RSSTRESC", upper.get("RSORRES"))
+        return _ResponseLayout(
+            "sdtm_rs", upper["RSTESTCD"], "OVRLRESP", readers, response, upper.get("RSDY"), upper.get("RSDTC"), True
         )
-        day_col, date_col, keep_value = upper.get("RSDY"), upper.get("RSDTC"), "OVRLRESP"
-    elif "PARAMCD" in upper:
-        kind, test_col, subject_cols, response_col = "adam_adrs", upper["PARAMCD"], ["USUBJID"], upper.get("AVALC")
-        day_col, date_col, keep_value = upper.get("ADY"), upper.get("ADT"), "OVR"
-    else:
-        kind, test_col, subject_cols, response_col = (
-            "simple",
-            None,
-            ["subject_id"],
-            "response" if "response" in raw else None,
+    if "PARAMCD" in upper:
+        # BLDAYS (days since the baseline scan, written by this tool) is the day the derivation used; ADY is a
+        # study day counted from another reference date.
+        day_col, study_day = (upper["BLDAYS"], False) if "BLDAYS" in upper else (upper.get("ADY"), True)
+        return _ResponseLayout(
+            "adam_adrs", upper["PARAMCD"], "OVR", readers, upper.get("AVALC"), day_col, upper.get("ADT"), study_day
         )
-        day_col = "day" if "day" in raw else None
-        date_col, keep_value = ("date" if "date" in raw else None), None
-    missing = [c for c in subject_cols[:1] if (upper.get(c.upper()) if kind != "simple" else c) not in raw]
-    if response_col is None:
+    return _ResponseLayout(
+        "simple",
+        None,
+        None,
+        ["subject_id"],
+        "response" if "response" in raw else None,
+        "day" if "day" in raw else None,
+        "date" if "date" in raw else None,
+        False,
+    )
+
+
+def _check_layout(layout: _ResponseLayout, raw: pd.DataFrame, file: str) -> None:
+    missing = []
+    if layout.kind == "simple" and "subject_id" not in raw:
+        missing.append("subject_id")
+    if layout.kind != "simple" and not any(str(c).upper() == "USUBJID" for c in raw.columns):
+        missing.append("USUBJID")
+    if layout.response_col is None:
         missing.append("response")
-    if day_col is None and date_col is None:
+    if layout.day_col is None and layout.date_col is None:
         missing.append("day or date")
     if missing:
         raise InputTableError(
@@ -921,32 +978,234 @@ def read_responses(
             hint="a visits table has subject_id, day (or date + reference date) and response; "
             "SDTM RS and ADaM ADRS are recognised by RSTESTCD / PARAMCD",
         )
-    frame = raw
-    if kind == "simple":
-        subject = _text_column(frame, "subject_id")
-        reader = pd.Series([""] * len(frame), dtype=object)
-    else:
-        subject = _text_column(frame, upper["USUBJID"])
-        parts = [_text_column(frame, upper[c]) for c in subject_cols[1:] if c in upper]
-        reader = pd.Series([""] * len(frame), dtype=object)
-        for part in parts:
-            reader = reader.where(part == "", reader + "|" + part).str.lstrip("|")
+
+
+def _adrs_records(raw: pd.DataFrame, ledger: Ledger, criteria_name: str | None, file: str) -> np.ndarray:
+    """ADRS rows that are not analysis records of the chosen criteria set are not used: ANL01FL other than Y
+    (when the column is there), and PARCAT3 naming another set (when both are known). Returns the rows of the
+    chosen set (or of any, when the file or the caller names none)."""
+    upper = {str(c).upper(): c for c in raw.columns}
+    if "ANL01FL" in upper:
+        flag = _text_column(raw, upper["ANL01FL"]).str.upper()
+        ledger.add((flag != "Y").to_numpy(), upper["ANL01FL"], "not_used", "ANL01FL is not Y: not an analysis record")
+    if "PARCAT3" not in upper or criteria_name is None:
+        return np.ones(len(raw), dtype=bool)
+    parcat3 = _text_column(raw, upper["PARCAT3"])
+    mine = parcat3.str.upper() == criteria_name.strip().upper()
+    named = parcat3 != ""
+    if named.any() and not mine.any():
+        found = ", ".join(sorted(set(parcat3[named]))[:5])
+        raise InputTableError(
+            f"no ADRS record has PARCAT3 {criteria_name!r} (the file has {found})",
+            file=file,
+            hint="choose the criteria set with --criteria (e.g. --criteria choi)",
+        )
+    ledger.add((named & ~mine).to_numpy(), upper["PARCAT3"], "not_used", f"PARCAT3 is not {criteria_name}")
+    # records of no criteria set (DEATH, PARCAT1 Reference Event) are the subject's, not a reader's
+    return mine.to_numpy() if named.any() else np.ones(len(raw), dtype=bool)
+
+
+def _response_days(
+    frame: pd.DataFrame,
+    layout: _ResponseLayout,
+    ledger: Ledger,
+    needed: np.ndarray,
+    reference_date: str | None,
+    file: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the day `bor` uses (days since the reference date), the day as written, and the date."""
+    day = np.full(len(frame), np.nan)
+    written = np.full(len(frame), np.nan)
+    dates = np.full(len(frame), np.datetime64("NaT"), dtype="datetime64[D]")
+    if layout.day_col is not None:
+        # Days count from the reference date: whole, finite, not before it (study days RSDY / ADY may be).
+        low = -MAX_DAYS if layout.study_day else 0
+        spec = FieldSpec(layout.day_col, "integer", ge=low, le=MAX_DAYS)
+        written = check_numbers(frame[layout.day_col], ledger, spec, layout.day_col)
+        written = np.where(ledger.bad, np.nan, written)
+        day = np.where(written > 0, written - 1, written) if layout.study_day else written.copy()
+    if layout.date_col is None:
+        return day, written, dates
+    dates, why = parse_dates(frame[layout.date_col], layout.date_col)
+    if not np.isnan(day).any():
+        return day, written, dates
+    needed = needed & np.isnan(day)
+    ledger.add(needed & pd.notna(why), layout.date_col, "bad_date", why)
+    refs = None
+    if "reference_date" in frame:
+        refs, ref_why = parse_dates(frame["reference_date"], "reference_date")
+        ledger.add(needed & pd.notna(ref_why), "reference_date", "bad_date", ref_why)
+    elif reference_date is not None:
+        stamp = parse_dates(pd.Series([reference_date], dtype=object), "--reference-date")
+        if pd.notna(stamp[1][0]):
+            raise InputTableError(str(stamp[1][0])) from None
+        refs = np.full(len(frame), stamp[0][0])
+    if refs is not None:
+        from_dates = (dates - refs).astype("timedelta64[D]").astype(float)
+        from_dates[np.isnat(dates) | np.isnat(refs)] = np.nan
+        before = needed & (from_dates < 0)
+        ledger.add(before, layout.date_col, "out_of_range", f"{layout.date_col} is before the reference date")
+        day = np.where(np.isnan(day) & ~ledger.bad, from_dates, day)
+    elif layout.kind == "simple" and layout.day_col is None:
+        raise InputTableError(
+            "dates need a reference date: pass --reference-date or add a reference_date column", file=file
+        )
+    return day, written, dates
+
+
+@with_object_strings
+def read_responses(
+    path: str | Path,
+    scale: ResponseScale,
+    reference_date: str | None = None,
+    encoding: str = "auto",
+    column_map: ColumnMap | None = None,
+    sheet: str | None = None,
+    criteria_name: str | None = None,
+) -> Responses:
+    """Per-visit responses from a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or
+    ADaM ADRS (PARAMCD OVR rows with ANL01FL = Y when the column is there, and PARCAT3 = `criteria_name` when both
+    are known), in the words of `scale` (see `response_aliases`). RS and ADRS are keyed by USUBJID x RSEVAL x
+    RSEVALID (the reader). Dates need a reference date (option or `reference_date` column)."""
+    file = str(path)
+    options = SourceOptions(encoding=encoding, sheet=sheet, column_map=column_map or ColumnMap())
+    table = read_table(path, options, rows="visit")
+    raw = table.frame
+    require_rows(table, file)
+    layout = _response_layout(raw)
+    _check_layout(layout, raw, file)
+    subject = _text_column(raw, layout.subject_cols[0])
+    reader = pd.Series([""] * len(raw), dtype=object)
+    for part in (_text_column(raw, c) for c in layout.subject_cols[1:]):
+        reader = reader.where(part == "", reader + "|" + part).str.lstrip("|")
     view = pd.DataFrame({"subject_id": subject.to_numpy(dtype=object), "timepoint": None, "lesion_id": None})
-    for column in (day_col, date_col, "reference_date"):  # the values the errors file shows
-        if column is not None and column in frame and column not in view:
-            view[column] = frame[column].to_numpy(dtype=object)
+    for column in (layout.day_col, layout.date_col, "reference_date"):  # the values the errors file shows
+        if column is not None and column in raw and column not in view:
+            view[column] = raw[column].to_numpy(dtype=object)
     ledger = Ledger(file, table.lines, view, cells=table.cells)
     ledger.add_malformed(table.malformed)
-    if test_col is not None:
+    if layout.test_col is not None:
         ledger.add(
-            (_text_column(frame, test_col).str.upper() != keep_value).to_numpy(),
-            test_col,
+            (_text_column(raw, layout.test_col).str.upper() != layout.keep_value).to_numpy(),
+            layout.test_col,
             "not_used",
-            f"only {keep_value} rows carry the per-visit overall response",
+            f"only {layout.keep_value} rows carry the per-visit overall response",
         )
+    of_criteria = np.ones(len(raw), dtype=bool)
+    if layout.kind == "adam_adrs":
+        of_criteria = _adrs_records(raw, ledger, criteria_name, file)
     ledger.add((subject == "").to_numpy(), "subject_id", "missing_key", "subject is empty")
-    assert response_col is not None  # checked with the required columns above
-    written = _text_column(frame, response_col)
+    assert layout.response_col is not None  # checked with the required columns above
+    response = _response_words(raw, layout.response_col, scale, ledger)
+    day, written_day, dates = _response_days(raw, layout, ledger, response.notna().to_numpy(), reference_date, file)
+    day_col = layout.day_col or layout.date_col
+    assert day_col is not None  # checked with the required columns above
+    ledger.add(
+        np.isnan(day) & response.notna().to_numpy(),
+        day_col,
+        "no_day",
+        "no day: give day, or a complete date with a reference date",
+    )
+    _same_day_responses(ledger, subject, reader, day, day_col)
+    # As in the lesion table: a visit that cannot be read could have been the PD, so its subject is not scored.
+    set_aside = ledger.first_rejection_by_subject(ignore=("not_used",))
+    ledger.set_aside_subjects(set_aside)
+    population = None
+    if layout.kind != "simple":
+        member = of_criteria & (subject != "").to_numpy() & ~subject.isin(list(set_aside)).to_numpy()
+        population = pd.DataFrame({"subject_id": subject[member], "reader": reader[member]}).drop_duplicates()
+    out = pd.DataFrame(
+        {
+            "subject_id": subject.to_numpy(dtype=object),
+            "reader": reader.to_numpy(dtype=object),
+            "day": day,
+            "response": response.to_numpy(dtype=object),
+            # the day as the file writes it (`day`, RSDY, BLDAYS or ADY) and the date: what --pd-dates compares
+            "day_as_written": day if layout.kind == "simple" else written_day,
+            "date": dates.astype("datetime64[ns]"),
+        }
+    )
+    return Responses(out.loc[ledger.ok].reset_index(drop=True), ledger, layout.kind, population)
+
+
+def read_subject_days(path: str | Path, option: str, encoding: str = "auto", sheet: str | None = None) -> pd.DataFrame:
+    """One day or date per subject (`--pd-dates`, `--death-dates`): columns subject_id and day and/or date.
+
+    Returns subject_id, day (float, NaN when not given) and date (datetime64, NaT when not given). A row with
+    neither is a subject without such an event. Any unreadable row or a subject given twice is refused with its
+    line: the file decides which visits count, so it must be right as a whole."""
+    file = str(path)
+    table = read_table(path, SourceOptions(encoding=encoding, sheet=sheet), rows="subject")
+    raw = table.frame
+    require_rows(table, file)
+    if not table.malformed.empty:
+        line = int(table.malformed["line"].iloc[0]) if "line" in table.malformed else None
+        raise InputTableError(f"{option}: a row does not fit the header", file=file, line=line)
+    missing = ["subject_id"] if "subject_id" not in raw else []
+    if "day" not in raw and "date" not in raw:
+        missing.append("day or date")
+    if missing:
+        raise InputTableError(
+            f"{option}: missing required column(s): {', '.join(missing)}",
+            file=file,
+            hint=f"the file has: {', '.join(map(str, raw.columns[:20]))}",
+        )
+    subject = _text_column(raw, "subject_id")
+    ledger = Ledger(file, table.lines, pd.DataFrame({"subject_id": subject, "timepoint": None, "lesion_id": None}))
+    ledger.add((subject == "").to_numpy(), "subject_id", "missing_key", "subject_id is empty")
+    day = np.full(len(raw), np.nan)
+    if "day" in raw:
+        day = check_numbers(raw["day"], ledger, FieldSpec("day", "integer", ge=-MAX_DAYS, le=MAX_DAYS), "day")
+    dates = np.full(len(raw), np.datetime64("NaT"), dtype="datetime64[D]")
+    if "date" in raw:
+        dates, why = parse_dates(raw["date"], "date")
+        ledger.add(pd.notna(why), "date", "bad_date", why)
+    given = ~np.isnan(day) | ~np.isnat(dates)
+    twice = given & subject.duplicated(keep=False).to_numpy()
+    ledger.add(twice, "subject_id", "duplicate", ("subject " + subject + " is given twice").to_numpy(dtype=object))
+    problems = ledger.table()
+    if not problems.empty:
+        first = problems.iloc[0]
+        raise InputTableError(
+            f"{option}: {first['reason']}",
+            file=file,
+            line=int(first["line"]) if pd.notna(first["line"]) else None,
+            key=str(first["column"]) if pd.notna(first["column"]) else None,
+            hint=f"and {len(problems) - 1} more problem(s)" if len(problems) > 1 else None,
+        )
+    out = pd.DataFrame({"subject_id": subject, "day": day, "date": dates.astype("datetime64[ns]")})
+    return out.loc[given].reset_index(drop=True)
+
+
+def progression_days(responses: Responses, pd_dates: pd.DataFrame, file: str) -> np.ndarray:
+    """Per response row, its subject's progression day from `--pd-dates` on the day scale `bor` scores on (NaN:
+    none). A progression `day` is compared with the visits' own day column as written (day, RSDY, BLDAYS or
+    ADY), a progression `date` with the visits' dates; a visit with nothing to compare with is an error."""
+    frame = responses.frame
+    given = pd_dates.set_index("subject_id")
+    at = given.reindex(frame["subject_id"].to_numpy(dtype=object))
+    pd_day, pd_date = at["day"].to_numpy(dtype=float), at["date"].to_numpy(dtype="datetime64[ns]")
+    use_day = ~np.isnan(pd_day)
+    use_date = ~use_day & ~np.isnat(pd_date)
+    written = frame["day_as_written"].to_numpy(dtype=float)
+    visit_dates = frame["date"].to_numpy(dtype="datetime64[ns]")
+    by_date = (pd_date.astype("datetime64[D]") - visit_dates.astype("datetime64[D]")).astype("timedelta64[D]")
+    offset = np.where(use_day, pd_day - written, by_date.astype(float))
+    unknown = (use_day & np.isnan(written)) | (use_date & np.isnat(visit_dates))
+    if unknown.any():
+        row = int(np.flatnonzero(unknown)[0])
+        what = "day" if use_day[row] else "date"
+        raise InputTableError(
+            f"--pd-dates gives subject {frame['subject_id'].iat[row]} a progression {what}, but its visits have no "
+            f"{what} to compare it with",
+            file=file,
+            hint="give the progression as the visits give time: a day on their day scale, or a date",
+        )
+    return np.where(use_day | use_date, frame["day"].to_numpy(dtype=float) + offset, np.nan)
+
+
+def _response_words(raw: pd.DataFrame, column: str, scale: ResponseScale, ledger: Ledger) -> pd.Series:
+    written = _text_column(raw, column)
     words = written.str.upper().str.replace(r"\s+", " ", regex=True)
     aliases = response_aliases(scale)
     response = words.map(aliases)
@@ -954,53 +1213,15 @@ def read_responses(
     allowed = ", ".join(dict.fromkeys(aliases.values()))
     ledger.add(
         (words != "").to_numpy() & response.isna().to_numpy(),
-        response_col,
+        column,
         "not_allowed",
         f"response must be one of {allowed} or empty",
         values=written.to_numpy(dtype=object),
     )
-    day = np.full(len(frame), np.nan)
-    if day_col is not None:
-        # Days count from the reference date: whole, finite, not before it (study days RSDY / ADY may be).
-        low = 0 if kind == "simple" else -MAX_DAYS
-        spec = FieldSpec(day_col, "integer", ge=low, le=MAX_DAYS)
-        day = check_numbers(frame[day_col], ledger, spec, day_col)
-        day = np.where(ledger.bad, np.nan, day)
-    if kind in ("sdtm_rs", "adam_adrs") and day_col is not None:
-        day = np.where(day > 0, day - 1, day)  # RSDY / ADY: study day 1 is the reference day (there is no day 0)
-    if date_col is not None and np.isnan(day).any():
-        dates, why = parse_dates(frame[date_col], date_col)
-        needed = np.isnan(day) & response.notna().to_numpy()
-        ledger.add(needed & pd.notna(why), date_col, "bad_date", why)
-        refs = None
-        if "reference_date" in frame:
-            refs, ref_why = parse_dates(frame["reference_date"], "reference_date")
-            ledger.add(needed & pd.notna(ref_why), "reference_date", "bad_date", ref_why)
-        elif reference_date is not None:
-            stamp = parse_dates(pd.Series([reference_date], dtype=object), "--reference-date")
-            if pd.notna(stamp[1][0]):
-                raise InputTableError(str(stamp[1][0])) from None
-            refs = np.full(len(frame), stamp[0][0])
-        if refs is not None:
-            from_dates = (dates - refs).astype("timedelta64[D]").astype(float)
-            from_dates[np.isnat(dates) | np.isnat(refs)] = np.nan
-            ledger.add(
-                needed & (from_dates < 0),
-                date_col,
-                "out_of_range",
-                f"{date_col} is before the reference date",
-            )
-            day = np.where(np.isnan(day) & ~ledger.bad, from_dates, day)
-        elif kind == "simple" and day_col is None:
-            raise InputTableError(
-                "dates need a reference date: pass --reference-date or add a reference_date column", file=file
-            )
-    ledger.add(
-        np.isnan(day) & response.notna().to_numpy(),
-        day_col or date_col,
-        "no_day",
-        "no day: give day, or a complete date with a reference date",
-    )
+    return response
+
+
+def _same_day_responses(ledger: Ledger, subject: pd.Series, reader: pd.Series, day: np.ndarray, column: str) -> None:
     visit = pd.DataFrame(
         {"subject": subject.to_numpy(dtype=object), "reader": reader.to_numpy(dtype=object), "day": day}
     )
@@ -1010,22 +1231,11 @@ def read_responses(
     if same_day.any():
         ledger.add(
             same_day,
-            day_col or date_col,
+            column,
             "duplicate",
             "two responses for this subject on the same day; keep one (a corrected read replaces the old one)",
             values=np.array([f"day {d:g}" for d in day], dtype=object),
         )
-    # As in the lesion table: a visit that cannot be read could have been the PD, so its subject is not scored.
-    ledger.set_aside_subjects(ledger.first_rejection_by_subject(ignore=("not_used",)))
-    out = pd.DataFrame(
-        {
-            "subject_id": subject.to_numpy(dtype=object),
-            "reader": reader.to_numpy(dtype=object),
-            "day": day,
-            "response": response.to_numpy(dtype=object),
-        }
-    )
-    return Responses(out.loc[ledger.ok].reset_index(drop=True), ledger, kind)
 
 
 def _text_column(frame: pd.DataFrame, column: str) -> pd.Series:

@@ -257,7 +257,7 @@ def _visit_order(v: pd.DataFrame, codes: np.ndarray, time: _Time, problems: Prob
     """The order of visits within a subject: VISITNUM when the reader gives it, else time (a partial date by its
     range, which must not overlap another visit's date: their order would be unknown)."""
     if "visit_order" in v:
-        return v["visit_order"].to_numpy(dtype=float)
+        return _dated_visit_order(v, codes, time, problems)
     key = np.where(np.isnan(time.value), (time.first + time.last) / 2.0, time.value)
     partial = np.isnan(time.value) & np.isin(time.precision, ["month", "year"])
     problems.add(
@@ -290,6 +290,50 @@ def _visit_order(v: pd.DataFrame, codes: np.ndarray, time: _Time, problems: Prob
         extra={"collected": _collected(v), "other": other},
     )
     return key
+
+
+def _dated_visit_order(v: pd.DataFrame, codes: np.ndarray, time: _Time, problems: Problems) -> np.ndarray:
+    """The reader's visit order (VISITNUM), with the scan dates ruling where they are known: a scan is placed by its
+    day, and a visit without one follows the dated visit before it in VISITNUM order. When VISITNUM and the dates
+    disagree (an unscheduled visit numbered 9.3 scanned before 9.2), the dates win and the visit is named: ordering
+    by VISITNUM there would date a progression late."""
+    visitnum = v["visit_order"].to_numpy(dtype=float)
+    by_number = np.lexsort((visitnum, codes))
+    known = time.value[by_number]
+    # the time of the last dated visit at or before each visit in VISITNUM order, within its subject
+    carried = pd.Series(known).groupby(codes[by_number]).ffill().to_numpy(dtype=float)
+    undated_first = np.isnan(carried)
+    rank = np.empty(len(v), dtype=float)
+    order = np.lexsort((visitnum[by_number], np.isnan(known), np.where(undated_first, -np.inf, carried)))
+    order = order[np.argsort(codes[by_number][order], kind="stable")]
+    rank[by_number[order]] = np.arange(len(v), dtype=float)
+    dated = ~np.isnan(time.value)
+    if dated.any():
+        out_of_step = _dated_before_an_earlier_number(codes, visitnum, time.value, dated)
+        problems.add(
+            v,
+            out_of_step,
+            "visit_order_conflict",
+            "timepoint {timepoint} (VISITNUM {visitnum}) is dated before a visit with a lower VISITNUM: visits are "
+            "placed by their scan dates; check VISITNUM and the dates",
+            severity="warning",
+            extra={"visitnum": np.array([f"{x:g}" for x in visitnum], dtype=object)},
+        )
+    return rank
+
+
+def _dated_before_an_earlier_number(
+    codes: np.ndarray, visitnum: np.ndarray, value: np.ndarray, dated: np.ndarray
+) -> np.ndarray:
+    """Dated visits whose time is before the latest time of the dated visits numbered below them (same subject)."""
+    rows = np.flatnonzero(dated)
+    order = rows[np.lexsort((visitnum[rows], codes[rows]))]
+    subject = codes[order]
+    latest = pd.Series(value[order]).groupby(subject).cummax()
+    latest_before = latest.groupby(subject).shift(1).to_numpy(dtype=float)
+    conflict = np.zeros(len(codes), dtype=bool)
+    conflict[order] = value[order] < latest_before
+    return conflict
 
 
 def _collected(v: pd.DataFrame) -> np.ndarray:
@@ -467,8 +511,8 @@ def _date_warnings(
     if not unknown.any():
         return
     where = (
-        pd.Series(order_key).map(lambda k: f" (VISITNUM {k:g})" if k == k else "").to_numpy(dtype=object)
-        if placed
+        pd.Series(v["visit_order"]).map(lambda k: f" (VISITNUM {k:g})" if k == k else "").to_numpy(dtype=object)
+        if placed and "visit_order" in v
         else np.full(len(v), "", dtype=object)
     )
     collected = _collected(v)

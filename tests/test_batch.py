@@ -841,10 +841,11 @@ def test_without_strict_a_rejected_row_is_not_an_error(tmp_path: Path) -> None:
         ([], "give a lesion table"),
         (["LESIONS", "--sdtm-tu", "TU", "--sdtm-tr", "TR"], "not both"),
         (["LESIONS", "--out-rs", "rs.csv"], "--out-rs"),
-        (["LESIONS", "--adam-dir", "adam"], "--adam-dir"),
+        # issue 15: --adam-dir works for a long table; its companions need it
+        (["LESIONS", "--study-id", "S1"], "--adam-dir"),
         (["--sdtm-tu", "TU"], "--sdtm-tr"),
     ],
-    ids=["no_input", "sdtm_and_csv", "out_rs_without_sdtm", "adam_without_sdtm", "tu_without_tr"],
+    ids=["no_input", "sdtm_and_csv", "out_rs_without_sdtm", "study_id_without_adam_dir", "tu_without_tr"],
 )
 def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
     lesions = tmp_path / "clean.csv"

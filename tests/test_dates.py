@@ -599,3 +599,35 @@ def test_pharmaverse_partial_dates_read_the_same_from_xpt_and_dataset_json(tmp_p
         pd.testing.assert_frame_equal(by_cdisc[name], by_csv[name], obj=name)
     imputed = by_csv["warnings"].loc[by_csv["warnings"]["code"] == "date_imputed"]
     assert len(imputed) == 3 and imputed["message"].str.contains("imputed as 2014-02-28").all()
+
+
+def test_sdtm_dates_rule_when_visitnum_contradicts_them(tmp_path: Path) -> None:
+    """Unscheduled visit 30.3 was scanned (20 March, day 78) before 30.2 (1 April, day 90). Both show progression
+    (nadir 30 mm at WEEK 6); ordering by VISITNUM would date it at day 90. The scan dates place the visits, and
+    the visit out of step is named."""
+    visits = {
+        "S-3": [
+            (10, "BASELINE", "2025-01-01", 50),
+            (20, "WEEK 6", "2025-02-12", 30),  # -40 %: PR
+            (30.2, "UNSCHEDULED 30.2", "2025-04-01", 45),
+            (30.3, "UNSCHEDULED 30.3", "2025-03-20", 40),  # +33 % and +10 mm from the nadir: PD
+        ]
+    }
+    tu, tr = sdtm_files(tmp_path, visits)
+    out = tmp_path / "v.csv"
+    result = run_cli("batch", "--sdtm-tu", tu, "--sdtm-tr", tr, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    rows = read(out)
+    assert rows[["timepoint", "day", "overall"]].values.tolist() == [
+        ["WEEK 6", "42", "PR"],
+        ["UNSCHEDULED 30.3", "78", "PD"],
+        ["UNSCHEDULED 30.2", "90", "PD"],
+    ]
+    best = read(tmp_path / "v.best.csv").iloc[0]
+    assert (best["best_overall_response"], best["first_pd_day"]) == ("PR", "78")
+    warning = read(tmp_path / "v.warnings.csv").set_index("code").loc["visit_order_conflict"]
+    assert warning["timepoint"] == "UNSCHEDULED 30.3"
+    assert warning["message"] == (
+        "timepoint UNSCHEDULED 30.3 (VISITNUM 30.3) is dated before a visit with a lower VISITNUM: visits are "
+        "placed by their scan dates; check VISITNUM and the dates"
+    )

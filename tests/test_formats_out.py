@@ -7,6 +7,7 @@ compared with the table written, value by value; V5 limits are refused naming th
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 from pathlib import Path
@@ -227,6 +228,8 @@ def same_cells(got: pd.DataFrame, want: pd.DataFrame) -> None:
                 assert str(g).lower() == w, (column, i, g, w)
             elif isinstance(g, int | float):
                 assert float(g) == float(w), (column, i, g, w)
+            elif isinstance(g, datetime.date):  # ADaM ADT is a SAS date in transport files (issue 15)
+                assert g.isoformat() == w, (column, i, g, w)
             else:
                 assert g == w, (column, i, g, w)
 

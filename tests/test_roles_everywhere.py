@@ -24,12 +24,13 @@ import yaml
 from conftest import FIXTURES, ROOT, run_json, write_case
 
 from crlm_response import assess
+from crlm_response.adam import adam_tables
 from crlm_response.assessment import get_rules
 from crlm_response.batch import score_read
 from crlm_response.readers import case_from_data
 from crlm_response.roles import DEFAULT_WORDS, ROLES
 from crlm_response.rules import builtin_ids, builtin_rules_dir, load_rules
-from crlm_response.sdtm import adam_rows, confirmed_result, read_sdtm, response_result, rs_rows
+from crlm_response.sdtm import read_sdtm, response_result, rs_rows
 from crlm_response.summary import summarise
 from crlm_response.trial import response_aliases
 
@@ -138,9 +139,10 @@ def test_a_renamed_copy_gives_the_same_rs_and_adam(rule_id: str, tmp_path: Path)
     tables: dict[str, dict[str, pd.DataFrame]] = {}
     for criteria in (rule_id, str(path)):
         read, streams = read_sdtm(TU, TR)
-        result = response_result(score_read(read, [criteria]).results)
+        batch = score_read(read, [criteria])
+        result = response_result(batch.results)
         assert result is not None
-        adrs, adtr = adam_rows(result, streams, confirmed_result(result, score_read(read, [criteria]).prepared))
+        adrs, adtr = adam_tables(batch.results, batch.prepared, streams)
         tables[criteria] = {"rs": rs_rows(result, streams), "adrs": adrs, "adtr": adtr}
     original, renamed = tables[rule_id], tables[str(path)]
     shipped = load_rules(rule_id).schema
@@ -148,9 +150,11 @@ def test_a_renamed_copy_gives_the_same_rs_and_adam(rule_id: str, tmp_path: Path)
     assert set(original["rs"]["RSCAT"]) <= {shipped.rscat or shipped.name}
     assert set(renamed["rs"]["RSCAT"]) <= {shipped.rscat or new_name}
     assert len(original["rs"]) > 0 and len(original["adrs"]) > 0
+    # RSCAT and PARCAT3 name the set (issue 15: ADaM PARCAT3 too); everything else is the same
+    assert set(renamed["adrs"]["PARCAT3"]) == {new_name}
     pd.testing.assert_frame_equal(renamed["rs"].drop(columns="RSCAT"), original["rs"].drop(columns="RSCAT"))
-    pd.testing.assert_frame_equal(renamed["adrs"], original["adrs"])
-    pd.testing.assert_frame_equal(renamed["adtr"], original["adtr"])
+    pd.testing.assert_frame_equal(renamed["adrs"].drop(columns="PARCAT3"), original["adrs"].drop(columns="PARCAT3"))
+    pd.testing.assert_frame_equal(renamed["adtr"].drop(columns="PARCAT3"), original["adtr"].drop(columns="PARCAT3"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,7 +286,7 @@ def sdtm_recist() -> dict[str, pd.DataFrame]:
     batch = score_read(read, ["recist1.1"])
     result = response_result(batch.results)
     assert result is not None
-    adrs, _ = adam_rows(result, streams, confirmed_result(result, batch.prepared))
+    adrs, _ = adam_tables(batch.results, batch.prepared, streams)
     return {"adrs": adrs, "rs": rs_rows(result, streams)}
 
 
@@ -292,7 +296,7 @@ def test_adrs_aval_is_admiralonco_aval_resp_of_the_role(sdtm_recist: dict[str, p
     adrs = sdtm_recist["adrs"]
 
     def aval(usubjid: str, evaluator: str, paramcd: str) -> list[int]:
-        rows = adrs.loc[(adrs["USUBJID"] == usubjid) & (adrs["EVAL"] == evaluator) & (adrs["PARAMCD"] == paramcd)]
+        rows = adrs.loc[(adrs["USUBJID"] == usubjid) & (adrs["RSEVAL"] == evaluator) & (adrs["PARAMCD"] == paramcd)]
         return [int(x) for x in rows["AVAL"]]
 
     assert aval("CRLM-001", "INVESTIGATOR", "OVR") == [2, 5, 5]
@@ -315,14 +319,16 @@ def test_rscat_comes_from_the_rule_file(tmp_path: Path) -> None:
 
 
 def test_a_set_without_confirmation_or_diameters_writes_rs_and_adrs_but_no_cbor_or_sdiam() -> None:
-    """PERCIST ranks its best response (no confirmation, so no CBOR) and has no sum of diameters (empty ADTR);
-    its RS rows carry its own name as RSCAT."""
+    """PERCIST ranks its best response (no confirmation, so no CBOR and none of the confirmed parameters; no
+    target lesions, so no MDIS) and has no sum of diameters (empty ADTR); its RS rows carry its own name as
+    RSCAT."""
     read, streams = read_sdtm(TU, TR)
     batch = score_read(read, ["percist1.0"])
     result = response_result(batch.results)
-    assert result is not None and confirmed_result(result, batch.prepared) is None
-    adrs, adtr = adam_rows(result, streams, None)
-    assert set(adrs["PARAMCD"]) == {"OVR", "BOR"}
+    assert result is not None
+    adrs, adtr = adam_tables(batch.results, batch.prepared, streams)
+    assert set(adrs["PARAMCD"]) == {"OVR", "BOR", "RSP", "CB", "BCP", "PD", "LSTA"}
+    assert set(adrs["PARCAT3"]) == {"PERCIST 1.0"}
     assert adtr.empty
     assert set(rs_rows(result, streams)["RSCAT"]) == {"PERCIST 1.0"}
 
@@ -337,6 +343,7 @@ def test_a_set_without_confirmation_or_diameters_writes_rs_and_adrs_but_no_cbor_
 ALLOWED_MODULES = {"roles.py", "plots.py", "render.py", "report.py", "cli.py"}
 # The same letters with another meaning.
 HOMONYMS = {
+    ("adam.py", "PD"): "the ADaM parameter code PD (Disease Progression, admiralonco), not a response word",
     ("bor.py", "NA"): "a missing-value token of exported files (R writes NA)",
     ("bor.py", "MISSING"): "a missing-value token of exported files",
     ("models.py", "none"): "input field values (mri_contrast: none, intratumoral_nodule: none)",

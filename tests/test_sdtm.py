@@ -100,7 +100,9 @@ def visit_row(visits: pd.DataFrame, stream: str, visit: str) -> dict[str, Any]:
 
 
 def stream_rows(frame: pd.DataFrame, usubjid: str, evaluator: str, paramcd: str) -> pd.DataFrame:
-    return frame.loc[(frame["USUBJID"] == usubjid) & (frame["EVAL"] == evaluator) & (frame["PARAMCD"] == paramcd)]
+    """ADRS (RSEVAL) or ADTR (TREVAL) records of one subject, evaluator and parameter."""
+    column = "RSEVAL" if "RSEVAL" in frame else "TREVAL"
+    return frame.loc[(frame["USUBJID"] == usubjid) & (frame[column] == evaluator) & (frame["PARAMCD"] == paramcd)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -281,7 +283,21 @@ def test_adrs_ovr_bor_cbor(fixture_run: dict[str, Any]) -> None:
         got = list(stream_rows(adrs, usubjid, evaluator, paramcd)["AVALC"])
         if got != want:
             problems.append(f"{usubjid} {evaluator} {paramcd}: {got}, expected {want}")
-    assert set(adrs["PARAMCD"]) == {"OVR", "BOR", "CBOR"}
+    # issue 15: the whole admiralonco parameter set (DEATH only with --death-dates)
+    assert set(adrs["PARAMCD"]) == {
+        "OVR",
+        "BOR",
+        "CBOR",
+        "RSP",
+        "CRSP",
+        "CB",
+        "CCB",
+        "BCP",
+        "CBCP",
+        "PD",
+        "LSTA",
+        "MDIS",
+    }
     assert not problems, "\n".join(problems)
 
 
@@ -329,10 +345,12 @@ def test_pharmaverse_subset_loads_and_every_row_is_accounted(tmp_path: Path) -> 
     adrs = read_text_table(tmp_path / "adam" / "adrs.csv")
     for code in ("BOR", "CBOR"):
         rows = adrs.loc[adrs["PARAMCD"] == code]
-        assert set(zip(rows["USUBJID"], rows["EVAL"], rows["EVALID"], strict=True)) == streams, code
+        assert set(zip(rows["USUBJID"], rows["RSEVAL"], rows["RSEVALID"], strict=True)) == streams, code
     assert {"OVR", "BOR", "CBOR"} <= set(adrs["PARAMCD"])
     adtr = read_text_table(tmp_path / "adam" / "adtr.csv")
-    assert set(adtr["PARAMCD"]) == {"SDIAM"}
+    # issue 15: per-lesion records beside the sum (targets numbered per reader stream)
+    assert "SDIAM" in set(adtr["PARAMCD"])
+    assert set(adtr["PARAMCD"]) - {"SDIAM"} <= {f"{p}{n}" for p in ("LDIAM", "NLDIAM") for n in range(1, 11)}
 
 
 def test_pharmaverse_unscheduled_visits_keep_their_place_in_time(tmp_path: Path) -> None:
