@@ -43,9 +43,7 @@ def test_free_text_trorres_with_standard_unequivocal_is_pd(tmp_path: Path) -> No
 
 
 def test_unknown_state_word_is_refused_not_present(tmp_path: Path) -> None:
-    code, visits, errors = _run(
-        tmp_path, "ST,P1,NT01,TUMSTATE,Progressed,,,,2,WEEK 8,2024-02-26,57,INVESTIGATOR\n"
-    )
+    code, visits, errors = _run(tmp_path, "ST,P1,NT01,TUMSTATE,Progressed,,,,2,WEEK 8,2024-02-26,57,INVESTIGATOR\n")
     assert code == 1  # the only subject is set aside
     assert visits == []
     bad = [e for e in errors if e["code"] == "not_allowed"]
