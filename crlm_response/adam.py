@@ -183,6 +183,9 @@ def visit_keys(prepared: Prepared, sdtm: SdtmStreams | None = None) -> pd.DataFr
             "ADTF": _text(v, "date_imputation").to_numpy(dtype=object),
             "ADY": np.full(len(v), np.nan),
             "BLDAYS": v["day"].to_numpy(dtype=float),
+            # the engine's order of the visits (baseline 0): records are sorted by it, as a partial-date visit
+            # has no day to sort by
+            "_visit_rank": v["tp_order"].to_numpy(dtype=float),
         }
     )
     if sdtm is not None:
@@ -438,7 +441,7 @@ def _adrs_for_set(
 def _with_timing(rows: pd.DataFrame, visits: pd.DataFrame) -> pd.DataFrame:
     """AVISIT, AVISITN, ADT, ADTF, ADY of the visit each record was taken from (by visit id, else by day: one
     visit per day and stream); BLDAYS is the record's own day."""
-    timing = ["AVISIT", "AVISITN", "ADT", "ADTF", "ADY"]
+    timing = ["AVISIT", "AVISITN", "ADT", "ADTF", "ADY", "_visit_rank"]
     by_tp = rows[["subject_id", "timepoint"]].merge(
         visits[["subject_id", "timepoint", *timing]], on=["subject_id", "timepoint"], how="left"
     )
@@ -710,7 +713,9 @@ def _finish(
     out = pd.concat(filled, ignore_index=True)
     out["_set"] = out["PARCAT3"].map(rank).fillna(-1)
     out["_day"] = out["BLDAYS"].astype(float)
-    keys = ["USUBJID", "_set", *readers, "PARAMCD", "_day", "AVISITN"]
+    if "_visit_rank" not in out:
+        out["_visit_rank"] = np.nan
+    keys = ["USUBJID", "_set", *readers, "PARAMCD", "_visit_rank", "_day", "AVISITN"]
     out = out.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
     out["ASEQ"] = out.groupby("USUBJID").cumcount() + 1
     for column in columns:

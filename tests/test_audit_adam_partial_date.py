@@ -46,3 +46,13 @@ def test_adtr_progression_flags_by_visit_order(tmp_path: Path) -> None:
         "WEEK 6": ("", "Y", "Y"),
         "WEEK 12": ("Y", "", "Y"),
     }
+
+
+def test_records_numbered_in_visit_order(tmp_path: Path) -> None:
+    """ASEQ follows the visits' order, so the partial-date WEEK 6 sits between SCREENING and WEEK 12 (it used to
+    come first: it has no day to sort by)."""
+    adrs, adtr = _adam(tmp_path)
+    sums = [(r["AVISIT"], int(r["ASEQ"])) for r in adtr if r["USUBJID"] == "S-001" and r["PARAMCD"] == "SDIAM"]
+    assert [v for v, _ in sorted(sums, key=lambda x: x[1])] == ["SCREENING", "WEEK 6", "WEEK 12"]
+    ovr = [(r["AVISIT"], int(r["ASEQ"])) for r in adrs if r["USUBJID"] == "S-001" and r["PARAMCD"] == "OVR"]
+    assert [v for v, _ in sorted(ovr, key=lambda x: x[1])] == ["WEEK 6", "WEEK 12"]
