@@ -422,7 +422,8 @@ def _reference_warnings(reference: Reference | None, streams: pd.DataFrame) -> p
 def _tumour_states(tr: pd.DataFrame, ledger: Ledger, read: np.ndarray) -> pd.Series:
     """TUMSTATE results in upper case: the standardised TRSTRESC, else the collected TRORRES (which may be
     worded freely, e.g. "Unequivocal progression" beside TRSTRESC UNEQUIVOCAL). A word that is not a known state
-    is refused on the rows that are read (`read`): taken as PRESENT it could hide a progression."""
+    is refused on the rows that are read (`read`), and so is an empty one: taken as PRESENT it could hide a
+    progression."""
     standard = _text(tr, "TRSTRESC")
     written = standard.where(standard != "", _text(tr, "TRORRES"))
     state = written.str.upper().str.replace(r"\s+", " ", regex=True)
@@ -432,6 +433,13 @@ def _tumour_states(tr: pd.DataFrame, ledger: Ledger, read: np.ndarray) -> pd.Ser
         "not_allowed",
         f"TUMSTATE result must be one of {', '.join(STATE_WORDS)} (other words are not read as a lesion state)",
         values=written.to_numpy(dtype=object),
+    )
+    ledger.add(
+        read & (state == "").to_numpy(),
+        "TRSTRESC" if "TRSTRESC" in tr else "TRORRES",
+        "missing_value",
+        "TUMSTATE result is empty and TRSTAT is not NOT DONE: the lesion's state is unknown; give the state, or "
+        "TRSTAT = NOT DONE when it was not assessed",
     )
     return state
 

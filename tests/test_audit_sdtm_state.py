@@ -56,3 +56,14 @@ def test_known_words_any_case_still_read(tmp_path: Path) -> None:
     code, visits, _ = _run(tmp_path, "ST,P1,NT01,TUMSTATE,absent,,,,2,WEEK 8,2024-02-26,57,INVESTIGATOR\n")
     assert code == 0
     assert [(v["non_target"], v["overall"]) for v in visits] == [("CR", "SD")]
+
+
+def test_empty_state_without_not_done_is_refused(tmp_path: Path) -> None:
+    """An empty TUMSTATE that TRSTAT does not mark NOT DONE is an unknown state, not PRESENT."""
+    code, visits, errors = _run(tmp_path, "ST,P1,NT01,TUMSTATE,,,,,2,WEEK 8,2024-02-26,57,INVESTIGATOR\n")
+    assert code == 1 and visits == []
+    reasons = [e["reason"] for e in errors if e["code"] == "missing_value"]
+    assert reasons == [
+        "TUMSTATE result is empty and TRSTAT is not NOT DONE: the lesion's state is unknown; give the state, or "
+        "TRSTAT = NOT DONE when it was not assessed"
+    ]
