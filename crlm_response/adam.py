@@ -183,6 +183,9 @@ def visit_keys(prepared: Prepared, sdtm: SdtmStreams | None = None) -> pd.DataFr
             "ADTF": _text(v, "date_imputation").to_numpy(dtype=object),
             "ADY": np.full(len(v), np.nan),
             "BLDAYS": v["day"].to_numpy(dtype=float),
+            # the engine's order of the visits (baseline 0): records are sorted by it, as a partial-date visit
+            # has no day to sort by
+            "_visit_rank": v["tp_order"].to_numpy(dtype=float),
         }
     )
     if sdtm is not None:
@@ -228,7 +231,9 @@ class _Run:
 
     settings: BorSettings
     subjects: pd.DataFrame  # indexed by subject_id: best response, its day, flags, event days
-    follow: pd.DataFrame  # subject_id, timepoint, day, response, role the visit counted as (None: did not count)
+    # subject_id, timepoint, day, response, role the visit counted as (None: did not count), and `order`: the
+    # engine's visit order (a visit with a partial date has no day but still has its place)
+    follow: pd.DataFrame
 
 
 def _run(result: RuleSetResult, confirmation: bool | None) -> _Run:
@@ -248,6 +253,7 @@ def _run(result: RuleSetResult, confirmation: bool | None) -> _Run:
             "timepoint": tp["timepoint"].to_numpy(dtype=object),
             "day": tp["day"].to_numpy(dtype=float),
             "response": tp[spec.output].to_numpy(dtype=object) if spec.output in tp else None,
+            "order": np.arange(len(tp), dtype=float),
         }
     )
     # Every stream is scored, also one without a follow-up (its best response is then the `missing` role's word).
@@ -323,7 +329,8 @@ def _ovr_rows(result: RuleSetResult, run: _Run) -> pd.DataFrame:
     """One OVR record per assessment with a response. ANL01FL: the engine counted the visit (admiralonco: a valid
     response on or after the reference date; one per date, as the readers refuse two assessments on one day);
     ANL02FL: up to and including the first progression."""
-    follow = run.follow.loc[run.follow["response"].notna()].sort_values(["subject_id", "day"], kind="stable")
+    # In visit order, not by day: a visit with a partial date (day unknown) before the progression is before it.
+    follow = run.follow.loc[run.follow["response"].notna()].sort_values(["subject_id", "order"], kind="stable")
     spec = result.rule_set.schema.best_response
     method = spec.method if spec is not None else "recist"
     scale = result.rule_set.scale
@@ -434,7 +441,7 @@ def _adrs_for_set(
 def _with_timing(rows: pd.DataFrame, visits: pd.DataFrame) -> pd.DataFrame:
     """AVISIT, AVISITN, ADT, ADTF, ADY of the visit each record was taken from (by visit id, else by day: one
     visit per day and stream); BLDAYS is the record's own day."""
-    timing = ["AVISIT", "AVISITN", "ADT", "ADTF", "ADY"]
+    timing = ["AVISIT", "AVISITN", "ADT", "ADTF", "ADY", "_visit_rank"]
     by_tp = rows[["subject_id", "timepoint"]].merge(
         visits[["subject_id", "timepoint", *timing]], on=["subject_id", "timepoint"], how="left"
     )
@@ -526,6 +533,7 @@ def _sum_rows(result: RuleSetResult, run: _Run) -> pd.DataFrame:
             "subject_id": base.index.to_numpy(dtype=object),
             "timepoint": base["timepoint"].to_numpy(dtype=object),
             "day": 0.0,
+            "order": -1.0,
             "AVAL": base["baseline_sum_mm"].to_numpy(dtype=float),
             "complete": base["baseline_sum_mm"].notna().to_numpy(),
             "ABLFL": "Y",
@@ -539,6 +547,7 @@ def _sum_rows(result: RuleSetResult, run: _Run) -> pd.DataFrame:
             "subject_id": tp["subject_id"].to_numpy(dtype=object),
             "timepoint": tp["timepoint"].to_numpy(dtype=object),
             "day": tp["day"].to_numpy(dtype=float),
+            "order": np.arange(len(tp), dtype=float),
             "AVAL": tp[available].to_numpy(dtype=float),
             "complete": tp["sum_mm"].notna().to_numpy(),
             "ABLFL": "",
@@ -548,13 +557,21 @@ def _sum_rows(result: RuleSetResult, run: _Run) -> pd.DataFrame:
         }
     )
     rows = pd.concat([baseline, follow], ignore_index=True)
-    rows = rows.loc[rows["AVAL"].notna()].sort_values(["subject_id", "day"], kind="stable").reset_index(drop=True)
+    rows = rows.loc[rows["AVAL"].notna()].sort_values(["subject_id", "order"], kind="stable").reset_index(drop=True)
     rows["BASE"] = base["baseline_sum_mm"].reindex(rows["subject_id"]).to_numpy(dtype=float)
     is_base = rows["ABLFL"] == "Y"
     rows["CHG"] = np.where(is_base, np.nan, rows["AVAL"] - rows["BASE"])
     with np.errstate(divide="ignore", invalid="ignore"):
         rows["PCHG"] = np.where(is_base | (rows["BASE"] == 0), np.nan, 100 * rows["CHG"] / rows["BASE"])
-    return _sum_flags(rows, run.subjects["first_pd_day"].astype(float))
+    return _sum_flags(rows, _first_progression_order(run, result)).drop(columns=["order"])
+
+
+def _first_progression_order(run: _Run, result: RuleSetResult) -> pd.Series:
+    """Per subject, the visit order (`_Run.follow`) of its first progression (as ADRS ANL02FL reads it): the
+    visit, not its day, because a progression on a partial date has no day."""
+    follow = run.follow
+    progression = follow.loc[(follow["response"].map(result.rule_set.scale.role_of) == "progression").to_numpy()]
+    return progression.groupby("subject_id")["order"].min()
 
 
 def _sum_flags(rows: pd.DataFrame, first_pd: pd.Series) -> pd.DataFrame:
@@ -562,12 +579,12 @@ def _sum_flags(rows: pd.DataFrame, first_pd: pd.Series) -> pd.DataFrame:
     measured; ANL02FL the best PCHG after baseline (the waterfall value); ANL03FL complete sums before the first
     progression, ANL04FL complete sums and the progression visit, up to it (the spider series: a progression
     scored on part of the targets stays in it)."""
-    pd_day = first_pd.reindex(rows["subject_id"]).to_numpy(dtype=float)
-    day = rows["day"].to_numpy(dtype=float)
+    pd_order = first_pd.reindex(rows["subject_id"]).to_numpy(dtype=float)
+    order = rows["order"].to_numpy(dtype=float)
     complete = rows["complete"].to_numpy(dtype=bool)
     with np.errstate(invalid="ignore"):
-        pdfl = day == pd_day
-        before_pd = np.isnan(pd_day) | (day < pd_day)
+        pdfl = order == pd_order
+        before_pd = np.isnan(pd_order) | (order < pd_order)
     rows["PDFL"] = np.where(pdfl, "Y", "")
     rows["ANL01FL"] = np.where(complete, "Y", "")
     waterfall = rows.loc[complete & (rows["ABLFL"] != "Y").to_numpy() & rows["PCHG"].notna().to_numpy()]
@@ -696,7 +713,9 @@ def _finish(
     out = pd.concat(filled, ignore_index=True)
     out["_set"] = out["PARCAT3"].map(rank).fillna(-1)
     out["_day"] = out["BLDAYS"].astype(float)
-    keys = ["USUBJID", "_set", *readers, "PARAMCD", "_day", "AVISITN"]
+    if "_visit_rank" not in out:
+        out["_visit_rank"] = np.nan
+    keys = ["USUBJID", "_set", *readers, "PARAMCD", "_visit_rank", "_day", "AVISITN"]
     out = out.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
     out["ASEQ"] = out.groupby("USUBJID").cumcount() + 1
     for column in columns:

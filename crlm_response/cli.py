@@ -1031,7 +1031,13 @@ def bor_cmd(
     if rules.schema.best_response is None:
         raise click.UsageError(f"--criteria {criteria}: this criteria set has no best overall response")
     data = read_responses(
-        visits, rules.scale, reference_date, encoding, sheet=sheet, criteria_name=rs_category_of(rules)
+        visits,
+        rules.scale,
+        reference_date,
+        encoding,
+        sheet=sheet,
+        criteria_name=rs_category_of(rules),
+        criteria_id=rules.schema.id,
     )
     settings = BorSettings(
         confirmation_required=confirm,

@@ -34,6 +34,7 @@ STATE_WORDS = {
     "PRESENT": "present",
     "ABSENT": "disappeared",
     "UNEQUIVOCAL": "unequivocal_progression",
+    "UNEQUIVOCAL PROGRESSION": "unequivocal_progression",
     "EQUIVOCAL": "present",
     "NOT EVALUABLE": "not_evaluated",
     "NON-EVALUABLE": "not_evaluated",
@@ -291,8 +292,9 @@ def read_sdtm(
     too_small = original.str.contains("TOO SMALL", regex=False).to_numpy()
     measure = testcd.isin(MEASURE_TESTS).to_numpy()
     value = _measurements(tr, ledger, measure & ~not_done & ~too_small)
+    state = _tumour_states(tr, ledger, (testcd == "TUMSTATE").to_numpy() & (kind != "target") & ~not_done)
     when = _text(tr, "TRDTC") + "|" + pd.Series(day).astype(str)
-    _conflicting_measurements(ledger, key + "\x1f" + when, visitnum, testcd, value, original, measure)
+    _conflicting_measurements(ledger, key + "\x1f" + when, visitnum, testcd, value, state, measure)
 
     # Which measurement row supplies which field (nodes: short axis; other lesions: longest diameter).
     has = pd.DataFrame({"k": (key + "\x1f" + pd.Series(visitnum).astype(str)).to_numpy(), "t": testcd.to_numpy()})
@@ -346,7 +348,7 @@ def read_sdtm(
             "value": value,
             "not_done": not_done,
             "too_small": too_small,
-            "state": original.to_numpy(dtype=object),
+            "state": state.to_numpy(dtype=object),
             "kind": kind,
             "organ": lesion_organ,
             "node": node,
@@ -415,6 +417,31 @@ def _reference_warnings(reference: Reference | None, streams: pd.DataFrame) -> p
             "severity": "warning",
         }
     )
+
+
+def _tumour_states(tr: pd.DataFrame, ledger: Ledger, read: np.ndarray) -> pd.Series:
+    """TUMSTATE results in upper case: the standardised TRSTRESC, else the collected TRORRES (which may be
+    worded freely, e.g. "Unequivocal progression" beside TRSTRESC UNEQUIVOCAL). A word that is not a known state
+    is refused on the rows that are read (`read`), and so is an empty one: taken as PRESENT it could hide a
+    progression."""
+    standard = _text(tr, "TRSTRESC")
+    written = standard.where(standard != "", _text(tr, "TRORRES"))
+    state = written.str.upper().str.replace(r"\s+", " ", regex=True)
+    ledger.add(
+        read & (state != "").to_numpy() & ~state.isin(list(STATE_WORDS)).to_numpy(),
+        "TRSTRESC" if "TRSTRESC" in tr else "TRORRES",
+        "not_allowed",
+        f"TUMSTATE result must be one of {', '.join(STATE_WORDS)} (other words are not read as a lesion state)",
+        values=written.to_numpy(dtype=object),
+    )
+    ledger.add(
+        read & (state == "").to_numpy(),
+        "TRSTRESC" if "TRSTRESC" in tr else "TRORRES",
+        "missing_value",
+        "TUMSTATE result is empty and TRSTAT is not NOT DONE: the lesion's state is unknown; give the state, or "
+        "TRSTAT = NOT DONE when it was not assessed",
+    )
+    return state
 
 
 def _measurements(tr: pd.DataFrame, ledger: Ledger, measured: np.ndarray) -> np.ndarray:

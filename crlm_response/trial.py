@@ -924,8 +924,8 @@ class Responses:
 class _ResponseLayout:
     """Where a visits table keeps what `bor` needs: which rows, whose, when, and the response."""
 
-    kind: str  # "simple", "sdtm_rs" or "adam_adrs"
-    test_col: str | None  # RSTESTCD / PARAMCD (rows to use: keep_value)
+    kind: str  # "simple", "batch" (`batch -o`), "sdtm_rs" or "adam_adrs"
+    test_col: str | None  # RSTESTCD / PARAMCD (rows to use: keep_value); `criteria` of a batch output
     keep_value: str | None
     subject_cols: list[str]  # the subject, then the reader parts (RSEVAL, RSEVALID)
     response_col: str | None
@@ -941,6 +941,11 @@ def _response_layout(raw: pd.DataFrame) -> _ResponseLayout:
         response = upper.get("RSSTRESC", upper.get("RSORRES"))
         return _ResponseLayout(
             "sdtm_rs", upper["RSTESTCD"], "OVRLRESP", readers, response, upper.get("RSDY"), upper.get("RSDTC"), True
+        )
+    if "criteria" in raw and "overall" in raw and "subject_id" in raw:
+        # `batch -o`: per-visit responses of every criteria set of the run, the day counted from the baseline scan
+        return _ResponseLayout(
+            "batch", "criteria", None, ["subject_id"], "overall", "day" if "day" in raw else None, None, False
         )
     if "PARAMCD" in upper:
         # BLDAYS (days since the baseline scan, written by this tool) is the day the derivation used; ADY is a
@@ -965,7 +970,7 @@ def _check_layout(layout: _ResponseLayout, raw: pd.DataFrame, file: str) -> None
     missing = []
     if layout.kind == "simple" and "subject_id" not in raw:
         missing.append("subject_id")
-    if layout.kind != "simple" and not any(str(c).upper() == "USUBJID" for c in raw.columns):
+    if layout.kind in ("sdtm_rs", "adam_adrs") and not any(str(c).upper() == "USUBJID" for c in raw.columns):
         missing.append("USUBJID")
     if layout.response_col is None:
         missing.append("response")
@@ -980,29 +985,47 @@ def _check_layout(layout: _ResponseLayout, raw: pd.DataFrame, file: str) -> None
         )
 
 
-def _adrs_records(raw: pd.DataFrame, ledger: Ledger, criteria_name: str | None, file: str) -> np.ndarray:
-    """ADRS rows that are not analysis records of the chosen criteria set are not used: ANL01FL other than Y
-    (when the column is there), and PARCAT3 naming another set (when both are known). Returns the rows of the
-    chosen set (or of any, when the file or the caller names none)."""
+def _criteria_records(
+    raw: pd.DataFrame, ledger: Ledger, criteria_name: str | None, file: str, category: str, dataset: str
+) -> np.ndarray:
+    """RS/ADRS rows that are not records of the chosen criteria set are not used: for ADRS, ANL01FL other than Y
+    (when the column is there); for both, a category (RSCAT / PARCAT3) naming another set (when both are known).
+    Returns the rows of the chosen set (or of any, when the file or the caller names none)."""
     upper = {str(c).upper(): c for c in raw.columns}
-    if "ANL01FL" in upper:
+    if dataset == "ADRS" and "ANL01FL" in upper:
         flag = _text_column(raw, upper["ANL01FL"]).str.upper()
         ledger.add((flag != "Y").to_numpy(), upper["ANL01FL"], "not_used", "ANL01FL is not Y: not an analysis record")
-    if "PARCAT3" not in upper or criteria_name is None:
+    if category not in upper or criteria_name is None:
         return np.ones(len(raw), dtype=bool)
-    parcat3 = _text_column(raw, upper["PARCAT3"])
-    mine = parcat3.str.upper() == criteria_name.strip().upper()
-    named = parcat3 != ""
+    named_set = _text_column(raw, upper[category])
+    mine = named_set.str.upper() == criteria_name.strip().upper()
+    named = named_set != ""
     if named.any() and not mine.any():
-        found = ", ".join(sorted(set(parcat3[named]))[:5])
+        found = ", ".join(sorted(set(named_set[named]))[:5])
         raise InputTableError(
-            f"no ADRS record has PARCAT3 {criteria_name!r} (the file has {found})",
+            f"no {dataset} record has {category} {criteria_name!r} (the file has {found})",
             file=file,
             hint="choose the criteria set with --criteria (e.g. --criteria choi)",
         )
-    ledger.add((named & ~mine).to_numpy(), upper["PARCAT3"], "not_used", f"PARCAT3 is not {criteria_name}")
+    ledger.add((named & ~mine).to_numpy(), upper[category], "not_used", f"{category} is not {criteria_name}")
     # records of no criteria set (DEATH, PARCAT1 Reference Event) are the subject's, not a reader's
     return mine.to_numpy() if named.any() else np.ones(len(raw), dtype=bool)
+
+
+def _batch_records(raw: pd.DataFrame, ledger: Ledger, criteria_id: str | None, file: str) -> None:
+    """`batch -o` rows of another criteria set than the chosen one are not used. Without a chosen id the file
+    must hold one set: best responses of two sets are never mixed."""
+    sets = _text_column(raw, "criteria")
+    present = sorted(set(sets[sets != ""]))
+    chosen = criteria_id if criteria_id is not None else (present[0] if len(present) == 1 else None)
+    if chosen is None or chosen not in present:
+        raise InputTableError(
+            f"this batch output holds the criteria sets {', '.join(present[:8]) or '(none)'}"
+            + (f", not {criteria_id}" if criteria_id is not None else ""),
+            file=file,
+            hint="choose one with --criteria (e.g. --criteria " + (present[0] if present else "recist1.1") + ")",
+        )
+    ledger.add((sets != chosen).to_numpy(), "criteria", "not_used", f"criteria is not {chosen}")
 
 
 def _response_days(
@@ -1062,11 +1085,14 @@ def read_responses(
     column_map: ColumnMap | None = None,
     sheet: str | None = None,
     criteria_name: str | None = None,
+    criteria_id: str | None = None,
 ) -> Responses:
-    """Per-visit responses from a simple CSV (subject_id, day or date, response), SDTM RS (OVRLRESP rows) or
-    ADaM ADRS (PARAMCD OVR rows with ANL01FL = Y when the column is there, and PARCAT3 = `criteria_name` when both
-    are known), in the words of `scale` (see `response_aliases`). RS and ADRS are keyed by USUBJID x RSEVAL x
-    RSEVALID (the reader). Dates need a reference date (option or `reference_date` column)."""
+    """Per-visit responses from a simple CSV (subject_id, day or date, response), `batch -o` output (the rows of
+    `criteria_id`, `overall` as the response), SDTM RS (OVRLRESP rows, RSCAT = `criteria_name` when both are
+    known) or ADaM ADRS (PARAMCD OVR rows with ANL01FL = Y when the column is there, and PARCAT3 =
+    `criteria_name` when both are known), in the words of `scale` (see `response_aliases`). RS and ADRS are keyed
+    by USUBJID x RSEVAL x RSEVALID (the reader). Dates need a reference date (option or `reference_date`
+    column)."""
     file = str(path)
     options = SourceOptions(encoding=encoding, sheet=sheet, column_map=column_map or ColumnMap())
     table = read_table(path, options, rows="visit")
@@ -1084,16 +1110,30 @@ def read_responses(
             view[column] = raw[column].to_numpy(dtype=object)
     ledger = Ledger(file, table.lines, view, cells=table.cells)
     ledger.add_malformed(table.malformed)
-    if layout.test_col is not None:
+    if layout.kind == "batch":
+        _batch_records(raw, ledger, criteria_id, file)
+    elif layout.test_col is not None:
+        tests = _text_column(raw, layout.test_col).str.upper()
+        if not (tests == layout.keep_value).any():
+            found = ", ".join(sorted(set(tests[tests != ""]))[:5])
+            raise InputTableError(
+                f"no {layout.keep_value} record: this file holds no per-visit overall tumour response "
+                f"({layout.test_col} {found or 'empty'})",
+                file=file,
+                hint=f"give the {'RS' if layout.kind == 'sdtm_rs' else 'ADRS'} of a tumour response assessment "
+                f"({layout.test_col} {layout.keep_value})",
+            )
         ledger.add(
-            (_text_column(raw, layout.test_col).str.upper() != layout.keep_value).to_numpy(),
+            (tests != layout.keep_value).to_numpy(),
             layout.test_col,
             "not_used",
             f"only {layout.keep_value} rows carry the per-visit overall response",
         )
     of_criteria = np.ones(len(raw), dtype=bool)
     if layout.kind == "adam_adrs":
-        of_criteria = _adrs_records(raw, ledger, criteria_name, file)
+        of_criteria = _criteria_records(raw, ledger, criteria_name, file, "PARCAT3", "ADRS")
+    elif layout.kind == "sdtm_rs":
+        of_criteria = _criteria_records(raw, ledger, criteria_name, file, "RSCAT", "RS")
     ledger.add((subject == "").to_numpy(), "subject_id", "missing_key", "subject is empty")
     assert layout.response_col is not None  # checked with the required columns above
     response = _response_words(raw, layout.response_col, scale, ledger)
@@ -1111,7 +1151,7 @@ def read_responses(
     set_aside = ledger.first_rejection_by_subject(ignore=("not_used",))
     ledger.set_aside_subjects(set_aside)
     population = None
-    if layout.kind != "simple":
+    if layout.kind in ("sdtm_rs", "adam_adrs"):
         member = of_criteria & (subject != "").to_numpy() & ~subject.isin(list(set_aside)).to_numpy()
         population = pd.DataFrame({"subject_id": subject[member], "reader": reader[member]}).drop_duplicates()
     out = pd.DataFrame(

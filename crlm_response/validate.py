@@ -366,6 +366,22 @@ def _choose_baseline(
     return first
 
 
+def _warn_unnamed_late_baseline(v: pd.DataFrame, first: np.ndarray, late: np.ndarray, problems: Problems) -> None:
+    """A baseline taken by order that the table itself dates after day 0 is most likely a follow-up whose baseline
+    scan is missing from the file: every response of the subject would be measured from the wrong scan."""
+    codes, names = text_codes(v["timepoint"])  # each distinct name looked at once
+    named = np.append(np.array([str(t).strip().lower() in BASELINE_NAMES for t in names], dtype=bool), False)[codes]
+    problems.add(
+        v,
+        first & late & ~named,
+        "baseline_not_day_zero",
+        "no timepoint is named baseline and none is on day 0: {timepoint} (day {day}) is taken as the baseline; "
+        "if the baseline scan is missing from the file, every response of this subject is measured from the wrong "
+        "scan (name the baseline timepoint, or give it day 0)",
+        severity="warning",
+    )
+
+
 def _resolve_days(visits: pd.DataFrame, problems: Problems, dates: DateOptions | None = None) -> pd.DataFrame:
     """Choose each subject's baseline and express every timepoint as days since baseline (NaN: unknown)."""
     dates = dates or DateOptions()
@@ -390,6 +406,7 @@ def _resolve_days(visits: pd.DataFrame, problems: Problems, dates: DateOptions |
     day_given = v["day"].to_numpy(dtype=float)
     day_zero = ~placed & time.use_days & (day_given == 0)
     first = _choose_baseline(v, codes, n_subjects, order_key, day_zero, problems)
+    _warn_unnamed_late_baseline(v, first, ~placed & time.use_days & (day_given > 0), problems)
     base_value = _group_broadcast(value, codes, n_subjects, first)
     base_order = _group_broadcast(order_key, codes, n_subjects, first)
 
