@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import writers  # writers.write_*: looked up at call time (tests stand in for a full disk)
 from .assessment import Assessment, assess, get_rules
 from .batch import BatchResult, accounting_lines, score_read
 from .cohort import load_cohort, score_cohort
@@ -34,7 +35,7 @@ from .options import (
 )
 from .outputs import case_inputs, check_outputs, rule_inputs
 from .trial import ERROR_COLUMNS, SourceOptions, load_column_map
-from .writers import all_or_nothing, remove_later, to_json, write_table, write_text
+from .writers import all_or_nothing, remove_later, to_json
 
 Progress = Callable[[str], None]
 
@@ -98,15 +99,15 @@ def write_cdisc(
     if response is None:
         raise OptionError("RS and ADaM output need --criteria to include a response criteria set")
     if out_rs is not None:
-        write_table(rs_rows(response, streams), out_rs, safe_csv=safe_csv, name="RS")
+        writers.write_table(rs_rows(response, streams), out_rs, safe_csv=safe_csv, name="RS")
     if adam:
         from .adam import adam_tables
         from .trial import read_subject_days
 
         deaths = read_subject_days(death_dates, "--death-dates") if death_dates is not None else None
         adrs, adtr = adam_tables(result.results, result.prepared, streams, study_id, deaths)
-        write_table(adrs, adam["adrs"], safe_csv=safe_csv, name="ADRS")
-        write_table(adtr, adam["adtr"], safe_csv=safe_csv, name="ADTR")
+        writers.write_table(adrs, adam["adrs"], safe_csv=safe_csv, name="ADRS")
+        writers.write_table(adtr, adam["adtr"], safe_csv=safe_csv, name="ADTR")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,7 +405,7 @@ def write_batch(result: BatchResult, outputs: dict[str, Path | None], safe_csv: 
             continue
         if frame.empty and name == "errors":
             frame = frame.reindex(columns=ERROR_COLUMNS)
-        write_table(frame, path, safe_csv=safe_csv)
+        writers.write_table(frame, path, safe_csv=safe_csv)
 
 
 def write_summary_file(result: BatchResult, summary_file: Path | None) -> None:
@@ -415,9 +416,9 @@ def write_summary_file(result: BatchResult, summary_file: Path | None) -> None:
         return
     if summary_file.suffix.lower() == ".json":
         extra = {"parameters": result.dates.parameters()}
-        write_text(summary_file, to_json({"summary": result.summary, "counts": result.counts, **extra}))
+        writers.write_text(summary_file, to_json({"summary": result.summary, "counts": result.counts, **extra}))
     else:
-        write_table(summary_table(result.summary), summary_file)
+        writers.write_table(summary_table(result.summary), summary_file)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -500,10 +501,10 @@ def run_bor(request: BorRequest, progress: Progress | None = None) -> BorRun:
     (progress or _quiet)(line)
     with all_or_nothing():
         if output is not None:
-            write_table(table, output)
+            writers.write_table(table, output)
         if errors is not None:
             rejected = data.ledger.table()
-            write_table(rejected if not rejected.empty else pd.DataFrame(columns=ERROR_COLUMNS), errors)
+            writers.write_table(rejected if not rejected.empty else pd.DataFrame(columns=ERROR_COLUMNS), errors)
     cr_then_pr = [str(w.subject) for w in result.cr_then_pr.itertuples()]
     return BorRun(table, line, cr_then_pr, output, errors, data.nothing_scored(len(table)))
 
@@ -580,7 +581,7 @@ def run_diff(request: DiffRequest) -> DiffRun:
         run.verdicts = compare_results(result_a, result_b, run.label_a, run.label_b)
     run.accounting = cohort.accounting
     if r.output is not None:
-        write_table(run.verdicts.reclassified(), r.output)
+        writers.write_table(run.verdicts.reclassified(), r.output)
     return run
 
 
@@ -649,7 +650,7 @@ def run_import_sr(
         case_id=case_id,
     )
     check_outputs({"-o": output}, result.files)
-    write_text(output, result.text)
+    writers.write_text(output, result.text)
     return result
 
 
