@@ -13,24 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
-from . import __version__
+from . import __version__, render, runs
+from .assessment import get_rules
 from .errors import EXIT_INPUT_ERROR, CrlmError, OptionError
-from .options import check_rule_set, checked_date, file_output
-from .render import render_assessment, render_batch_run, render_diff, render_rule_set, render_rules_list
-from .runs import AssessRequest, BatchRequest, BorRequest, DiffRequest, PlotRequest, run_assess
-from .writers import to_json
+from .options import check_rule_set, file_output
+from .readers import load_case
+from .report import render_report
+from .rules import describe
+from .writers import Terminated, clean_stop, csv_text, to_json, write_text
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+TABLE_OR_JSON = click.Choice(["table", "json"])
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 FILE = click.Path(dir_okay=False, path_type=Path)
-
-
-def _console(stderr: bool = False) -> Console:
-    interactive = (sys.stderr if stderr else sys.stdout).isatty()
-    width = None if interactive else int(os.environ.get("COLUMNS", "140"))
-    # markup=False: file names and ids are printed as written (a file named `v[bold].csv` keeps its brackets)
-    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False, markup=False)
+OUT = click.Path(dir_okay=False, allow_dash=True, path_type=Path)  # `-`: standard output
 
 
 class _UsageProblem(click.ClickException):
@@ -59,8 +55,6 @@ class CrlmGroup(click.Group):
     command_class = CrlmCommand
 
     def invoke(self, ctx: click.Context) -> Any:
-        from .writers import Terminated, clean_stop
-
         try:
             with clean_stop():
                 return super().invoke(ctx)
@@ -83,17 +77,15 @@ class CrlmGroup(click.Group):
             ) from None
 
 
-def _date_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    try:
-        return checked_date(value)
-    except OptionError as exc:
-        raise click.BadParameter(exc.message) from None
+def _options(*decorators: Any) -> Any:
+    """Several options as one decorator, listed in help in the order given."""
 
+    def apply(func: Any) -> Any:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
 
-def _fail_on(failure: CrlmError | None) -> None:
-    """The run is done and shown; a failure it reports (nothing scored, --strict) sets exit code 1."""
-    if failure is not None:
-        raise failure
+    return apply
 
 
 criteria_opt = click.option(
@@ -111,30 +103,41 @@ set_opt = click.option(
     help="Override a rule-set parameter, e.g. --set recist1.1.confirmation_required=true "
     "(repeatable; wins over the case's settings).",
 )
-format_opt = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+format_opt = click.option("--format", "fmt", type=TABLE_OR_JSON, default="table")
 sheet_opt = click.option(
     "--sheet", metavar="NAME", help="Excel inputs (.xlsx): the sheet to read (default: the first)."
 )
 
 
-def adam_opts(func: Any) -> Any:
-    """--adam-dir, --adam-format and --study-id (batch and assess)."""
-    func = click.option(
-        "--study-id", metavar="ID", help="ADaM STUDYID when the input has no STUDYID / study_id column."
-    )(func)
-    func = click.option(
-        "--adam-format",
-        type=click.Choice(["csv", "parquet", "xpt", "json"]),
-        default="csv",
-        show_default=True,
-        help="Format of the ADaM datasets: xpt is SAS V5 transport, json is CDISC Dataset-JSON 1.1.",
-    )(func)
-    return click.option(
+adam_opts = _options(  # batch and assess
+    click.option(
         "--adam-dir",
         type=click.Path(file_okay=False, path_type=Path),
         help="Write ADaM ADRS (OVR, BOR, CBOR, RSP, CRSP, CB, CCB, BCP, CBCP, PD, LSTA, MDIS) and ADTR (LDIAMn, "
         "NLDIAMn, SDIAM) into this folder, for every response criteria set of the run.",
-    )(func)
+    ),
+    click.option(
+        "--adam-format",
+        type=click.Choice(["csv", "parquet", "xpt", "json"]),
+        default="csv",
+        help="Format of the ADaM datasets: xpt is SAS V5 transport, json is CDISC Dataset-JSON 1.1.",
+    ),
+    click.option("--study-id", metavar="ID", help="ADaM STUDYID when the input has no STUDYID / study_id column."),
+)
+grouping_opts = _options(  # the plots that can be split by group
+    click.option(
+        "--group-by",
+        metavar="COLUMN[=VALUE]",
+        help="Split by a column fixed per subject (arm, regimen); COLUMN=VALUE splits by whether the column "
+        "holds VALUE (e.g. agents=bevacizumab).",
+    ),
+    click.option(
+        "--groups",
+        "groups_file",
+        type=FILE,
+        help="Table with subject_id and the --group-by column (e.g. the lesion table given to batch).",
+    ),
+)
 
 
 @click.group(cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
@@ -157,20 +160,14 @@ def cli() -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json"]),
+    type=TABLE_OR_JSON,
     default="table",
-    show_default=True,
     help="Terminal tables, or the machine-readable JSON contract.",
 )
 @click.option("--explain", is_flag=True, help="Add one line per decision: the rule that fired and its numbers.")
 @set_opt
 @click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 1).")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-    help="Write to a file instead of stdout (`-` for stdout).",
-)
+@click.option("--output", "-o", type=OUT, help="Write to a file instead of stdout (`-` for stdout).")
 @adam_opts
 def assess_cmd(fmt: str, explain: bool, **options: Any) -> None:
     """Assess one case file: response per timepoint, best overall response, toxicity flags.
@@ -179,17 +176,14 @@ def assess_cmd(fmt: str, explain: bool, **options: Any) -> None:
 
         crlm-response assess sample_cases/folfox_bev_partial_response.yaml --explain
     """
-    from .render import assessment_text
-    from .writers import write_text
-
-    request = AssessRequest(**options)
-    result = run_assess(request)
+    request = runs.AssessRequest(**options)
+    result = runs.run_assess(request)
     data, rule_sets = result.to_dict(), {k: r.rule_set for k, r in result.results.items()}
     output = file_output(request.output)
     if fmt == "table" and output is None:
-        render_assessment(_console(), data, explain=explain, rule_sets=rule_sets)
+        render.render_assessment(render.console(), data, explain=explain, rule_sets=rule_sets)
         return
-    text = to_json(data) if fmt == "json" else assessment_text(data, explain, rule_sets)
+    text = to_json(data) if fmt == "json" else render.assessment_text(data, explain, rule_sets)
     if output is None:
         click.echo(text, nl=False)
     else:
@@ -215,13 +209,11 @@ def rules_list(fmt: str) -> None:
 
         crlm-response rules list
     """
-    from .runs import rule_set_rows
-
-    rows = rule_set_rows()
+    rows = runs.rule_set_rows()
     if fmt == "json":
         click.echo(to_json({"rule_sets": rows}), nl=False)
     else:
-        render_rules_list(_console(), rows)
+        render.render_rules_list(render.console(), rows)
 
 
 @rules_group.command("show")
@@ -234,14 +226,11 @@ def rules_show(rule_set: str, fmt: str) -> None:
 
         crlm-response rules show recist1.1
     """
-    from .assessment import get_rules
-    from .rules import describe
-
     info = describe(get_rules(check_rule_set(rule_set)))
     if fmt == "json":
         click.echo(to_json(info), nl=False)
     else:
-        render_rule_set(_console(), info)
+        render.render_rule_set(render.console(), info)
 
 
 @rules_group.command("validate")
@@ -253,22 +242,10 @@ def rules_validate(files: tuple[Path, ...]) -> None:
 
         crlm-response rules validate my_site_recist.yaml
     """
-    from .rules import load_rules
-
-    failures = 0
-    for file in files:
-        try:
-            rules = load_rules(file)
-        except CrlmError as exc:
-            failures += 1
-            click.echo(f"Error: {exc}", err=True)
-            continue
-        chain = " -> ".join(rules.chain)
-        click.echo(
-            f"{file}: OK ({rules.id}; {len(rules.schema.parameters)} parameters, {len(rules.outputs)} outputs, "
-            f"{len(rules.flags)} flags; {chain})"
-        )
-    if failures:
+    checks = runs.check_rule_files(files)
+    for check in checks:
+        click.echo(check.line, err=check.error is not None)
+    if any(check.error is not None for check in checks):
         sys.exit(EXIT_INPUT_ERROR)
 
 
@@ -281,9 +258,7 @@ def rules_metrics(level: str | None) -> None:
 
         crlm-response rules metrics --level timepoint
     """
-    from .render import render_metrics
-
-    render_metrics(_console(), level)
+    render.render_metrics(render.console(), level)
 
 
 @cli.command("batch", context_settings=CONTEXT_SETTINGS)
@@ -298,9 +273,8 @@ def rules_metrics(level: str | None) -> None:
     "--output",
     "-o",
     type=click.Path(path_type=Path),
-    help="Per-visit responses (.csv, .parquet, .json/.ndjson Dataset-JSON); side files go next to it. With "
-    "--engine dask or --chunk-rows "
-    "it may be a folder (ending in /): a partitioned Parquet dataset, one sub-folder per output.",
+    help="Per-visit responses (.csv, .parquet, .json/.ndjson Dataset-JSON); side files go next to it. With --engine "
+    "dask or --chunk-rows it may be a folder (ending in /): a partitioned Parquet dataset, one sub-folder per output.",
 )
 @click.option(
     "--best", "best_path", type=FILE, help="Best overall response per subject (default: OUTPUT stem + .best)."
@@ -317,9 +291,7 @@ def rules_metrics(level: str | None) -> None:
 @set_opt
 @click.option("--explain", is_flag=True, help="Add an explanation column (slower on large inputs).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any row was rejected or any warning raised.")
-@click.option(
-    "--encoding", default="auto", show_default=True, help="Text encoding of CSV inputs (auto: UTF-8, BOM-aware)."
-)
+@click.option("--encoding", default="auto", help="Text encoding of CSV inputs (auto: UTF-8, BOM-aware).")
 @sheet_opt
 @click.option("--no-safe-csv", is_flag=True, help="Do not neutralise cells that a spreadsheet would run as formulas.")
 @click.option("--sdtm-tu", type=FILE, help="SDTM TU domain (CSV, Parquet or XPT).")
@@ -345,7 +317,6 @@ def rules_metrics(level: str | None) -> None:
     "--date-imputation",
     type=click.Choice(["none", "first", "mid", "last"]),
     default="none",
-    show_default=True,
     help="Partial dates (2014-02): leave the day unknown (no interval from it counts), or impute the first day, "
     "the 15th / 30 June, or the last day, between the neighbouring scans.",
 )
@@ -353,14 +324,12 @@ def rules_metrics(level: str | None) -> None:
     "--sd-from",
     type=click.Choice(["baseline", "randomisation"]),
     default="baseline",
-    show_default=True,
     help="What the stable-disease minimum counts from: the baseline scan, or RANDDT from --sdtm-dm (admiralonco).",
 )
 @click.option(
     "--engine",
     type=click.Choice(["pandas", "dask"]),
     default="pandas",
-    show_default=True,
     help="pandas: this machine; dask: a Dask cluster (local, or --scheduler), partitioned by subject.",
 )
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://scheduler:8786.")
@@ -383,67 +352,42 @@ def batch_cmd(no_safe_csv: bool, **options: Any) -> None:
 
         crlm-response batch sample_cases/trial_lesions.csv -o responses.csv --summary
     """
-    from .render import BatchProgress
-    from .runs import run_batch
-
     # A progress bar on stderr when the run takes longer than a couple of seconds and stderr is a terminal
-    with BatchProgress(_console(stderr=True)) as step:
-        run = run_batch(BatchRequest(safe_csv=not no_safe_csv, **options), progress=step)
-    render_batch_run(_console(stderr=True), _console(), run)
-    _fail_on(run.failure())
+    with render.BatchProgress(render.console(stderr=True)) as step:
+        run = runs.run_batch(runs.BatchRequest(safe_csv=not no_safe_csv, **options), progress=step)
+    render.render_batch_run(render.console(stderr=True), render.console(), run)
+    if (failure := run.failure()) is not None:
+        raise failure
 
 
 @cli.command("bor", context_settings=CONTEXT_SETTINGS)
 @click.argument("visits", type=FILE)
 @click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-    help="One row per subject (.csv, .parquet, .json, .ndjson; `-` or none: CSV on stdout).",
+    "--output", "-o", type=OUT, help="One row per subject (.csv, .parquet, .json, .ndjson; `-` or none: CSV on stdout)."
 )
 @click.option("--errors", "errors_path", type=FILE, help="Rejected rows (default: OUTPUT stem + .errors).")
-@click.option(
-    "--confirm/--no-confirm",
-    default=False,
-    show_default=True,
-    help="CR and PR need a confirming assessment (E2009 §4.6).",
-)
+@click.option("--confirm/--no-confirm", default=False, help="CR and PR need a confirming assessment (E2009 §4.6).")
 @click.option(
     "--sd-min-days",
     type=click.IntRange(0, 3650),
     default=42,
-    show_default=True,
     help="SD (and NON-CR/NON-PD) counts only from this many days after the reference date.",
 )
 @click.option(
-    "--confirm-days",
-    type=click.IntRange(1, 3650),
-    default=28,
-    show_default=True,
-    help="Minimum interval to a confirming assessment.",
+    "--confirm-days", type=click.IntRange(1, 3650), default=28, help="Minimum interval to a confirming assessment."
 )
 @click.option(
     "--max-ne-between",
     type=click.IntRange(0, 100),
     default=1,
-    show_default=True,
     help="NE assessments allowed between a response and its confirmation.",
 )
 @click.option(
-    "--accept-sd-between/--no-accept-sd-between",
-    default=False,
-    show_default=True,
-    help="Allow SD between a PR and its confirmation.",
+    "--accept-sd-between/--no-accept-sd-between", default=False, help="Allow SD between a PR and its confirmation."
 )
 @click.option("--missing-as-ne", is_flag=True, help="Treat missing / ND responses as NE instead of dropping them.")
-@click.option(
-    "--stop-at-pd/--no-stop-at-pd", default=True, show_default=True, help="Ignore assessments after the first PD."
-)
-@click.option(
-    "--reference-date",
-    callback=_date_option,
-    help="Reference date (YYYY-MM-DD) when the input has dates instead of days.",
-)
+@click.option("--stop-at-pd/--no-stop-at-pd", default=True, help="Ignore assessments after the first PD.")
+@click.option("--reference-date", help="Reference date (YYYY-MM-DD) when the input has dates instead of days.")
 @click.option(
     "--pd-dates",
     type=FILE,
@@ -454,11 +398,10 @@ def batch_cmd(no_safe_csv: bool, **options: Any) -> None:
     "--criteria",
     "-c",
     default="recist1.1",
-    show_default=True,
     metavar="ID",
     help="Criteria set whose words, roles and ranking apply (an ADRS: its PARCAT3 records).",
 )
-@click.option("--encoding", default="auto", show_default=True)
+@click.option("--encoding", default="auto")
 @sheet_opt
 def bor_cmd(**options: Any) -> None:
     """Best overall response from responses already assigned per visit.
@@ -470,19 +413,14 @@ def bor_cmd(**options: Any) -> None:
 
         crlm-response bor visits.csv --confirm --sd-min-days 42 --confirm-days 28 --max-ne-between 1 -o bor.csv
     """
-    from .runs import run_bor
-    from .writers import csv_text
-
-    err = _console(stderr=True)
-    run = run_bor(BorRequest(**options), progress=err.print)
+    err = render.console(stderr=True)
+    run = runs.run_bor(runs.BorRequest(**options), progress=err.print)
     if run.output is None:
         click.echo(csv_text(run.table), nl=False)
-    for subject in run.cr_then_pr:
-        err.print(
-            f"warning recist_cr_then_pr: {subject}: a PR follows a CR; re-read both scans (E2009 Table 3 note)",
-            style="yellow",
-        )
-    _fail_on(run.failure())
+    for line in run.warning_lines():
+        err.print(line, style="yellow")
+    if (failure := run.failure()) is not None:
+        raise failure
 
 
 @cli.command("diff", context_settings=CONTEXT_SETTINGS)
@@ -499,7 +437,7 @@ def bor_cmd(**options: Any) -> None:
 @click.option("--output", "-o", type=FILE, help="Write the reclassified subjects as CSV.")
 @click.option("--map", "column_map", type=FILE, help="Column map for a CSV cohort.")
 @click.option("--organs", type=FILE, help="Organ table for a CSV cohort.")
-@click.option("--encoding", default="auto", show_default=True)
+@click.option("--encoding", default="auto")
 @sheet_opt
 def diff_cmd(fmt: str, **options: Any) -> None:
     """Compare two criteria sets: the rules that differ, and (with --cases) whose verdict changes.
@@ -508,15 +446,13 @@ def diff_cmd(fmt: str, **options: Any) -> None:
 
         crlm-response diff recist1.1 choi --cases sample_cases/
     """
-    from .runs import run_diff
-
-    run = run_diff(DiffRequest(**options))
+    run = runs.run_diff(runs.DiffRequest(**options))
     if fmt == "json":
         click.echo(to_json(run.as_dict()), nl=False)
     else:
-        render_diff(_console(), run.rules, run.verdicts, run.label_a, run.label_b)
+        render.render_diff(render.console(), run.rules, run.verdicts, run.label_a, run.label_b)
     for line in run.accounting:
-        _console(stderr=True).print(line)
+        render.console(stderr=True).print(line)
 
 
 @cli.group("plot", cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
@@ -542,7 +478,7 @@ def _plot_command(kind: str, summary: str, example: str) -> None:
     )
     @click.option("--title", help="Title instead of the default.")
     @click.option("--label-subjects", is_flag=True, help="Name each subject (up to 100 subjects).")
-    @_grouping_options(kind in ("waterfall", "swimmer"))
+    @(grouping_opts if kind in ("waterfall", "swimmer") else _options())
     @click.option(
         "--data-cut",
         type=click.FloatRange(min=0),
@@ -551,32 +487,8 @@ def _plot_command(kind: str, summary: str, example: str) -> None:
         help="Draw the data cut-off at this week (swimmer).",
     )
     def command(**options: Any) -> None:
-        from .runs import run_plot
-
-        info = run_plot(PlotRequest(kind, **options))
-        _console(stderr=True).print(f"wrote {options['output']} ({info['subjects']:,} subjects, {info['name']})")
-
-
-def _grouping_options(grouped: bool) -> Any:
-    """--group-by and --groups, for the plots that can be split by group."""
-
-    def add(func: Any) -> Any:
-        if not grouped:
-            return func
-        func = click.option(
-            "--groups",
-            "groups_file",
-            type=FILE,
-            help="Table with subject_id and the --group-by column (e.g. the lesion table given to batch).",
-        )(func)
-        return click.option(
-            "--group-by",
-            metavar="COLUMN[=VALUE]",
-            help="Split by a column fixed per subject (arm, regimen); COLUMN=VALUE splits by whether the column "
-            "holds VALUE (e.g. agents=bevacizumab).",
-        )(func)
-
-    return add
+        info = runs.run_plot(runs.PlotRequest(kind, **options))
+        render.console(stderr=True).print(f"wrote {options['output']} ({info['subjects']:,} subjects, {info['name']})")
 
 
 _plot_command(
@@ -601,11 +513,7 @@ _plot_command(
 @cli.command("report", context_settings=CONTEXT_SETTINGS)
 @click.argument("case_file", type=FILE)
 @click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-    required=True,
-    help="HTML file to write (self-contained, prints on A4); `-` for stdout.",
+    "--output", "-o", type=OUT, required=True, help="HTML file to write (self-contained, prints on A4); `-` for stdout."
 )
 @criteria_opt
 @set_opt
@@ -616,17 +524,13 @@ def report_cmd(case_file: Path, output: Path, criteria: str | None, set_values: 
 
         crlm-response report sample_cases/folfox_bev_partial_response.yaml -o case.html
     """
-    from .readers import load_case
-    from .report import render_report
-    from .writers import write_text
-
-    result = run_assess(AssessRequest(case_file, criteria, set_values, output=output))
+    result = runs.run_assess(runs.AssessRequest(case_file, criteria, set_values, output=output))
     html = render_report(load_case(case_file), result)
     if file_output(output) is None:
         click.echo(html, nl=False)
         return
     write_text(output, html)
-    _console(stderr=True).print(f"wrote {output}")
+    render.console(stderr=True).print(f"wrote {output}")
 
 
 @cli.command("import-sr", context_settings=CONTEXT_SETTINGS)
@@ -636,7 +540,6 @@ def report_cmd(case_file: Path, output: Path, criteria: str | None, set_values: 
     "--id-from",
     type=click.Choice(["identifier", "uid", "label"]),
     default="identifier",
-    show_default=True,
     help="Lesion id from the tracking identifier, the tracking UID or the viewer's label.",
 )
 @click.option("--targets", metavar="IDS", help="Comma-separated target lesions, when the reports do not say.")
@@ -651,20 +554,8 @@ def import_sr_cmd(paths: tuple[Path, ...], output: Path, **options: Any) -> None
 
         crlm-response import-sr baseline.dcm week8.dcm -o case.yaml
     """
-    from .runs import run_import_sr
-
-    result = run_import_sr(paths, output, **options)
-    for item in result.left_out:
-        click.echo(f"left out: {item}", err=True)
-    for warning in result.warnings:
-        click.echo(f"warning {warning.code}: {warning.message}", err=True)
-    timepoints = result.case["timepoints"]
-    lesions = len({lesion["id"] for tp in timepoints for lesion in tp["lesions"]})
-    click.echo(
-        f"wrote {output}: {len(timepoints)} timepoint(s), {lesions} lesion(s) from {len(result.files)} report(s); "
-        f"{len(result.left_out)} item(s) left out",
-        err=True,
-    )
+    for line in render.import_sr_lines(output, runs.run_import_sr(paths, output, **options)):
+        click.echo(line, err=True)
 
 
 def main() -> None:

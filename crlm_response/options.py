@@ -119,7 +119,7 @@ def set_value(raw: str) -> Any:
     return value
 
 
-def checked_date(value: str | None) -> str | None:
+def checked_date(value: str | None, option: str | None = None) -> str | None:
     """A date option, checked before any file is read (by the parser every table date goes through)."""
     from .sources import parse_dates
 
@@ -127,7 +127,7 @@ def checked_date(value: str | None) -> str | None:
         return None
     _, problem = parse_dates(pd.Series([value.strip()], dtype=object), "date")
     if problem[0] is not None or len(value.strip()) != 10:
-        raise OptionError(f"{shorten(value)!r} is not a date (YYYY-MM-DD)")
+        raise OptionError(f"{shorten(value)!r} is not a date (YYYY-MM-DD)", option)
     return value.strip()
 
 

@@ -9,6 +9,7 @@ identifier shows as its label, flags show their label, columns and fields their 
 from __future__ import annotations
 
 import io
+import os
 import re
 import sys
 import time
@@ -31,6 +32,15 @@ if TYPE_CHECKING:
 
     from .rules import LoadedRuleSet
     from .runs import BatchRun
+
+
+def console(stderr: bool = False) -> Console:
+    """A console on stdout (or stderr): the terminal's width, else COLUMNS (140 by default) when redirected."""
+    interactive = (sys.stderr if stderr else sys.stdout).isatty()
+    width = None if interactive else int(os.environ.get("COLUMNS", "140"))
+    # markup=False: file names and ids are printed as written (a file named `v[bold].csv` keeps its brackets)
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False, markup=False)
+
 
 # Labels of the columns the engine computes (metrics and rule outputs); case fields are labelled in
 # models.FIELD_LABELS. Units are read off the name (see `unit_of`).
@@ -560,6 +570,18 @@ def render_metrics(console: Console, level: str | None = None) -> None:
     console.print("Functions: " + "; ".join(function_help()))
 
 
+def import_sr_lines(output: object, result: Any) -> list[str]:
+    """What `import-sr` says on stderr: the items left out, the warnings, and what the case file holds."""
+    timepoints = result.case["timepoints"]
+    lesions = len({lesion["id"] for tp in timepoints for lesion in tp["lesions"]})
+    return [
+        *(f"left out: {item}" for item in result.left_out),
+        *(f"warning {warning.code}: {warning.message}" for warning in result.warnings),
+        f"wrote {output}: {len(timepoints)} timepoint(s), {lesions} lesion(s) from {len(result.files)} report(s); "
+        f"{len(result.left_out)} item(s) left out",
+    ]
+
+
 def render_rules_list(console: Console, rows: list[dict[str, Any]]) -> None:
     table = Table(box=box.SIMPLE_HEAVY, show_edge=False)
     for column in ("id", "name", "kind", "needs", "main citation"):
@@ -611,7 +633,7 @@ def render_rule_set(console: Console, info: Mapping[str, Any], scale: ResponseSc
         console.print(f"  {key}: {text}")
 
 
-def render_summary(console: Console, summary: list[Mapping[str, Any]]) -> None:
+def render_summary(console: Console, summary: Sequence[Mapping[str, Any]]) -> None:
     """Per criteria set: subjects, best-response counts, ORR and DCR with exact 95 % CIs."""
     for entry in summary:
         scale = scale_for(str(entry["criteria"]))

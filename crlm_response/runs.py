@@ -8,6 +8,7 @@ any file is read. Request fields carry the command's option names, and messages 
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .options import (
     adam_labels,
     adam_paths,
     check_rule_set,
+    checked_date,
     default_path,
     file_output,
     parse_criteria,
@@ -280,7 +282,9 @@ def _run_in_parts(r: BatchRequest, plan: _Plan, say: Progress) -> BatchRun:
         raise OptionError("give the lesion table(s)")
     inputs = expand_inputs(r.lesions)
     folder = r.output if r.output is not None and _names_a_folder(r.output) else None
-    outputs = {k: None for k in OUTPUT_KINDS} if folder else batch_outputs(r.output, r.best_path, r.errors_path)
+    outputs: dict[str, Path | None] = (
+        dict.fromkeys(OUTPUT_KINDS) if folder else batch_outputs(r.output, r.best_path, r.errors_path)
+    )
     check_outputs(
         {**output_labels(outputs, r.best_path, r.errors_path), "--summary-file": r.summary_file},
         [input_folder(r.lesions), *inputs, r.organs, r.column_map, *rule_inputs(plan.criteria)],
@@ -320,7 +324,7 @@ def _run_in_parts(r: BatchRequest, plan: _Plan, say: Progress) -> BatchRun:
         raise
     finally:
         _disconnect(client, own_cluster=not r.scheduler)
-    shown = {"dataset": folder} if folder is not None else dict(outputs)
+    shown: dict[str, Path | None] = {"dataset": folder} if folder is not None else dict(outputs)
     return BatchRun(r, result, shown, dates_used(result))
 
 
@@ -458,6 +462,12 @@ class BorRun:
     errors: Path | None
     nothing: str | None = None
 
+    def warning_lines(self) -> list[str]:
+        return [
+            f"warning recist_cr_then_pr: {subject}: a PR follows a CR; re-read both scans (E2009 Table 3 note)"
+            for subject in self.cr_then_pr
+        ]
+
     def failure(self) -> CrlmError | None:
         if not self.nothing:
             return None
@@ -474,6 +484,8 @@ def run_bor(request: BorRequest, progress: Progress | None = None) -> BorRun:
     from .trial import progression_days, read_responses, read_subject_days
 
     r = request
+    if r.reference_date is not None:
+        r = dataclasses.replace(r, reference_date=checked_date(r.reference_date, "'--reference-date'"))
     output = file_output(r.output)
     errors = r.errors_path or (default_path(output, "errors") if output else None)
     check_outputs({"-o": output, ("--errors" if r.errors_path else "-o (errors file)"): errors}, [r.visits, r.pd_dates])
@@ -652,6 +664,38 @@ def run_import_sr(
     check_outputs({"-o": output}, result.files)
     writers.write_text(output, result.text)
     return result
+
+
+@dataclass
+class RuleFileCheck:
+    """One rule file checked by `rules validate`: what it holds, or why it cannot be used."""
+
+    file: Path
+    rules: Any = None  # the LoadedRuleSet, when the file is valid
+    error: CrlmError | None = None
+
+    @property
+    def line(self) -> str:
+        if self.error is not None:
+            return f"Error: {self.error}"
+        r = self.rules
+        return (
+            f"{self.file}: OK ({r.id}; {len(r.schema.parameters)} parameters, {len(r.outputs)} outputs, "
+            f"{len(r.flags)} flags; {' -> '.join(r.chain)})"
+        )
+
+
+def check_rule_files(files: Sequence[Path]) -> list[RuleFileCheck]:
+    """Each rule file against the schema and the metric vocabulary, with `extends:` resolved."""
+    from .rules import load_rules
+
+    checks = []
+    for file in files:
+        try:
+            checks.append(RuleFileCheck(file, rules=load_rules(file)))
+        except CrlmError as exc:
+            checks.append(RuleFileCheck(file, error=exc))
+    return checks
 
 
 def rule_set_rows() -> list[dict[str, Any]]:
