@@ -23,7 +23,6 @@ from .report import render_report
 from .rules import describe
 from .writers import Terminated, clean_stop, csv_text, to_json, write_text
 
-TABLE_OR_JSON = click.Choice(["table", "json"])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 FILE = click.Path(dir_okay=False, path_type=Path)
 OUT = click.Path(dir_okay=False, allow_dash=True, path_type=Path)  # `-`: standard output
@@ -103,7 +102,12 @@ set_opt = click.option(
     help="Override a rule-set parameter, e.g. --set recist1.1.confirmation_required=true "
     "(repeatable; wins over the case's settings).",
 )
-format_opt = click.option("--format", "fmt", type=TABLE_OR_JSON, default="table")
+
+
+def format_opt(help: str | None = None) -> Any:
+    return click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", help=help)
+
+
 sheet_opt = click.option(
     "--sheet", metavar="NAME", help="Excel inputs (.xlsx): the sheet to read (default: the first)."
 )
@@ -157,13 +161,7 @@ def cli() -> None:
 @cli.command("assess", context_settings=CONTEXT_SETTINGS)
 @click.argument("case_file", type=FILE)
 @criteria_opt
-@click.option(
-    "--format",
-    "fmt",
-    type=TABLE_OR_JSON,
-    default="table",
-    help="Terminal tables, or the machine-readable JSON contract.",
-)
+@format_opt(help="Terminal tables, or the machine-readable JSON contract.")
 @click.option("--explain", is_flag=True, help="Add one line per decision: the rule that fired and its numbers.")
 @set_opt
 @click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 1).")
@@ -201,7 +199,7 @@ def rules_group() -> None:
 
 
 @rules_group.command("list")
-@format_opt
+@format_opt()
 def rules_list(fmt: str) -> None:
     """List the shipped rule sets with their main citation and the inputs they need.
 
@@ -218,7 +216,7 @@ def rules_list(fmt: str) -> None:
 
 @rules_group.command("show")
 @click.argument("rule_set")
-@format_opt
+@format_opt()
 def rules_show(rule_set: str, fmt: str) -> None:
     """Show one rule set: parameters with units and citations, decision lists, flags, references.
 
@@ -433,7 +431,7 @@ def bor_cmd(**options: Any) -> None:
 )
 @click.option("--set-a", "set_a", multiple=True, metavar="ID.PARAM=VALUE", help="Parameter override for set A.")
 @click.option("--set-b", "set_b", multiple=True, metavar="ID.PARAM=VALUE", help="Parameter override for set B.")
-@format_opt
+@format_opt()
 @click.option("--output", "-o", type=FILE, help="Write the reclassified subjects as CSV.")
 @click.option("--map", "column_map", type=FILE, help="Column map for a CSV cohort.")
 @click.option("--organs", type=FILE, help="Organ table for a CSV cohort.")
