@@ -14,14 +14,14 @@ from typing import Any
 
 import click
 
-from . import __version__, render, runs
+from . import __version__, render, runs, writers
 from .assessment import get_rules
 from .errors import EXIT_INPUT_ERROR, CrlmError, OptionError
 from .options import check_rule_set, file_output
 from .readers import load_case
 from .report import render_report
 from .rules import describe
-from .writers import Terminated, clean_stop, csv_text, to_json, write_text
+from .writers import Terminated, clean_stop, csv_text, to_json
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 FILE = click.Path(dir_okay=False, path_type=Path)
@@ -185,7 +185,7 @@ def assess_cmd(fmt: str, explain: bool, **options: Any) -> None:
     if output is None:
         click.echo(text, nl=False)
     else:
-        write_text(output, text)
+        writers.write_text(output, text)
 
 
 @cli.group("rules", cls=CrlmGroup, context_settings=CONTEXT_SETTINGS)
@@ -527,7 +527,7 @@ def report_cmd(case_file: Path, output: Path, criteria: str | None, set_values: 
     if file_output(output) is None:
         click.echo(html, nl=False)
         return
-    write_text(output, html)
+    writers.write_text(output, html)
     render.console(stderr=True).print(f"wrote {output}")
 
 

@@ -144,8 +144,8 @@ class BatchRequest:
     study_id: str | None = None
     death_dates: Path | None = None
     sdtm_dm: Path | None = None
-    date_imputation: str = "none"
-    sd_from: str = "baseline"
+    date_imputation: str = DateOptions.imputation  # the defaults of DateOptions: no imputation, from baseline
+    sd_from: str = DateOptions.sd_from
     engine: str = "pandas"
     scheduler: str | None = None
     workers: int | None = None
