@@ -89,11 +89,15 @@ class BatchResult:
 
     def accounting_lines(self) -> list[str]:
         """`rows read = rows scored + rows rejected`, per input file."""
-        return [
-            f"{Path(file).name}: rows read {c['read']:,} = rows scored {c['scored']:,} + rows rejected "
-            f"{c['rejected']:,}"
-            for file, c in self.counts.items()
-        ]
+        return accounting_lines(self.counts)
+
+
+def accounting_lines(counts: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """`rows read = rows scored + rows rejected` per input file, as every command that reads tables says it."""
+    return [
+        f"{Path(file).name}: rows read {c['read']:,} = rows scored {c['scored']:,} + rows rejected {c['rejected']:,}"
+        for file, c in counts.items()
+    ]
 
 
 WARNING_SUMMARY_COLUMNS = ["code", "count", "subjects", "first_subjects", "message", "first_subject"]

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .writers import OutputError
+from .errors import OutputError
 
 DATASET_JSON_VERSION = "1.1.0"
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .batch import BatchResult, score_read
+from .batch import BatchResult, merge_warning_summaries, score_read
 from .dates import DateOptions
 from .errors import CrlmError, InputTableError
 from .formats import CellMap
@@ -236,6 +236,24 @@ class ResultSink:
 
     def summary(self, best: pd.DataFrame) -> list[dict[str, Any]]:
         return summarise(best) if not best.empty else []
+
+    def finish(self, dates: DateOptions | None = None) -> BatchResult:
+        """Close every output and return the run's result. Its tables stay in the files written part by part:
+        the result holds the best responses (for the summary), the accounting and the warning summary."""
+        best = self.close()
+        return BatchResult(
+            pd.DataFrame(),
+            best,
+            pd.DataFrame(),
+            pd.DataFrame(),
+            pd.DataFrame(),
+            pd.DataFrame(),
+            self.counts,
+            self.summary(best),
+            warnings_summarised=merge_warning_summaries(self.warning_summaries),
+            subjects_with_warnings=self.warned_subjects,
+            dates=dates or DateOptions(),
+        )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -84,6 +84,23 @@ class StrictModeError(CrlmError):
     """A warning turned into an error by `--strict`."""
 
 
+class OutputError(CrlmError):
+    """An output that cannot be written (folder missing, not writable, same file as an input)."""
+
+
+class OptionError(CrlmError):
+    """A wrong option value, or options that do not go together: a usage error (exit code 2).
+
+    `option` names the option at fault (`--set`, `RULE_SET_A`); the CLI then says `Invalid value for OPTION`.
+    Without it the message is about a combination of options, shown under the command's usage line."""
+
+    exit_code = EXIT_USAGE_ERROR
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 def not_utf8_message(raw: bytes, exc: UnicodeDecodeError) -> tuple[str, int]:
     """The message for text that is not UTF-8, naming the bad byte and its column, and the 1-based line."""
     line = raw[: exc.start].count(b"\n") + 1

@@ -8,7 +8,8 @@ identifier shows as its label, flags show their label, columns and fields their 
 
 from __future__ import annotations
 
-import json
+import io
+import os
 import re
 import sys
 import time
@@ -30,6 +31,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .rules import LoadedRuleSet
+    from .runs import BatchRun
+
+
+def console(stderr: bool = False) -> Console:
+    """A console on stdout (or stderr): the terminal's width, else COLUMNS (140 by default) when redirected."""
+    interactive = (sys.stderr if stderr else sys.stdout).isatty()
+    width = None if interactive else int(os.environ.get("COLUMNS", "140"))
+    # markup=False: file names and ids are printed as written (a file named `v[bold].csv` keeps its brackets)
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False, markup=False)
+
 
 # Labels of the columns the engine computes (metrics and rule outputs); case fields are labelled in
 # models.FIELD_LABELS. Units are read off the name (see `unit_of`).
@@ -117,18 +128,6 @@ def styled(value: Any, scale: ResponseScale | None = None) -> Text:
     if scale is None or not isinstance(value, str):
         return Text(format_value(value))
     return Text(scale.display(value), style=scale.style(value))
-
-
-def to_json(data: Mapping[str, Any]) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n"
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -336,6 +335,15 @@ def _best_line(block: Mapping[str, Any], scale: ResponseScale | None) -> Text | 
     return text
 
 
+def assessment_text(
+    data: Mapping[str, Any], explain: bool = False, rule_sets: Mapping[str, LoadedRuleSet] | None = None
+) -> str:
+    """The assessment as plain text, 140 columns wide, for a file (`assess -o FILE`)."""
+    console = Console(record=True, width=140, file=io.StringIO())
+    render_assessment(console, data, explain=explain, rule_sets=rule_sets)
+    return console.export_text()
+
+
 def render_assessment(
     console: Console,
     data: Mapping[str, Any],
@@ -527,6 +535,53 @@ def render_batch_warnings(
     _hanging(console, rows)
 
 
+def render_batch_run(err: Console, out: Console, run: BatchRun) -> None:
+    """Accounting, outputs written, warnings and (--summary) the summary. How dates were used (the stable-disease
+    reference, imputation) is said in the summary, and after the accounting when the run met partial dates or
+    was asked to treat dates otherwise than by default."""
+    result, summary = run.result, run.request.summary
+    for line in result.accounting_lines():
+        err.print(line)
+    dates_line = result.dates.describe()
+    if run.dates_matter and not summary:
+        err.print(dates_line)
+    if run.written:
+        err.print("wrote " + ", ".join(map(str, run.written)), style="dim")
+    render_batch_warnings(err, result.warning_summary(), result.n_subjects_with_warnings, run.outputs.get("warnings"))
+    if summary:
+        if result.summary:
+            out.print(dates_line)
+        render_summary(out, result.summary)
+
+
+def render_metrics(console: Console, level: str | None = None) -> None:
+    """The vocabulary rule conditions may use: metrics (of one level, or all) and the rule-language functions."""
+    from .functions import function_help
+    from .metrics import METRICS
+
+    table = Table(show_edge=False)
+    for column in ("name", "level", "type", "unit", "meaning"):
+        table.add_column(column)
+    for name, m in sorted(METRICS.items(), key=lambda kv: (kv[1].level, kv[0])):
+        if level and m.level != level:
+            continue
+        table.add_row(name, m.level, m.type, m.unit, m.doc.split("\n")[0])
+    console.print(table)
+    console.print("Functions: " + "; ".join(function_help()))
+
+
+def import_sr_lines(output: object, result: Any) -> list[str]:
+    """What `import-sr` says on stderr: the items left out, the warnings, and what the case file holds."""
+    timepoints = result.case["timepoints"]
+    lesions = len({lesion["id"] for tp in timepoints for lesion in tp["lesions"]})
+    return [
+        *(f"left out: {item}" for item in result.left_out),
+        *(f"warning {warning.code}: {warning.message}" for warning in result.warnings),
+        f"wrote {output}: {len(timepoints)} timepoint(s), {lesions} lesion(s) from {len(result.files)} report(s); "
+        f"{len(result.left_out)} item(s) left out",
+    ]
+
+
 def render_rules_list(console: Console, rows: list[dict[str, Any]]) -> None:
     table = Table(box=box.SIMPLE_HEAVY, show_edge=False)
     for column in ("id", "name", "kind", "needs", "main citation"):
@@ -578,7 +633,7 @@ def render_rule_set(console: Console, info: Mapping[str, Any], scale: ResponseSc
         console.print(f"  {key}: {text}")
 
 
-def render_summary(console: Console, summary: list[Mapping[str, Any]]) -> None:
+def render_summary(console: Console, summary: Sequence[Mapping[str, Any]]) -> None:
     """Per criteria set: subjects, best-response counts, ORR and DCR with exact 95 % CIs."""
     for entry in summary:
         scale = scale_for(str(entry["criteria"]))

@@ -8,12 +8,13 @@ outputs never leave a mix of both; SIGTERM and SIGINT remove the temporary files
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -23,14 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import CrlmError
+from .errors import OutputError
 
 # A spreadsheet runs a cell that starts with one of these as a formula ("CSV injection").
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-class OutputError(CrlmError):
-    """An output that cannot be written (folder missing, not writable, same file as an input)."""
 
 
 def _umask() -> int:
@@ -251,6 +248,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _unlink_quietly(tmp)
         raise
     commit(tmp, target)
+
+
+def to_json(data: Mapping[str, Any]) -> str:
+    """The JSON every command writes: indented, UTF-8 as is, numpy numbers and dates as plain values."""
+    return json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
 
 
 def write_text(path: str | Path, text: str) -> None:

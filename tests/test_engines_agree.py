@@ -186,3 +186,18 @@ def test_engines_agree_on_generated_cohorts_with_bad_rows(
     assert "internal error" not in reference["stderr"]
     for engine in ("chunks", "dask"):
         assert_same(reference, run(engine, args, tmp, scheduler), engine)
+
+
+def test_every_engine_explains_when_asked(tmp_path: Path, scheduler: str) -> None:
+    """`--explain` was silently dropped by --chunk-rows and Dask (audit finding 3): every engine writes the same
+    explanation column, and the same columns."""
+    sample = Path(__file__).resolve().parent.parent / "sample_cases" / "trial_lesions.csv"
+    args = [str(sample), "-c", "recist1.1", "-o", "{tmp}/out.csv", "--explain"]
+    reference = run("memory", args, tmp_path, scheduler)
+    assert reference["exit"] == 0, reference["stderr"]
+    visits = reference["outputs"]["out.csv"]
+    assert "explanation" in visits.columns and (visits["explanation"] != "").all()
+    for engine in ("chunks", "dask"):
+        other = run(engine, args, tmp_path, scheduler)
+        assert list(other["outputs"]["out.csv"].columns) == list(visits.columns), engine
+        assert_same(reference, other, engine)
