@@ -370,7 +370,10 @@ def _line_too_long(shown: str | Path, line: int, length: int) -> None:
     )
 
 
-def _not_utf8(path: Path, shown: str | Path, position: int) -> None:
+CSV_ENCODING_HINT = "save as UTF-8, or pass --encoding latin-1 (or cp1252) if that is what the file is"
+
+
+def _not_utf8(path: Path, shown: str | Path, position: int, hint: str = CSV_ENCODING_HINT) -> None:
     newlines, last_newline, done = 0, -1, 0
     with open(path, "rb") as handle:
         while done < position:
@@ -390,7 +393,7 @@ def _not_utf8(path: Path, shown: str | Path, position: int) -> None:
         message,
         file=shown,
         line=newlines + 1,
-        hint="save as UTF-8, or pass --encoding latin-1 (or cp1252) if that is what the file is",
+        hint=hint,
     )
 
 
@@ -624,8 +627,12 @@ NUMERIC_TYPES = {"integer", "decimal", "float", "double"}
 def read_dataset_json(path: Path, shown: str | Path) -> RawTable:
     """CDISC Dataset-JSON 1.1: one object with `columns` and `rows`, or NDJSON (metadata on line 1, then one row
     array per line; those rows are numbered by their line)."""
-    with open(path, encoding="utf-8-sig") as handle:
-        first = handle.readline()
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            first = handle.readline()
+    except UnicodeDecodeError:
+        _json_not_utf8(path, shown)
+        raise
     try:
         meta = json.loads(first)
         ndjson = isinstance(meta, dict) and "rows" not in meta
@@ -651,20 +658,34 @@ def read_dataset_json(path: Path, shown: str | Path) -> RawTable:
     return _json_rows(rows, np.arange(1, len(rows) + 1), columns)
 
 
+def _json_not_utf8(path: Path, shown: str | Path) -> None:
+    """Name the line of the first byte that is not UTF-8 (the text decoder only knows its place in a block)."""
+    raw = path.read_bytes()
+    skip = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _not_utf8(path, shown, skip + exc.start, "Dataset-JSON is UTF-8: export the dataset again as UTF-8")
+
+
 def _ndjson(path: Path, shown: str | Path, meta: Any) -> RawTable:
     columns = _dataset_json_columns(meta, shown)
     rows: list[Any] = []
     lines: list[int] = []
-    with open(path, encoding="utf-8-sig") as handle:
-        handle.readline()
-        for number, text in enumerate(handle, start=2):
-            if not text.strip():
-                continue
-            try:
-                rows.append(json.loads(text))
-            except json.JSONDecodeError as exc:
-                raise InputTableError(f"not a JSON row array: {exc.msg}", file=shown, line=number) from None
-            lines.append(number)
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            handle.readline()
+            for number, text in enumerate(handle, start=2):
+                if not text.strip():
+                    continue
+                try:
+                    rows.append(json.loads(text))
+                except json.JSONDecodeError as exc:
+                    raise InputTableError(f"not a JSON row array: {exc.msg}", file=shown, line=number) from None
+                lines.append(number)
+    except UnicodeDecodeError:
+        _json_not_utf8(path, shown)
+        raise
     records = meta.get("records")
     if isinstance(records, int) and records != len(rows):
         raise InputTableError(

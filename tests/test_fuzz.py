@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 import yaml
 from conftest import run_cli
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 EXAMPLES = int(os.environ.get("CRLM_FUZZ_EXAMPLES", "40"))
@@ -503,6 +503,7 @@ def test_batch_never_crashes_and_the_books_balance(text: str, how: str, criteria
 
 @FUZZ
 @given(data=st.binary(max_size=400), suffix=st.sampled_from([".csv", ".parquet"]))
+@example(data=b"{\x80", suffix=".parquet")  # found in CI: JSON-looking bytes that are not UTF-8
 def test_batch_never_crashes_on_random_bytes(data: bytes, suffix: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"in{suffix}"
