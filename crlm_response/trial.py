@@ -981,7 +981,7 @@ def _check_layout(layout: _ResponseLayout, raw: pd.DataFrame, file: str) -> None
             f"missing required column(s): {', '.join(missing)}",
             file=file,
             hint="a visits table has subject_id, day (or date + reference date) and response; "
-            "SDTM RS and ADaM ADRS are recognised by RSTESTCD / PARAMCD",
+            "batch's per-visit output (criteria, overall), SDTM RS and ADaM ADRS are recognised by their columns",
         )
 
 
