@@ -325,8 +325,6 @@ def scan_csv(path: Path, shown: str | Path) -> CsvLayout:
 
 
 def _scan_block(block: bytes, offset: int, state: _Scan, shown: str | Path) -> None:
-    if _plain_block(block, offset, state):
-        return
     data = np.frombuffer(block, dtype=np.uint8)
     newlines = np.flatnonzero(data == 10)
     if state.line == 1:  # carriage returns matter only while no line feed has been seen
@@ -361,35 +359,6 @@ def _scan_block(block: bytes, offset: int, state: _Scan, shown: str | Path) -> N
     state.line += len(newlines)
     state.line_start = int(ends[-1]) + 1
     state.last_byte = int(data[-1])
-
-
-HALF_LINE = MAX_LINE_BYTES // 2
-
-
-def _plain_block(block: bytes, offset: int, state: _Scan) -> bool:
-    """The common block, settled by a few byte searches instead of a pass per byte: no quote (or multi-line cells
-    already found), no blank line, a line feed in every half-MiB window (so no line reaches 1 MiB). False: the
-    block needs the full scan, which also finds and reports what is wrong."""
-    if not state.multiline and (state.quotes or b'"' in block):
-        return False
-    start = state.line_start - offset  # > 0 only after a byte-order mark at the start of the file
-    if block.startswith((b"\n", b"\r")) or (start > 0 and block.startswith((b"\n", b"\r"), start)):
-        return False
-    if b"\n\n" in block or b"\n\r\n" in block:
-        return False
-    first, last = block.find(b"\n"), block.rfind(b"\n")
-    if first < 0 or offset + first - state.line_start > MAX_LINE_BYTES:
-        return False
-    # Consecutive line feeds < 1 MiB apart: each half-MiB window between the first and last line feed holds one.
-    for window in range(first + 1, last + 1, HALF_LINE):
-        if block.find(b"\n", window, min(window + HALF_LINE, last + 1)) < 0:
-            return False
-    if state.line == 1:  # carriage returns matter only while no line feed has been seen
-        state.carriage_returns += block.count(b"\r")
-    state.line += block.count(b"\n")
-    state.line_start = offset + last + 1
-    state.last_byte = block[-1]
-    return True
 
 
 def _line_too_long(shown: str | Path, line: int, length: int) -> None:
