@@ -351,13 +351,18 @@ def recode(values: pd.Series, func: Any) -> pd.Categorical:
     codes, uniques = codes_of(values)
     mapped = np.asarray(func(uniques), dtype=object)
     new_codes, categories = pd.factorize(mapped, use_na_sentinel=True)
+    if len(categories) == len(uniques) and (new_codes == np.arange(len(uniques))).all():
+        return from_codes(codes, categories)  # each value kept its own code: no pass over the rows
     return from_codes(np.append(new_codes, -1)[codes], categories)
 
 
 def value_mask(values: pd.Series, func: Any) -> np.ndarray:
     """A yes/no test run on each distinct value once, per row (False where the cell is empty)."""
     codes, uniques = codes_of(values)
-    return np.append(np.asarray(func(uniques), dtype=bool), False)[codes]
+    per_value = np.asarray(func(uniques), dtype=bool)
+    if not per_value.any():  # the usual answer of a check: no pass over the rows
+        return np.zeros(len(codes), dtype=bool)
+    return np.append(per_value, False)[codes]
 
 
 def key_codes(values: pd.Series) -> pd.Categorical:

@@ -160,7 +160,10 @@ class Ledger:
 
     def add(self, mask: Any, column: str | None, code: str, reason: Any, values: Any = None) -> None:
         """Reject the rows in `mask` that are not rejected yet (a row keeps its first reason)."""
-        mask = np.asarray(mask, dtype=bool) & ~self.bad
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():  # the usual case, settled without a pass over the rows already rejected
+            return
+        mask = mask & ~self.bad
         if not mask.any():
             return
         self.bad |= mask
@@ -460,6 +463,22 @@ def _group_ids(*keys: Any) -> np.ndarray:
         else:
             codes = pd.factorize(key, use_na_sentinel=False)[0].astype(np.int64)
         gid = gid * (int(codes.max()) + 1 if len(codes) else 1) + codes
+    return _in_order_of_appearance(gid)
+
+
+def _in_order_of_appearance(gid: np.ndarray) -> np.ndarray:
+    """Group numbers 0, 1, 2 ... in the order the groups first appear. Tables usually keep each subject's (and
+    each visit's) rows together: then a group starts wherever the key changes, and no hashing is needed."""
+    if len(gid) == 0:
+        return gid.astype(np.int64)
+    starts = np.empty(len(gid), dtype=bool)
+    starts[0] = True
+    np.not_equal(gid[1:], gid[:-1], out=starts[1:])
+    runs = int(np.count_nonzero(starts))
+    if 0 <= gid.min() and gid.max() < 4 * len(gid):
+        distinct = int(np.count_nonzero(np.bincount(gid)))
+        if distinct == runs:  # every group is one run of rows
+            return np.cumsum(starts, dtype=np.int64) - 1
     return pd.factorize(gid)[0].astype(np.int64)
 
 

@@ -1,0 +1,29 @@
+"""Group numbering in order of appearance: the run-based shortcut for tables that keep a group's rows together
+numbers groups exactly as hashing does, whatever the order of the rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crlm_response.trial import _group_ids, _in_order_of_appearance
+
+
+@given(st.lists(st.integers(min_value=0, max_value=12), max_size=60), st.booleans())
+def test_same_numbers_as_hashing(keys: list[int], grouped: bool) -> None:
+    gid = np.array(sorted(keys, key=keys.index) if grouped else keys, dtype=np.int64)  # grouped: runs of equal keys
+    assert _in_order_of_appearance(gid).tolist() == pd.factorize(gid)[0].tolist()
+
+
+def test_large_key_values_fall_back_to_hashing() -> None:
+    gid = np.array([10**12, 10**12, 5, 5, 7], dtype=np.int64)
+    assert _in_order_of_appearance(gid).tolist() == [0, 0, 1, 1, 2]
+
+
+def test_subject_and_visit_groups_from_categorical_keys() -> None:
+    subject = pd.Categorical(["S2", "S2", "S1", None, "S1", "S2"])
+    visit = pd.Categorical(["BL", "FU", "BL", "BL", "BL", "BL"])
+    assert _group_ids(subject).tolist() == [0, 0, 1, 2, 1, 0]
+    assert _group_ids(subject, visit).tolist() == [0, 1, 2, 3, 2, 0]
