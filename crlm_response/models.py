@@ -114,7 +114,7 @@ class Meta:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True, defer_build=True)
 
 
 class Lesion(_Strict):
@@ -263,7 +263,7 @@ class Treatment(_Strict):
 class Case(_Strict):
     """One patient: treatment, optional rule-set settings, and timepoints (baseline first by day)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True, defer_build=True)
 
     case_id: Text = Field(validation_alias=AliasChoices("case_id", "subject_id"))
     description: str | None = None
