@@ -324,7 +324,16 @@ def key_text(values: pd.Series) -> np.ndarray:
     None. Also what rows are routed by, so that " P1" and "P1" always meet."""
     if pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_integer_dtype(values.dtype):
         return per_unique(values, lambda u: u.map(lambda v: number_text(float(v)))).to_numpy(dtype=object)
-    return per_unique(values, lambda u: u.astype(str).str.strip()).to_numpy(dtype=object)
+    return per_unique(values, stripped_text).to_numpy(dtype=object)
+
+
+def stripped_text(values: pd.Series) -> list[str]:
+    """Each value as text, spaces trimmed: `astype(str).str.strip()` without pandas' per-element machinery, which
+    costs a second on the 136,000 distinct ids of a 3 M-row trial."""
+    texts = values.to_numpy(dtype=object)
+    if all(type(v) is str for v in texts):
+        return [v.strip() for v in texts]
+    return list(values.astype(str).str.strip())  # numbers, bytes...: pandas' own text for them
 
 
 def codes_of(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
@@ -369,7 +378,7 @@ def key_codes(values: pd.Series) -> pd.Categorical:
     """`key_text` as codes: the ids of a column as categorical text."""
     if pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_integer_dtype(values.dtype):
         return recode(values, lambda u: u.map(lambda v: number_text(float(v))))
-    return recode(values, lambda u: u.astype(str).str.strip())
+    return recode(values, stripped_text)
 
 
 def as_text(values: pd.Series) -> pd.Series:

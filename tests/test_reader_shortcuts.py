@@ -1,5 +1,6 @@
-"""Group numbering in order of appearance: the run-based shortcut for tables that keep a group's rows together
-numbers groups exactly as hashing does, whatever the order of the rows."""
+"""Shortcuts of the reader give exactly what the general path gives: group numbers by runs (tables that keep a
+group's rows together) as by hashing, whatever the order of the rows; ids trimmed without pandas' per-element
+machinery as with it, whatever the values."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pandas as pd
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crlm_response.sources import stripped_text
+from crlm_response.tables import object_strings
 from crlm_response.trial import _group_ids, _in_order_of_appearance
 
 
@@ -27,3 +30,18 @@ def test_subject_and_visit_groups_from_categorical_keys() -> None:
     visit = pd.Categorical(["BL", "FU", "BL", "BL", "BL", "BL"])
     assert _group_ids(subject).tolist() == [0, 0, 1, 2, 1, 0]
     assert _group_ids(subject, visit).tolist() == [0, 1, 2, 3, 2, 0]
+
+
+@given(
+    st.lists(
+        st.one_of(st.text(max_size=6), st.floats(), st.integers(), st.text(max_size=3).map(str.encode)), max_size=12
+    )
+)
+def test_trimmed_text_as_pandas_makes_it(values: list[object]) -> None:
+    with object_strings():
+        cells = pd.Series(values, dtype=object)
+        assert stripped_text(cells) == list(cells.astype(str).str.strip())
+
+
+def test_trimmed_ids() -> None:
+    assert stripped_text(pd.Series([" P1", "P2\t", "\u00a0P3"], dtype=object)) == ["P1", "P2", "P3"]
