@@ -12,6 +12,7 @@ floats as Python does.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,9 @@ import pytest
 from crlm_response import writers
 
 
-def awkward() -> pd.DataFrame:
-    return pd.DataFrame(
+def awkward(text: Any = object) -> pd.DataFrame:
+    """Text columns of dtype `text`: object, as the scoring outputs hold them, or pandas' own string dtype."""
+    frame = pd.DataFrame(
         {
             "subject_id": ["S1", "S2", "S3", "S4", "S5"],
             "text": ['say "hi"', "a,b", "two\nlines", None, ""],
@@ -36,6 +38,7 @@ def awkward() -> pd.DataFrame:
             "nan_text": pd.Series(["a", np.nan, "b", None, "c"], dtype=object),
         }
     )
+    return frame.astype({"subject_id": text, "text": text, "formula": text})
 
 
 EXPECTED = (
@@ -54,8 +57,9 @@ def written(frame: pd.DataFrame, tmp_path: Path, safe_csv: bool = True) -> str:
     return path.read_bytes().decode("utf-8")
 
 
-def test_awkward_cells_are_written_exactly_so(tmp_path: Path) -> None:
-    assert written(awkward(), tmp_path) == EXPECTED
+@pytest.mark.parametrize("text", [object, "str"])
+def test_awkward_cells_are_written_exactly_so(text: Any, tmp_path: Path) -> None:
+    assert written(awkward(text), tmp_path) == EXPECTED
 
 
 def test_without_safe_csv_formula_like_text_is_left_as_it_is(tmp_path: Path) -> None:
@@ -74,7 +78,9 @@ def test_the_input_table_is_not_changed(tmp_path: Path) -> None:
 
 
 def test_a_table_of_only_plain_text_and_numbers(tmp_path: Path) -> None:
-    frame = pd.DataFrame({"criteria": ["recist1.1", "recist1.1"], "overall": ["PR", "NON-CR/NON-PD"], "v": [2.5, 3]})
+    frame = pd.DataFrame(
+        {"criteria": ["recist1.1", "recist1.1"], "overall": ["PR", "NON-CR/NON-PD"], "v": [2.5, 3]}, dtype=object
+    ).astype({"v": float})
     assert written(frame, tmp_path) == '"criteria","overall","v"\n"recist1.1","PR",2.5\n"recist1.1","NON-CR/NON-PD",3\n'
 
 
@@ -99,7 +105,8 @@ def test_a_column_of_numbers_mixed_with_text_goes_through_pandas(tmp_path: Path)
 
 @pytest.mark.parametrize("safe_csv", [True, False])
 def test_csv_text_for_standard_output_quotes_only_where_needed(safe_csv: bool) -> None:
-    frame = pd.DataFrame({"a": ["=x", 'q"r', None], "b": [True, False, None], "c": [1.0, np.nan, 2.5]})
+    frame = pd.DataFrame({"a": ["=x", 'q"r', None], "b": [True, False, None], "c": [1.0, np.nan, 2.5]}, dtype=object)
+    frame["c"] = frame["c"].astype(float)
     formula = "'=x" if safe_csv else "=x"
     assert writers.csv_text(frame, safe_csv=safe_csv) == f'a,b,c\n{formula},true,1.0\n"q""r",false,\n,,2.5\n'
 
