@@ -282,14 +282,109 @@ def _map_distinct(values: pd.Series, func: Any) -> tuple[np.ndarray, bool]:
 
 
 def csv_cells(frame: pd.DataFrame, safe_csv: bool = True) -> pd.DataFrame:
-    """The cells as every CSV output writes them: formula-safe text (when `safe_csv`) and true/false. A column of
-    plain text that has nothing to change is found by pyarrow, without a Python call per distinct value."""
+    """The cells as every CSV output writes them: formula-safe text (when `safe_csv`) and true/false.
+
+    Text and boolean columns come back as Arrow text (`pd.ArrowDtype`), built once from their distinct values,
+    so that `write_csv` hands them to the writer without converting them again. A table with a column that
+    needs more care (numbers mixed with text, pandas' string dtype...) takes the general path."""
+    cells = _arrow_cells(frame, safe_csv)
+    return cells if cells is not None else _general_cells(frame, safe_csv)
+
+
+def _general_cells(frame: pd.DataFrame, safe_csv: bool) -> pd.DataFrame:
+    """`csv_cells` for any table: a column of plain text that has nothing to change is found by pyarrow, other
+    text and boolean columns are mapped value by distinct value."""
     plain: set[Any] = set()
     for column in frame.columns:
         if frame[column].dtype == object and _plain_text(frame[column].to_numpy(dtype=object), safe_csv):
             plain.add(column)
     data = neutralise_formulas(frame, plain) if safe_csv else frame
     return _lowercase_booleans(data, plain)
+
+
+def _arrow_cells(frame: pd.DataFrame, safe_csv: bool) -> pd.DataFrame | None:
+    """`csv_cells` for a table whose text columns hold only text or only booleans (and missing values): each
+    distinct value is made safe once, then spread to the rows by its code. None when a column does not fit."""
+    converted: dict[Any, Any] = {}
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == bool:
+            converted[column] = _booleans_as_text(values.to_numpy())
+        elif values.dtype == object:
+            text = _distinct_as_text(values.to_numpy(dtype=object), safe_csv)
+            if text is None:
+                return None
+            converted[column] = text
+        elif pd.api.types.is_string_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
+            return None  # rare in outputs: the general path knows what the writer makes of them
+    if not converted:
+        return frame
+    out = frame.copy(deep=False)
+    for column, text in converted.items():
+        out[column] = pd.arrays.ArrowExtensionArray(text)
+    return out
+
+
+def _booleans_as_text(values: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    return pa.array(["false", "true"]).take(pa.array(values.view(np.int8)))
+
+
+def _distinct_as_text(values: np.ndarray, safe_csv: bool) -> Any:
+    """An object column as Arrow text (formula-safe, booleans as true/false), or None when it holds anything but
+    text, booleans and missing values (None, NaN), or both text and booleans."""
+    import pyarrow as pa
+
+    if len(values) and isinstance(values[0], bool | np.bool_):
+        words = _object_booleans_as_text(values)
+        if words is not None:
+            return words
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    try:
+        distinct = pa.array(uniques, from_pandas=True)
+        missing = codes < 0
+        if missing.any() and pa.array(values[missing], from_pandas=True).null_count != int(missing.sum()):
+            return None  # pandas and pyarrow disagree on what is missing: leave it to the general path
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+        return None
+    if pa.types.is_boolean(distinct.type):
+        words = pa.array(np.where(distinct.to_numpy(zero_copy_only=False), "true", "false"), pa.string())
+    elif pa.types.is_string(distinct.type):
+        words = _formula_safe(distinct, uniques) if safe_csv else distinct
+    elif pa.types.is_null(distinct.type):
+        words = pa.array([], pa.string())
+    else:
+        return None
+    return words.take(pa.array(codes, mask=missing))
+
+
+def _object_booleans_as_text(values: np.ndarray) -> Any:
+    """A column of Python booleans (and missing values) as true/false without hashing each cell; None when some
+    cell is not a boolean."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        flags = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    return pc.if_else(flags, "true", "false") if pa.types.is_boolean(flags.type) else None
+
+
+def _formula_safe(distinct: Any, uniques: np.ndarray) -> Any:
+    """Distinct text values with a single quote before those a spreadsheet would run as a formula."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    risky = np.flatnonzero(pc.match_substring_regex(distinct, FORMULA_PATTERN).to_numpy(zero_copy_only=False))
+    if not len(risky):
+        return distinct
+    safe = np.asarray(uniques, dtype=object).copy()
+    for i in risky:
+        if not _is_number(safe[i]):
+            safe[i] = "'" + safe[i]
+    return pa.array(safe, pa.string())
 
 
 FORMULA_PATTERN = "^[=+\\-@\t\r]"  # a cell starting with one of FORMULA_START

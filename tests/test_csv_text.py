@@ -11,12 +11,15 @@ floats as Python does.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crlm_response import writers
 
@@ -116,3 +119,46 @@ def test_the_part_by_part_writer_gives_the_same_text(tmp_path: Path) -> None:
     path = tmp_path / "part.csv"
     writers.write_csv(writers.csv_cells(awkward(), True), path)
     assert path.read_text(encoding="utf-8") == EXPECTED
+
+
+def test_the_scoring_outputs_take_the_arrow_path() -> None:
+    """Object text and boolean columns (what the scoring outputs hold) become Arrow text handed to the writer
+    as is: the fast path must not quietly fall back to the general one."""
+    cells = writers.csv_cells(awkward(), True)
+    text = ["subject_id", "text", "formula", "flag", "maybe", "nothing", "nan_text"]
+    assert [str(cells[c].dtype) for c in text] == ["string[pyarrow]"] * len(text)
+    assert cells["x"].dtype == np.float64 and cells["day"].dtype == "Int64"
+
+
+AWKWARD_CELLS = [
+    "a", "", 'q"r', "x,y", "l\nm", "=1+1", "-3", "+x", "@", "\tt", "\rr", "-", " -2", "nan", "é", "'x", "-inf",
+    None, np.nan, pd.NA, pd.NaT, True, False, np.True_, 1, 0, 1.5, -0.0, b"by", ["l"], {"d": 1},
+]  # fmt: skip
+
+
+COLUMNS = st.one_of(
+    st.tuples(st.lists(st.sampled_from(AWKWARD_CELLS), min_size=1, max_size=6), st.just(object)),
+    st.tuples(st.lists(st.booleans(), min_size=1, max_size=6), st.just(bool)),
+    st.tuples(st.lists(st.sampled_from([1.5, -0.0, np.nan, 1e-7, 1e16, 2.0]), min_size=1, max_size=6), st.just(float)),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(columns=st.lists(COLUMNS, min_size=1, max_size=4), rows=st.integers(0, 6), safe_csv=st.booleans())
+def test_the_arrow_path_writes_what_the_general_path_writes(
+    columns: list[tuple[list[Any], Any]], rows: int, safe_csv: bool
+) -> None:
+    """Whatever the cells, the fast path (or its fallback) writes the bytes the general path writes."""
+    frame = pd.DataFrame(
+        {f"c{i}": pd.Series((values * rows)[:rows], dtype=dtype) for i, (values, dtype) in enumerate(columns)}
+    )
+    outcomes = []
+    with tempfile.TemporaryDirectory() as folder:
+        for cells in (writers.csv_cells, writers._general_cells):
+            path = Path(folder) / f"{cells.__name__}.csv"
+            try:
+                writers.write_csv(cells(frame, safe_csv), path)
+                outcomes.append(path.read_bytes())
+            except (TypeError, ValueError) as exc:  # e.g. bytes next to text, which no writer takes
+                outcomes.append(type(exc).__name__.encode())
+    assert outcomes[0] == outcomes[1]
