@@ -516,14 +516,51 @@ def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
     out = frame.copy()
     for column in out.columns:
         if out[column].dtype == object:
-            values = out[column].to_numpy(dtype=object)
-            if any(isinstance(v, list | dict) for v in values):
-                out[column] = [
-                    "; ".join(map(str, v)) if isinstance(v, list) else (str(v) if v is not None else None)
-                    for v in values
-                ]
-            elif any(isinstance(v, bool) for v in values) and not any(isinstance(v, str) for v in values):
-                out[column] = pd.array([None if _missing(v) else bool(v) for v in values], dtype="boolean")
-            else:
-                out[column] = [None if _missing(v) else str(v) for v in values]
+            out[column] = _parquet_cells(out[column].to_numpy(dtype=object))
     out.to_parquet(path, index=False)
+
+
+def _parquet_cells(values: np.ndarray) -> Any:
+    """An object column as Parquet stores it: text (lists joined with "; "), or true/false when it holds booleans
+    and no text. Columns of only text or only booleans (the usual ones) are converted without a Python step per
+    cell, except for their missing cells."""
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values.tolist()  # only text, nothing missing
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind == "string":
+        return _text_cells(values)
+    if kind == "boolean":
+        flags = _boolean_cells(values)
+        if flags is not None:
+            return flags
+    if any(isinstance(v, list | dict) for v in values):
+        return ["; ".join(map(str, v)) if isinstance(v, list) else (str(v) if v is not None else None) for v in values]
+    if any(isinstance(v, bool) for v in values) and not any(isinstance(v, str) for v in values):
+        return pd.array([None if _missing(v) else bool(v) for v in values], dtype="boolean")
+    return [None if _missing(v) else str(v) for v in values]
+
+
+def _text_cells(values: np.ndarray) -> list[Any]:
+    """Text cells as they are; None for None and NaN (other missing markers become text, as str() writes them)."""
+    missing = pd.isna(values)
+    if not missing.any():
+        return values.tolist()
+    cells = values.copy()
+    cells[missing] = np.array([None if _missing(v) else str(v) for v in values[missing]], dtype=object)
+    return cells.tolist()
+
+
+def _boolean_cells(values: np.ndarray) -> Any:
+    """A column of booleans (Python's own, not only numpy's) and missing cells as a nullable boolean array; None
+    when no cell is a Python bool (numpy booleans alone are written as text)."""
+    missing = pd.isna(values)
+    present = values[~missing]
+    if not any(isinstance(v, bool) for v in present):  # stops at the first Python bool: usually the first cell
+        return None
+    flags = np.zeros(len(values), dtype=bool)
+    flags[~missing] = present.astype(bool)
+    nulls = missing.copy()
+    for i in np.flatnonzero(missing):  # None and NaN are missing; another marker is read as a truth value
+        if not _missing(values[i]):
+            flags[i], nulls[i] = bool(values[i]), False
+    return pd.arrays.BooleanArray(flags, nulls)
