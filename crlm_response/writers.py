@@ -513,7 +513,7 @@ def _missing(value: Any) -> bool:
 
 
 def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
-    out = frame.copy()
+    out = frame.copy(deep=False)  # only whole columns are replaced
     for column in out.columns:
         if out[column].dtype == object:
             out[column] = _parquet_cells(out[column].to_numpy(dtype=object))
