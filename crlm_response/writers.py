@@ -326,6 +326,7 @@ def _arrow_cells(frame: pd.DataFrame, safe_csv: bool) -> pd.DataFrame | None:
 
 
 def _booleans_as_text(values: np.ndarray) -> Any:
+    """A boolean column as true/false Arrow text."""
     import pyarrow as pa
 
     return pa.array(["false", "true"]).take(pa.array(values.view(np.int8)))
@@ -367,7 +368,7 @@ def _object_booleans_as_text(values: np.ndarray) -> Any:
 
     try:
         flags = pa.array(values, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
         return None
     return pc.if_else(flags, "true", "false") if pa.types.is_boolean(flags.type) else None
 
