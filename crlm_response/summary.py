@@ -80,7 +80,8 @@ def _bisection(p: float, a: float, b: float) -> Iterator[tuple[float, float]]:
 
 
 def beta_quantile(p: float, a: float, b: float) -> float:
-    """Inverse of `regularized_beta` in x, by bisection (monotone, 200 steps: far below 1e-12)."""
+    """Inverse of `regularized_beta` in x, by bisection (monotone; the bracket stops shrinking within 200 steps,
+    far below 1e-12)."""
     lo, hi = collections.deque(_bisection(p, a, b), maxlen=1).pop()  # the last bracket
     return (lo + hi) / 2.0
 
