@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .assessment import ordered_ids, score_prepared, select_criteria
@@ -156,21 +157,65 @@ def merge_warning_summaries(parts: Sequence[pd.DataFrame], first: int = 3) -> pd
 
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    """The key columns first (KEY_ORDER), then the others as they come; the columns are not copied."""
     first = [c for c in KEY_ORDER if c in frame.columns]
-    return frame[first + [c for c in frame.columns if c not in first]]
+    columns = first + [c for c in frame.columns if c not in first]
+    if columns == list(frame.columns):
+        return frame
+    return pd.DataFrame({c: frame[c] for c in columns}, index=frame.index, copy=False)
+
+
+def _with_criteria(frame: pd.DataFrame, rule_id: str) -> pd.DataFrame:
+    """A rule set's table with its id as second column (a shallow copy: the rule set's table is left as it is)."""
+    out = frame.copy(deep=False)
+    out.insert(1, "criteria", rule_id)
+    return out
 
 
 def _sorted(frame: pd.DataFrame, keys: Sequence[str], criteria_order: Sequence[str]) -> pd.DataFrame:
+    """Rows by subject id (as text), then criteria set in run order, then the other `keys`; a stable sort, so
+    that within those keys the engine's order stands. The rows are copied only when they move."""
     if frame.empty:
         return frame.reset_index(drop=True)
-    frame = frame.copy()
-    rank = {c: i for i, c in enumerate(criteria_order)}
-    frame["_criteria_rank"] = frame["criteria"].map(rank).fillna(len(rank)) if "criteria" in frame else 0
-    by = [k for k in keys if k in frame.columns and k != "criteria"]
-    frame["_subject"] = frame["subject_id"].astype(str)
-    sort_keys = ["_subject", "_criteria_rank"] + [k for k in by if k != "subject_id"]
-    frame = frame.sort_values(sort_keys, kind="stable").drop(columns=["_criteria_rank", "_subject"])
+    order = _row_order(frame, keys, criteria_order)
+    if order is not None:
+        frame = frame.take(order)
     return frame.reset_index(drop=True)
+
+
+def _row_order(frame: pd.DataFrame, keys: Sequence[str], criteria_order: Sequence[str]) -> np.ndarray | None:
+    """The row positions in `_sorted`'s order, or None when the rows are in that order already."""
+    subject = frame["subject_id"].astype(str).to_numpy(dtype=object)
+    criteria = _criteria_rank(frame, criteria_order)
+    others = [k for k in keys if k in frame.columns and k not in ("criteria", "subject_id")]
+    if others:
+        keyed = pd.DataFrame(
+            {"_subject": subject, "_criteria_rank": criteria} | {f"_{i}": frame[k].array for i, k in enumerate(others)}
+        )
+        order = keyed.sort_values(list(keyed.columns), kind="stable").index.to_numpy()
+    elif (criteria == criteria[0]).all() and pd.Index(subject).is_monotonic_increasing:
+        return None  # one criteria set, subjects in order: the usual case, known without sorting
+    else:
+        order = np.lexsort((criteria, _text_rank(subject)))
+    return None if (order == np.arange(len(order))).all() else order
+
+
+def _criteria_rank(frame: pd.DataFrame, criteria_order: Sequence[str]) -> np.ndarray:
+    """Each row's criteria set by its place in the run order; sets not in it (and none) after all of them."""
+    if "criteria" not in frame:
+        return np.zeros(len(frame), dtype=np.int64)
+    rank = {c: i for i, c in enumerate(criteria_order)}
+    codes, uniques = pd.factorize(frame["criteria"].to_numpy(dtype=object))
+    ranks = np.array([rank.get(u, len(rank)) for u in uniques] + [len(rank)], dtype=np.int64)
+    return ranks[codes]  # code -1 (no criteria set) takes the last entry
+
+
+def _text_rank(text: np.ndarray) -> np.ndarray:
+    """The rank of each text among the distinct texts in sorted order (equal texts, equal ranks)."""
+    codes, uniques = pd.factorize(text)
+    ranks = np.empty(len(uniques), dtype=np.int64)
+    ranks[np.argsort(uniques, kind="stable")] = np.arange(len(uniques))
+    return ranks[codes]
 
 
 def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
@@ -190,8 +235,7 @@ def combine_results(
     for rule_id in order:
         result = results[rule_id]
         if result.rule_set.schema.kind == "response":
-            tp = result.timepoints.copy()
-            tp.insert(1, "criteria", rule_id)
+            tp = _with_criteria(result.timepoints, rule_id)
             if "explanation" in tp:
                 if explain:
                     tp["explanation"] = [" | ".join(lines) for lines in tp["explanation"]]
@@ -199,15 +243,12 @@ def combine_results(
                     tp = tp.drop(columns=["explanation"])
             visits.append(tp)
             if result.best is not None:
-                b = result.best.copy()
-                b.insert(1, "criteria", rule_id)
+                b = _with_criteria(result.best, rule_id)
                 base = result.baseline.drop(columns=["timepoint"])
                 b = b.merge(base, on="subject_id", how="left")
                 best.append(b)
             if not result.lesions.empty:
-                les = result.lesions.copy()
-                les.insert(1, "criteria", rule_id)
-                lesions.append(les)
+                lesions.append(_with_criteria(result.lesions, rule_id))
         if not result.flags.empty:
             f = result.flags.copy()
             f["evidence"] = [e if isinstance(e, str) else json.dumps(e, default=str) for e in f["evidence"]]

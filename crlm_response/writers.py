@@ -282,14 +282,110 @@ def _map_distinct(values: pd.Series, func: Any) -> tuple[np.ndarray, bool]:
 
 
 def csv_cells(frame: pd.DataFrame, safe_csv: bool = True) -> pd.DataFrame:
-    """The cells as every CSV output writes them: formula-safe text (when `safe_csv`) and true/false. A column of
-    plain text that has nothing to change is found by pyarrow, without a Python call per distinct value."""
+    """The cells as every CSV output writes them: formula-safe text (when `safe_csv`) and true/false.
+
+    Text and boolean columns come back as Arrow text (`pd.ArrowDtype`), built once from their distinct values,
+    so that `write_csv` hands them to the writer without converting them again. A table with a column that
+    needs more care (numbers mixed with text, pandas' string dtype...) takes the general path."""
+    cells = _arrow_cells(frame, safe_csv)
+    return cells if cells is not None else _general_cells(frame, safe_csv)
+
+
+def _general_cells(frame: pd.DataFrame, safe_csv: bool) -> pd.DataFrame:
+    """`csv_cells` for any table: a column of plain text that has nothing to change is found by pyarrow, other
+    text and boolean columns are mapped value by distinct value."""
     plain: set[Any] = set()
     for column in frame.columns:
         if frame[column].dtype == object and _plain_text(frame[column].to_numpy(dtype=object), safe_csv):
             plain.add(column)
     data = neutralise_formulas(frame, plain) if safe_csv else frame
     return _lowercase_booleans(data, plain)
+
+
+def _arrow_cells(frame: pd.DataFrame, safe_csv: bool) -> pd.DataFrame | None:
+    """`csv_cells` for a table whose text columns hold only text or only booleans (and missing values): each
+    distinct value is made safe once, then spread to the rows by its code. None when a column does not fit."""
+    converted: dict[Any, Any] = {}
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == bool:
+            converted[column] = _booleans_as_text(values.to_numpy())
+        elif values.dtype == object:
+            text = _distinct_as_text(values.to_numpy(dtype=object), safe_csv)
+            if text is None:
+                return None
+            converted[column] = text
+        elif pd.api.types.is_string_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
+            return None  # rare in outputs: the general path knows what the writer makes of them
+    if not converted:
+        return frame
+    out = frame.copy(deep=False)
+    for column, text in converted.items():
+        out[column] = pd.arrays.ArrowExtensionArray(text)
+    return out
+
+
+def _booleans_as_text(values: np.ndarray) -> Any:
+    """A boolean column as true/false Arrow text."""
+    import pyarrow as pa
+
+    return pa.array(["false", "true"]).take(pa.array(values.view(np.int8)))
+
+
+def _distinct_as_text(values: np.ndarray, safe_csv: bool) -> Any:
+    """An object column as Arrow text (formula-safe, booleans as true/false), or None when it holds anything but
+    text, booleans and missing values (None, NaN), or both text and booleans."""
+    import pyarrow as pa
+
+    if len(values) and isinstance(values[0], bool | np.bool_):
+        words = _object_booleans_as_text(values)
+        if words is not None:
+            return words
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    try:
+        distinct = pa.array(uniques, from_pandas=True)
+        missing = codes < 0
+        if missing.any() and pa.array(values[missing], from_pandas=True).null_count != int(missing.sum()):
+            return None  # pandas and pyarrow disagree on what is missing: leave it to the general path
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+        return None
+    if pa.types.is_boolean(distinct.type):
+        words = pa.array(np.where(distinct.to_numpy(zero_copy_only=False), "true", "false"), pa.string())
+    elif pa.types.is_string(distinct.type):
+        words = _formula_safe(distinct, uniques) if safe_csv else distinct
+    elif pa.types.is_null(distinct.type):
+        words = pa.array([], pa.string())
+    else:
+        return None
+    return words.take(pa.array(codes, mask=missing))
+
+
+def _object_booleans_as_text(values: np.ndarray) -> Any:
+    """A column of Python booleans (and missing values) as true/false without hashing each cell; None when some
+    cell is not a boolean."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        flags = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+        return None
+    return pc.if_else(flags, "true", "false") if pa.types.is_boolean(flags.type) else None
+
+
+def _formula_safe(distinct: Any, uniques: np.ndarray) -> Any:
+    """Distinct text values with a single quote before those a spreadsheet would run as a formula."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    risky = np.flatnonzero(pc.match_substring_regex(distinct, FORMULA_PATTERN).to_numpy(zero_copy_only=False))
+    if not len(risky):
+        return distinct
+    safe = np.asarray(uniques, dtype=object).copy()
+    for i in risky:
+        if not _is_number(safe[i]):
+            safe[i] = "'" + safe[i]
+    return pa.array(safe, pa.string())
 
 
 FORMULA_PATTERN = "^[=+\\-@\t\r]"  # a cell starting with one of FORMULA_START
@@ -418,17 +514,54 @@ def _missing(value: Any) -> bool:
 
 
 def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
-    out = frame.copy()
+    out = frame.copy(deep=False)  # only whole columns are replaced
     for column in out.columns:
         if out[column].dtype == object:
-            values = out[column].to_numpy(dtype=object)
-            if any(isinstance(v, list | dict) for v in values):
-                out[column] = [
-                    "; ".join(map(str, v)) if isinstance(v, list) else (str(v) if v is not None else None)
-                    for v in values
-                ]
-            elif any(isinstance(v, bool) for v in values) and not any(isinstance(v, str) for v in values):
-                out[column] = pd.array([None if _missing(v) else bool(v) for v in values], dtype="boolean")
-            else:
-                out[column] = [None if _missing(v) else str(v) for v in values]
+            out[column] = _parquet_cells(out[column].to_numpy(dtype=object))
     out.to_parquet(path, index=False)
+
+
+def _parquet_cells(values: np.ndarray) -> Any:
+    """An object column as Parquet stores it: text (lists joined with "; "), or true/false when it holds booleans
+    and no text. Columns of only text or only booleans (the usual ones) are converted without a Python step per
+    cell, except for their missing cells."""
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values.tolist()  # only text, nothing missing
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind == "string":
+        return _text_cells(values)
+    if kind == "boolean":
+        flags = _boolean_cells(values)
+        if flags is not None:
+            return flags
+    if any(isinstance(v, list | dict) for v in values):
+        return ["; ".join(map(str, v)) if isinstance(v, list) else (str(v) if v is not None else None) for v in values]
+    if any(isinstance(v, bool) for v in values) and not any(isinstance(v, str) for v in values):
+        return pd.array([None if _missing(v) else bool(v) for v in values], dtype="boolean")
+    return [None if _missing(v) else str(v) for v in values]
+
+
+def _text_cells(values: np.ndarray) -> list[Any]:
+    """Text cells as they are; None for None and NaN (other missing markers become text, as str() writes them)."""
+    missing = pd.isna(values)
+    if not missing.any():
+        return values.tolist()
+    cells = values.copy()
+    cells[missing] = np.array([None if _missing(v) else str(v) for v in values[missing]], dtype=object)
+    return cells.tolist()
+
+
+def _boolean_cells(values: np.ndarray) -> Any:
+    """A column of booleans (Python's own, not only numpy's) and missing cells as a nullable boolean array; None
+    when no cell is a Python bool (numpy booleans alone are written as text)."""
+    missing = pd.isna(values)
+    present = values[~missing]
+    if not any(isinstance(v, bool) for v in present):  # stops at the first Python bool: usually the first cell
+        return None
+    flags = np.zeros(len(values), dtype=bool)
+    flags[~missing] = present.astype(bool)
+    nulls = missing.copy()
+    for i in np.flatnonzero(missing):  # None and NaN are missing; another marker is read as a truth value
+        if not _missing(values[i]):
+            flags[i], nulls[i] = bool(values[i]), False
+    return pd.arrays.BooleanArray(flags, nulls)
