@@ -1132,7 +1132,7 @@ def _key(
 
 def _unfilled(column: pd.Series) -> bool:
     """No row has a value (a column with values usually shows one in its first rows: those are looked at first)."""
-    return not column.iloc[:1000].notna().any() and column.isna().all()
+    return not column.iloc[:1000].notna().any() and bool(column.isna().all())
 
 
 def _base_rows(les: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
