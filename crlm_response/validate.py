@@ -94,6 +94,13 @@ def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
     return frame[column].to_numpy(dtype=float)
 
 
+def _unmeasured(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Rows without a value in a numeric column (all of them when the input does not have it)."""
+    if column not in frame:
+        return np.ones(len(frame), dtype=bool)
+    return np.isnan(frame[column].to_numpy(dtype=float))
+
+
 def _show(value: Any) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "(none)"
@@ -140,16 +147,17 @@ def _shared_codes(*columns: Any) -> list[np.ndarray]:
     return out
 
 
-def _positions(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Where each of `wanted` is among `keys` (distinct integers >= 0): its index, or -1 (also for a negative
-    key). Small key ranges use a lookup array, large ones a hash index."""
+def _positions(keys: np.ndarray, wanted: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+    """Where each of `wanted` is among `keys` (distinct integers >= 0): its index, or `values` (integers >= 0) at
+    that index, or -1 (also for a negative key). Small key ranges use a lookup array, large ones a hash index."""
     if not len(keys) or not len(wanted):
         return np.full(len(wanted), -1, dtype=np.int64)
     top = int(max(keys.max(), wanted.max())) + 1
     if top > 4 * (len(keys) + len(wanted)) + 1024:
-        return pd.Index(keys).get_indexer(wanted).astype(np.int64)
+        found = pd.Index(keys).get_indexer(wanted).astype(np.int64)
+        return found if values is None else np.where(found >= 0, values[np.maximum(found, 0)], -1)
     table = np.full(top + 1, -1, dtype=np.int64)
-    table[keys] = np.arange(len(keys))
+    table[keys] = np.arange(len(keys)) if values is None else values
     return table[wanted if wanted.min() >= 0 else np.where(wanted >= 0, wanted, top)]
 
 
@@ -163,8 +171,16 @@ def _codes(values: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _word_mask(codes: np.ndarray, names: np.ndarray, *words: str) -> np.ndarray:
-    """Rows whose text (codes into `names`) is one of `words`; never a missing value."""
-    return np.append(np.isin(names, list(words)), False)[codes]
+    """Rows whose text (codes into `names`) is one of `words`; never a missing value. A few words are found by
+    comparing codes, which costs less than looking each row's code up."""
+    named = np.isin(names, list(words))
+    hits = np.flatnonzero(named)
+    if len(hits) > 4:
+        return np.append(named, False)[codes]
+    mask = np.zeros(len(codes), dtype=bool)
+    for code in hits:
+        mask |= codes == int(code)
+    return mask
 
 
 def _text_like(original: Any, codes: np.ndarray, names: np.ndarray) -> Any:
@@ -829,13 +845,15 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     v_key, l_key = _pair_keys((v_subj, v_tp), (l_subj, l_tp))
     visit_repeat = _repeats(v_key)
     first_visit = np.flatnonzero(~visit_repeat)
-    vpos = _positions(v_key[first_visit], l_key)
-    orphan = vpos < 0
+    visit_row = _positions(v_key[first_visit], l_key, values=first_visit)
+    orphan = visit_row < 0
     problems.add(les, orphan, "unknown_timepoint", "lesion {lesion_id} names a timepoint this subject does not have")
-    base_flags = visits["is_baseline"].to_numpy(dtype=bool)[first_visit]
-    is_base = ~orphan & base_flags[np.maximum(vpos, 0)] if n else np.zeros(0, dtype=bool)
+    base_flags = visits["is_baseline"].to_numpy(dtype=bool)
+    if n and orphan.any():
+        is_base = ~orphan & base_flags[np.maximum(visit_row, 0)]
+    else:
+        is_base = base_flags[visit_row] if n else np.zeros(0, dtype=bool)
     les["is_baseline"] = is_base
-    visit_row = np.where(orphan, -1, first_visit[np.maximum(vpos, 0)]) if n else np.zeros(0, dtype=np.int64)
 
     lesion_code, lesion_names = _codes(les["lesion_id"])
     row_key = _pair_key(l_key, lesion_code)
@@ -852,13 +870,13 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
 
     pair = _pair_key(l_subj, lesion_code)
     base_mask = is_base & ~dup & (pair >= 0)
-    base_rows = np.flatnonzero(base_mask)
-    pos = _positions(pair[base_mask], pair)
-    base_row = np.where(pos >= 0, base_rows[np.maximum(pos, 0)] if len(base_rows) else -1, -1)
+    base_row = _positions(pair[base_mask], pair, values=np.flatnonzero(base_mask))
     has_base = base_row >= 0
+    at_base = np.maximum(base_row, 0)  # a row without a baseline row points at the first (masked by has_base)
     kind = _codes(les["kind"])
-    _kind_checks(les, kind, is_base, has_base, base_row, orphan, problems)
-    kind = _inherit(les, kind, is_base, has_base, base_row, problems)
+    kind_at_base = kind[0][at_base] if n else kind[0]
+    _kind_checks(les, kind, kind_at_base, is_base, has_base, orphan, problems)
+    kind = _inherit(les, kind, kind_at_base, is_base, has_base, at_base, problems)
     _units_check(les, kind, l_subj, problems)
     _measurement_checks(les, kind, is_base, problems)
     return les, _Link(visit_row, base_row, lesion_code, lesion_names, dup)
@@ -867,17 +885,18 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
 def _kind_checks(
     les: pd.DataFrame,
     kind_codes: tuple[np.ndarray, np.ndarray],
+    kind_at_base: np.ndarray,
     is_base: np.ndarray,
     has_base: np.ndarray,
-    base_row: np.ndarray,
     orphan: np.ndarray,
     problems: Problems,
 ) -> None:
     """A lesion's kind is chosen at baseline and kept: none missing there, no new lesion there, no target first
-    seen at follow-up, no kind changed later. `kind_codes`: `text_codes` of the kind column."""
+    seen at follow-up, no kind changed later. `kind_codes`: `text_codes` of the kind column; `kind_at_base`: the
+    codes at each row's baseline row (meaningless where there is none)."""
     kind, names = kind_codes
     kind_missing = kind < 0
-    base_kind = np.where(has_base, kind[np.maximum(base_row, 0)], -1) if len(kind) else kind
+    base_kind = np.where(has_base, kind_at_base, -1) if len(kind) else kind
     problems.add(
         les,
         is_base & kind_missing,
@@ -919,19 +938,20 @@ def _kind_checks(
 def _inherit(
     les: pd.DataFrame,
     kind_codes: tuple[np.ndarray, np.ndarray],
+    kind_at_base: np.ndarray,
     is_base: np.ndarray,
     has_base: np.ndarray,
-    base_row: np.ndarray,
+    safe: np.ndarray,
     problems: Problems,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What a follow-up row may leave out comes from the lesion's baseline row: its kind and whether it is a node
     (when not given), its organ (always; a different organ is a warning); a node is also known by its organ.
-    Returns the codes of the kind column as it is now (`kind_codes`: as it was)."""
-    safe = np.maximum(base_row, 0)
+    `safe`: each row's baseline row (any row where it has none). Returns the codes of the kind column as it is now
+    (`kind_codes`, `kind_at_base`: as it was)."""
     now: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for column in ("kind", "organ"):
         codes, names = kind_codes if column == "kind" else _codes(les[column])
-        base_codes = codes[safe] if len(codes) else codes
+        base_codes = kind_at_base if column == "kind" else codes[safe] if len(codes) else codes
         if column == "organ":
             differs = has_base & (codes >= 0) & (base_codes >= 0) & (codes != base_codes) & ~is_base
             if differs.any():
@@ -987,10 +1007,10 @@ def _measurement_checks(
     is_node = les["is_lymph_node"].to_numpy(dtype=float) == 1
     target = _word_mask(kind, kind_names, "target")
     present = _word_mask(status, status_names, "present")
-    no_ld = np.isnan(_numbers(les, "longest_diameter_mm")) & np.isnan(_numbers(les, "fragments_sum_mm"))
+    no_ld = _unmeasured(les, "longest_diameter_mm") & _unmeasured(les, "fragments_sum_mm")
     problems.add(
         les,
-        target & is_node & present & np.isnan(_numbers(les, "short_axis_mm")),
+        target & is_node & present & _unmeasured(les, "short_axis_mm"),
         "target_node_without_short_axis",
         "target lymph node {lesion_id} at {timepoint} has no short_axis_mm; nodes are measured in short axis "
         "(RECIST 1.1), or give status too_small / not_evaluated",
@@ -1045,18 +1065,18 @@ def _units_check(
     les: pd.DataFrame, kind_codes: tuple[np.ndarray, np.ndarray], subject_codes: np.ndarray, problems: Problems
 ) -> None:
     """Every measured baseline target under 10: the sizes were probably typed in centimetres."""
-    node = les["is_lymph_node"].to_numpy(dtype=float) == 1
-    size = np.where(node, _numbers(les, "short_axis_mm"), _numbers(les, "longest_diameter_mm"))
     kind, kind_names = kind_codes
-    measured = les["is_baseline"].to_numpy(dtype=bool) & _word_mask(kind, kind_names, "target") & ~np.isnan(size)
-    if not measured.any():
+    rows = np.flatnonzero(les["is_baseline"].to_numpy(dtype=bool) & _word_mask(kind, kind_names, "target"))
+    node = les["is_lymph_node"].to_numpy(dtype=float)[rows] == 1
+    size = np.where(node, _numbers(les, "short_axis_mm")[rows], _numbers(les, "longest_diameter_mm")[rows])
+    rows, size = rows[~np.isnan(size)], size[~np.isnan(size)]
+    if not len(rows):
         return
-    subject = subject_codes[measured]
-    top = np.full(int(subject.max()) + 2, -np.inf)
-    np.maximum.at(top, subject, size[measured])  # a missing subject (-1) lands in the spare last slot
-    if not ((top < 10) & (top > 0)).any():
+    if not _some_largest_under_10(subject_codes[rows], size):
         return
-    frame = pd.DataFrame({"s": les["subject_id"].to_numpy(dtype=object)[measured], "v": size[measured]})
+    measured = np.zeros(len(les), dtype=bool)
+    measured[rows] = True
+    frame = pd.DataFrame({"s": les["subject_id"].to_numpy(dtype=object)[measured], "v": size})
     largest = frame.groupby("s")["v"].max()
     suspicious = largest[(largest < 10) & (largest > 0)]
     if suspicious.empty:
@@ -1072,6 +1092,15 @@ def _units_check(
         severity="warning",
         extra={"largest": first["subject_id"].map(suspicious).to_numpy(dtype=object)},
     )
+
+
+def _some_largest_under_10(subject: np.ndarray, size: np.ndarray) -> bool:
+    """Whether some subject's largest size is above 0 and under 10 (a missing subject, -1, counts as one)."""
+    slot = subject.astype(np.int64) + 1
+    width = int(slot.max()) + 1
+    above_zero = np.bincount(slot[size > 0], minlength=width) > 0
+    ten_or_more = np.bincount(slot[size >= 10], minlength=width) > 0
+    return bool((above_zero & ~ten_or_more).any())
 
 
 def _key(
