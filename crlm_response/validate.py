@@ -308,9 +308,7 @@ def _mid_days(v: pd.DataFrame, precision: np.ndarray, offset: np.ndarray) -> np.
     return epoch_days(mid.astype("datetime64[ns]")) - offset
 
 
-def _long_time(
-    v: pd.DataFrame, codes: np.ndarray, n_subjects: int, date_days: np.ndarray, problems: Problems
-) -> _Time:
+def _long_time(v: pd.DataFrame, codes: np.ndarray, n_subjects: int, date_days: np.ndarray, problems: Problems) -> _Time:
     """Case files and long tables: each subject is timed by days when every timed visit has one, else by dates
     (`date_days`: each visit's full date as epoch days). A visit with only a partial date is placed by its range
     (see `_visit_order`)."""
@@ -469,8 +467,7 @@ def _choose_baseline(
             v,
             passed_over & (n_named > 1),
             "two_baselines",
-            "timepoint {timepoint} is named like a baseline but another timepoint is the baseline; rename one of "
-            "them",
+            "timepoint {timepoint} is named like a baseline but another timepoint is the baseline; rename one of them",
         )
     return first
 
@@ -826,9 +823,7 @@ class _Link:
         """The same after the rows not kept are dropped (a row pointing at a dropped row points nowhere)."""
         visit_row = _renumbered(self.visit_row[keep_lesions], keep_visits)
         base_row = _renumbered(self.base_row[keep_lesions], keep_lesions)
-        return _Link(
-            visit_row, base_row, self.lesion_code[keep_lesions], self.lesion_names, self.repeat[keep_lesions]
-        )
+        return _Link(visit_row, base_row, self.lesion_code[keep_lesions], self.lesion_names, self.repeat[keep_lesions])
 
     def trusted(self) -> bool:
         """Every row has its visit and none is a repeat: keys made anew from the ids would find the same rows."""
