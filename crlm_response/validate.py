@@ -217,7 +217,7 @@ def _value_pair_key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """One integer per pair of codes, a missing value (-1) counting as a value of its own, as
     `DataFrame.duplicated` counts it."""
     width = int(b.max()) + 2 if len(b) else 1
-    return (a.astype(np.int64) + 1) * width + (b + 1)
+    return (a.astype(np.int64) + 1) * width + (b.astype(np.int64) + 1)
 
 
 def _repeats(keys: np.ndarray, runs: np.ndarray | None = None) -> np.ndarray:
@@ -797,12 +797,8 @@ def _rank_in_group(codes: np.ndarray, key: np.ndarray, sequence: np.ndarray) -> 
     """Each row's rank by `key` within its group (1, 2, ...; ties in row order; NaN for a NaN key), as
     `groupby(codes).rank(method="first")` gives it. `sequence` is `np.lexsort((key, codes))`, which puts a
     group's NaN keys last, so the known keys are ranked first."""
-    n = len(codes)
-    ordered = codes[sequence]
-    starts = np.r_[True, ordered[1:] != ordered[:-1]] if n else np.zeros(0, dtype=bool)
-    place = np.arange(n)
-    rank = np.empty(n, dtype=float)
-    rank[sequence] = place - np.maximum.accumulate(np.where(starts, place, 0)) + 1
+    rank = np.empty(len(codes), dtype=float)
+    rank[sequence] = _place_in_run(codes[sequence]) + 1
     rank[np.isnan(key)] = np.nan
     return rank
 
@@ -875,7 +871,7 @@ def _link_lesions(visits: pd.DataFrame, lesions: pd.DataFrame, problems: Problem
     base_mask = is_base & ~dup & (pair >= 0)
     base_row = _positions(pair[base_mask], pair, values=np.flatnonzero(base_mask))
     has_base = base_row >= 0
-    at_base = np.maximum(base_row, 0)  # a row without a baseline row points at the first (masked by has_base)
+    at_base = np.maximum(base_row, 0)  # a row without a baseline row points at row 0 (masked by has_base)
     kind = _codes(les["kind"])
     kind_at_base = kind[0][at_base] if n else kind[0]
     _kind_checks(les, kind, kind_at_base, is_base, has_base, orphan, problems)
@@ -944,17 +940,17 @@ def _inherit(
     kind_at_base: np.ndarray,
     is_base: np.ndarray,
     has_base: np.ndarray,
-    safe: np.ndarray,
+    at_base: np.ndarray,
     problems: Problems,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What a follow-up row may leave out comes from the lesion's baseline row: its kind and whether it is a node
     (when not given), its organ (always; a different organ is a warning); a node is also known by its organ.
-    `safe`: each row's baseline row (any row where it has none). Returns the codes of the kind column as it is now
-    (`kind_codes`, `kind_at_base`: as it was)."""
+    `at_base`: each row's baseline row (any row where it has none). Returns the codes of the kind column as it is
+    now (`kind_codes`, `kind_at_base`: as it was)."""
     now: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for column in ("kind", "organ"):
         codes, names = kind_codes if column == "kind" else _codes(les[column])
-        base_codes = kind_at_base if column == "kind" else codes[safe] if len(codes) else codes
+        base_codes = kind_at_base if column == "kind" else codes[at_base] if len(codes) else codes
         if column == "organ":
             differs = has_base & (codes >= 0) & (base_codes >= 0) & (codes != base_codes) & ~is_base
             if differs.any():
@@ -973,7 +969,7 @@ def _inherit(
         if not (_plain_categorical(les[column]) and np.array_equal(inherited, codes)):
             les[column] = _text_like(les[column], inherited, names)
         now[column] = (inherited, names)
-    _inherit_node(les, has_base, safe, now["organ"])
+    _inherit_node(les, has_base, at_base, now["organ"])
     return now["kind"]
 
 
@@ -985,7 +981,7 @@ def _plain_categorical(column: pd.Series) -> bool:
 
 
 def _inherit_node(
-    les: pd.DataFrame, has_base: np.ndarray, safe: np.ndarray, organ_codes: tuple[np.ndarray, np.ndarray]
+    les: pd.DataFrame, has_base: np.ndarray, at_base: np.ndarray, organ_codes: tuple[np.ndarray, np.ndarray]
 ) -> None:
     """Whether a lesion is a node: as given, else as at its baseline, else by its organ's name."""
     given = les["is_lymph_node"]
@@ -993,7 +989,7 @@ def _inherit_node(
     unknown = np.isnan(node)
     if given.dtype == np.float64 and not unknown.any():
         return  # every row says it: the column stays as it is
-    base_node = node[safe] if len(node) else node
+    base_node = node[at_base] if len(node) else node
     node = np.where(has_base & unknown, base_node, node)
     organ, organ_names = organ_codes
     node_names = pd.Series(organ_names, dtype=object).astype(str).str.contains("lymph|node", regex=True).to_numpy()
