@@ -147,6 +147,9 @@ def impute(
 
 def imputation_flags(imputed: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """ADaM ADTF per visit: "D" (day imputed), "M" (month and day imputed), None (not imputed)."""
-    flags = pd.Series(np.asarray(precision, dtype=object)).map(FLAG_OF_PRECISION).to_numpy(dtype=object, copy=True)
-    flags[np.isnan(np.asarray(imputed, dtype=float))] = None
+    done = ~np.isnan(np.asarray(imputed, dtype=float))
+    flags = np.full(len(done), None, dtype=object)
+    if done.any():  # only imputed visits are flagged: the precisions of the others are not looked at
+        picked = np.asarray(precision, dtype=object)[done]
+        flags[done] = pd.Series(picked).map(FLAG_OF_PRECISION).to_numpy(dtype=object)
     return flags
