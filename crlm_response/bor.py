@@ -29,6 +29,7 @@ over visits in Python: confirmation pairs are built with numpy over all subjects
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -91,8 +92,13 @@ class BorResult:
 def role_codes(words: np.ndarray, scale: ResponseScale, method: str = "recist") -> np.ndarray:
     """Role code per word (NO_ROLE for missing words and, with method recist, for not-applicable ones)."""
     codes, uniques = pd.factorize(pd.Series(words, dtype=object), use_na_sentinel=True)
-    mapped = np.full(len(uniques) + 1, NO_ROLE, dtype=np.int64)
-    for k, word in enumerate(uniques):
+    return _word_roles(uniques, scale, method)[codes]
+
+
+def _word_roles(words: Any, scale: ResponseScale, method: str) -> np.ndarray:
+    """Role code per distinct word, and NO_ROLE in a last slot, so that code -1 (missing) reads NO_ROLE."""
+    mapped = np.full(len(words) + 1, NO_ROLE, dtype=np.int64)
+    for k, word in enumerate(words):
         text = str(word).strip()
         role = scale.role_of(text)  # a set's own word first: Chun's "none" is a category, not a missing value
         if role is None and text.upper() in MISSING_WORDS:
@@ -101,7 +107,80 @@ def role_codes(words: np.ndarray, scale: ResponseScale, method: str = "recist") 
             role = None
         if role is not None and not (method == "recist" and role in ("not_applicable", "missing")):
             mapped[k] = _R[role]
-    return mapped[np.where(codes >= 0, codes, len(uniques))]
+    return mapped
+
+
+def _categories(values: Any) -> pd.Categorical | None:
+    """`values` as a Categorical of text (a Series' too), or None when it is not one."""
+    values = values.array if isinstance(values, pd.Series) else values
+    if isinstance(values, pd.Categorical) and pd.api.types.infer_dtype(values.categories, skipna=False) == "string":
+        return values
+    return None
+
+
+def _coded(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (-1: missing) and distinct values of a column, as `pd.factorize` gives them; a Categorical of text
+    gives its own, so nothing is hashed."""
+    categorical = _categories(values)
+    if categorical is not None:
+        return categorical.codes.astype(np.int64), categorical.categories.to_numpy(dtype=object)
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+
+def _subject_codes(subject: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's place among the subjects sorted, and the sorted subjects (`pd.factorize(sort=True)`). A
+    Categorical of text whose categories are sorted and all used (the engine's subject keys) is read as it is."""
+    categorical = _categories(subject)
+    if categorical is not None and categorical.categories.is_monotonic_increasing:
+        codes = categorical.codes.astype(np.int64)
+        if np.bincount(codes[codes >= 0], minlength=len(categorical.categories)).all():
+            return codes, categorical.categories.to_numpy(dtype=object)
+    codes, uniques = pd.factorize(np.asarray(subject, dtype=object), sort=True)
+    return codes, np.asarray(uniques, dtype=object)
+
+
+def _distinct(codes: np.ndarray, values: np.ndarray, rows: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (-1: missing) and the values they stand for, to be written as text once per distinct value. Values that
+    are not all text are kept one per row (`rows()` gives each row's value): values equal as Python objects may
+    read differently (1, 1.0, True)."""
+    if len(values) and pd.api.types.infer_dtype(values, skipna=False) != "string":
+        return np.where(codes >= 0, np.arange(len(codes)), -1), rows()
+    return codes, values
+
+
+def _texts(values: Any) -> np.ndarray:
+    """`str` of each value, as an object array."""
+    return np.array([str(v) for v in values] + [None], dtype=object)[:-1]
+
+
+def _one(value: Any) -> np.ndarray:
+    """A one-value object array (whatever the value: a word, None)."""
+    out = np.empty(1, dtype=object)
+    out[0] = value
+    return out
+
+
+def _labels(labels: Any, order: np.ndarray) -> np.ndarray:
+    return np.asarray(labels, dtype=object)[order]
+
+
+def _visit_order(code: np.ndarray, rank_in_time: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """Rows sorted by subject, then `rank_in_time`, then day: `np.lexsort((days, rank_in_time, code))`. Callers
+    mostly list each subject's visits in time order already (the engine does), so a stable sort by subject alone is
+    tried first and kept when it is in that order."""
+    order = np.argsort(code, kind="stable")
+    c, r, d = code[order], rank_in_time[order], days[order]
+    same = c[1:] == c[:-1]
+    r0, r1, d0, d1 = r[:-1], r[1:], d[:-1], d[1:]
+    with np.errstate(invalid="ignore"):
+        # NaN sorts last and ties with NaN, as in np.lexsort.
+        tied = (r0 == r1) | (np.isnan(r0) & np.isnan(r1))
+        earlier = ((r0 < r1) | (np.isnan(r1) & ~np.isnan(r0))) & ~tied
+        day_ok = (d0 <= d1) | np.isnan(d1)
+    if (~same | earlier | (tied & day_ok)).all():
+        return order
+    return np.lexsort((days, rank_in_time, code))
 
 
 def _group_end(subject: np.ndarray) -> np.ndarray:
@@ -224,24 +303,37 @@ def best_overall_response(
     unknown day keeps its place; `sd_day` (optional) is the day the stable-disease minimum counts from (default:
     `day`). An unknown day never meets a minimum interval.
     """
-    subj = np.asarray(subject, dtype=object)
     days = np.asarray(day, dtype=float)
-    words = np.asarray(response, dtype=object)
-    names = np.asarray(labels, dtype=object) if labels is not None else np.full(len(words), None, dtype=object)
+    word_code, word_values = _coded(response)
+    n = len(word_code)
     rank_in_time = np.asarray(sequence, dtype=float) if sequence is not None else days
     from_reference = np.asarray(sd_day, dtype=float) if sd_day is not None else days
-    n = len(words)
-    codes, uniques = pd.factorize(subj, sort=True)
-    order = np.lexsort((days, rank_in_time, codes)) if n else np.zeros(0, dtype=np.int64)
-    s_code, s_day, s_word = codes[order], days[order], words[order]
+    codes, uniques = _subject_codes(subject)
+    order = _visit_order(codes, rank_in_time, days) if n else np.zeros(0, dtype=np.int64)
+    s_code, s_day, s_wcode = codes[order], days[order], word_code[order]
     s_sd_day = from_reference[order]
     s_position = np.arange(n, dtype=float)
-    role = role_codes(s_word, scale, method)
-    if method == "recist" and settings.missing_as_ne:
+    # Words stay codes into their distinct values; each distinct word is read once.
+    role = _word_roles(word_values, scale, method)[s_wcode]
+    missing_as_ne = method == "recist" and settings.missing_as_ne
+    if missing_as_ne:
         # A visit without a response is NE; a row without a day is no visit (the engine lists every subject so),
-        # and a subject with no visit at all gets NE below, as admiralonco's missing_as_ne does.
+        # and a subject with no visit at all gets NE below, as admiralonco's missing_as_ne does. Every NE visit
+        # then reads as the set's NE word.
         role = np.where((role == NO_ROLE) & ~np.isnan(s_day), _R["not_evaluable"], role)
-        s_word = np.where(role == _R["not_evaluable"], np.asarray(scale.word("not_evaluable"), dtype=object), s_word)
+        word_values = np.append(word_values, _one(scale.word("not_evaluable")))
+        s_wcode = np.where(role == _R["not_evaluable"], len(word_values) - 1, s_wcode)
+
+    def sorted_words() -> np.ndarray:
+        words = np.asarray(response, dtype=object)[order]
+        if missing_as_ne:
+            words = np.where(role == _R["not_evaluable"], _one(scale.word("not_evaluable")), words)
+        return words
+
+    s_wcode, word_values = _distinct(s_wcode, word_values, sorted_words)
+    name_code, name_values = _coded(labels) if labels is not None else (np.full(n, -1, dtype=np.int64), [])
+    s_ncode = name_code[order]
+    s_ncode, name_values = _distinct(s_ncode, np.asarray(name_values, dtype=object), lambda: _labels(labels, order))
     keep = role != NO_ROLE
     external_pd = np.asarray(pd_day, dtype=float)[order] if pd_day is not None else np.full(n, np.nan)
     after_pd_date = keep & (s_day > external_pd)  # NaN compares False: no external progression, nothing dropped
@@ -254,7 +346,7 @@ def best_overall_response(
         keep &= ~after_pd
 
     k = np.flatnonzero(keep)
-    k_code, k_day, k_role = s_code[k], s_day[k], role[k]
+    k_code, k_day, k_role, k_wcode = s_code[k], s_day[k], role[k], s_wcode[k]
     k_sd_day, k_position = s_sd_day[k], s_position[k]
     confirming = np.full(len(k), -1, dtype=np.int64)
     if method == "recist":
@@ -265,7 +357,8 @@ def best_overall_response(
         raw_rank = _rank_of_roles(scale)[k_role]
     else:
         position = {w: r for r, w in enumerate(scale.ranking)}
-        rank = pd.Series(s_word[k], dtype=object).map(position).to_numpy(dtype=np.int64)
+        rank_of_word = pd.Series(word_values, dtype=object).map(position).to_numpy(dtype=float)
+        rank = pd.Series(rank_of_word[k_wcode], dtype=float).to_numpy(dtype=np.int64)
         raw_rank = rank
         contribution = k_role
 
@@ -281,15 +374,17 @@ def best_overall_response(
         best_role = np.where(has_best, contribution[safe_best] if len(k) else 0, _R["missing"])
         if settings.missing_as_ne:
             best_role = np.where(has_best, best_role, _R["not_evaluable"])
-        word_of_role = np.array([scale.word(r) for r in ROLE_CODE], dtype=object)
-        bor = word_of_role[best_role]
-        contributed_words = word_of_role[contribution] if len(k) else np.zeros(0, dtype=object)
+        bor_values = np.array([scale.word(r) for r in ROLE_CODE] + [None], dtype=object)[:-1]
+        bor_code = best_role
+        contributed_words = bor_values[contribution] if len(k) else np.zeros(0, dtype=object)
     else:
         best_role = np.where(has_best, k_role[safe_best] if len(k) else 0, _R["missing"])
-        bor = np.full(n_subjects, scale.word("missing"), dtype=object)
+        bor_values = np.append(word_values, _one(scale.word("missing")))
+        bor_code = np.full(n_subjects, len(bor_values) - 1, dtype=np.int64)
         if len(k):
-            bor[has_best] = s_word[k][safe_best[has_best]]
-        contributed_words = s_word[k]
+            bor_code[has_best] = k_wcode[safe_best[has_best]]
+        contributed_words = word_values[k_wcode]
+    bor = bor_values[bor_code]
 
     rows_sorted = order[k]  # kept row -> input row
     best_row = np.where(has_best, rows_sorted[safe_best] if len(k) else -1, -1)
@@ -301,9 +396,9 @@ def best_overall_response(
             "best_row": best_row,
         }
     )
-    bor_roles = pd.Series(bor, dtype=object).map(scale.roles)
-    table["responder"] = np.where(bor_roles.isin(list(scale.responder_roles)), "Y", "N")
-    table["clinical_benefit"] = np.where(bor_roles.isin(list(scale.benefit_roles)), "Y", "N")
+    bor_roles = pd.Series(bor_values, dtype=object).map(scale.roles)
+    table["responder"] = np.where(bor_roles.isin(list(scale.responder_roles)).to_numpy()[bor_code], "Y", "N")
+    table["clinical_benefit"] = np.where(bor_roles.isin(list(scale.benefit_roles)).to_numpy()[bor_code], "Y", "N")
     counted_role = contribution if method == "recist" else k_role
     events = _event_days(k_code, k_day, k_role, counted_role, _per_subject_min(s_code, external_pd, n_subjects))
     for column, values in events.items():
@@ -319,22 +414,25 @@ def best_overall_response(
         k_sd_day=k_sd_day,
         k_position=k_position,
         k_role=k_role,
-        k_word=s_word[k],
-        k_name=names[order][k],
+        k_word=k_wcode,
+        k_name=s_ncode[k],
         raw_rank=raw_rank,
         rank=rank,
         confirming=confirming,
         best_k=best_k,
         best_role=best_role,
-        bor=bor,
+        bor=bor_code,
         after_pd_code=s_code[after_pd],
         after_pd_date_code=s_code[after_pd_date],
         external_pd=external_pd,
         pd_rows=np.flatnonzero(keep & (role == _R["progression"])),
         s_code=s_code,
         s_day=s_day,
-        s_name=names[order],
-        s_word=s_word,
+        s_name=s_ncode,
+        s_word=s_wcode,
+        words=_texts(word_values),
+        names=_texts(name_values),
+        bor_words=_texts(bor_values),
     )
     table["best_overall_response_reason"], table["best_overall_response_note"] = _reasons(facts)
 
@@ -412,14 +510,14 @@ class _Facts:
     k_sd_day: np.ndarray
     k_position: np.ndarray
     k_role: np.ndarray
-    k_word: np.ndarray
-    k_name: np.ndarray
+    k_word: np.ndarray  # codes into `words`
+    k_name: np.ndarray  # codes into `names` (-1: the visit has no name)
     raw_rank: np.ndarray
     rank: np.ndarray
     confirming: np.ndarray
     best_k: np.ndarray
     best_role: np.ndarray
-    bor: np.ndarray
+    bor: np.ndarray  # codes into `bor_words`
     after_pd_code: np.ndarray
     after_pd_date_code: np.ndarray
     external_pd: np.ndarray
@@ -428,25 +526,50 @@ class _Facts:
     s_day: np.ndarray
     s_name: np.ndarray
     s_word: np.ndarray
+    words: np.ndarray  # texts of the distinct words
+    names: np.ndarray  # texts of the distinct visit names
+    bor_words: np.ndarray  # texts of the distinct best responses
 
 
-def _days(values: np.ndarray) -> np.ndarray:
-    """Day numbers as text (whole days without decimals; `unknown` for a visit whose day is not known), each
-    distinct number written once (told apart by its bits, so -0 stays `-0`)."""
+def _day_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into day numbers as text (whole days without decimals; `unknown` for a visit whose day is not known),
+    each distinct number written once (told apart by its bits, so -0 stays `-0`)."""
     bits = np.ascontiguousarray(values, dtype=float).view(np.int64)
     distinct, inverse = np.unique(bits, return_inverse=True)
     text = [("unknown" if np.isnan(v) else f"{v:g}") for v in distinct.view(float).tolist()]
-    return np.array(text + [None], dtype=object)[:-1][inverse.reshape(-1)]
+    return inverse.reshape(-1), np.array(text + [None], dtype=object)[:-1]
 
 
-def _visit_text(words: np.ndarray, names: np.ndarray, days: np.ndarray) -> np.ndarray:
-    """`PR at FU2 (day 126)`, or `PR on day 126` when visits have no names (`day unknown` without a day)."""
-    w = pd.Series(words, dtype=object).astype(str)
-    d = pd.Series(_days(days), dtype=object)
-    has_name = ~pd.isna(pd.Series(names, dtype=object))
-    named = w + " at " + pd.Series(names, dtype=object).astype(str) + " (day " + d + ")"
-    plain = (w + " on day " + d).str.replace("on day unknown", "on an unknown day", regex=False)
-    return np.where(has_name.to_numpy(), named.to_numpy(dtype=object), plain.to_numpy(dtype=object))
+def _days(values: np.ndarray) -> np.ndarray:
+    """Day numbers as text (see `_day_codes`)."""
+    codes, text = _day_codes(values)
+    return text[codes]
+
+
+def _dense(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes 0..m-1 for the distinct values of an integer key, and a row holding each."""
+    codes, uniques = pd.factorize(key)
+    first = np.zeros(len(uniques), dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
+    return codes.astype(np.int64), first
+
+
+def _visit_text(
+    word: np.ndarray, words: np.ndarray, name: np.ndarray, names: np.ndarray, day: np.ndarray
+) -> np.ndarray:
+    """`PR at FU2 (day 126)`, or `PR on day 126` when visits have no names (`day unknown` without a day). `word` and
+    `name` are codes into the texts `words` and `names` (-1: no name); each distinct visit is written once."""
+    day_code, day_text = _day_codes(day)
+    word_and_name, _ = _dense(word * (len(names) + 1) + (name + 1))
+    visit, first = _dense(word_and_name * max(len(day_text), 1) + day_code)
+    texts = [_one_visit(words[word[i]], names[name[i]] if name[i] >= 0 else None, day_text[day_code[i]]) for i in first]
+    return np.array(texts + [None], dtype=object)[:-1][visit]
+
+
+def _one_visit(word: str, name: str | None, day: str) -> str:
+    if name is not None:
+        return word + " at " + name + " (day " + day + ")"
+    return (word + " on day " + day).replace("on day unknown", "on an unknown day")
 
 
 def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
@@ -457,11 +580,11 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
     has_best = f.best_k >= 0
     b = np.maximum(f.best_k, 0)
     if len(f.k_code):
-        at_best = _visit_text(f.k_word[b], f.k_name[b], f.k_day[b])
-        as_counted = _visit_text(f.bor, f.k_name[b], f.k_day[b])
+        at_best = _visit_text(f.k_word[b], f.words, f.k_name[b], f.names, f.k_day[b])
+        as_counted = _visit_text(f.bor, f.bor_words, f.k_name[b], f.names, f.k_day[b])
     else:
         at_best = as_counted = np.full(f.n_subjects, "", dtype=object)
-    bor_text = pd.Series(f.bor, dtype=object).astype(str).to_numpy(dtype=object)
+    bor_text = f.bor_words[f.bor]
     confirmers = _confirmation_rules(scale, s)
 
     if f.method == "rank":
@@ -473,7 +596,7 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
         responding = np.isin(f.best_role, [_R[r] for r in CONFIRMED_ROLES])
         if s.confirmation_required and len(f.k_code):
             c = np.maximum(f.confirming[b], 0)
-            by = _visit_text(f.k_word[c], f.k_name[c], f.k_day[c])
+            by = _visit_text(f.k_word[c], f.words, f.k_name[c], f.names, f.k_day[c])
             hit = same & responding & confirmed
             reason[hit] = at_best[hit] + ", confirmed by " + by[hit]
         else:
@@ -542,7 +665,7 @@ def _lower_notes(f: _Facts, note: np.ndarray, confirmers: dict[int, str]) -> Non
     if not lower.any():
         return
     rows, subjects = top[lower], subjects[lower]
-    visit = _visit_text(f.k_word[rows], f.k_name[rows], f.k_day[rows])
+    visit = _visit_text(f.k_word[rows], f.words, f.k_name[rows], f.names, f.k_day[rows])
     role, day = f.k_role[rows], f.k_sd_day[rows]
     unknown = np.isnan(day)
     text = np.full(len(rows), None, dtype=object)
@@ -581,7 +704,7 @@ def _after_pd_notes(f: _Facts, note: np.ndarray) -> None:
     pd_of_subject = np.full(f.n_subjects, -1, dtype=np.int64)
     pd_of_subject[f.s_code[f.pd_rows][::-1]] = f.pd_rows[::-1]  # the first progression of each subject
     rows = pd_of_subject[subjects]
-    visit = _visit_text(f.s_word[rows], f.s_name[rows], f.s_day[rows])
+    visit = _visit_text(f.s_word[rows], f.words, f.s_name[rows], f.names, f.s_day[rows])
     text = "visits after " + pd.Series(visit, dtype=object) + " ignored"
     current = pd.Series(note[subjects], dtype=object)
     note[subjects] = np.where(current.isna(), text, current + "; " + text)

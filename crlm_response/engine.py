@@ -22,7 +22,7 @@ from .errors import RuleSetError
 from .functions import history_changed
 from .metrics import METRICS, Context, Level
 from .rules import CompiledOutput, LoadedRuleSet, check_parameter_value, report_items
-from .tables import Prepared, blank_where
+from .tables import Prepared, blank_where, text_codes, with_none
 from .vectors import round_output
 
 WARNING_COLUMNS = ["subject_id", "criteria", "code", "timepoint", "lesion_id", "message"]
@@ -541,33 +541,48 @@ def _baseline_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame)
     return pd.DataFrame(columns)
 
 
+def _categorical(codes: np.ndarray, names: np.ndarray) -> Any:
+    """names[codes] (code -1: missing) as a categorical, so that no text is hashed again; as objects when the names
+    cannot be categories (a missing or repeated name)."""
+    index = pd.Index(names, dtype=object)
+    if index.hasnans or not index.is_unique:
+        return with_none(names)[codes]
+    return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(index), validate=False)
+
+
 def _best(
     ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame, params: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     spec = rule_set.schema.best_response
     assert spec is not None
     follow = np.flatnonzero(~ctx.visit_is_baseline)
-    subjects = visits["subject_id"].to_numpy(dtype=object)
     day = visits["day"].to_numpy(dtype=float)
     sd_day = visits["sd_day"].to_numpy(dtype=float) if "sd_day" in visits else day
-    response = ctx.value(spec.output)
     settings = BorSettings.from_params(dict(params)) if spec.method == "recist" else BorSettings()
-    timepoint_ids = visits["timepoint"].to_numpy(dtype=object)[follow]
     all_subjects = ctx.prepared.subjects["subject_id"].to_numpy(dtype=object)
+    n_subjects = len(all_subjects)
     # Every subject appears, also one without a follow-up (its best response is then the `missing` role's word).
-    # Visits keep the prepared order (VISITNUM, or time), so one whose day is unknown keeps its place.
-    none = np.full(len(all_subjects), np.nan)
+    # Visits keep the prepared order (VISITNUM, or time), so one whose day is unknown keeps its place. Subjects,
+    # responses and visit names go as codes (categoricals): no text is hashed again.
+    missing = np.full(n_subjects, -1, dtype=np.int64)
+    tp_codes, tp_names = text_codes(visits["timepoint"])
+    response = ctx.value(spec.output)
+    coded = ctx.codes_of(response)
+    none = np.full(n_subjects, np.nan)
     result = best_overall_response(
-        np.r_[subjects[follow], all_subjects],
+        _categorical(np.r_[ctx.visit_subject[follow], np.arange(n_subjects)], all_subjects),
         np.r_[day[follow], none],
-        np.r_[response[follow], np.full(len(all_subjects), None, dtype=object)],
+        _categorical(np.r_[coded[0][follow], missing], coded[1])
+        if coded is not None
+        else np.r_[response[follow], np.full(n_subjects, None, dtype=object)],
         settings,
         rule_set.scale,
         spec.method,
-        labels=np.r_[timepoint_ids, np.full(len(all_subjects), None, dtype=object)],
-        sequence=np.r_[follow.astype(float), np.full(len(all_subjects), np.inf)],
+        labels=_categorical(np.r_[tp_codes[follow], missing], tp_names),
+        sequence=np.r_[follow.astype(float), np.full(n_subjects, np.inf)],
         sd_day=np.r_[sd_day[follow], none],
     )
+    timepoint_ids = with_none(tp_names)[tp_codes[follow]]
     table = result.subjects.set_index("subject").reindex(pd.Index(all_subjects))
     table["best_overall_response_day"] = table["best_overall_response_day"].astype(float)
     best_row = table["best_row"].fillna(-1).astype(np.int64).to_numpy()

@@ -29,7 +29,7 @@ import pandas as pd
 
 from .functions import FunctionRef, Name, baseline_of
 from .roles import ResponseScale
-from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, Prepared, blank_where, object_values, spec_of, text_codes
+from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, Prepared, object_values, spec_of, text_codes
 from .vectors import ValueType, text_equal
 
 Level = Literal["lesion", "timepoint", "subject"]
@@ -121,6 +121,7 @@ class Context:
         self.subject_baseline_visit = first
         codes = _lesion_codes(les["lesion_id"]) if len(les) else np.zeros(0, dtype=np.int64)
         self.lesion_key = self.lesion_subject * (int(codes.max()) + 1 if len(codes) else 1) + codes
+        self._lesion_slots: tuple[np.ndarray, int] | None = None
         self._values: dict[Name, np.ndarray] = {}
         # Text columns known as codes into a few words (id of the array -> the array, codes, words): comparing
         # such a column with a word compares the words once and reads the answer through the codes.
@@ -292,8 +293,23 @@ class Context:
 
     def earlier_any(self, mask: np.ndarray) -> np.ndarray:
         """For lesion rows: does an earlier row of the same lesion satisfy `mask`?"""
-        counts = pd.Series(mask.astype(np.int64)).groupby(self.lesion_key).cumsum().to_numpy()
-        return (counts - mask.astype(np.int64)) > 0
+        slot, n_slots = self.lesion_slots()
+        rows = np.flatnonzero(mask)
+        first = np.full(n_slots, len(slot), dtype=np.int64)  # per lesion, its first row in `mask`
+        np.minimum.at(first, slot[rows], rows)
+        return first[slot] < np.arange(len(slot))
+
+    def lesion_slots(self) -> tuple[np.ndarray, int]:
+        """Per lesion row, a slot shared by the rows of the same lesion, and the number of slots: the lesion key
+        itself when its range is small (no hashing), else its distinct values numbered (once per run)."""
+        if self._lesion_slots is None:
+            span = int(self.lesion_key.max()) + 1 if len(self.lesion_key) else 0
+            if span <= 4 * len(self.lesion_key) + 1024:
+                self._lesion_slots = (self.lesion_key, span)
+            else:
+                codes, uniques = pd.factorize(self.lesion_key)
+                self._lesion_slots = (codes.astype(np.int64), len(uniques))
+        return self._lesion_slots
 
 
 def _lesion_codes(lesion_ids: pd.Series) -> np.ndarray:
@@ -561,15 +577,17 @@ def new_lesion_confirmed_at(ctx: Context) -> np.ndarray:
     """For an equivocal new lesion: the timepoint of the first later scan that shows it unequivocally."""
     unequivocal = ctx.value("new_lesion_unequivocal")
     visit = ctx.lesion_visit
-    first = np.full(ctx.n["lesion"], -1, dtype=np.int64)
-    if unequivocal.any():
-        # Visits are ordered by day within a subject, so the smallest visit row is the earliest scan.
-        earliest = pd.Series(visit[unequivocal]).groupby(ctx.lesion_key[unequivocal]).min()
-        where = earliest.index.get_indexer(pd.Index(ctx.lesion_key))
-        first = np.where(where >= 0, earliest.to_numpy()[np.maximum(where, 0)], -1)
-    later = ctx.value("new_lesion_equivocal") & (first > visit)
-    names = ctx.column("timepoint", "timepoint")
-    return blank_where(names[np.where(later, first, 0)] if len(names) else first.astype(object), ~later)
+    out = np.full(ctx.n["lesion"], None, dtype=object)
+    rows = np.flatnonzero(ctx.value("new_lesion_equivocal"))  # only these can have a later confirmation
+    if not (len(rows) and unequivocal.any()):
+        return out
+    # Visits are ordered by day within a subject, so the smallest visit row is the earliest scan.
+    earliest = pd.Series(visit[unequivocal]).groupby(ctx.lesion_key[unequivocal]).min()
+    where = earliest.index.get_indexer(pd.Index(ctx.lesion_key[rows]))
+    first = np.where(where >= 0, earliest.to_numpy()[np.maximum(where, 0)], -1)
+    later = first > visit[rows]
+    out[rows[later]] = ctx.column("timepoint", "timepoint")[first[later]]
+    return out
 
 
 @metric("lesion", "bool", params=("node_normal_short_axis_mm", "too_small_default_mm"))
