@@ -183,6 +183,37 @@ def _visit_order(code: np.ndarray, rank_in_time: np.ndarray, days: np.ndarray) -
     return np.lexsort((days, rank_in_time, code))
 
 
+def _group_start(code: np.ndarray) -> np.ndarray:
+    """For each row of an array grouped by code (each code's rows together), the index of its group's first row."""
+    n = len(code)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
+    return np.repeat(starts, np.diff(np.r_[starts, n]))
+
+
+def _first_of_groups(code: np.ndarray) -> np.ndarray:
+    """The first row of each group of an array grouped by code."""
+    return np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if len(code) else np.zeros(0, dtype=np.int64)
+
+
+def _best_in_groups(code: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Per group of an array grouped by code (in group order): its row with the smallest rank, the first one on a
+    tie (`np.lexsort((rows, rank, code))`'s first row of each group, without sorting)."""
+    starts = _first_of_groups(code)
+    if not len(starts):
+        return starts
+    n = len(code)
+    return np.minimum.reduceat(rank.astype(np.int64) * n + np.arange(n), starts) % n
+
+
+def _in_roles(role: np.ndarray, roles: Any) -> np.ndarray:
+    """role is one of `roles` (role codes, NO_ROLE never), through a lookup table."""
+    table = np.zeros(len(ROLE_CODE) + 1, dtype=bool)  # the last slot answers NO_ROLE (-1)
+    table[[_R[r] for r in roles]] = True
+    return table[role]
+
+
 def _group_end(subject: np.ndarray) -> np.ndarray:
     """For each row of a subject-sorted array, the index one past the subject's last row."""
     n = len(subject)
@@ -222,9 +253,12 @@ def confirmations(subject: np.ndarray, day: np.ndarray, role: np.ndarray, s: Bor
     # admiralonco: no PR after a CR inside a PR's confirmation window.
     idx = np.arange(n)
     big = n + 1
-    next_cr_from = pd.Series(np.where(is_cr, idx, big)[::-1]).groupby(subject[::-1]).cummin().to_numpy()[::-1]
+    # Running extremes of row numbers over the whole array, then kept only where they fall in the row's own subject.
+    next_cr_from = np.minimum.accumulate(np.where(is_cr, idx, big)[::-1])[::-1]
+    next_cr_from = np.where(next_cr_from < end, next_cr_from, big)
     next_cr_after = np.where(np.r_[subject[1:] == subject[:-1], False], np.r_[next_cr_from[1:], big], big)
-    last_pr_upto = pd.Series(np.where(is_pr, idx, -1)).groupby(subject).cummax().to_numpy()
+    last_pr_upto = np.maximum.accumulate(np.where(is_pr, idx, -1))
+    last_pr_upto = np.where(last_pr_upto >= _group_start(subject), last_pr_upto, -1)
     pr_after_cr = next_cr_after[i] < last_pr_upto[j]
     allowed = is_cr | is_pr | is_sd | is_ne
     sd_allowed = 1 if s.accept_sd_between_pr_confirmation else 0  # admiralonco accept_sd: ONE SD is acceptable
@@ -312,7 +346,6 @@ def best_overall_response(
     order = _visit_order(codes, rank_in_time, days) if n else np.zeros(0, dtype=np.int64)
     s_code, s_day, s_wcode = codes[order], days[order], word_code[order]
     s_sd_day = from_reference[order]
-    s_position = np.arange(n, dtype=float)
     # Words stay codes into their distinct values; each distinct word is read once.
     role = _word_roles(word_values, scale, method)[s_wcode]
     missing_as_ne = method == "recist" and settings.missing_as_ne
@@ -341,13 +374,15 @@ def best_overall_response(
     after_pd = np.zeros(n, dtype=bool)
     if method == "recist" and settings.stop_at_first_pd:
         is_pd = (role == _R["progression"]) & keep
-        before = pd.Series(is_pd.astype(np.int64)).groupby(s_code).cumsum().to_numpy() - is_pd
+        # Rows are grouped by subject: a progression counts from the subject's first row on.
+        upto = np.r_[0, np.cumsum(is_pd, dtype=np.int64)]
+        before = upto[1:] - upto[_group_start(s_code)] - is_pd
         after_pd = keep & (before > 0)
         keep &= ~after_pd
 
     k = np.flatnonzero(keep)
     k_code, k_day, k_role, k_wcode = s_code[k], s_day[k], role[k], s_wcode[k]
-    k_sd_day, k_position = s_sd_day[k], s_position[k]
+    k_sd_day = s_sd_day[k]
     confirming = np.full(len(k), -1, dtype=np.int64)
     if method == "recist":
         if settings.confirmation_required:
@@ -365,9 +400,8 @@ def best_overall_response(
     n_subjects = len(uniques)
     best_k = np.full(n_subjects, -1, dtype=np.int64)
     if len(k):
-        pick = np.lexsort((k_position, rank, k_code))
-        first = np.r_[True, k_code[pick][1:] != k_code[pick][:-1]]
-        best_k[k_code[pick][first]] = pick[first]
+        top = _best_in_groups(k_code, rank)  # kept rows are grouped by subject, in time order
+        best_k[k_code[top]] = top
     has_best = best_k >= 0
     safe_best = np.maximum(best_k, 0)
     if method == "recist":
@@ -412,7 +446,6 @@ def best_overall_response(
         k_code=k_code,
         k_day=k_day,
         k_sd_day=k_sd_day,
-        k_position=k_position,
         k_role=k_role,
         k_word=k_wcode,
         k_name=s_ncode[k],
@@ -508,7 +541,6 @@ class _Facts:
     k_code: np.ndarray
     k_day: np.ndarray
     k_sd_day: np.ndarray
-    k_position: np.ndarray
     k_role: np.ndarray
     k_word: np.ndarray  # codes into `words`
     k_name: np.ndarray  # codes into `names` (-1: the visit has no name)
@@ -540,12 +572,6 @@ def _day_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse.reshape(-1), np.array(text + [None], dtype=object)[:-1]
 
 
-def _days(values: np.ndarray) -> np.ndarray:
-    """Day numbers as text (see `_day_codes`)."""
-    codes, text = _day_codes(values)
-    return text[codes]
-
-
 def _dense(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Codes 0..m-1 for the distinct values of an integer key, and a row holding each."""
     codes, uniques = pd.factorize(key)
@@ -554,16 +580,31 @@ def _dense(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), first
 
 
-def _visit_text(
+def _visit_texts(
     word: np.ndarray, words: np.ndarray, name: np.ndarray, names: np.ndarray, day: np.ndarray
-) -> np.ndarray:
-    """`PR at FU2 (day 126)`, or `PR on day 126` when visits have no names (`day unknown` without a day). `word` and
-    `name` are codes into the texts `words` and `names` (-1: no name); each distinct visit is written once."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """`PR at FU2 (day 126)`, or `PR on day 126` when visits have no names (`day unknown` without a day), as codes
+    into the distinct texts. `word` and `name` are codes into the texts `words` and `names` (-1: no name); each
+    distinct visit is written once."""
     day_code, day_text = _day_codes(day)
     word_and_name, _ = _dense(word * (len(names) + 1) + (name + 1))
     visit, first = _dense(word_and_name * max(len(day_text), 1) + day_code)
     texts = [_one_visit(words[word[i]], names[name[i]] if name[i] >= 0 else None, day_text[day_code[i]]) for i in first]
-    return np.array(texts + [None], dtype=object)[:-1][visit]
+    return visit, np.array(texts + [None], dtype=object)[:-1]
+
+
+def _visit_text(
+    word: np.ndarray, words: np.ndarray, name: np.ndarray, names: np.ndarray, day: np.ndarray
+) -> np.ndarray:
+    """`_visit_texts`, one text per row."""
+    codes, texts = _visit_texts(word, words, name, names, day)
+    return texts[codes]
+
+
+def _followed(texts: tuple[np.ndarray, np.ndarray], rows: np.ndarray, tail: str) -> np.ndarray:
+    """The coded texts of `rows`, each followed by `tail` (added once per distinct text)."""
+    codes, distinct = texts
+    return (distinct + tail)[codes[rows]] if len(distinct) else np.zeros(0, dtype=object)
 
 
 def _one_visit(word: str, name: str | None, day: str) -> str:
@@ -580,20 +621,22 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
     has_best = f.best_k >= 0
     b = np.maximum(f.best_k, 0)
     if len(f.k_code):
-        at_best = _visit_text(f.k_word[b], f.words, f.k_name[b], f.names, f.k_day[b])
+        best_visit = _visit_texts(f.k_word[b], f.words, f.k_name[b], f.names, f.k_day[b])
         as_counted = _visit_text(f.bor, f.bor_words, f.k_name[b], f.names, f.k_day[b])
     else:
-        at_best = as_counted = np.full(f.n_subjects, "", dtype=object)
-    bor_text = f.bor_words[f.bor]
+        best_visit = (np.zeros(f.n_subjects, dtype=np.int64), np.array([""], dtype=object))
+        as_counted = np.full(f.n_subjects, "", dtype=object)
+    at_best = best_visit[1][best_visit[0]]
+    bor_texts = (f.bor, f.bor_words)
     confirmers = _confirmation_rules(scale, s)
 
     if f.method == "rank":
-        reason[has_best] = at_best[has_best] + ": the best-ranked response"
+        reason[has_best] = _followed(best_visit, has_best, ": the best-ranked response")
     else:
         raw_role = f.k_role[b] if len(f.k_code) else np.zeros(f.n_subjects, dtype=np.int64)
         same = has_best & (raw_role == f.best_role)
         confirmed = f.confirming[b] >= 0 if len(f.k_code) else np.zeros(f.n_subjects, dtype=bool)
-        responding = np.isin(f.best_role, [_R[r] for r in CONFIRMED_ROLES])
+        responding = _in_roles(f.best_role, CONFIRMED_ROLES)
         if s.confirmation_required and len(f.k_code):
             c = np.maximum(f.confirming[b], 0)
             by = _visit_text(f.k_word[c], f.words, f.k_name[c], f.names, f.k_day[c])
@@ -601,31 +644,33 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
             reason[hit] = at_best[hit] + ", confirmed by " + by[hit]
         else:
             hit = same & responding
-            reason[hit] = at_best[hit] + "; confirmation not required"
-        timed = same & np.isin(f.best_role, [_R[r] for r in TIMED_ROLES])
-        reason[timed] = at_best[timed] + f", at least {s.sd_min_days:g} days after {_reference(s)}"
+            reason[hit] = _followed(best_visit, hit, "; confirmation not required")
+        timed = same & _in_roles(f.best_role, TIMED_ROLES)
+        reason[timed] = _followed(best_visit, timed, f", at least {s.sd_min_days:g} days after {_reference(s)}")
         non_target = same & (f.best_role == _R["non_measurable_stable"])
-        reason[non_target] = at_best[non_target] + f", at least {s.non_target_min_days:g} days after {_reference(s)}"
-        plain = same & np.isin(f.best_role, [_R["unconfirmed_progression"], _R["progression"]])
+        reason[non_target] = _followed(
+            best_visit, non_target, f", at least {s.non_target_min_days:g} days after {_reference(s)}"
+        )
+        plain = same & _in_roles(f.best_role, ("unconfirmed_progression", "progression"))
         reason[plain] = at_best[plain]
         # A response that was not confirmed, counted as stable disease once the minimum time had passed.
         demoted = has_best & ~same & (f.best_role == _R["stable"])
         reason[demoted] = as_counted[demoted]
         for code, rule in confirmers.items():
             hit = demoted & (raw_role == code)
-            note[hit] = at_best[hit] + f" not confirmed: no {rule}, so it counts as {scale.word('stable')}"
+            note[hit] = _followed(best_visit, hit, f" not confirmed: no {rule}, so it counts as {scale.word('stable')}")
         confirmed_later = has_best & ~same & (f.best_role == _R["progression"])
         reason[confirmed_later] = (
             as_counted[confirmed_later] + ": " + at_best[confirmed_later] + " was confirmed by a later "
             f"{scale.word('progression')}"
         )
         ne = has_best & (f.best_role == _R["not_evaluable"])
-        reason[ne] = bor_text[ne] + ": no assessment qualifies for a better response"
+        reason[ne] = _followed(bor_texts, ne, ": no assessment qualifies for a better response")
         nd = has_best & (f.best_role == _R["not_done"])
-        reason[nd] = bor_text[nd] + ": no assessment was done"
+        reason[nd] = _followed(bor_texts, nd, ": no assessment was done")
         _lower_notes(f, note, confirmers)
     missing = ~has_best
-    reason[missing] = bor_text[missing] + ": no assessment"
+    reason[missing] = _followed(bor_texts, missing, ": no assessment")
     _after_pd_notes(f, note)
     _after_pd_date_notes(f, note)
     with_note = ~pd.isna(pd.Series(note, dtype=object)).to_numpy()
@@ -656,9 +701,7 @@ def _lower_notes(f: _Facts, note: np.ndarray, confirmers: dict[int, str]) -> Non
     if not len(f.k_code):
         return
     s = f.settings
-    order = np.lexsort((f.k_position, f.raw_rank, f.k_code))
-    first = np.r_[True, f.k_code[order][1:] != f.k_code[order][:-1]]
-    top = order[first]  # per subject with kept rows: the visit with the best response as recorded
+    top = _best_in_groups(f.k_code, f.raw_rank)  # per subject with kept rows: the best response as recorded
     subjects = f.k_code[top]
     best_rank = f.rank[np.maximum(f.best_k[subjects], 0)]
     lower = (f.raw_rank[top] < best_rank) & (top != f.best_k[subjects])
@@ -674,7 +717,7 @@ def _lower_notes(f: _Facts, note: np.ndarray, confirmers: dict[int, str]) -> Non
         text[hit] = visit[hit] + f" not confirmed: no {rule}"
         early = hit & ~(day >= s.sd_min_days)
         text[early] = text[early] + _too_early(unknown[early], s.sd_min_days, s, ", and ")
-    timed = np.isin(role, [_R[r] for r in TIMED_ROLES]) & ~(day >= s.sd_min_days)
+    timed = _in_roles(role, TIMED_ROLES) & ~(day >= s.sd_min_days)
     text[timed] = visit[timed] + _too_early(unknown[timed], s.sd_min_days, s, " ")
     non_target = (role == _R["non_measurable_stable"]) & ~(day >= s.non_target_min_days)
     text[non_target] = visit[non_target] + _too_early(unknown[non_target], s.non_target_min_days, s, " ")
@@ -700,25 +743,30 @@ def _after_pd_notes(f: _Facts, note: np.ndarray) -> None:
     """Visits after the first progression never count (E2009 §4.4): say so, naming the progression visit."""
     if not len(f.after_pd_code):
         return
-    subjects = np.unique(f.after_pd_code)
+    subjects = f.after_pd_code[_first_of_groups(f.after_pd_code)]  # rows are grouped by subject
     pd_of_subject = np.full(f.n_subjects, -1, dtype=np.int64)
     pd_of_subject[f.s_code[f.pd_rows][::-1]] = f.pd_rows[::-1]  # the first progression of each subject
     rows = pd_of_subject[subjects]
-    visit = _visit_text(f.s_word[rows], f.words, f.s_name[rows], f.names, f.s_day[rows])
-    text = "visits after " + pd.Series(visit, dtype=object) + " ignored"
-    current = pd.Series(note[subjects], dtype=object)
-    note[subjects] = np.where(current.isna(), text, current + "; " + text)
+    codes, visits = _visit_texts(f.s_word[rows], f.words, f.s_name[rows], f.names, f.s_day[rows])
+    _add_note(note, subjects, ("visits after " + visits + " ignored")[codes])
+
+
+def _add_note(note: np.ndarray, subjects: np.ndarray, text: np.ndarray) -> None:
+    """Give `subjects` the note `text`, after the note they have (`; ` between)."""
+    current = note[subjects]
+    has = ~pd.isna(current)
+    text[has] = current[has] + "; " + text[has]
+    note[subjects] = text
 
 
 def _after_pd_date_notes(f: _Facts, note: np.ndarray) -> None:
     """Visits after a progression day given from another source never count (admiralonco `source_pd`)."""
     if not len(f.after_pd_date_code):
         return
-    subjects = np.unique(f.after_pd_date_code)
+    subjects = f.after_pd_date_code[_first_of_groups(f.after_pd_date_code)]  # rows are grouped by subject
     day = _per_subject_min(f.s_code, f.external_pd, f.n_subjects)[subjects]
-    text = "visits after the progression day " + pd.Series(_days(day), dtype=object) + " (given) ignored"
-    current = pd.Series(note[subjects], dtype=object)
-    note[subjects] = np.where(current.isna(), text, current + "; " + text)
+    codes, days = _day_codes(day)
+    _add_note(note, subjects, ("visits after the progression day " + days + " (given) ignored")[codes])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -750,11 +798,11 @@ def _event_days(
     duration_of_response_days: first response to the first progression after it (event, censored N), else to the
     last adequate assessment (censored Y), counted as admiral's `derive_vars_duration()` does (end - start + 1)."""
     n_subjects = len(external_pd)
-    responding = np.isin(counted, [_R[r] for r in CONFIRMED_ROLES])
+    responding = _in_roles(counted, CONFIRMED_ROLES)
     first_response = _per_subject_min(code, np.where(responding, day, np.nan), n_subjects)
     progression = role == _R["progression"]
     first_pd = np.fmin(_per_subject_min(code, np.where(progression, day, np.nan), n_subjects), external_pd)
-    adequate = np.isin(role, [_R[r] for r in ADEQUATE_ROLES])
+    adequate = _in_roles(role, ADEQUATE_ROLES)
     last_assessment = _per_subject_max(code, np.where(adequate, day, np.nan), n_subjects)
     start = first_response[code] if len(code) else np.zeros(0)
     later_pd = _per_subject_min(code, np.where(progression & (day > start), day, np.nan), n_subjects)
@@ -786,7 +834,8 @@ def _cr_then_pr(code: np.ndarray, role: np.ndarray, rows: np.ndarray, uniques: A
     is_cr = role == _R["complete"]
     if not is_cr.any():
         return _empty_warnings()
-    last_cr = pd.Series(np.where(is_cr, np.arange(len(role)), -1)).groupby(code).cummax().to_numpy()
+    last_cr = np.maximum.accumulate(np.where(is_cr, np.arange(len(role)), -1))  # rows are grouped by subject
+    last_cr = np.where(last_cr >= _group_start(code), last_cr, -1)
     hit = (role == _R["partial"]) & (last_cr >= 0)
     if not hit.any():
         return _empty_warnings()
