@@ -425,8 +425,8 @@ def _timepoint_table(
 ) -> pd.DataFrame:
     follow = np.flatnonzero(~ctx.visit_is_baseline)
     columns: dict[str, Any] = {
-        "subject_id": visits["subject_id"].to_numpy(dtype=object)[follow],
-        "timepoint": visits["timepoint"].to_numpy(dtype=object)[follow],
+        "subject_id": _objects_at(visits["subject_id"], follow),
+        "timepoint": _objects_at(visits["timepoint"], follow),
         "day": whole_days(visits["day"].to_numpy(dtype=float)[follow]),
     }
     for key, name in report_items(rule_set.schema.report.timepoint):
@@ -439,10 +439,25 @@ def _timepoint_table(
             if values.dtype != object:  # yes/no outputs: true / false / missing
                 values = blank_where(values == 1, np.isnan(values))
             columns[out.spec.name] = values
-    table = pd.DataFrame(columns)
+    table = pd.DataFrame(columns, copy=False)  # the columns are new arrays: no second copy
     if explain:
         table["explanation"] = _explanations(ctx, rule_set, fired, follow)
     return table
+
+
+def _objects_at(column: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """`column.to_numpy(dtype=object)[rows]`, a categorical read through its codes (only `rows` are written)."""
+    values = column.array
+    if isinstance(values, pd.Categorical):
+        names = np.append(values.categories.to_numpy(dtype=object), _nan_object())
+        return names[values.codes[rows]]
+    return column.to_numpy(dtype=object)[rows]
+
+
+def _nan_object() -> np.ndarray:
+    missing = np.empty(1, dtype=object)
+    missing[0] = np.nan
+    return missing
 
 
 def _explanations(
@@ -519,26 +534,34 @@ def _lesion_table(ctx: Context, rule_set: LoadedRuleSet, lesions: pd.DataFrame) 
         has |= ~pd.isna(ctx.value(name))
     rows = np.flatnonzero(has)
     columns: dict[str, Any] = {
-        "subject_id": lesions["subject_id"].to_numpy(dtype=object)[rows],
-        "timepoint": lesions["timepoint"].to_numpy(dtype=object)[rows],
-        "lesion_id": lesions["lesion_id"].to_numpy(dtype=object)[rows],
+        "subject_id": _objects_at(lesions["subject_id"], rows),
+        "timepoint": _objects_at(lesions["timepoint"], rows),
+        "lesion_id": _objects_at(lesions["lesion_id"], rows),
     }
     for key, name in report_items(rule_set.schema.report.lesion):
         columns[key] = np.asarray(ctx.get(name, "lesion"))[rows]
     for name in reported:
         columns[name] = ctx.value(name)[rows]
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)
 
 
 def _baseline_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame) -> pd.DataFrame:
     rows = np.flatnonzero(ctx.visit_is_baseline)
     columns: dict[str, Any] = {
-        "subject_id": visits["subject_id"].to_numpy(dtype=object)[rows],
-        "timepoint": visits["timepoint"].to_numpy(dtype=object)[rows],
+        "subject_id": _objects_at(visits["subject_id"], rows),
+        "timepoint": _objects_at(visits["timepoint"], rows),
     }
     for key, name in report_items(rule_set.schema.report.baseline):
         columns[key] = np.asarray(ctx.get(name, "timepoint"))[rows]
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)
+
+
+def _in_order(subjects: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
+    """bor's rows (one per subject, column `subject`) in the order of `order`. bor sorts subjects by id, as the
+    prepared tables do, so they usually are in that order already."""
+    if np.array_equal(subjects["subject"].to_numpy(dtype=object), order):
+        return subjects
+    return subjects.set_index("subject").reindex(pd.Index(order)).reset_index(names="subject")
 
 
 def _categorical(codes: np.ndarray, names: np.ndarray) -> Any:
@@ -582,17 +605,18 @@ def _best(
         sequence=np.r_[follow.astype(float), np.full(n_subjects, np.inf)],
         sd_day=np.r_[sd_day[follow], none],
     )
-    timepoint_ids = with_none(tp_names)[tp_codes[follow]]
-    table = result.subjects.set_index("subject").reindex(pd.Index(all_subjects))
-    table["best_overall_response_day"] = table["best_overall_response_day"].astype(float)
+    timepoint_ids = _objects_at(visits["timepoint"], follow)
+    table = _in_order(result.subjects, all_subjects)
     best_row = table["best_row"].fillna(-1).astype(np.int64).to_numpy()
     chosen = np.full(len(best_row), None, dtype=object)
     if len(timepoint_ids):
         chosen[best_row >= 0] = timepoint_ids[best_row[best_row >= 0]]
-    table["best_overall_response_timepoint"] = chosen
-    table = table.drop(columns=["best_row"]).reset_index(names="subject_id")
     last = ["best_overall_response_timepoint", "best_overall_response_note", "best_overall_response_reason"]
-    table = table[[c for c in table.columns if c not in last] + last]
+    columns: dict[str, Any] = {"subject_id": all_subjects}
+    columns.update({c: table[c] for c in table.columns if c not in ("subject", "best_row", *last)})
+    columns["best_overall_response_day"] = table["best_overall_response_day"].astype(float)
+    columns.update({"best_overall_response_timepoint": chosen, **{c: table[c] for c in last[1:]}})
+    table = pd.DataFrame(columns, copy=False)
     warnings = []
     for _, w in result.cr_then_pr.iterrows():
         pr_tp, cr_tp = timepoint_ids[int(w["pr_row"])], timepoint_ids[int(w["cr_row"])]
