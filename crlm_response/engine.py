@@ -99,21 +99,28 @@ def _decide(out: CompiledOutput, env: _LevelEnv, scope: np.ndarray) -> tuple[np.
     """Ordered decision list: the first rule that holds decides. Returns (values, index of the rule).
 
     Yes/no outputs are float arrays (1.0 / 0.0 / NaN outside the scope), like yes/no inputs."""
-    n = env.n
-    boolean = all(isinstance(rule.result, bool) for rule in out.rules)
-    values = np.full(n, np.nan) if boolean else np.full(n, None, dtype=object)
-    fired = np.full(n, -1, dtype=np.int64)
+    fired = np.full(env.n, -1, dtype=np.int64)
     open_rows = scope.copy()
     for k, rule in enumerate(out.rules):
         if not open_rows.any():
             break
-        hit = open_rows if rule.condition is None else open_rows & rule.condition.evaluate(env)
-        values[hit] = rule.result
-        fired[hit] = k
+        if rule.condition is None:
+            hit = open_rows
+        else:
+            hit = rule.condition.evaluate(env)  # a new array: narrowed in place
+            hit &= open_rows
+        np.putmask(fired, hit, k)
         open_rows &= ~hit
-    if not boolean:  # a word output is a few words through the rule that fired: compared as codes later
-        words, word_of_rule = _rule_words(out)
-        env.ctx.coded(values, np.append(word_of_rule, -1)[fired], words)
+    # Each row takes the result of the rule that fired (the last slot: none fired).
+    if all(isinstance(rule.result, bool) for rule in out.rules):
+        return np.array([float(rule.result) for rule in out.rules] + [np.nan])[fired], fired
+    results = np.empty(len(out.rules) + 1, dtype=object)
+    for k, rule in enumerate(out.rules):
+        results[k] = rule.result
+    values = results[fired]
+    # A word output is a few words through the rule that fired: compared as codes later.
+    words, word_of_rule = _rule_words(out)
+    env.ctx.coded(values, np.append(word_of_rule, -1)[fired], words)
     return values, fired
 
 
