@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -78,15 +79,40 @@ class BorSettings:
 
 @dataclass
 class BorResult:
-    """Per subject: best response, its day and reason; per input row: what each visit contributed."""
+    """Per subject: best response, its day and reason; per input row: what each visit contributed.
+
+    The per-row arrays are written out when first read (the engine reads only the subjects)."""
 
     # subject, best_overall_response, best_overall_response_day, best_row, responder, clinical_benefit,
     # EVENT_COLUMNS, best_overall_response_reason, best_overall_response_note
     subjects: pd.DataFrame
-    contribution: np.ndarray  # per input row: the word the visit counts as (None: does not count / dropped)
-    confirmed: np.ndarray  # per input row: a response confirmed by a later visit
-    confirmed_by: np.ndarray  # per input row: the input row that confirms it (-1: none)
     cr_then_pr: pd.DataFrame  # warnings: subject, pr_row, cr_row
+    n_rows: int  # input rows
+    kept_rows: np.ndarray  # the input row of each visit that counts (kept after the cut-offs)
+    kept_words: Callable[[], np.ndarray]  # the word each of those visits counts as
+    kept_confirming: np.ndarray  # per kept visit: the kept visit that confirms it (-1: none)
+
+    @cached_property
+    def contribution(self) -> np.ndarray:
+        """Per input row: the word the visit counts as (None: does not count / dropped)."""
+        out = np.full(self.n_rows, None, dtype=object)
+        out[self.kept_rows] = self.kept_words()
+        return out
+
+    @cached_property
+    def confirmed(self) -> np.ndarray:
+        """Per input row: a response confirmed by a later visit."""
+        out = np.zeros(self.n_rows, dtype=bool)
+        out[self.kept_rows] = self.kept_confirming >= 0
+        return out
+
+    @cached_property
+    def confirmed_by(self) -> np.ndarray:
+        """Per input row: the input row that confirms it (-1: none)."""
+        out = np.full(self.n_rows, -1, dtype=np.int64)
+        by = self.kept_confirming
+        out[self.kept_rows] = np.where(by >= 0, self.kept_rows[np.maximum(by, 0)], -1)
+        return out
 
 
 def role_codes(words: np.ndarray, scale: ResponseScale, method: str = "recist") -> np.ndarray:
@@ -170,15 +196,16 @@ def _visit_order(code: np.ndarray, rank_in_time: np.ndarray, days: np.ndarray) -
     mostly list each subject's visits in time order already (the engine does), so a stable sort by subject alone is
     tried first and kept when it is in that order."""
     order = np.argsort(code, kind="stable")
-    c, r, d = code[order], rank_in_time[order], days[order]
-    same = c[1:] == c[:-1]
-    r0, r1, d0, d1 = r[:-1], r[1:], d[:-1], d[1:]
+    c, r = code[order], rank_in_time[order]
     with np.errstate(invalid="ignore"):
+        unsure = np.flatnonzero((c[1:] == c[:-1]) & ~(r[:-1] < r[1:]))  # same subject, not plainly later
+        r0, r1 = r[unsure], r[unsure + 1]
+        d0, d1 = days[order[unsure]], days[order[unsure + 1]]
         # NaN sorts last and ties with NaN, as in np.lexsort.
         tied = (r0 == r1) | (np.isnan(r0) & np.isnan(r1))
-        earlier = ((r0 < r1) | (np.isnan(r1) & ~np.isnan(r0))) & ~tied
+        later = np.isnan(r1) & ~np.isnan(r0)
         day_ok = (d0 <= d1) | np.isnan(d1)
-    if (~same | earlier | (tied & day_ok)).all():
+    if (later | (tied & day_ok)).all():
         return order
     return np.lexsort((days, rank_in_time, code))
 
@@ -410,33 +437,29 @@ def best_overall_response(
             best_role = np.where(has_best, best_role, _R["not_evaluable"])
         bor_values = np.array([scale.word(r) for r in ROLE_CODE] + [None], dtype=object)[:-1]
         bor_code = best_role
-        contributed_words = bor_values[contribution] if len(k) else np.zeros(0, dtype=object)
+        kept_words = bor_values, contribution
     else:
         best_role = np.where(has_best, k_role[safe_best] if len(k) else 0, _R["missing"])
         bor_values = np.append(word_values, _one(scale.word("missing")))
         bor_code = np.full(n_subjects, len(bor_values) - 1, dtype=np.int64)
         if len(k):
             bor_code[has_best] = k_wcode[safe_best[has_best]]
-        contributed_words = word_values[k_wcode]
+        kept_words = word_values, k_wcode
     bor = bor_values[bor_code]
 
     rows_sorted = order[k]  # kept row -> input row
     best_row = np.where(has_best, rows_sorted[safe_best] if len(k) else -1, -1)
-    table = pd.DataFrame(
-        {
-            "subject": uniques.astype(object) if n_subjects else np.zeros(0, dtype=object),
-            "best_overall_response": bor,
-            "best_overall_response_day": np.where(has_best, k_day[safe_best] if len(k) else np.nan, np.nan),
-            "best_row": best_row,
-        }
-    )
+    columns: dict[str, Any] = {
+        "subject": uniques.astype(object) if n_subjects else np.zeros(0, dtype=object),
+        "best_overall_response": bor,
+        "best_overall_response_day": np.where(has_best, k_day[safe_best] if len(k) else np.nan, np.nan),
+        "best_row": best_row,
+    }
     bor_roles = pd.Series(bor_values, dtype=object).map(scale.roles)
-    table["responder"] = np.where(bor_roles.isin(list(scale.responder_roles)).to_numpy()[bor_code], "Y", "N")
-    table["clinical_benefit"] = np.where(bor_roles.isin(list(scale.benefit_roles)).to_numpy()[bor_code], "Y", "N")
+    columns["responder"] = np.where(bor_roles.isin(list(scale.responder_roles)).to_numpy()[bor_code], "Y", "N")
+    columns["clinical_benefit"] = np.where(bor_roles.isin(list(scale.benefit_roles)).to_numpy()[bor_code], "Y", "N")
     counted_role = contribution if method == "recist" else k_role
-    events = _event_days(k_code, k_day, k_role, counted_role, _per_subject_min(s_code, external_pd, n_subjects))
-    for column, values in events.items():
-        table[column] = values
+    columns.update(_event_days(k_code, k_day, k_role, counted_role, _per_subject_min(s_code, external_pd, n_subjects)))
 
     facts = _Facts(
         scale=scale,
@@ -467,16 +490,12 @@ def best_overall_response(
         names=_texts(name_values),
         bor_words=_texts(bor_values),
     )
-    table["best_overall_response_reason"], table["best_overall_response_note"] = _reasons(facts)
+    columns["best_overall_response_reason"], columns["best_overall_response_note"] = _reasons(facts)
+    table = pd.DataFrame(columns, copy=False)  # every column is a new array
 
-    full_contribution = np.full(n, None, dtype=object)
-    full_confirmed = np.zeros(n, dtype=bool)
-    full_confirmed_by = np.full(n, -1, dtype=np.int64)
-    full_contribution[rows_sorted] = contributed_words
-    full_confirmed[rows_sorted] = confirming >= 0
-    full_confirmed_by[rows_sorted] = np.where(confirming >= 0, rows_sorted[np.maximum(confirming, 0)], -1)
     warn = _cr_then_pr(k_code, k_role, rows_sorted, uniques) if method == "recist" else _empty_warnings()
-    return BorResult(table, full_contribution, full_confirmed, full_confirmed_by, warn)
+    words_of, codes_of = kept_words
+    return BorResult(table, warn, n, rows_sorted, lambda: words_of[codes_of], confirming)
 
 
 def best_by_reader(
@@ -778,7 +797,14 @@ def _per_subject_min(code: np.ndarray, values: np.ndarray, n_subjects: int) -> n
     """The smallest non-missing value per subject code (NaN when none)."""
     out = np.full(n_subjects, np.inf)
     ok = ~np.isnan(values)
-    np.minimum.at(out, code[ok], values[ok])
+    code, values = code[ok], values[ok]
+    if len(code) and code[0] >= 0 and (code[1:] >= code[:-1]).all() and not (np.signbit(values) & (values == 0)).any():
+        # Rows grouped by subject, and no -0 to tell from 0 (where the order of a tie would show): one reduction
+        # per subject's run of rows.
+        starts = _first_of_groups(code)
+        out[code[starts]] = np.minimum.reduceat(values, starts)
+    else:
+        np.minimum.at(out, code, values)
     out[np.isinf(out)] = np.nan
     return out
 

@@ -623,7 +623,11 @@ def new_lesion_confirmed_later(ctx: Context) -> np.ndarray:
     Progression is then declared at the scan that first showed it (E2009 §4.3.2 "progression should be declared
     using the date of the initial scan"; the same for an FDG-PET finding that a later CT confirms).
     """
-    return ctx.value("new_lesion_equivocal") & ~pd.isna(ctx.value("new_lesion_confirmed_at"))
+    equivocal = ctx.value("new_lesion_equivocal")
+    rows = np.flatnonzero(equivocal)  # only these can be confirmed later
+    out = np.zeros(len(equivocal), dtype=bool)
+    out[rows] = ~pd.isna(ctx.value("new_lesion_confirmed_at")[rows])
+    return out
 
 
 @metric("lesion", "text", params=("node_normal_short_axis_mm",))
@@ -696,6 +700,10 @@ def modality_changed(ctx: Context) -> np.ndarray:
     """The imaging modality differs from baseline's (RECIST 1.1 §3.2: same technique throughout)."""
     modality = ctx.value("modality")
     base = ctx.value(baseline_of("modality"))
+    here, there = ctx.codes_of(modality), ctx.codes_of(base)
+    if here is not None and there is not None and here[1] is there[1]:
+        # Codes into the same distinct words: different codes are different words (-1: missing).
+        return (here[0] >= 0) & (there[0] >= 0) & (here[0] != there[0])
     return ~pd.isna(modality) & ~pd.isna(base) & (modality != base)
 
 
