@@ -227,11 +227,13 @@ def _first_of_groups(code: np.ndarray) -> np.ndarray:
 def _best_in_groups(code: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """Per group of an array grouped by code (in group order): its row with the smallest rank, the first one on a
     tie (`np.lexsort((rows, rank, code))`'s first row of each group, without sorting)."""
-    starts = _first_of_groups(code)
-    if not len(starts):
-        return starts
     n = len(code)
-    return np.minimum.reduceat(rank.astype(np.int64) * n + np.arange(n), starts) % n
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    group = np.cumsum(np.r_[True, code[1:] != code[:-1]]) - 1
+    best = np.full(int(group[-1]) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(best, group, rank.astype(np.int64) * n + np.arange(n))
+    return best % n
 
 
 def _in_roles(role: np.ndarray, roles: Any) -> np.ndarray:
@@ -586,9 +588,9 @@ def _day_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Codes into day numbers as text (whole days without decimals; `unknown` for a visit whose day is not known),
     each distinct number written once (told apart by its bits, so -0 stays `-0`)."""
     bits = np.ascontiguousarray(values, dtype=float).view(np.int64)
-    distinct, inverse = np.unique(bits, return_inverse=True)
-    text = [("unknown" if np.isnan(v) else f"{v:g}") for v in distinct.view(float).tolist()]
-    return inverse.reshape(-1), np.array(text + [None], dtype=object)[:-1]
+    codes, distinct = pd.factorize(bits)
+    text = [("unknown" if np.isnan(v) else f"{v:g}") for v in np.asarray(distinct).view(float).tolist()]
+    return codes.astype(np.int64), np.array(text + [None], dtype=object)[:-1]
 
 
 def _dense(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -599,24 +601,40 @@ def _dense(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), first
 
 
+@dataclass
+class _Places:
+    """When some visits were, as codes: each distinct (visit name, day) pair once."""
+
+    code: np.ndarray  # per visit: its pair
+    name: np.ndarray  # per pair: the code of the visit name (-1: none)
+    day: np.ndarray  # per pair: the day as text
+
+
+def _places(name: np.ndarray, day: np.ndarray) -> _Places:
+    """The (visit name, day) pairs of some visits; `name` are codes (-1: no name)."""
+    day_code, day_text = _day_codes(day)
+    code, first = _dense((name + 1) * max(len(day_text), 1) + day_code)
+    return _Places(code, name[first], day_text[day_code[first]])
+
+
 def _visit_texts(
-    word: np.ndarray, words: np.ndarray, name: np.ndarray, names: np.ndarray, day: np.ndarray
+    word: np.ndarray, words: np.ndarray, places: _Places, names: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """`PR at FU2 (day 126)`, or `PR on day 126` when visits have no names (`day unknown` without a day), as codes
-    into the distinct texts. `word` and `name` are codes into the texts `words` and `names` (-1: no name); each
-    distinct visit is written once."""
-    day_code, day_text = _day_codes(day)
-    word_and_name, _ = _dense(word * (len(names) + 1) + (name + 1))
-    visit, first = _dense(word_and_name * max(len(day_text), 1) + day_code)
-    texts = [_one_visit(words[word[i]], names[name[i]] if name[i] >= 0 else None, day_text[day_code[i]]) for i in first]
+    into the distinct texts. `word` are codes into the texts `words`, `places` the visits' names (codes into the
+    texts `names`) and days; each distinct visit is written once."""
+    visit, first = _dense(word * max(len(places.name), 1) + places.code)
+    pair = places.code[first]
+    texts = [
+        _one_visit(words[w], names[n] if n >= 0 else None, d)
+        for w, n, d in zip(word[first].tolist(), places.name[pair].tolist(), places.day[pair].tolist(), strict=True)
+    ]
     return visit, np.array(texts + [None], dtype=object)[:-1]
 
 
-def _visit_text(
-    word: np.ndarray, words: np.ndarray, name: np.ndarray, names: np.ndarray, day: np.ndarray
-) -> np.ndarray:
-    """`_visit_texts`, one text per row."""
-    codes, texts = _visit_texts(word, words, name, names, day)
+def _visit_text(word: np.ndarray, words: np.ndarray, places: _Places, names: np.ndarray) -> np.ndarray:
+    """`_visit_texts`, one text per visit."""
+    codes, texts = _visit_texts(word, words, places, names)
     return texts[codes]
 
 
@@ -640,8 +658,9 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
     has_best = f.best_k >= 0
     b = np.maximum(f.best_k, 0)
     if len(f.k_code):
-        best_visit = _visit_texts(f.k_word[b], f.words, f.k_name[b], f.names, f.k_day[b])
-        as_counted = _visit_text(f.bor, f.bor_words, f.k_name[b], f.names, f.k_day[b])
+        places = _places(f.k_name[b], f.k_day[b])
+        best_visit = _visit_texts(f.k_word[b], f.words, places, f.names)
+        as_counted = _visit_text(f.bor, f.bor_words, places, f.names)
     else:
         best_visit = (np.zeros(f.n_subjects, dtype=np.int64), np.array([""], dtype=object))
         as_counted = np.full(f.n_subjects, "", dtype=object)
@@ -658,7 +677,7 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
         responding = _in_roles(f.best_role, CONFIRMED_ROLES)
         if s.confirmation_required and len(f.k_code):
             c = np.maximum(f.confirming[b], 0)
-            by = _visit_text(f.k_word[c], f.words, f.k_name[c], f.names, f.k_day[c])
+            by = _visit_text(f.k_word[c], f.words, _places(f.k_name[c], f.k_day[c]), f.names)
             hit = same & responding & confirmed
             reason[hit] = at_best[hit] + ", confirmed by " + by[hit]
         else:
@@ -692,7 +711,7 @@ def _reasons(f: _Facts) -> tuple[np.ndarray, np.ndarray]:
     reason[missing] = _followed(bor_texts, missing, ": no assessment")
     _after_pd_notes(f, note)
     _after_pd_date_notes(f, note)
-    with_note = ~pd.isna(pd.Series(note, dtype=object)).to_numpy()
+    with_note = ~pd.isna(note)
     reason[with_note] = reason[with_note] + "; " + note[with_note]
     return reason, note
 
@@ -727,7 +746,7 @@ def _lower_notes(f: _Facts, note: np.ndarray, confirmers: dict[int, str]) -> Non
     if not lower.any():
         return
     rows, subjects = top[lower], subjects[lower]
-    visit = _visit_text(f.k_word[rows], f.words, f.k_name[rows], f.names, f.k_day[rows])
+    visit = _visit_text(f.k_word[rows], f.words, _places(f.k_name[rows], f.k_day[rows]), f.names)
     role, day = f.k_role[rows], f.k_sd_day[rows]
     unknown = np.isnan(day)
     text = np.full(len(rows), None, dtype=object)
@@ -766,7 +785,7 @@ def _after_pd_notes(f: _Facts, note: np.ndarray) -> None:
     pd_of_subject = np.full(f.n_subjects, -1, dtype=np.int64)
     pd_of_subject[f.s_code[f.pd_rows][::-1]] = f.pd_rows[::-1]  # the first progression of each subject
     rows = pd_of_subject[subjects]
-    codes, visits = _visit_texts(f.s_word[rows], f.words, f.s_name[rows], f.names, f.s_day[rows])
+    codes, visits = _visit_texts(f.s_word[rows], f.words, _places(f.s_name[rows], f.s_day[rows]), f.names)
     _add_note(note, subjects, ("visits after " + visits + " ignored")[codes])
 
 
@@ -797,14 +816,7 @@ def _per_subject_min(code: np.ndarray, values: np.ndarray, n_subjects: int) -> n
     """The smallest non-missing value per subject code (NaN when none)."""
     out = np.full(n_subjects, np.inf)
     ok = ~np.isnan(values)
-    code, values = code[ok], values[ok]
-    if len(code) and code[0] >= 0 and (code[1:] >= code[:-1]).all() and not (np.signbit(values) & (values == 0)).any():
-        # Rows grouped by subject, and no -0 to tell from 0 (where the order of a tie would show): one reduction
-        # per subject's run of rows.
-        starts = _first_of_groups(code)
-        out[code[starts]] = np.minimum.reduceat(values, starts)
-    else:
-        np.minimum.at(out, code, values)
+    np.minimum.at(out, code[ok], values[ok])
     out[np.isinf(out)] = np.nan
     return out
 
