@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from .bor import BorSettings, best_overall_response, persist_category
-from .conditions import format_value
+from .conditions import few_rows, format_value, on_rows
 from .errors import RuleSetError
 from .functions import history_changed
-from .metrics import METRICS, Context, Level
+from .metrics import METRICS, Context, Level, equal_codes
 from .rules import CompiledOutput, LoadedRuleSet, check_parameter_value, report_items
 from .tables import Prepared, blank_where, text_codes, with_none
 from .vectors import round_output
@@ -58,6 +58,43 @@ class _LevelEnv:
             raise RuleSetError(
                 f"a metric used here needs the parameter {exc.args[0]!r}, which this rule set does not define"
             ) from None
+
+    def subset(self, rows: np.ndarray) -> _RowsEnv:
+        return _RowsEnv(self, rows)
+
+
+class _RowsEnv:
+    """The condition environment on some rows of a level (conditions.Env): the values of those rows only.
+
+    A condition that only matters where another holds (`a and b`; a rule of a decision list, on the rows no earlier
+    rule decided) is worked out on those rows alone. Every operation of the rule language is row by row, so the
+    answer is the same on each row; text columns known as codes keep their codes here."""
+
+    def __init__(self, level: _LevelEnv, rows: np.ndarray) -> None:
+        self.level = level
+        self.rows = rows
+        self.n = len(rows)
+        self._codes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def get(self, name: str) -> Any:
+        value = self.level.get(name)
+        if not (isinstance(value, np.ndarray) and value.shape == (self.level.n,)):
+            return value  # a parameter
+        part = value[self.rows]
+        coded = self.level.ctx.codes_of(value)
+        if coded is not None:
+            self._codes[id(part)] = (part, coded[0][self.rows], coded[1])
+        return part
+
+    def text_equal(self, a: Any, b: Any) -> Any:
+        for column, word in ((a, b), (b, a)):
+            entry = self._codes.get(id(column)) if not isinstance(word, np.ndarray) else None
+            if entry is not None and entry[0] is column:
+                return equal_codes(entry[1], entry[2], word)
+        return self.level.ctx.text_equal(a, b)
+
+    def subset(self, rows: np.ndarray) -> _RowsEnv:
+        return _RowsEnv(self.level, self.rows[rows])
 
 
 @dataclass
@@ -106,6 +143,8 @@ def _decide(out: CompiledOutput, env: _LevelEnv, scope: np.ndarray) -> tuple[np.
             break
         if rule.condition is None:
             hit = open_rows
+        elif (rows := few_rows(env, open_rows)) is not None:  # a rule only decides rows no earlier rule decided
+            hit = on_rows(env, rows, rule.condition.evaluate)
         else:
             hit = rule.condition.evaluate(env)  # a new array: narrowed in place
             hit &= open_rows

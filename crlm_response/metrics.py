@@ -171,14 +171,7 @@ class Context:
         """Rows of a text column equal to one of `words` (never a missing value)."""
         coded = self.codes_of(values)
         if coded is not None:
-            codes, names = coded
-            hit = np.zeros(len(names), dtype=bool)
-            for word in words:
-                hit |= np.asarray(names == word, dtype=bool)
-            out = np.zeros(len(codes), dtype=bool)
-            for code in np.flatnonzero(hit):
-                out |= codes == code
-            return out
+            return equal_codes(*coded, *words)
         out = np.zeros(len(values), dtype=bool)
         for word in words:
             out |= np.asarray(values == word, dtype=bool)
@@ -306,10 +299,7 @@ class Context:
         """Smallest non-missing value at earlier timepoints of the same subject (NaN if none)."""
         steps = self.visit_steps()
         if steps is None:
-            series = pd.Series(values)
-            running = series.groupby(self.visit_subject).cummin()
-            running = running.groupby(self.visit_subject).ffill()
-            return running.groupby(self.visit_subject).shift(1).to_numpy(dtype=float)
+            return self._prior_min_grouped(values)
         values = np.asarray(values, dtype=float)
         running = values.copy()  # the smallest non-missing value up to each row (a tie keeps the earlier one)
         out = np.full(len(values), np.nan)
@@ -319,6 +309,12 @@ class Context:
             here = values[rows]
             running[rows] = np.where(np.isnan(before) | (here < before), here, before)
         return out
+
+    def _prior_min_grouped(self, values: np.ndarray) -> np.ndarray:
+        series = pd.Series(values)
+        running = series.groupby(self.visit_subject).cummin()
+        running = running.groupby(self.visit_subject).ffill()
+        return running.groupby(self.visit_subject).shift(1).to_numpy(dtype=float)
 
     def visit_steps(self) -> list[np.ndarray] | None:
         """The timepoint rows by their place in the subject (first, second ...), so that a running value over a
@@ -354,6 +350,18 @@ class Context:
                 codes, uniques = pd.factorize(self.lesion_key)
                 self._lesion_slots = (codes.astype(np.int64), len(uniques))
         return self._lesion_slots
+
+
+def equal_codes(codes: np.ndarray, names: np.ndarray, *words: Any) -> np.ndarray:
+    """Rows whose code is that of one of `words` (`names[codes]` equal to a word; code -1 is missing, never equal):
+    the words are compared with the few names once."""
+    hit = np.zeros(len(names), dtype=bool)
+    for word in words:
+        hit |= np.asarray(names == word, dtype=bool)
+    out = np.zeros(len(codes), dtype=bool)
+    for code in np.flatnonzero(hit):
+        out |= codes == code
+    return out
 
 
 def _lesion_codes(lesion_ids: pd.Series) -> np.ndarray:
