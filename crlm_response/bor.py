@@ -264,41 +264,101 @@ def confirmations(subject: np.ndarray, day: np.ndarray, role: np.ndarray, s: Bor
     candidates = np.flatnonzero(is_cr | is_pr)
     if not len(candidates):
         return confirming
-    end = _group_end(subject)
-    counts = end[candidates] - candidates - 1
+    ends = np.r_[np.flatnonzero(subject[1:] != subject[:-1]) + 1, n]
+    counts = ends[np.searchsorted(ends, candidates, side="right")] - candidates - 1
     i = np.repeat(candidates, counts)
     if not len(i):
         return confirming
     j = i + 1 + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    # What lies between each response and its later visit: read row by row when the gaps are short (the usual
+    # case), else from running counts over all rows.
+    if int((j - i).sum()) <= 4 * n:
+        between = _between_by_scan(role, i, j)
+    else:
+        between = _between_by_counts(subject, role, i, j)
+    far_enough = (day[j] - day[i]) >= s.min_confirmation_interval_days
+    ne_ok = between.ne <= s.max_ne_between_confirmation
+    cr_pair = is_cr[i] & is_cr[j] & (between.not_cr_or_ne == 0)
+    sd_allowed = 1 if s.accept_sd_between_pr_confirmation else 0  # admiralonco accept_sd: ONE SD is acceptable
+    pr_pair = (
+        is_pr[i]
+        & (is_cr[j] | is_pr[j])
+        & (between.not_allowed == 0)
+        & ~between.pr_after_cr
+        & (between.sd <= sd_allowed)
+    )
+    ok = far_enough & ne_ok & (cr_pair | pr_pair)
+    # Pairs run by response, later visits in order: the first pair that holds is the earliest confirmation.
+    ok_i, ok_j = i[ok], j[ok]
+    first = np.r_[True, ok_i[1:] != ok_i[:-1]] if len(ok_i) else np.zeros(0, dtype=bool)
+    confirming[ok_i[first]] = ok_j[first]
+    return confirming
+
+
+@dataclass
+class _Between:
+    """Per (response, later visit) pair: what the visits strictly between them were."""
+
+    ne: np.ndarray  # how many not evaluable
+    not_cr_or_ne: np.ndarray  # how many neither complete response nor not evaluable
+    not_allowed: np.ndarray  # how many not CR, PR, SD or NE
+    sd: np.ndarray  # how many stable disease
+    # admiralonco: no PR after a CR inside a PR's confirmation window (a CR, then a PR up to the later visit).
+    pr_after_cr: np.ndarray
+
+
+def _between_by_scan(role: np.ndarray, i: np.ndarray, j: np.ndarray) -> _Between:
+    """`_Between` read visit by visit from each response on, over the pairs whose window is still open."""
+    m = len(i)
+    out = _Between(_counts(m), _counts(m), _counts(m), _counts(m), np.zeros(m, dtype=bool))
+    seen_cr = np.zeros(m, dtype=bool)
+    open_pairs = np.arange(m)
+    step = 1
+    while len(open_pairs):
+        row = i[open_pairs] + step  # at most the later visit itself
+        inside = row < j[open_pairs]
+        r = role[row]
+        cr, pr, ne, sd = r == _R["complete"], r == _R["partial"], r == _R["not_evaluable"], r == _R["stable"]
+        out.pr_after_cr[open_pairs] |= seen_cr[open_pairs] & pr
+        seen_cr[open_pairs] |= cr
+        out.ne[open_pairs] += inside & ne
+        out.not_cr_or_ne[open_pairs] += inside & ~(cr | ne)
+        out.not_allowed[open_pairs] += inside & ~(cr | pr | sd | ne)
+        out.sd[open_pairs] += inside & sd
+        open_pairs = open_pairs[inside]
+        step += 1
+    return out
+
+
+def _counts(m: int) -> np.ndarray:
+    return np.zeros(m, dtype=np.int64)
+
+
+def _between_by_counts(subject: np.ndarray, role: np.ndarray, i: np.ndarray, j: np.ndarray) -> _Between:
+    """`_Between` from running counts over all rows (for long windows)."""
 
     def between(mask: np.ndarray) -> np.ndarray:  # how many rows in the open interval (i, j) satisfy mask
         c = np.r_[0, np.cumsum(mask.astype(np.int64))]
         return c[j] - c[i + 1]
 
+    n = len(role)
+    is_cr, is_pr = role == _R["complete"], role == _R["partial"]
     is_ne, is_sd = role == _R["not_evaluable"], role == _R["stable"]
-    far_enough = (day[j] - day[i]) >= s.min_confirmation_interval_days
-    ne_ok = between(is_ne) <= s.max_ne_between_confirmation
-    cr_pair = is_cr[i] & is_cr[j] & (between(~(is_cr | is_ne)) == 0)
-    # admiralonco: no PR after a CR inside a PR's confirmation window.
     idx = np.arange(n)
     big = n + 1
     # Running extremes of row numbers over the whole array, then kept only where they fall in the row's own subject.
     next_cr_from = np.minimum.accumulate(np.where(is_cr, idx, big)[::-1])[::-1]
-    next_cr_from = np.where(next_cr_from < end, next_cr_from, big)
+    next_cr_from = np.where(next_cr_from < _group_end(subject), next_cr_from, big)
     next_cr_after = np.where(np.r_[subject[1:] == subject[:-1], False], np.r_[next_cr_from[1:], big], big)
     last_pr_upto = np.maximum.accumulate(np.where(is_pr, idx, -1))
     last_pr_upto = np.where(last_pr_upto >= _group_start(subject), last_pr_upto, -1)
-    pr_after_cr = next_cr_after[i] < last_pr_upto[j]
-    allowed = is_cr | is_pr | is_sd | is_ne
-    sd_allowed = 1 if s.accept_sd_between_pr_confirmation else 0  # admiralonco accept_sd: ONE SD is acceptable
-    pr_pair = (
-        is_pr[i] & (is_cr[j] | is_pr[j]) & (between(~allowed) == 0) & ~pr_after_cr & (between(is_sd) <= sd_allowed)
+    return _Between(
+        ne=between(is_ne),
+        not_cr_or_ne=between(~(is_cr | is_ne)),
+        not_allowed=between(~(is_cr | is_pr | is_sd | is_ne)),
+        sd=between(is_sd),
+        pr_after_cr=next_cr_after[i] < last_pr_upto[j],
     )
-    ok = far_enough & ne_ok & (cr_pair | pr_pair)
-    if ok.any():
-        first = pd.Series(j[ok]).groupby(i[ok]).min()
-        confirming[first.index.to_numpy()] = first.to_numpy()
-    return confirming
 
 
 def _confirmed_progression(subject: np.ndarray, role: np.ndarray) -> np.ndarray:
