@@ -343,11 +343,12 @@ class Context:
         """Per lesion row, a slot shared by the rows of the same lesion, and the number of slots: the lesion key
         itself when its range is small (no hashing), else its distinct values numbered (once per run)."""
         if self._lesion_slots is None:
-            span = int(self.lesion_key.max()) + 1 if len(self.lesion_key) else 0
-            if span <= 4 * len(self.lesion_key) + 1024:
+            key = self.lesion_key
+            span = int(key.max()) + 1 if len(key) else 0
+            if span <= 4 * len(key) + 1024 and (not len(key) or int(key.min()) >= 0):
                 self._lesion_slots = (self.lesion_key, span)
             else:
-                codes, uniques = pd.factorize(self.lesion_key)
+                codes, uniques = pd.factorize(key)
                 self._lesion_slots = (codes.astype(np.int64), len(uniques))
         return self._lesion_slots
 

@@ -41,7 +41,7 @@ class Compiled:
 def tolerance(a: Any, b: Any) -> Any:
     with np.errstate(invalid="ignore"):
         column, other = (a, b) if isinstance(a, np.ndarray) else (b, a)
-        if not isinstance(column, np.ndarray) or column.dtype != np.float64:
+        if not isinstance(column, np.ndarray) or column.dtype != np.float64 or column.ndim == 0:
             return RELATIVE_TOLERANCE * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
         # One new column, worked on in place: the same numbers (max is exact, in any grouping; NaN stays NaN).
         if np.ndim(other) == 0:
