@@ -701,7 +701,7 @@ def is_follow_up(ctx: Context) -> np.ndarray:
 @metric("timepoint", "number")
 def n_lesions_reported(ctx: Context) -> np.ndarray:
     """Lesion rows reported at this timepoint (0 = no imaging reported)."""
-    return ctx.per_visit_count(np.ones(ctx.n["lesion"], dtype=bool))
+    return np.bincount(ctx.lesion_visit, minlength=ctx.n["timepoint"]).astype(float)  # every lesion row counts
 
 
 @metric("timepoint", "bool")
