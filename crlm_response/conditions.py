@@ -13,6 +13,7 @@ The functions a condition may call are objects of `functions.py` (one per functi
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import re
 import string
@@ -151,11 +152,15 @@ class _Compiler:
         parts = [self.compile(v) for v in node.values]
         for part, value in zip(parts, node.values, strict=True):
             self.expect(part, "bool", value)
-        combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+        both = isinstance(node.op, ast.And)
+        combine = np.logical_and if both else np.logical_or
 
         def evaluate(env: Env, _parts: list[Compiled] = parts) -> Any:
             result = truth(_parts[0].evaluate(env))
-            for part in _parts[1:]:
+            for k, part in enumerate(_parts[1:], 1):
+                rows = few_rows(env, result) if both else None
+                if rows is not None:  # the rest only matters where the parts so far hold
+                    return on_rows(env, rows, functools.partial(evaluate, _parts=_parts[k:]))
                 result = combine(result, truth(part.evaluate(env)))
             return result
 
@@ -267,6 +272,24 @@ class _Compiler:
         text = ast.unparse(node) if isinstance(node, ast.expr) else "?"
         hint = "compare it, e.g. `x > 0` or `x == 'CR'`" if wanted == "bool" else None
         raise self.fail(f"`{text}` is a {compiled.type}, but a {wanted} is needed here", hint=hint)
+
+
+def few_rows(env: Env, mask: Any) -> np.ndarray | None:
+    """The rows of a yes/no column that hold, when they are at most half of the rows and the environment can be
+    narrowed to them (`env.subset`); else None."""
+    if getattr(env, "subset", None) is None or not isinstance(mask, np.ndarray) or mask.dtype != bool:
+        return None
+    if mask.shape != (env.n,) or np.count_nonzero(mask) * 2 > env.n:
+        return None
+    return np.flatnonzero(mask)
+
+
+def on_rows(env: Env, rows: np.ndarray, evaluate: Callable[[Env], Any]) -> np.ndarray:
+    """A yes/no condition worked out on `rows` only (false elsewhere). Every operation of the language is row by
+    row, so each of those rows gets the answer it would get among all rows."""
+    out = np.zeros(env.n, dtype=bool)
+    out[rows] = truth(evaluate(env.subset(rows)))  # type: ignore[attr-defined]
+    return out
 
 
 def _text_equal(env: Env, a: Any, b: Any) -> Any:

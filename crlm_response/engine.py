@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from .bor import BorSettings, best_overall_response, persist_category
-from .conditions import format_value
+from .conditions import few_rows, format_value, on_rows
 from .errors import RuleSetError
 from .functions import history_changed
-from .metrics import METRICS, Context, Level
+from .metrics import METRICS, Context, Level, equal_codes
 from .rules import CompiledOutput, LoadedRuleSet, check_parameter_value, report_items
-from .tables import Prepared, blank_where
+from .tables import Prepared, blank_where, text_codes, with_none
 from .vectors import round_output
 
 WARNING_COLUMNS = ["subject_id", "criteria", "code", "timepoint", "lesion_id", "message"]
@@ -58,6 +58,43 @@ class _LevelEnv:
             raise RuleSetError(
                 f"a metric used here needs the parameter {exc.args[0]!r}, which this rule set does not define"
             ) from None
+
+    def subset(self, rows: np.ndarray) -> _RowsEnv:
+        return _RowsEnv(self, rows)
+
+
+class _RowsEnv:
+    """The condition environment on some rows of a level (conditions.Env): the values of those rows only.
+
+    A condition that only matters where another holds (`a and b`; a rule of a decision list, on the rows no earlier
+    rule decided) is worked out on those rows alone. Every operation of the rule language is row by row, so the
+    answer is the same on each row; text columns known as codes keep their codes here."""
+
+    def __init__(self, level: _LevelEnv, rows: np.ndarray) -> None:
+        self.level = level
+        self.rows = rows
+        self.n = len(rows)
+        self._codes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def get(self, name: str) -> Any:
+        value = self.level.get(name)
+        if not (isinstance(value, np.ndarray) and value.shape == (self.level.n,)):
+            return value  # a parameter
+        part = value[self.rows]
+        coded = self.level.ctx.codes_of(value)
+        if coded is not None:
+            self._codes[id(part)] = (part, coded[0][self.rows], coded[1])
+        return part
+
+    def text_equal(self, a: Any, b: Any) -> Any:
+        for column, word in ((a, b), (b, a)):
+            entry = self._codes.get(id(column)) if not isinstance(word, np.ndarray) else None
+            if entry is not None and entry[0] is column:
+                return equal_codes(entry[1], entry[2], word)
+        return self.level.ctx.text_equal(a, b)
+
+    def subset(self, rows: np.ndarray) -> _RowsEnv:
+        return _RowsEnv(self.level, self.rows[rows])
 
 
 @dataclass
@@ -99,21 +136,30 @@ def _decide(out: CompiledOutput, env: _LevelEnv, scope: np.ndarray) -> tuple[np.
     """Ordered decision list: the first rule that holds decides. Returns (values, index of the rule).
 
     Yes/no outputs are float arrays (1.0 / 0.0 / NaN outside the scope), like yes/no inputs."""
-    n = env.n
-    boolean = all(isinstance(rule.result, bool) for rule in out.rules)
-    values = np.full(n, np.nan) if boolean else np.full(n, None, dtype=object)
-    fired = np.full(n, -1, dtype=np.int64)
+    fired = np.full(env.n, -1, dtype=np.int64)
     open_rows = scope.copy()
     for k, rule in enumerate(out.rules):
         if not open_rows.any():
             break
-        hit = open_rows if rule.condition is None else open_rows & rule.condition.evaluate(env)
-        values[hit] = rule.result
-        fired[hit] = k
+        if rule.condition is None:
+            hit = open_rows
+        elif (rows := few_rows(env, open_rows)) is not None:  # a rule only decides rows no earlier rule decided
+            hit = on_rows(env, rows, rule.condition.evaluate)
+        else:
+            hit = rule.condition.evaluate(env)  # a new array: narrowed in place
+            hit &= open_rows
+        np.putmask(fired, hit, k)
         open_rows &= ~hit
-    if not boolean:  # a word output is a few words through the rule that fired: compared as codes later
-        words, word_of_rule = _rule_words(out)
-        env.ctx.coded(values, np.append(word_of_rule, -1)[fired], words)
+    # Each row takes the result of the rule that fired (the last slot: none fired).
+    if all(isinstance(rule.result, bool) for rule in out.rules):
+        return np.array([float(rule.result) for rule in out.rules] + [np.nan])[fired], fired
+    results = np.empty(len(out.rules) + 1, dtype=object)
+    for k, rule in enumerate(out.rules):
+        results[k] = rule.result
+    values = results[fired]
+    # A word output is a few words through the rule that fired: compared as codes later.
+    words, word_of_rule = _rule_words(out)
+    env.ctx.coded(values, np.append(word_of_rule, -1)[fired], words)
     return values, fired
 
 
@@ -425,8 +471,8 @@ def _timepoint_table(
 ) -> pd.DataFrame:
     follow = np.flatnonzero(~ctx.visit_is_baseline)
     columns: dict[str, Any] = {
-        "subject_id": visits["subject_id"].to_numpy(dtype=object)[follow],
-        "timepoint": visits["timepoint"].to_numpy(dtype=object)[follow],
+        "subject_id": _objects_at(visits["subject_id"], follow),
+        "timepoint": _objects_at(visits["timepoint"], follow),
         "day": whole_days(visits["day"].to_numpy(dtype=float)[follow]),
     }
     for key, name in report_items(rule_set.schema.report.timepoint):
@@ -439,10 +485,25 @@ def _timepoint_table(
             if values.dtype != object:  # yes/no outputs: true / false / missing
                 values = blank_where(values == 1, np.isnan(values))
             columns[out.spec.name] = values
-    table = pd.DataFrame(columns)
+    table = pd.DataFrame(columns, copy=False)  # the columns are new arrays: no second copy
     if explain:
         table["explanation"] = _explanations(ctx, rule_set, fired, follow)
     return table
+
+
+def _objects_at(column: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """`column.to_numpy(dtype=object)[rows]`, a categorical read through its codes (only `rows` are written)."""
+    values = column.array
+    if isinstance(values, pd.Categorical):
+        names = np.append(values.categories.to_numpy(dtype=object), _nan_object())
+        return names[values.codes[rows]]
+    return column.to_numpy(dtype=object)[rows]
+
+
+def _nan_object() -> np.ndarray:
+    missing = np.empty(1, dtype=object)
+    missing[0] = np.nan
+    return missing
 
 
 def _explanations(
@@ -519,26 +580,43 @@ def _lesion_table(ctx: Context, rule_set: LoadedRuleSet, lesions: pd.DataFrame) 
         has |= ~pd.isna(ctx.value(name))
     rows = np.flatnonzero(has)
     columns: dict[str, Any] = {
-        "subject_id": lesions["subject_id"].to_numpy(dtype=object)[rows],
-        "timepoint": lesions["timepoint"].to_numpy(dtype=object)[rows],
-        "lesion_id": lesions["lesion_id"].to_numpy(dtype=object)[rows],
+        "subject_id": _objects_at(lesions["subject_id"], rows),
+        "timepoint": _objects_at(lesions["timepoint"], rows),
+        "lesion_id": _objects_at(lesions["lesion_id"], rows),
     }
     for key, name in report_items(rule_set.schema.report.lesion):
         columns[key] = np.asarray(ctx.get(name, "lesion"))[rows]
     for name in reported:
         columns[name] = ctx.value(name)[rows]
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)
 
 
 def _baseline_table(ctx: Context, rule_set: LoadedRuleSet, visits: pd.DataFrame) -> pd.DataFrame:
     rows = np.flatnonzero(ctx.visit_is_baseline)
     columns: dict[str, Any] = {
-        "subject_id": visits["subject_id"].to_numpy(dtype=object)[rows],
-        "timepoint": visits["timepoint"].to_numpy(dtype=object)[rows],
+        "subject_id": _objects_at(visits["subject_id"], rows),
+        "timepoint": _objects_at(visits["timepoint"], rows),
     }
     for key, name in report_items(rule_set.schema.report.baseline):
         columns[key] = np.asarray(ctx.get(name, "timepoint"))[rows]
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)
+
+
+def _in_order(subjects: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
+    """bor's rows (one per subject, column `subject`) in the order of `order`. bor sorts subjects by id, as the
+    prepared tables do, so they usually are in that order already."""
+    if np.array_equal(subjects["subject"].to_numpy(dtype=object), order):
+        return subjects
+    return subjects.set_index("subject").reindex(pd.Index(order)).reset_index(names="subject")
+
+
+def _categorical(codes: np.ndarray, names: np.ndarray) -> Any:
+    """names[codes] (code -1: missing) as a categorical, so that no text is hashed again; as objects when the names
+    cannot be categories (a missing or repeated name)."""
+    index = pd.Index(names, dtype=object)
+    if index.hasnans or not index.is_unique:
+        return with_none(names)[codes]
+    return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(index), validate=False)
 
 
 def _best(
@@ -547,37 +625,44 @@ def _best(
     spec = rule_set.schema.best_response
     assert spec is not None
     follow = np.flatnonzero(~ctx.visit_is_baseline)
-    subjects = visits["subject_id"].to_numpy(dtype=object)
     day = visits["day"].to_numpy(dtype=float)
     sd_day = visits["sd_day"].to_numpy(dtype=float) if "sd_day" in visits else day
-    response = ctx.value(spec.output)
     settings = BorSettings.from_params(dict(params)) if spec.method == "recist" else BorSettings()
-    timepoint_ids = visits["timepoint"].to_numpy(dtype=object)[follow]
     all_subjects = ctx.prepared.subjects["subject_id"].to_numpy(dtype=object)
+    n_subjects = len(all_subjects)
     # Every subject appears, also one without a follow-up (its best response is then the `missing` role's word).
-    # Visits keep the prepared order (VISITNUM, or time), so one whose day is unknown keeps its place.
-    none = np.full(len(all_subjects), np.nan)
+    # Visits keep the prepared order (VISITNUM, or time), so one whose day is unknown keeps its place. Subjects,
+    # responses and visit names go as codes (categoricals): no text is hashed again.
+    missing = np.full(n_subjects, -1, dtype=np.int64)
+    tp_codes, tp_names = text_codes(visits["timepoint"])
+    response = ctx.value(spec.output)
+    coded = ctx.codes_of(response)
+    none = np.full(n_subjects, np.nan)
     result = best_overall_response(
-        np.r_[subjects[follow], all_subjects],
+        _categorical(np.r_[ctx.visit_subject[follow], np.arange(n_subjects)], all_subjects),
         np.r_[day[follow], none],
-        np.r_[response[follow], np.full(len(all_subjects), None, dtype=object)],
+        _categorical(np.r_[coded[0][follow], missing], coded[1])
+        if coded is not None
+        else np.r_[response[follow], np.full(n_subjects, None, dtype=object)],
         settings,
         rule_set.scale,
         spec.method,
-        labels=np.r_[timepoint_ids, np.full(len(all_subjects), None, dtype=object)],
-        sequence=np.r_[follow.astype(float), np.full(len(all_subjects), np.inf)],
+        labels=_categorical(np.r_[tp_codes[follow], missing], tp_names),
+        sequence=np.r_[follow.astype(float), np.full(n_subjects, np.inf)],
         sd_day=np.r_[sd_day[follow], none],
     )
-    table = result.subjects.set_index("subject").reindex(pd.Index(all_subjects))
-    table["best_overall_response_day"] = table["best_overall_response_day"].astype(float)
+    timepoint_ids = _objects_at(visits["timepoint"], follow)
+    table = _in_order(result.subjects, all_subjects)
     best_row = table["best_row"].fillna(-1).astype(np.int64).to_numpy()
     chosen = np.full(len(best_row), None, dtype=object)
     if len(timepoint_ids):
         chosen[best_row >= 0] = timepoint_ids[best_row[best_row >= 0]]
-    table["best_overall_response_timepoint"] = chosen
-    table = table.drop(columns=["best_row"]).reset_index(names="subject_id")
     last = ["best_overall_response_timepoint", "best_overall_response_note", "best_overall_response_reason"]
-    table = table[[c for c in table.columns if c not in last] + last]
+    columns: dict[str, Any] = {"subject_id": all_subjects}
+    columns.update({c: table[c] for c in table.columns if c not in ("subject", "best_row", *last)})
+    columns["best_overall_response_day"] = table["best_overall_response_day"].astype(float)
+    columns.update({"best_overall_response_timepoint": chosen, **{c: table[c] for c in last[1:]}})
+    table = pd.DataFrame(columns, copy=False)
     warnings = []
     for _, w in result.cr_then_pr.iterrows():
         pr_tp, cr_tp = timepoint_ids[int(w["pr_row"])], timepoint_ids[int(w["cr_row"])]

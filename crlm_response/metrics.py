@@ -29,7 +29,7 @@ import pandas as pd
 
 from .functions import FunctionRef, Name, baseline_of
 from .roles import ResponseScale
-from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, Prepared, blank_where, object_values, spec_of, text_codes
+from .tables import LESION_VALUE_COLUMNS, VISIT_VALUE_COLUMNS, Prepared, object_values, spec_of, text_codes
 from .vectors import ValueType, text_equal
 
 Level = Literal["lesion", "timepoint", "subject"]
@@ -121,6 +121,10 @@ class Context:
         self.subject_baseline_visit = first
         codes = _lesion_codes(les["lesion_id"]) if len(les) else np.zeros(0, dtype=np.int64)
         self.lesion_key = self.lesion_subject * (int(codes.max()) + 1 if len(codes) else 1) + codes
+        self._lesion_slots: tuple[np.ndarray, int] | None = None
+        self._visit_steps: list[np.ndarray] | None = None
+        # Intermediate columns several metrics share (e.g. the count of targets evaluated per timepoint).
+        self._shared: dict[tuple[str, ...], Any] = {}
         self._values: dict[Name, np.ndarray] = {}
         # Text columns known as codes into a few words (id of the array -> the array, codes, words): comparing
         # such a column with a word compares the words once and reads the answer through the codes.
@@ -167,14 +171,7 @@ class Context:
         """Rows of a text column equal to one of `words` (never a missing value)."""
         coded = self.codes_of(values)
         if coded is not None:
-            codes, names = coded
-            hit = np.zeros(len(names), dtype=bool)
-            for word in words:
-                hit |= np.asarray(names == word, dtype=bool)
-            out = np.zeros(len(codes), dtype=bool)
-            for code in np.flatnonzero(hit):
-                out |= codes == code
-            return out
+            return equal_codes(*coded, *words)
         out = np.zeros(len(values), dtype=bool)
         for word in words:
             out |= np.asarray(values == word, dtype=bool)
@@ -256,18 +253,33 @@ class Context:
             return self.coded(_take(values, rows), np.where(rows >= 0, coded[0][np.maximum(rows, 0)], -1), coded[1])
         return _take(values, rows)
 
-    def text_keys(self, values: np.ndarray) -> np.ndarray:
-        """Equal integers for values that are equal as text (`str`, so a missing value reads "None")."""
+    def text_keys(self, values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Equal integers for values that are equal as text (`str`, so a missing value reads "None"), for all rows
+        or only `rows`."""
         coded = self.codes_of(values)
         if coded is None:
-            return pd.factorize(np.asarray(values).astype(str))[0]
+            return pd.factorize(np.asarray(values if rows is None else values[rows]).astype(str))[0]
         codes, words = coded
         keys = pd.factorize(np.array([str(w) for w in words] + ["None"], dtype=object))[0]
-        return keys[codes]  # code -1 (missing) picks "None"
+        return keys[codes if rows is None else codes[rows]]  # code -1 (missing) picks "None"
 
     def per_visit_sum(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         keep = mask & ~np.isnan(values)
         return np.bincount(self.lesion_visit[keep], weights=values[keep], minlength=self.n["timepoint"])
+
+    def evaluated_targets(self, quantity: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per timepoint: how many targets have a value of `quantity`, and the sum of those values (computed once
+        for the metrics that share them). Read-only."""
+        key = ("evaluated_targets", quantity)
+        if key not in self._shared:
+            values = self.value(quantity)
+            kept = self.value("is_target") & ~np.isnan(values)
+            visits = self.lesion_visit[kept]
+            n = self.n["timepoint"]
+            counts = np.bincount(visits, minlength=n).astype(float)
+            self._shared[key] = (counts, np.bincount(visits, weights=values[kept], minlength=n))
+        result: tuple[np.ndarray, np.ndarray] = self._shared[key]
+        return result
 
     def per_visit_count(self, mask: np.ndarray) -> np.ndarray:
         return np.bincount(self.lesion_visit[mask], minlength=self.n["timepoint"]).astype(float)
@@ -285,15 +297,72 @@ class Context:
 
     def prior_min(self, values: np.ndarray) -> np.ndarray:
         """Smallest non-missing value at earlier timepoints of the same subject (NaN if none)."""
+        steps = self.visit_steps()
+        if steps is None:
+            return self._prior_min_grouped(values)
+        values = np.asarray(values, dtype=float)
+        running = values.copy()  # the smallest non-missing value up to each row (a tie keeps the earlier one)
+        out = np.full(len(values), np.nan)
+        for rows in steps[1:]:
+            before = running[rows - 1]  # the same subject's previous timepoint
+            out[rows] = before
+            here = values[rows]
+            running[rows] = np.where(np.isnan(before) | (here < before), here, before)
+        return out
+
+    def _prior_min_grouped(self, values: np.ndarray) -> np.ndarray:
         series = pd.Series(values)
         running = series.groupby(self.visit_subject).cummin()
         running = running.groupby(self.visit_subject).ffill()
         return running.groupby(self.visit_subject).shift(1).to_numpy(dtype=float)
 
+    def visit_steps(self) -> list[np.ndarray] | None:
+        """The timepoint rows by their place in the subject (first, second ...), so that a running value over a
+        subject's timepoints is a few whole-column steps; None when a subject has too many timepoints for that."""
+        if self._visit_steps is None:
+            subject = self.visit_subject
+            starts = (
+                np.flatnonzero(np.r_[True, subject[1:] != subject[:-1]])
+                if len(subject)
+                else np.zeros(0, dtype=np.int64)
+            )
+            place = np.arange(len(subject)) - np.repeat(starts, np.diff(np.r_[starts, len(subject)]))
+            deepest = int(place.max(initial=0))
+            self._visit_steps = [np.flatnonzero(place == k) for k in range(deepest + 1)] if deepest < 64 else []
+        return self._visit_steps or None
+
     def earlier_any(self, mask: np.ndarray) -> np.ndarray:
         """For lesion rows: does an earlier row of the same lesion satisfy `mask`?"""
-        counts = pd.Series(mask.astype(np.int64)).groupby(self.lesion_key).cumsum().to_numpy()
-        return (counts - mask.astype(np.int64)) > 0
+        slot, n_slots = self.lesion_slots()
+        rows = np.flatnonzero(mask)
+        first = np.full(n_slots, len(slot), dtype=np.int64)  # per lesion, its first row in `mask`
+        np.minimum.at(first, slot[rows], rows)
+        return first[slot] < np.arange(len(slot))
+
+    def lesion_slots(self) -> tuple[np.ndarray, int]:
+        """Per lesion row, a slot shared by the rows of the same lesion, and the number of slots: the lesion key
+        itself when its range is small (no hashing), else its distinct values numbered (once per run)."""
+        if self._lesion_slots is None:
+            key = self.lesion_key
+            span = int(key.max()) + 1 if len(key) else 0
+            if span <= 4 * len(key) + 1024 and (not len(key) or int(key.min()) >= 0):
+                self._lesion_slots = (self.lesion_key, span)
+            else:
+                codes, uniques = pd.factorize(key)
+                self._lesion_slots = (codes.astype(np.int64), len(uniques))
+        return self._lesion_slots
+
+
+def equal_codes(codes: np.ndarray, names: np.ndarray, *words: Any) -> np.ndarray:
+    """Rows whose code is that of one of `words` (`names[codes]` equal to a word; code -1 is missing, never equal):
+    the words are compared with the few names once."""
+    hit = np.zeros(len(names), dtype=bool)
+    for word in words:
+        hit |= np.asarray(names == word, dtype=bool)
+    out = np.zeros(len(codes), dtype=bool)
+    for code in np.flatnonzero(hit):
+        out |= codes == code
+    return out
 
 
 def _lesion_codes(lesion_ids: pd.Series) -> np.ndarray:
@@ -418,12 +487,22 @@ def organ_group(ctx: Context) -> np.ndarray:
 @metric("lesion", "number")
 def target_rank_in_organ(ctx: Context) -> np.ndarray:
     """1-based order of a baseline target within its subject and organ group (by lesion id); NaN otherwise."""
-    mask = ctx.value("is_target") & ctx.value("is_lesion_baseline")
+    rows = np.flatnonzero(ctx.value("is_target") & ctx.value("is_lesion_baseline"))
     out = np.full(ctx.n["lesion"], np.nan)
-    if mask.any():
-        keys = pd.DataFrame({"s": ctx.lesion_subject[mask], "o": ctx.text_keys(ctx.value("organ_group"))[mask]})
-        out[mask] = keys.groupby(["s", "o"]).cumcount().to_numpy() + 1
+    if len(rows):
+        organ = ctx.text_keys(ctx.value("organ_group"), rows)
+        out[rows] = _place_in_group(ctx.lesion_subject[rows] * (int(organ.max()) + 1) + organ) + 1
     return out
+
+
+def _place_in_group(key: np.ndarray) -> np.ndarray:
+    """0, 1, 2 ... for the rows of each key in row order (`groupby(key).cumcount()`), by one stable sort."""
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    place = np.empty(len(key), dtype=np.int64)
+    place[order] = np.arange(len(key)) - np.repeat(starts, np.diff(np.r_[starts, len(key)]))
+    return place
 
 
 @metric("lesion", "number", "mm", params=("too_small_default_mm",))
@@ -443,7 +522,7 @@ def lesion_mm(ctx: Context) -> np.ndarray:
 
 
 def _by_status(ctx: Context, status: np.ndarray, measured: np.ndarray, too_small_value: float) -> np.ndarray:
-    out = np.where(ctx.equals(status, "too_small"), too_small_value, measured).astype(float)
+    out = np.where(ctx.equals(status, "too_small"), too_small_value, measured).astype(float, copy=False)
     out[ctx.equals(status, "disappeared", "coalesced")] = 0.0
     out[ctx.equals(status, "not_evaluated")] = np.nan
     return out
@@ -553,7 +632,11 @@ def new_lesion_confirmed_later(ctx: Context) -> np.ndarray:
     Progression is then declared at the scan that first showed it (E2009 §4.3.2 "progression should be declared
     using the date of the initial scan"; the same for an FDG-PET finding that a later CT confirms).
     """
-    return ctx.value("new_lesion_equivocal") & ~pd.isna(ctx.value("new_lesion_confirmed_at"))
+    equivocal = ctx.value("new_lesion_equivocal")
+    rows = np.flatnonzero(equivocal)  # only these can be confirmed later
+    out = np.zeros(len(equivocal), dtype=bool)
+    out[rows] = ~pd.isna(ctx.value("new_lesion_confirmed_at")[rows])
+    return out
 
 
 @metric("lesion", "text", params=("node_normal_short_axis_mm",))
@@ -561,15 +644,17 @@ def new_lesion_confirmed_at(ctx: Context) -> np.ndarray:
     """For an equivocal new lesion: the timepoint of the first later scan that shows it unequivocally."""
     unequivocal = ctx.value("new_lesion_unequivocal")
     visit = ctx.lesion_visit
-    first = np.full(ctx.n["lesion"], -1, dtype=np.int64)
-    if unequivocal.any():
-        # Visits are ordered by day within a subject, so the smallest visit row is the earliest scan.
-        earliest = pd.Series(visit[unequivocal]).groupby(ctx.lesion_key[unequivocal]).min()
-        where = earliest.index.get_indexer(pd.Index(ctx.lesion_key))
-        first = np.where(where >= 0, earliest.to_numpy()[np.maximum(where, 0)], -1)
-    later = ctx.value("new_lesion_equivocal") & (first > visit)
-    names = ctx.column("timepoint", "timepoint")
-    return blank_where(names[np.where(later, first, 0)] if len(names) else first.astype(object), ~later)
+    out = np.full(ctx.n["lesion"], None, dtype=object)
+    rows = np.flatnonzero(ctx.value("new_lesion_equivocal"))  # only these can have a later confirmation
+    if not (len(rows) and unequivocal.any()):
+        return out
+    # Visits are ordered by day within a subject, so the smallest visit row is the earliest scan.
+    earliest = pd.Series(visit[unequivocal]).groupby(ctx.lesion_key[unequivocal]).min()
+    where = earliest.index.get_indexer(pd.Index(ctx.lesion_key[rows]))
+    first = np.where(where >= 0, earliest.to_numpy()[np.maximum(where, 0)], -1)
+    later = first > visit[rows]
+    out[rows[later]] = ctx.column("timepoint", "timepoint")[first[later]]
+    return out
 
 
 @metric("lesion", "bool", params=("node_normal_short_axis_mm", "too_small_default_mm"))
@@ -587,10 +672,11 @@ def reappeared(ctx: Context) -> np.ndarray:
     short_axis = ctx.value("short_axis_mm")
     baseline_lesion = ctx.value("is_target") | ctx.value("is_non_target")
     disappeared = ctx.value("is_disappeared")
-    gone = np.where(node, disappeared | (short_axis < limit), disappeared | (ctx.value("is_target") & (value == 0)))
+    target_at_zero = ctx.value("is_target") & (value == 0)
+    gone = np.where(node, disappeared | (short_axis < limit), disappeared | target_at_zero)
     progressing = ctx.equals(status, "unequivocal_progression")
-    shown = ctx.equals(status, "present") | ctx.equals(status, "too_small") | progressing
-    back = np.where(node, (short_axis >= limit) | progressing, shown & ~(ctx.value("is_target") & (value == 0)))
+    shown = ctx.equals(status, "present", "too_small") | progressing
+    back = np.where(node, (short_axis >= limit) | progressing, shown & ~target_at_zero)
     follow = ~ctx.value("is_lesion_baseline")
     return baseline_lesion & follow & back & ctx.earlier_any(gone & follow)
 
@@ -615,7 +701,7 @@ def is_follow_up(ctx: Context) -> np.ndarray:
 @metric("timepoint", "number")
 def n_lesions_reported(ctx: Context) -> np.ndarray:
     """Lesion rows reported at this timepoint (0 = no imaging reported)."""
-    return ctx.per_visit_count(np.ones(ctx.n["lesion"], dtype=bool))
+    return np.bincount(ctx.lesion_visit, minlength=ctx.n["timepoint"]).astype(float)  # every lesion row counts
 
 
 @metric("timepoint", "bool")
@@ -623,6 +709,10 @@ def modality_changed(ctx: Context) -> np.ndarray:
     """The imaging modality differs from baseline's (RECIST 1.1 §3.2: same technique throughout)."""
     modality = ctx.value("modality")
     base = ctx.value(baseline_of("modality"))
+    here, there = ctx.codes_of(modality), ctx.codes_of(base)
+    if here is not None and there is not None and here[1] is there[1]:
+        # Codes into the same distinct words: different codes are different words (-1: missing).
+        return (here[0] >= 0) & (there[0] >= 0) & (here[0] != there[0])
     return ~pd.isna(modality) & ~pd.isna(base) & (modality != base)
 
 
@@ -666,7 +756,7 @@ def has_targets(ctx: Context) -> np.ndarray:
 @metric("timepoint", "number")
 def n_targets_evaluated(ctx: Context) -> np.ndarray:
     """Target lesions with a RECIST value at this timepoint (measured, too small, disappeared)."""
-    return ctx.per_visit_count(ctx.value("is_target") & ~np.isnan(ctx.value("lesion_mm")))
+    return ctx.evaluated_targets("lesion_mm")[0].copy()
 
 
 @metric("timepoint", "text")
@@ -690,13 +780,12 @@ def _sum_family(quantity: str, label: str, unit: str, **names: str) -> None:
     """
 
     def available(ctx: Context) -> np.ndarray:
-        values, targets = ctx.value(quantity), ctx.value("is_target")
-        evaluated = ctx.per_visit_count(targets & ~np.isnan(values))
+        evaluated, total = ctx.evaluated_targets(quantity)
         # No target evaluated is no sum at all (not 0, which would read as "-100 % from the nadir").
-        return np.where(evaluated > 0, ctx.per_visit_sum(values, targets), np.nan)
+        return np.where(evaluated > 0, total, np.nan)
 
     def complete(ctx: Context) -> np.ndarray:
-        counted = ctx.per_visit_count(ctx.value("is_target") & ~np.isnan(ctx.value(quantity)))
+        counted = ctx.evaluated_targets(quantity)[0]
         return ctx.value("has_targets") & (counted == ctx.value("n_targets"))
 
     def total(ctx: Context) -> np.ndarray:
@@ -1016,7 +1105,7 @@ def is_new_lesion_target(ctx: Context) -> np.ndarray:
     rows = np.flatnonzero(candidate)
     if len(rows):
         # Rows are in time order within a subject, so cumulative counts follow the order new lesions appear.
-        keys = pd.DataFrame({"s": ctx.lesion_subject[rows], "o": ctx.text_keys(ctx.value("organ_group"))[rows]})
+        keys = pd.DataFrame({"s": ctx.lesion_subject[rows], "o": ctx.text_keys(ctx.value("organ_group"), rows)})
         in_all = keys.groupby("s").cumcount().to_numpy()
         in_organ = keys.groupby(["s", "o"]).cumcount().to_numpy()
         fits = (in_all < int(ctx.param("max_new_lesion_targets"))) & (

@@ -40,7 +40,18 @@ class Compiled:
 
 def tolerance(a: Any, b: Any) -> Any:
     with np.errstate(invalid="ignore"):
-        return RELATIVE_TOLERANCE * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
+        column, other = (a, b) if isinstance(a, np.ndarray) else (b, a)
+        if not isinstance(column, np.ndarray) or column.dtype != np.float64 or column.ndim == 0:
+            return RELATIVE_TOLERANCE * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
+        # One new column, worked on in place: the same numbers (max is exact, in any grouping; NaN stays NaN).
+        if np.ndim(other) == 0:
+            bound = np.abs(column)
+            np.maximum(bound, np.maximum(1.0, np.abs(other)), out=bound)
+        else:
+            bound = np.maximum(np.abs(a), np.abs(b))
+            np.maximum(bound, 1.0, out=bound)
+        bound *= RELATIVE_TOLERANCE
+        return bound
 
 
 def as_float(x: Any) -> Any:
@@ -55,18 +66,25 @@ def num_compare(op: ast.cmpop, a: Any, b: Any) -> Any:
     with np.errstate(invalid="ignore"):
         tol = tolerance(a, b)
         if isinstance(op, ast.GtE):
-            return a >= b - tol
+            return a >= _shifted(b, tol, np.subtract)
         if isinstance(op, ast.Gt):
-            return a > b + tol
+            return a > _shifted(b, tol, np.add)
         if isinstance(op, ast.LtE):
-            return a <= b + tol
+            return a <= _shifted(b, tol, np.add)
         if isinstance(op, ast.Lt):
-            return a < b - tol
+            return a < _shifted(b, tol, np.subtract)
         if isinstance(op, ast.Eq):
             return np.abs(a - b) <= tol
         if isinstance(op, ast.NotEq):
             return ~(np.abs(a - b) <= tol) & ~np.isnan(a) & ~np.isnan(b)
     raise AssertionError(op)
+
+
+def _shifted(b: Any, tol: Any, shift: np.ufunc) -> Any:
+    """b - tol or b + tol, written over `tol` when it is a column (a new one, made by `tolerance`)."""
+    if isinstance(tol, np.ndarray) and tol.dtype == np.float64 and np.shape(b) in ((), tol.shape):
+        return shift(b, tol, out=tol)
+    return shift(b, tol)
 
 
 def text_equal(a: Any, b: Any) -> Any:
