@@ -694,14 +694,24 @@ def _several_files(subjects: Any, files: np.ndarray | None, ok: np.ndarray) -> p
     (a duplicated export would double its rows)."""
     if files is None or not ok.any():
         return None
-    frame = pd.DataFrame({"s": object_values(subjects[ok]), "f": files[ok]}).drop_duplicates()
-    counts = frame.groupby("s")["f"].agg(lambda f: sorted(map(str, f)))
-    several = counts[counts.map(len) > 1]
-    if several.empty:
+    file_codes, file_names = pd.factorize(files[ok])
+    if len(file_names) < 2:  # one file (a part of one file, in the bounded-memory engine): nothing to check
         return None
+    subject_codes, subject_names = codes_and_names(subjects[ok])
+    known = subject_codes >= 0
+    pairs = np.unique(subject_codes[known].astype(np.int64) * len(file_names) + file_codes[known])
+    pair_subject, pair_file = np.divmod(pairs, len(file_names))
+    several = np.flatnonzero(np.bincount(pair_subject, minlength=len(subject_names)) > 1)
+    if len(several) == 0:
+        return None
+    starts, ends = np.searchsorted(pair_subject, several), np.searchsorted(pair_subject, several, side="right")
+    listed = sorted(
+        (str(subject_names[s]), sorted(map(str, file_names[pair_file[a:b]])))
+        for s, a, b in zip(several, starts, ends, strict=True)
+    )
     return pd.DataFrame(
         {
-            "subject_id": several.index.to_numpy(dtype=object),
+            "subject_id": np.array([subject for subject, _ in listed], dtype=object),
             "code": "subject_in_several_files",
             "timepoint": None,
             "lesion_id": None,
@@ -709,11 +719,19 @@ def _several_files(subjects: Any, files: np.ndarray | None, ok: np.ndarray) -> p
                 "rows of this subject come from "
                 + ", ".join(Path(f).name for f in files_)
                 + "; check the files are not duplicate exports"
-                for files_ in several
+                for _, files_ in listed
             ],
             "severity": "warning",
         }
     )
+
+
+def codes_and_names(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes (-1 = missing) and the distinct values, of categorical text or of plain values."""
+    if isinstance(values, pd.Categorical):
+        return values.codes, values.categories.to_numpy(dtype=object)
+    codes, names = pd.factorize(object_values(values))
+    return codes, np.asarray(names, dtype=object)
 
 
 def _organ_rows(

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from crlm_response.sources import stripped_text
 from crlm_response.tables import object_strings
-from crlm_response.trial import _group_ids, _in_order_of_appearance
+from crlm_response.trial import _group_ids, _in_order_of_appearance, _several_files
 
 
 @given(st.lists(st.integers(min_value=0, max_value=12), max_size=60), st.booleans())
@@ -45,3 +45,19 @@ def test_trimmed_text_as_pandas_makes_it(values: list[object]) -> None:
 
 def test_trimmed_ids() -> None:
     assert stripped_text(pd.Series([" P1", "P2\t", "\u00a0P3"], dtype=object)) == ["P1", "P2", "P3"]
+
+
+def test_subjects_in_several_files_named_with_their_files() -> None:
+    subjects = pd.Categorical(["P2", "P1", "P2", None, None, "P10", "P10", "P2"])
+    files = np.array(["in/b.csv", "in/a.csv", "in/a.csv", "in/a.csv", "in/b.csv", "in/c.csv", "in/a.csv", "in/b.csv"])
+    ok = np.array([True, True, True, True, True, True, True, True])
+    found = _several_files(subjects, files, ok)
+    assert found is not None
+    assert found["subject_id"].tolist() == ["P10", "P2"]  # in text order; P1 (one file) and missing ids are not listed
+    assert found["message"].tolist() == [
+        "rows of this subject come from a.csv, c.csv; check the files are not duplicate exports",
+        "rows of this subject come from a.csv, b.csv; check the files are not duplicate exports",
+    ]
+    ok[5] = False  # P10's row from c.csv rejected: P10 is then in one file
+    assert _several_files(subjects, files, ok)["subject_id"].tolist() == ["P2"]  # type: ignore[index]
+    assert _several_files(subjects, np.full(8, "in/a.csv"), ok) is None
