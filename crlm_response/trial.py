@@ -243,9 +243,12 @@ class Ledger:
         if self.files is None:
             return {self.file: _tally(len(self.frame) + self.malformed, int(self.bad.sum()) + self.malformed)}
         malformed = np.concatenate(self.malformed_files) if self.malformed_files else np.zeros(0, dtype=object)
-        files = np.concatenate([self.files.astype(str), malformed.astype(str)])
+        files = np.concatenate([np.asarray(self.files, dtype=object), np.asarray(malformed, dtype=object)])
         bad = np.concatenate([self.bad, np.ones(len(malformed), dtype=bool)])
-        names, codes = np.unique(files, return_inverse=True)
+        # Hash the rows' file labels, then sort the few distinct ones as text (what np.unique of text would give).
+        codes, distinct = pd.factorize(files, use_na_sentinel=False)
+        names, merged = np.unique(np.array([str(d) for d in distinct], dtype=str), return_inverse=True)
+        codes = merged.reshape(-1)[codes] if len(codes) else codes
         read = np.bincount(codes, minlength=len(names))
         rejected = np.bincount(codes, weights=bad, minlength=len(names)).astype(np.int64)
         return {str(name): _tally(int(r), int(b)) for name, r, b in zip(names, read, rejected, strict=True)}
