@@ -54,6 +54,7 @@ from .tables import (
     blank_where,
     from_codes,
     object_values,
+    text_codes,
     with_object_strings,
 )
 
@@ -700,7 +701,7 @@ def _several_files(subjects: Any, files: np.ndarray | None, ok: np.ndarray) -> p
     file_codes, file_names = pd.factorize(files[ok])
     if len(file_names) < 2:  # one file (a part of one file, in the bounded-memory engine): nothing to check
         return None
-    subject_codes, subject_names = codes_and_names(subjects[ok])
+    subject_codes, subject_names = text_codes(subjects[ok])
     known = subject_codes >= 0
     pairs = np.unique(subject_codes[known].astype(np.int64) * len(file_names) + file_codes[known])
     pair_subject, pair_file = np.divmod(pairs, len(file_names))
@@ -727,14 +728,6 @@ def _several_files(subjects: Any, files: np.ndarray | None, ok: np.ndarray) -> p
             "severity": "warning",
         }
     )
-
-
-def codes_and_names(values: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes (-1 = missing) and the distinct values, of categorical text or of plain values."""
-    if isinstance(values, pd.Categorical):
-        return values.codes, values.categories.to_numpy(dtype=object)
-    codes, names = pd.factorize(object_values(values))
-    return codes, np.asarray(names, dtype=object)
 
 
 def _organ_rows(
